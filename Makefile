@@ -1,0 +1,39 @@
+# The two commands of the README:
+#   make demo   the main job end to end on the bundled real data (installs everything first)
+#   make test   lint + the whole test suite (what .ci/run calls)
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# pip prints one warning per package for unreachable local mirrors on some machines; keep the output readable.
+PIP_QUIET := 2>&1 | grep -v "^WARNING: Location" || true
+
+.PHONY: demo test install lint clean check-java
+
+$(STAMP): requirements/requirements.lock.txt requirements/dev.txt pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 is required, found {sys.version.split()[0]} at {sys.executable}"'
+	@echo "== installing the locked stack into $(VENV) (about 2 minutes the first time)"
+	$(PYTHON) -m venv $(VENV)
+	set -o pipefail; $(BIN)/pip install -q --upgrade pip $(PIP_QUIET)
+	set -o pipefail; $(BIN)/pip install -q -r requirements/requirements.lock.txt -r requirements/dev.txt $(PIP_QUIET)
+	set -o pipefail; $(BIN)/pip install -q --no-deps -e . $(PIP_QUIET)
+	$(BIN)/python -c "import airflow, pyspark, dbt, feast, great_expectations, torch, lightgbm, nightrec"
+	@touch $@
+
+install: $(STAMP)
+
+check-java:
+	@command -v java >/dev/null || { echo "Java 17 is required for Spark (apt-get install openjdk-17-jre-headless)"; exit 1; }
+
+demo: install check-java
+	$(BIN)/nightrec demo
+
+lint: install
+	$(BIN)/ruff check .
+
+test: install check-java lint
+	$(BIN)/pytest
+
+clean:
+	rm -rf warehouse .airflow .pytest_cache .ruff_cache

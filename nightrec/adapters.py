@@ -1,0 +1,212 @@
+"""Source adapters: how one delivered file format maps onto the canonical event contract.
+
+An adapter is a YAML file in ``conf/sources/`` (see ``tmall_brand.yaml`` for the annotated reference). A user's
+own export (RetailRocket, REES46, Taobao style) needs only a new YAML file, no code.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from nightrec.config import PROJECT_ROOT, SOURCES_DIR
+from nightrec.errors import ConfigError
+from nightrec.timeformats import FORMAT_REGEX, TimeSpec
+
+REQUIRED_COLUMNS = ("user_id", "item_id", "event_time")
+
+
+@dataclass(frozen=True)
+class AttributeFile:
+    """A file of item or user attributes delivered beside the events (snapshot, not daily)."""
+
+    path: Path
+    key: str
+
+
+@dataclass(frozen=True)
+class SourceAdapter:
+    """One source, as declared in ``conf/sources/<name>.yaml``.
+
+    :param name: source name; also the ``source`` column of every event.
+    :param description: one line for humans.
+    :param bundled_events: the bundled history file the replayer turns into daily deliveries.
+    :param history_start: first day of the bundled history.
+    :param history_end: last day of the bundled history (inclusive).
+    :param nightly_start: first day the demo processes with the nightly DAG (days before it are bootstrapped).
+    :param file_format: ``csv`` or ``parquet``.
+    :param file_pattern: glob of the files of one delivery.
+    :param delimiter: CSV delimiter.
+    :param columns: canonical name -> source column (user_id, item_id, event_time; event_type, event_id optional).
+    :param event_type_constant: the event type when the source has one behaviour and no type column.
+    :param event_type_names: source code -> behaviour word (e.g. Tmall's "1" -> "buy"); unmapped codes are kept.
+    :param levels: behaviour word -> ordinal level (1 = weakest); a word not listed is quarantined.
+    :param time: how the event time is written.
+    :param item_attributes: optional attribute file for items.
+    :param user_attributes: optional attribute file for users.
+    :param has_availability: whether the source declares item availability (none of the bundled ones does).
+    :param credit: attribution that travels with every copy of the data.
+    """
+
+    name: str
+    description: str
+    bundled_events: Path
+    history_start: date
+    history_end: date
+    nightly_start: date
+    file_format: str
+    file_pattern: str
+    delimiter: str
+    columns: dict[str, str]
+    event_type_constant: str | None
+    event_type_names: dict[str, str]
+    levels: dict[str, int]
+    time: TimeSpec
+    item_attributes: AttributeFile | None = None
+    user_attributes: AttributeFile | None = None
+    has_availability: bool = False
+    credit: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def max_level(self) -> int:
+        return max(self.levels.values())
+
+    @property
+    def source_columns(self) -> list[str]:
+        """The source columns a delivered file must have (checked against its header)."""
+        return list(dict.fromkeys(self.columns.values()))
+
+    def history_days(self) -> list[date]:
+        return days_between(self.history_start, self.history_end + timedelta(days=1))
+
+    def matches(self, filename: str) -> bool:
+        return fnmatch.fnmatch(filename, self.file_pattern)
+
+    def level_of(self, raw_type: str | None) -> tuple[str | None, int | None]:
+        """Map a raw event-type value to (behaviour word, level); level is None when unknown."""
+        if self.event_type_constant is not None:
+            word: str | None = self.event_type_constant
+        elif raw_type is None:
+            return None, None
+        else:
+            word = self.event_type_names.get(raw_type, raw_type)
+        return word, self.levels.get(word) if word is not None else None
+
+
+def days_between(start: date, end: date) -> list[date]:
+    """The days of the half-open range [start, end)."""
+    return [start + timedelta(days=i) for i in range((end - start).days)]
+
+
+_ALLOWED = {
+    "name", "description", "bundled", "history", "nightly_start", "events", "attributes",
+    "has_availability", "credit",
+}
+_EVENT_KEYS = {
+    "format", "file_pattern", "delimiter", "columns", "event_type_constant", "event_type_names", "levels", "time",
+}
+
+
+def _req(d: dict[str, Any], key: str, where: str) -> Any:
+    if key not in d or d[key] in (None, ""):
+        raise ConfigError(f"Missing '{key}' in {where}")
+    return d[key]
+
+
+def load_adapter(name: str, sources_dir: Path = SOURCES_DIR) -> SourceAdapter:
+    """Read and validate ``conf/sources/<name>.yaml``.
+
+    :raises ConfigError: the file is missing or any field is invalid; the message names the field and file.
+    """
+    path = sources_dir / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in sources_dir.glob("*.yaml"))
+        raise ConfigError(f"Could not find source adapter '{name}' at {path}; known: {known}")
+    raw = yaml.safe_load(path.read_text()) or {}
+    where = str(path)
+    unknown = set(raw) - _ALLOWED
+    if unknown:
+        raise ConfigError(f"Unknown key(s) {sorted(unknown)} in {where}; allowed: {sorted(_ALLOWED)}")
+    if raw.get("name") != name:
+        raise ConfigError(f"'name' in {where} must be '{name}' (the file name), got {raw.get('name')!r}")
+    ev = _req(raw, "events", where)
+    unknown = set(ev) - _EVENT_KEYS
+    if unknown:
+        raise ConfigError(f"Unknown key(s) {sorted(unknown)} under 'events' in {where}")
+
+    columns = {str(k): str(v) for k, v in _req(ev, "columns", where).items()}
+    for col in REQUIRED_COLUMNS:
+        if col not in columns:
+            raise ConfigError(f"events.columns in {where} must map '{col}' to a source column")
+    unknown_cols = set(columns) - {*REQUIRED_COLUMNS, "event_type", "event_id"}
+    if unknown_cols:
+        raise ConfigError(f"events.columns in {where} has unknown canonical name(s) {sorted(unknown_cols)}")
+    constant = ev.get("event_type_constant")
+    if (constant is None) == ("event_type" not in columns):
+        raise ConfigError(f"{where}: give exactly one of events.columns.event_type or events.event_type_constant")
+
+    levels = {str(k): int(v) for k, v in _req(ev, "levels", where).items()}
+    if sorted(set(levels.values())) != list(range(1, max(levels.values()) + 1)):
+        raise ConfigError(f"events.levels in {where} must use every level 1..max exactly (got {levels})")
+    names = {str(k): str(v) for k, v in (ev.get("event_type_names") or {}).items()}
+    missing = sorted({w for w in names.values() if w not in levels} | ({constant} - set(levels) if constant else set()))
+    if missing:
+        raise ConfigError(f"Behaviour(s) {missing} in {where} have no entry in events.levels")
+
+    t = _req(ev, "time", where)
+    fmt = _req(t, "format", f"events.time of {where}")
+    if fmt not in FORMAT_REGEX:
+        raise ConfigError(f"events.time.format {fmt!r} in {where} is not one of {sorted(FORMAT_REGEX)}")
+    if fmt == "month-day" and not t.get("year"):
+        raise ConfigError(f"events.time.year is required for format month-day in {where}")
+    spec = TimeSpec(format=fmt, year=t.get("year"), timezone=str(t.get("timezone") or "UTC"))
+
+    hist = _req(raw, "history", where)
+    try:
+        h_start = date.fromisoformat(str(_req(hist, "start", where)))
+        h_end = date.fromisoformat(str(_req(hist, "end", where)))
+        nightly = date.fromisoformat(str(_req(raw, "nightly_start", where)))
+    except ValueError as exc:
+        raise ConfigError(f"Dates in {where} must be YYYY-MM-DD: {exc}") from exc
+    if not h_start <= nightly <= h_end:
+        raise ConfigError(f"nightly_start {nightly} in {where} must lie inside history [{h_start}, {h_end}]")
+
+    fmt_files = str(ev.get("format") or "csv")
+    if fmt_files not in {"csv", "parquet"}:
+        raise ConfigError(f"events.format in {where} must be csv or parquet, got {fmt_files!r}")
+
+    bundled = _req(raw, "bundled", where)
+    attrs = raw.get("attributes") or {}
+
+    def attr(kind: str) -> AttributeFile | None:
+        a = attrs.get(kind)
+        if not a:
+            return None
+        return AttributeFile(path=PROJECT_ROOT / _req(a, "file", where), key=str(_req(a, "key", where)))
+
+    return SourceAdapter(
+        name=name,
+        description=str(raw.get("description") or ""),
+        bundled_events=PROJECT_ROOT / _req(bundled, "events", where),
+        history_start=h_start,
+        history_end=h_end,
+        nightly_start=nightly,
+        file_format=fmt_files,
+        file_pattern=str(ev.get("file_pattern") or ("*.csv" if fmt_files == "csv" else "*.parquet")),
+        delimiter=str(ev.get("delimiter") or ","),
+        columns=columns,
+        event_type_constant=str(constant) if constant is not None else None,
+        event_type_names=names,
+        levels=levels,
+        time=spec,
+        item_attributes=attr("items"),
+        user_attributes=attr("users"),
+        has_availability=bool(raw.get("has_availability", False)),
+        credit=str(raw.get("credit") or ""),
+    )

@@ -1,0 +1,100 @@
+"""The environment Airflow, its tasks and spark-submit run in, derived from the settings (one place)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from nightrec.config import PROJECT_ROOT, Settings
+from nightrec.errors import NightrecError
+
+VENV_BIN = Path(sys.executable).parent
+
+
+def airflow_environment(settings: Settings, base: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment variables for `airflow` commands: home, DAG folder, metadata DB and the Spark connection."""
+    env = dict(os.environ if base is None else base)
+    home = settings.airflow.home
+    conn = {
+        "conn_type": "spark",
+        "host": settings.spark.master,
+        "extra": {"spark-binary": "spark-submit", "deploy-mode": "client"},
+    }
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "120",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": settings.airflow.sql_alchemy_conn or f"sqlite:///{home}/airflow.db",
+            "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
+            "DBT_SEND_ANONYMOUS_USAGE_STATS": "False",
+            f"AIRFLOW_CONN_{settings.airflow.spark_conn_id.upper()}": json.dumps(conn),
+            # Spark binds the loopback interface and runs this virtual environment's Python on both sides.
+            "SPARK_LOCAL_IP": env.get("SPARK_LOCAL_IP", "127.0.0.1"),
+            "PYSPARK_PYTHON": sys.executable,
+            "PYSPARK_DRIVER_PYTHON": sys.executable,
+            "PATH": f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
+            "NIGHTREC_PROFILE": settings.profile,
+            "NIGHTREC_WAREHOUSE_ROOT": str(settings.warehouse_root),
+            "NIGHTREC_SOURCE": settings.source,
+            "NIGHTREC_AIRFLOW_HOME": str(home),
+        }
+    )
+    return env
+
+
+# Lines of a `dags test` log worth showing while it runs: task starts and ends, the jobs' progress, failures.
+PROGRESS_MARKERS = (
+    "[DAG TEST] starting task_id", "[DAG TEST] end task", "ingest_events: ", "build_sequences: ",
+    "Returned value was", "DagRun Finished", "ERROR", "Traceback", "Error:",
+)
+
+
+def run_airflow(settings: Settings, args: list[str], check: bool = True, quiet: bool = False) -> int:
+    """Run one `airflow` CLI command in the project's environment.
+
+    :param quiet: write the full output to ``<airflow home>/logs/cli/<command>.log`` and show only progress
+        lines (and the log's tail on failure); otherwise stream everything.
+    """
+    settings.airflow.home.mkdir(parents=True, exist_ok=True)
+    cmd = [str(VENV_BIN / "airflow"), *args]
+    env = airflow_environment(settings)
+    if not quiet:
+        rc = subprocess.run(cmd, env=env, cwd=PROJECT_ROOT).returncode
+    else:
+        log_dir = settings.airflow.home / "logs" / "cli"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = log_dir / ("-".join(a.replace("/", "_").replace(":", "") for a in args[:4]) + ".log")
+        tail: list[str] = []
+        with log_path.open("w") as log, subprocess.Popen(
+            cmd, env=env, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        ) as proc:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                log.write(line)
+                tail = [*tail[-59:], line]
+                if any(m in line for m in PROGRESS_MARKERS):
+                    print("   " + _shorten(line), flush=True)
+            rc = proc.wait()
+        if rc != 0:
+            print(f"--- last lines of {log_path} ---\n{''.join(tail)}", file=sys.stderr, flush=True)
+    if check and rc != 0:
+        raise NightrecError(f"`airflow {' '.join(args)}` failed with exit code {rc}")
+    return rc
+
+
+def _shorten(line: str) -> str:
+    """Drop Airflow's structlog prefix and suffix around a task's own message."""
+    text = line.rstrip()
+    if "[info     ] " in text:
+        text = text.split("[info     ] ", 1)[1]
+    return text.split(" [airflow.", 1)[0].split(" loc=", 1)[0]
+
+
+def ensure_metadata_db(settings: Settings) -> None:
+    """Create or upgrade the Airflow metadata DB (idempotent; about 3 s on SQLite)."""
+    run_airflow(settings, ["db", "migrate"])

@@ -1,0 +1,256 @@
+"""`nightrec`: the command line of the nightly recommendation warehouse.
+
+Run `nightrec <command> --help` for details. Every command reads the profile (conf/profiles/, NIGHTREC_PROFILE)
+and the source (conf/sources/, NIGHTREC_SOURCE); flags override single values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+from nightrec.adapters import days_between, load_adapter
+from nightrec.config import Settings, load_settings
+from nightrec.errors import NightrecError
+
+EPILOG = """\
+The main job end to end on the bundled Tmall data (what `make demo` runs):
+  nightrec demo
+Step by step:
+  nightrec bootstrap                     # history before the source's nightly_start, one Spark pass per job
+  nightrec nightly --day 2014-08-14      # the nightly DAG for one day (Airflow logical date = day + 1)
+  nightrec backfill --start 2014-08-14 --end 2014-08-15   # the nightly DAG for each day, inclusive
+  nightrec status                        # per-day reconciliation: raw = bronze + quarantine + re-delivered
+  nightrec airflow dags list             # any airflow command, in the project's environment
+"""
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = load_settings(args.profile)
+    changes: dict[str, object] = {}
+    if args.warehouse:
+        changes["warehouse_root"] = Path(args.warehouse).resolve()
+    if args.source:
+        changes["source"] = args.source
+    return settings.with_overrides(**changes) if changes else settings
+
+
+def _export(settings: Settings) -> None:
+    """Make child processes (Airflow, its tasks, spark-submit) see the same settings."""
+    import os
+
+    os.environ["NIGHTREC_PROFILE"] = settings.profile
+    os.environ["NIGHTREC_WAREHOUSE_ROOT"] = str(settings.warehouse_root)
+    os.environ["NIGHTREC_SOURCE"] = settings.source
+
+
+def _logical_date(day: date) -> str:
+    # The run that processes day D has its data interval [D, D+1) and logical date D+1 (Airflow 3).
+    return f"{(day + timedelta(days=1)).isoformat()}T00:00:00+00:00"
+
+
+def cmd_land(args: argparse.Namespace) -> int:
+    from nightrec.landing import land_file, replay
+    from nightrec.warehouse import Warehouse
+
+    s = _settings(args)
+    adapter = load_adapter(s.source)
+    wh = Warehouse(s.warehouse_root, adapter.name)
+    if args.file:
+        if not args.ds:
+            raise NightrecError("--file needs --ds (the delivery day)")
+        res = land_file(adapter, wh, args.ds, Path(args.file))
+        print(f"{adapter.name} ds={res.ds} {res.file}: {res.status} ({res.rows} rows)")
+        return 0
+    start = args.start or adapter.history_start
+    end = (args.end + timedelta(days=1)) if args.end else adapter.history_end + timedelta(days=1)
+    report = replay(adapter, wh, start, end, Path(args.bundled) if args.bundled else None)
+    print(report.summary())
+    return 0
+
+
+def cmd_bootstrap(args: argparse.Namespace) -> int:
+    from nightrec.airflow_env import ensure_metadata_db, run_airflow
+
+    s = _settings(args)
+    _export(s)
+    adapter = load_adapter(s.source)
+    start = args.start or adapter.history_start
+    end = (args.end + timedelta(days=1)) if args.end else adapter.nightly_start
+    ensure_metadata_db(s)
+    conf = json.dumps({"start": start.isoformat(), "end": end.isoformat()})
+    print(f"bootstrap {adapter.name}: days [{start}, {end}) through the `bootstrap` DAG", flush=True)
+    run_airflow(s, ["dags", "test", "bootstrap", "-c", conf], quiet=args.quiet)
+    return 0
+
+
+def _nightly_days(s: Settings, days: list[date], quiet: bool = True) -> None:
+    from nightrec.airflow_env import ensure_metadata_db, run_airflow
+
+    adapter = load_adapter(s.source)
+    outside = [d for d in days if not adapter.history_start <= d <= adapter.history_end]
+    if outside:
+        raise NightrecError(
+            f"Day(s) {', '.join(map(str, outside[:3]))} lie outside {adapter.name}'s delivered history "
+            f"[{adapter.history_start}, {adapter.history_end}]: there is nothing to process."
+        )
+    _export(s)
+    ensure_metadata_db(s)
+    for day in days:
+        t0 = time.time()
+        print(f"nightly {s.source}: day {day} (logical date {_logical_date(day)})", flush=True)
+        run_airflow(s, ["dags", "test", "nightly", _logical_date(day)], quiet=quiet)
+        print(f"nightly {s.source}: day {day} done in {time.time() - t0:.0f}s", flush=True)
+
+
+def cmd_nightly(args: argparse.Namespace) -> int:
+    s = _settings(args)
+    day = args.day or s.run_date
+    if day is None:
+        raise NightrecError("Give the day to process: --day YYYY-MM-DD (or NIGHTREC_RUN_DATE)")
+    _nightly_days(s, [day], args.quiet)
+    return 0
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    s = _settings(args)
+    if args.end < args.start:
+        raise NightrecError(f"--end ({args.end}) is before --start ({args.start})")
+    _nightly_days(s, days_between(args.start, args.end + timedelta(days=1)), args.quiet)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from nightrec.run_manifest import read_run_manifest
+    from nightrec.warehouse import Warehouse
+
+    s = _settings(args)
+    adapter = load_adapter(s.source)
+    wh = Warehouse(s.warehouse_root, adapter.name)
+    start = args.start or adapter.history_start
+    end = args.end or adapter.history_end
+    print(f"{'ds':<11} {'raw':>7} {'bronze':>7} {'quar.':>6} {'redel.':>6} {'ok':>3} {'seq.users':>9}  quarantine")
+    missing = 0
+    for ds in days_between(start, end + timedelta(days=1)):
+        doc = read_run_manifest(wh, ds)
+        st = (doc or {}).get("stages", {})
+        ing, seq = st.get("ingest_events"), st.get("build_sequences")
+        if not ing:
+            missing += 1
+            if args.all:
+                print(f"{ds!s:<11} (not ingested)")
+            continue
+        ok = ing["raw_rows"] == ing["bronze_rows"] + ing["quarantined_rows"] + ing["redelivered_rows"]
+        print(f"{ds!s:<11} {ing['raw_rows']:>7} {ing['bronze_rows']:>7} {ing['quarantined_rows']:>6} "
+              f"{ing['redelivered_rows']:>6} {'yes' if ok else 'NO':>3} {(seq or {}).get('users', '-'):>9}  "
+              f"{ing['quarantine_reasons'] or ''}")
+    if missing:
+        print(f"({missing} day(s) in [{start}, {end}] not ingested yet{'' if args.all else '; --all lists them'})")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    s = _settings(args)
+    adapter = load_adapter(s.source)
+    t0 = time.time()
+    print(f"== nightrec demo: source {adapter.name} ({adapter.description})\n"
+          f"   warehouse {s.warehouse_root}, Spark {s.spark.master}, Airflow home {s.airflow.home}", flush=True)
+    args.start, args.end = None, None
+    cmd_bootstrap(args)
+    _nightly_days(s, days_between(adapter.nightly_start, adapter.history_end + timedelta(days=1)))
+    print(f"\n== done in {time.time() - t0:.0f}s. Reconciliation of the last days:")
+    args.start, args.end, args.all = adapter.nightly_start - timedelta(days=3), adapter.history_end, False
+    cmd_status(args)
+    print(f"\nWhere to look: {s.warehouse_root}/bronze/events, bronze/quarantine, silver/sequences, _runs/ "
+          f"(`nightrec status` for every day).")
+    return 0
+
+
+def cmd_upscale(args: argparse.Namespace) -> int:
+    from nightrec.upscale import upscale
+
+    adapter = load_adapter(args.source or "tmall_brand")
+    out = upscale(adapter, args.factor, Path(args.output))
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_airflow(args: argparse.Namespace) -> int:
+    from nightrec.airflow_env import run_airflow
+
+    s = _settings(args)
+    _export(s)
+    return run_airflow(s, args.airflow_args, check=False)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nightrec", description=__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--profile", help="configuration profile (conf/profiles/<name>.yaml; default local)")
+    common.add_argument("--source", help="source profile (conf/sources/<name>.yaml; default from the profile)")
+    common.add_argument("--warehouse", help="warehouse root directory (default from the profile)")
+    common.add_argument("--verbose", dest="quiet", action="store_false",
+                        help="stream Airflow's whole output (default: progress lines; full log under AIRFLOW_HOME)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="command")
+    d = date.fromisoformat
+
+    p = sub.add_parser("demo", parents=[common], help="bootstrap the history, then run the nightly DAG for the last days")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("land", parents=[common], help="land deliveries into raw/ (replay the bundled history, or one file)")
+    p.add_argument("--start", type=d, help="first day to replay (default: first day of the history)")
+    p.add_argument("--end", type=d, help="last day to replay, inclusive (default: last day of the history)")
+    p.add_argument("--bundled", help="replay this history file instead of the adapter's bundled one")
+    p.add_argument("--file", help="land this one delivered file (needs --ds)")
+    p.add_argument("--ds", type=d, help="the delivery day of --file")
+    p.set_defaults(func=cmd_land)
+
+    p = sub.add_parser("bootstrap", parents=[common], help="build the history through the `bootstrap` DAG")
+    p.add_argument("--start", type=d, help="first day (default: first day of the history)")
+    p.add_argument("--end", type=d, help="last day, inclusive (default: the day before nightly_start)")
+    p.set_defaults(func=cmd_bootstrap)
+
+    p = sub.add_parser("nightly", parents=[common], help="run the nightly DAG for one day D")
+    p.add_argument("--day", type=d, help="the day D to process (default NIGHTREC_RUN_DATE)")
+    p.set_defaults(func=cmd_nightly)
+
+    p = sub.add_parser("backfill", parents=[common], help="run the nightly DAG for every day of a range")
+    p.add_argument("--start", type=d, required=True, help="first day")
+    p.add_argument("--end", type=d, required=True, help="last day, inclusive")
+    p.set_defaults(func=cmd_backfill)
+
+    p = sub.add_parser("status", parents=[common], help="per-day reconciliation from the run manifests")
+    p.add_argument("--start", type=d, help="first day (default: first day of the history)")
+    p.add_argument("--end", type=d, help="last day, inclusive (default: last day of the history)")
+    p.add_argument("--all", action="store_true", help="also list days not ingested yet")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("upscale", help="write an up-scaled copy of a source's history (benchmarks)")
+    p.add_argument("--source", help="source (default tmall_brand)")
+    p.add_argument("--factor", type=int, required=True, help="how many copies of each user (10 = 10x the rows)")
+    p.add_argument("--output", required=True, help="output CSV path")
+    p.set_defaults(func=cmd_upscale)
+
+    p = sub.add_parser("airflow", parents=[common], help="run any airflow command in the project's environment")
+    p.add_argument("airflow_args", nargs=argparse.REMAINDER, help="arguments passed to airflow")
+    p.set_defaults(func=cmd_airflow)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except NightrecError as exc:
+        print(f"nightrec: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,196 @@
+"""All configuration of the project, in one typed place.
+
+A *profile* (``conf/profiles/<name>.yaml``; ``local`` by default, ``cluster`` for a Spark cluster) sets the
+engines and paths; environment variables override single values so that Airflow tasks, spark-submit and
+tests can point the same code at another warehouse without editing files:
+
+==========================  =========================================================
+NIGHTREC_PROFILE            profile name (default ``local``)
+NIGHTREC_WAREHOUSE_ROOT     warehouse root directory
+NIGHTREC_SOURCE             source profile (``tmall_brand`` by default; see conf/sources/)
+NIGHTREC_SPARK_MASTER       Spark master URL (``local[*]``, ``spark://host:7077``, ``yarn`` ...)
+NIGHTREC_RUN_DATE           the day D a one-off command processes (YYYY-MM-DD)
+NIGHTREC_AIRFLOW_HOME       Airflow home (metadata DB, logs)
+==========================  =========================================================
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from nightrec.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROFILES_DIR = PROJECT_ROOT / "conf" / "profiles"
+SOURCES_DIR = PROJECT_ROOT / "conf" / "sources"
+
+
+@dataclass(frozen=True)
+class SparkSettings:
+    """How Spark jobs run.
+
+    :param master: Spark master URL; ``local[*]`` on one machine, a cluster URL at scale.
+    :param driver_memory: driver memory for spark-submit and in-process sessions (e.g. ``4g``).
+    :param shuffle_partitions: ``spark.sql.shuffle.partitions``; small on a laptop, larger on a cluster.
+    :param conf: any further ``spark.*`` settings passed through unchanged.
+    """
+
+    master: str = "local[*]"
+    driver_memory: str = "4g"
+    shuffle_partitions: int = 8
+    conf: dict[str, str] = field(default_factory=dict)
+
+    def all_conf(self) -> dict[str, str]:
+        """The complete ``spark.*`` configuration the jobs run with."""
+        base = {
+            # One clock for the whole warehouse: every timestamp is UTC (DESIGN.md, "Time").
+            "spark.sql.session.timeZone": "UTC",
+            "spark.sql.shuffle.partitions": str(self.shuffle_partitions),
+            # Deterministic file layout: one writer task per ds partition, no speculative duplicates.
+            "spark.speculation": "false",
+            "spark.ui.showConsoleProgress": "false",
+        }
+        base.update(self.conf)
+        return base
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    """Behaviour of the nightly jobs.
+
+    :param sequence_length: N, the number of most recent behaviour tokens kept per user sequence.
+    :param lookback_days: how many days before D a nightly run re-reads, so late deliveries are ingested.
+    """
+
+    sequence_length: int = 50
+    lookback_days: int = 2
+
+
+@dataclass(frozen=True)
+class AirflowSettings:
+    """How the project drives Airflow.
+
+    :param home: AIRFLOW_HOME (SQLite metadata DB and logs by default).
+    :param spark_conn_id: the Airflow connection SparkSubmitOperator uses; it is generated from ``spark.master``.
+    :param sql_alchemy_conn: metadata DB URL; empty means SQLite under ``home``.
+    :param task_retries: retries per task (0 locally so a failure shows at once; more on a cluster).
+    """
+
+    home: Path
+    spark_conn_id: str = "nightrec_spark"
+    sql_alchemy_conn: str = ""
+    task_retries: int = 0
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The whole configuration of one run.
+
+    :param profile: the profile name the settings came from.
+    :param warehouse_root: root of every data zone (raw, bronze, silver, marts, models, serving).
+    :param source: the source profile (one warehouse per source, see DESIGN.md).
+    :param spark: Spark settings.
+    :param pipeline: job behaviour.
+    :param airflow: Airflow settings.
+    :param dbt_target: ``duckdb`` (default, embedded) or ``spark``.
+    :param run_date: the day D a one-off command processes, if given.
+    """
+
+    profile: str
+    warehouse_root: Path
+    source: str
+    spark: SparkSettings
+    pipeline: PipelineSettings
+    airflow: AirflowSettings
+    dbt_target: str = "duckdb"
+    run_date: date | None = None
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        """A copy with some top-level fields replaced (tests and CLI flags use this)."""
+        return replace(self, **changes)
+
+
+_TOP_KEYS = {"warehouse_root", "source", "spark", "pipeline", "airflow", "dbt_target", "run_date"}
+
+
+def _resolve(path: str | Path) -> Path:
+    p = Path(os.path.expanduser(str(path)))
+    return p if p.is_absolute() else (PROJECT_ROOT / p).resolve()
+
+
+def _section(raw: dict[str, Any], key: str, cls: type, where: Path) -> dict[str, Any]:
+    value = raw.get(key) or {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"'{key}' in {where} must be a mapping, got {type(value).__name__}")
+    allowed = set(cls.__dataclass_fields__)
+    unknown = set(value) - allowed
+    if unknown:
+        raise ConfigError(f"Unknown key(s) {sorted(unknown)} under '{key}' in {where}; allowed: {sorted(allowed)}")
+    return dict(value)
+
+
+def load_settings(profile: str | None = None, env: dict[str, str] | None = None) -> Settings:
+    """Load a profile and apply environment overrides.
+
+    :param profile: profile name; defaults to ``$NIGHTREC_PROFILE`` or ``local``.
+    :param env: the environment to read overrides from (defaults to ``os.environ``).
+    :raises ConfigError: the profile file is missing, has unknown keys or invalid values.
+    """
+    env = dict(os.environ if env is None else env)
+    name = profile or env.get("NIGHTREC_PROFILE") or "local"
+    path = PROFILES_DIR / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+        raise ConfigError(f"Could not find profile '{name}' at {path}; known profiles: {known}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"Could not parse {path}: {exc}") from exc
+    unknown = set(raw) - _TOP_KEYS
+    if unknown:
+        raise ConfigError(f"Unknown key(s) {sorted(unknown)} in {path}; allowed: {sorted(_TOP_KEYS)}")
+
+    spark_kw = _section(raw, "spark", SparkSettings, path)
+    if "NIGHTREC_SPARK_MASTER" in env:
+        spark_kw["master"] = env["NIGHTREC_SPARK_MASTER"]
+    spark_kw["conf"] = {str(k): str(v) for k, v in (spark_kw.get("conf") or {}).items()}
+    pipeline_kw = _section(raw, "pipeline", PipelineSettings, path)
+    airflow_kw = _section(raw, "airflow", AirflowSettings, path)
+    airflow_kw["home"] = _resolve(env.get("NIGHTREC_AIRFLOW_HOME") or airflow_kw.get("home") or ".airflow")
+
+    run_date_text = env.get("NIGHTREC_RUN_DATE") or raw.get("run_date")
+    try:
+        run_date = date.fromisoformat(str(run_date_text)) if run_date_text else None
+    except ValueError as exc:
+        raise ConfigError(f"run_date must be YYYY-MM-DD, got {run_date_text!r} (profile {path})") from exc
+
+    settings = Settings(
+        profile=name,
+        warehouse_root=_resolve(env.get("NIGHTREC_WAREHOUSE_ROOT") or raw.get("warehouse_root") or "warehouse"),
+        source=env.get("NIGHTREC_SOURCE") or raw.get("source") or "tmall_brand",
+        spark=SparkSettings(**spark_kw),
+        pipeline=PipelineSettings(**pipeline_kw),
+        airflow=AirflowSettings(**airflow_kw),
+        dbt_target=str(raw.get("dbt_target") or "duckdb"),
+        run_date=run_date,
+    )
+    _validate(settings, path)
+    return settings
+
+
+def _validate(s: Settings, where: Path) -> None:
+    if s.pipeline.sequence_length < 1:
+        raise ConfigError(f"pipeline.sequence_length must be >= 1 (got {s.pipeline.sequence_length}) in {where}")
+    if s.pipeline.lookback_days < 0:
+        raise ConfigError(f"pipeline.lookback_days must be >= 0 (got {s.pipeline.lookback_days}) in {where}")
+    if s.dbt_target not in {"duckdb", "spark"}:
+        raise ConfigError(f"dbt_target must be 'duckdb' or 'spark' (got {s.dbt_target!r}) in {where}")
+    if not (SOURCES_DIR / f"{s.source}.yaml").is_file():
+        known = sorted(p.stem for p in SOURCES_DIR.glob("*.yaml"))
+        raise ConfigError(f"Unknown source '{s.source}' (no {SOURCES_DIR / (s.source + '.yaml')}); known: {known}")

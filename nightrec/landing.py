@@ -1,0 +1,171 @@
+"""Landing: deliveries into ``raw/<source>/ds=D/``, exactly as delivered and never edited.
+
+Two ways in:
+
+* :func:`replay` plays a bundled history file as if the shop delivered it one day at a time (one file per
+  day; a day without events gets a header-only file, so "no events" is distinguishable from "no delivery").
+* :func:`land_file` lands one file a user or an upstream system delivers for day D.
+
+Rules (DESIGN.md, "Landing and history"): landing the same bytes under the same name again changes nothing;
+different bytes under an existing name are a corrected re-delivery and replace that file; the same bytes
+under a new name are kept (raw is what was delivered) and reported as a re-delivery, and ingest counts those
+rows as re-delivered instead of ingesting them twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from nightrec.adapters import SourceAdapter, days_between
+from nightrec.errors import InputError
+from nightrec.storage import data_files, sha256_file, swap_into_place, temp_sibling
+from nightrec.timeformats import parse_times
+from nightrec.warehouse import Warehouse
+
+
+@dataclass
+class DayLanding:
+    ds: date
+    file: str
+    rows: int
+    status: str  # landed | unchanged | replaced | redelivered
+
+
+@dataclass
+class LandingReport:
+    source: str
+    days: list[DayLanding] = field(default_factory=list)
+
+    @property
+    def rows(self) -> int:
+        return sum(d.rows for d in self.days)
+
+    def count(self, status: str) -> int:
+        return sum(1 for d in self.days if d.status == status)
+
+    def summary(self) -> str:
+        parts = [f"{s}={self.count(s)}" for s in ("landed", "replaced", "unchanged", "redelivered") if self.count(s)]
+        return f"{self.source}: {len(self.days)} day file(s), {self.rows:,} rows ({', '.join(parts) or 'none'})"
+
+
+def _deliver(day_dir: Path, filename: str, content: bytes) -> str:
+    """Put one delivered file into a day partition atomically; return what happened."""
+    target = day_dir / filename
+    digest = hashlib.sha256(content).hexdigest()
+    if target.is_file() and target.stat().st_size == len(content) and sha256_file(target) == digest:
+        return "unchanged"
+    others = [f for f in data_files(day_dir) if f.name != filename]
+    status = "replaced" if target.exists() else "landed"
+    if status == "landed" and any(sha256_file(f) == digest for f in others):
+        status = "redelivered"
+    staging = temp_sibling(day_dir)
+    staging.mkdir()
+    for f in others:  # keep the day's other deliveries (hard links: no copy of the bytes)
+        try:
+            os.link(f, staging / f.name)
+        except OSError:
+            shutil.copy2(f, staging / f.name)
+    (staging / filename).write_bytes(content)
+    swap_into_place(staging, day_dir)
+    return status
+
+
+def count_data_rows(content: bytes) -> int:
+    """Rows of a delivered CSV: its lines minus the header (a final newline does not start a row)."""
+    if not content:
+        return 0
+    lines = content.count(b"\n") + (0 if content.endswith(b"\n") else 1)
+    return max(lines - 1, 0)
+
+
+def replay(
+    adapter: SourceAdapter,
+    warehouse: Warehouse,
+    start: date,
+    end: date,
+    bundled: Path | None = None,
+) -> LandingReport:
+    """Deliver the bundled history's days in [start, end) into raw/, one file per day.
+
+    :param bundled: the history file (defaults to the adapter's bundled file; the up-scaler passes its copy).
+    :raises InputError: the file is missing or unreadable, or a row's time cannot be parsed (the replayer
+        cannot know which day such a row belongs to; the message lists the line numbers).
+    """
+    path = bundled or adapter.bundled_events
+    if not path.is_file():
+        raise InputError(f"Bundled history for source '{adapter.name}' not found at {path}")
+    if adapter.file_format != "csv":
+        raise InputError(f"The replayer reads CSV histories; source '{adapter.name}' declares {adapter.file_format}")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path} is not UTF-8 text: {exc}") from exc
+    lines = np.array(text.split("\n"), dtype=object)
+    if len(lines) and lines[-1] == "":
+        lines = lines[:-1]
+    if len(lines) == 0:
+        raise InputError(f"{path} is empty (no header)")
+    header, body = str(lines[0]), lines[1:]
+    time_col = adapter.columns["event_time"]
+    try:
+        frame = pd.read_csv(
+            io.StringIO(text), dtype=str, keep_default_na=False, skip_blank_lines=False,
+            usecols=[time_col], sep=adapter.delimiter,
+        )
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise InputError(f"Could not read column '{time_col}' of {path}: {exc}") from exc
+    if len(frame) != len(body):
+        raise InputError(
+            f"{path}: {len(body)} lines but {len(frame)} CSV records; the replayer needs one record per line"
+        )
+    times = parse_times(frame[time_col], adapter.time)
+    bad = np.flatnonzero(times.isna().to_numpy())
+    if len(bad):
+        sample = ", ".join(f"line {i + 2}: {frame[time_col].iloc[i]!r}" for i in bad[:5])
+        raise InputError(f"{path}: {len(bad)} row(s) with an unparseable '{time_col}' ({sample})")
+    days = times.dt.strftime("%Y-%m-%d").to_numpy()
+    order = np.argsort(days, kind="stable")  # stable: keep the file's line order inside a day
+    sorted_days = days[order]
+    wanted = days_between(start, end)
+    report = LandingReport(adapter.name)
+    filename = path.name
+    for ds in wanted:
+        key = ds.isoformat()
+        lo, hi = np.searchsorted(sorted_days, key, "left"), np.searchsorted(sorted_days, key, "right")
+        rows = body[order[lo:hi]]
+        content = (header + "\n" + "".join(f"{r}\n" for r in rows)).encode("utf-8")
+        status = _deliver(warehouse.raw_day(ds), filename, content)
+        report.days.append(DayLanding(ds, filename, int(hi - lo), status))
+    _land_attributes(adapter, warehouse)
+    return report
+
+
+def _land_attributes(adapter: SourceAdapter, warehouse: Warehouse) -> None:
+    for attr in (adapter.item_attributes, adapter.user_attributes):
+        if attr is None:
+            continue
+        if not attr.path.is_file():
+            raise InputError(f"Attribute file of source '{adapter.name}' not found at {attr.path}")
+        _deliver(warehouse.raw_attributes(), attr.path.name, attr.path.read_bytes())
+
+
+def land_file(adapter: SourceAdapter, warehouse: Warehouse, ds: date, file: Path) -> DayLanding:
+    """Land one delivered file for day ``ds`` (name kept) and say whether it is new, a correction or a repeat."""
+    if not file.is_file():
+        raise InputError(f"Delivery {file} does not exist or is not a file")
+    if not adapter.matches(file.name):
+        raise InputError(f"{file.name} does not match source '{adapter.name}' file pattern {adapter.file_pattern!r}")
+    content = file.read_bytes()
+    status = _deliver(warehouse.raw_day(ds), file.name, content)
+    rows = count_data_rows(content) if adapter.file_format == "csv" else -1
+    return DayLanding(ds, file.name, rows, status)

@@ -1,0 +1,27 @@
+"""The run manifest of one day: counts per zone, quarantine reasons, timings (DESIGN.md, "A run manifest per ds").
+
+Each job merges its own section into ``_runs/ds=D/manifest.json``; the later HTML run report reads it.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from nightrec.storage import read_json, write_json_atomic
+from nightrec.warehouse import Warehouse
+
+
+def update_run_manifest(warehouse: Warehouse, ds: date, section: str, content: dict[str, Any]) -> Path:
+    """Replace ``section`` of the day's run manifest (a rerun overwrites its own section only)."""
+    path = warehouse.run_manifest(ds)
+    doc = read_json(path) if path.is_file() else {"source": warehouse.source, "ds": ds.isoformat(), "stages": {}}
+    doc["stages"][section] = content
+    write_json_atomic(path, doc)
+    return path
+
+
+def read_run_manifest(warehouse: Warehouse, ds: date) -> dict[str, Any] | None:
+    path = warehouse.run_manifest(ds)
+    return read_json(path) if path.is_file() else None

@@ -1,0 +1,43 @@
+"""The warehouse layout: where each zone and partition lives (DESIGN.md, "Data zones")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Warehouse:
+    """Paths of one source's warehouse under ``root``."""
+
+    root: Path
+    source: str
+
+    def raw(self) -> Path:
+        return self.root / "raw" / self.source
+
+    def raw_day(self, ds: date) -> Path:
+        return self.raw() / f"ds={ds.isoformat()}"
+
+    def raw_attributes(self) -> Path:
+        return self.raw() / "_attributes"
+
+    def bronze_events(self) -> Path:
+        return self.root / "bronze" / "events"
+
+    def bronze_quarantine(self) -> Path:
+        return self.root / "bronze" / "quarantine"
+
+    def silver_sequences(self) -> Path:
+        return self.root / "silver" / "sequences"
+
+    def runs(self) -> Path:
+        return self.root / "_runs"
+
+    def run_manifest(self, ds: date) -> Path:
+        return self.runs() / f"ds={ds.isoformat()}" / "manifest.json"
+
+
+def partition(table_root: Path, ds: date) -> Path:
+    return table_root / f"ds={ds.isoformat()}"

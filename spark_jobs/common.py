@@ -1,0 +1,134 @@
+"""What every Spark job shares: the session, the [start, end) arguments, partition publication."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from nightrec.config import Settings, load_settings
+from nightrec.storage import (
+    SUCCESS_FILE,
+    clean_stale_temporaries,
+    data_files,
+    swap_into_place,
+    temp_sibling,
+    write_json_atomic,
+)
+from nightrec.timeformats import FORMAT_REGEX, TimeSpec
+from nightrec.warehouse import partition
+
+
+def log(job: str, message: str) -> None:
+    """Progress output: one timestamped line per step, flushed so Airflow shows it live."""
+    print(f"[{time.strftime('%H:%M:%S')}] {job}: {message}", flush=True)
+
+
+def build_spark(settings: Settings, app_name: str) -> SparkSession:
+    """The session for a job. Under spark-submit the master comes from spark-submit; otherwise from settings."""
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    builder = SparkSession.builder.appName(app_name)
+    # Under spark-submit (which sets PYSPARK_GATEWAY_PORT) master and driver memory come from its flags.
+    if not os.environ.get("PYSPARK_GATEWAY_PORT"):
+        builder = builder.master(settings.spark.master).config("spark.driver.memory", settings.spark.driver_memory)
+    if settings.spark.master.startswith("local"):
+        builder = builder.config("spark.ui.enabled", "false")
+    for key, value in settings.spark.all_conf().items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    return spark
+
+
+def job_arguments(description: str, argv: list[str] | None) -> argparse.Namespace:
+    """The arguments every job takes: a source and a half-open day range [start, end)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--source", help="source profile (conf/sources/<name>.yaml); default from settings")
+    parser.add_argument("--start", required=True, type=date.fromisoformat, help="first day D to process (YYYY-MM-DD)")
+    parser.add_argument("--end", required=True, type=date.fromisoformat, help="day after the last one (exclusive)")
+    parser.add_argument("--profile", help="configuration profile (conf/profiles/<name>.yaml)")
+    parser.add_argument("--warehouse", type=Path, help="warehouse root (overrides the profile)")
+    args = parser.parse_args(argv)
+    if args.end <= args.start:
+        parser.error(f"--end ({args.end}) must be after --start ({args.start})")
+    return args
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    settings = load_settings(args.profile)
+    changes: dict[str, Any] = {}
+    if args.warehouse:
+        changes["warehouse_root"] = args.warehouse.resolve()
+    if args.source:
+        changes["source"] = args.source
+    return settings.with_overrides(**changes) if changes else settings
+
+
+def parse_event_time(value: Column, spec: TimeSpec) -> Column:
+    """Spark twin of :func:`nightrec.timeformats.parse_times`: UTC timestamp, or NULL when invalid."""
+    valid = value.rlike(FORMAT_REGEX[spec.format])
+    if spec.format == "month-day":
+        parsed = F.try_to_timestamp(F.concat(F.lit(f"{spec.year}-"), value), F.lit("yyyy-M-d"))
+    elif spec.format == "iso-date":
+        parsed = F.try_to_timestamp(value, F.lit("yyyy-MM-dd"))
+    elif spec.format == "iso-datetime":
+        cleaned = F.regexp_replace(F.regexp_replace(value, " UTC$", ""), "T", " ")
+        local = F.try_to_timestamp(cleaned, F.lit("yyyy-MM-dd HH:mm:ss"))
+        parsed = local if spec.timezone == "UTC" else F.to_utc_timestamp(local, spec.timezone)
+    elif spec.format == "epoch-seconds":
+        parsed = F.timestamp_seconds(value.cast("bigint"))
+    else:
+        parsed = F.timestamp_millis(value.cast("bigint"))
+    return F.when(valid, parsed)
+
+
+def write_partitioned(df: DataFrame, staging: Path, sort_cols: list[str]) -> None:
+    """Write one Parquet file per ds partition, rows in a fixed order, so a rerun writes the same bytes."""
+    (
+        df.repartition(F.col("ds"))
+        .sortWithinPartitions("ds", *sort_cols)
+        .write.mode("overwrite")
+        .partitionBy("ds")
+        .parquet(str(staging))
+    )
+
+
+def publish_partitions(
+    staging: Path,
+    table_root: Path,
+    days: Iterable[date],
+    manifest_for: Callable[[date], dict[str, Any]],
+) -> None:
+    """Move each day's staged partition into place atomically, with fixed file names and a _SUCCESS manifest.
+
+    A day with no rows still gets an (empty) partition and manifest, so "processed, nothing there" differs from
+    "never processed".
+    """
+    table_root.mkdir(parents=True, exist_ok=True)
+    for ds in days:
+        staged = partition(staging, ds)
+        ready = temp_sibling(partition(table_root, ds))
+        ready.mkdir()
+        for i, f in enumerate(data_files(staged)):
+            if f.suffix == ".parquet":
+                f.rename(ready / f"part-{i:05d}.parquet")
+        write_json_atomic(ready / SUCCESS_FILE, manifest_for(ds))
+        swap_into_place(ready, partition(table_root, ds))
+    clean_stale_temporaries(staging.parent)
+
+
+def prepare_table(table_root: Path) -> Path:
+    """Remove leftovers of killed runs and return a fresh staging directory beside the table."""
+    table_root.mkdir(parents=True, exist_ok=True)
+    clean_stale_temporaries(table_root)
+    clean_stale_temporaries(table_root.parent)
+    return temp_sibling(table_root)

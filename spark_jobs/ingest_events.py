@@ -1,0 +1,297 @@
+"""Ingest: raw deliveries of [start, end) -> bronze events + bronze quarantine, reconciled row for row.
+
+For each day D the job reads every file in ``raw/<source>/ds=D/`` and writes
+
+* ``bronze/events/ds=D/``: canonical events (nightrec.contract.EVENT_COLUMNS), one row per accepted raw row;
+  identical rows of a day-grain source are repeated actions and are kept (their event ids differ by line);
+* ``bronze/quarantine/ds=D/``: every rejected raw row, verbatim, with its reason.
+
+A file whose bytes equal an earlier file of the same day is a re-delivery: its rows are counted, not ingested.
+The job then checks, per day, raw rows = bronze + quarantined + re-delivered (raw rows are counted from the
+file bytes on the driver, independently of Spark) and fails with ReconciliationError otherwise. The counts go
+into each partition's _SUCCESS manifest and the day's run manifest.
+
+    spark-submit spark_jobs/ingest_events.py --source tmall_brand --start 2014-04-15 --end 2014-08-16
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from nightrec.adapters import SourceAdapter, days_between, load_adapter
+from nightrec.config import Settings
+from nightrec.contract import EVENT_COLUMNS, QUARANTINE_COLUMNS, QuarantineReason
+from nightrec.errors import InputError, ReconciliationError
+from nightrec.landing import count_data_rows
+from nightrec.run_manifest import update_run_manifest
+from nightrec.storage import data_files, sha256_file
+from nightrec.warehouse import Warehouse
+from spark_jobs.common import (
+    build_spark,
+    job_arguments,
+    log,
+    parse_event_time,
+    prepare_table,
+    publish_partitions,
+    settings_from_args,
+    write_partitioned,
+)
+
+JOB = "ingest_events"
+
+
+@dataclass(frozen=True)
+class DeliveredFile:
+    ds: date
+    path: Path
+    sha256: str
+    rows: int
+    header: tuple[str, ...]
+    redelivery_of: str | None  # name of the earlier file with the same bytes, if any
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.path.name, "sha256": self.sha256, "rows": self.rows,
+            "status": f"redelivered (same bytes as {self.redelivery_of})" if self.redelivery_of else "ingested",
+        }
+
+
+def inventory(adapter: SourceAdapter, warehouse: Warehouse, days: list[date]) -> list[DeliveredFile]:
+    """List and check every delivered file of the days; fail loudly on a missing or unreadable delivery."""
+    found: list[DeliveredFile] = []
+    for ds in days:
+        day_dir = warehouse.raw_day(ds)
+        files = [f for f in data_files(day_dir) if adapter.matches(f.name)]
+        if not files:
+            raise InputError(
+                f"No delivery for source '{adapter.name}' day {ds}: expected files matching "
+                f"{adapter.file_pattern!r} in {day_dir}. Land it first (`nightrec land --start {ds}`)."
+            )
+        seen: dict[str, str] = {}
+        for f in files:
+            try:
+                digest = sha256_file(f)
+                header, rows = _describe_file(adapter, f)
+            except OSError as exc:
+                raise InputError(f"Cannot read delivered file {f}: {exc}") from exc
+            missing = [c for c in adapter.source_columns if c not in header]
+            if missing:
+                raise InputError(
+                    f"{f}: header {list(header)} lacks column(s) {missing} that source '{adapter.name}' maps "
+                    f"({adapter.columns}); is this the right source?"
+                )
+            found.append(DeliveredFile(ds, f, digest, rows, header, seen.get(digest)))
+            seen.setdefault(digest, f.name)
+    return found
+
+
+def _describe_file(adapter: SourceAdapter, path: Path) -> tuple[tuple[str, ...], int]:
+    if adapter.file_format == "parquet":
+        import pyarrow.parquet as pq
+
+        meta = pq.ParquetFile(path)
+        return tuple(meta.schema_arrow.names), meta.metadata.num_rows
+    content = path.read_bytes()
+    first = content.split(b"\n", 1)[0].decode("utf-8", errors="replace").rstrip("\r")
+    header = tuple(next(csv.reader(io.StringIO(first), delimiter=adapter.delimiter), []))
+    return header, count_data_rows(content)
+
+
+def _raw_rows(spark: SparkSession, adapter: SourceAdapter, files: list[DeliveredFile]) -> DataFrame:
+    """One row per raw data row: ds, source_file, source_line (1 = header), raw_line and the source columns."""
+    frames: list[DataFrame] = []
+    by_header: dict[tuple[str, ...], list[DeliveredFile]] = {}
+    for f in files:
+        by_header.setdefault(f.header, []).append(f)
+    for header, group in by_header.items():
+        paths = [str(f.path) for f in group]
+        if adapter.file_format == "parquet":
+            df = spark.read.parquet(*paths).select(
+                F.col("_metadata.file_path").alias("_path"),
+                (F.col("_metadata.row_index") + 2).alias("source_line"),  # line 1 is the (virtual) header
+                F.to_json(F.struct(*[F.col(c) for c in header])).alias("raw_line"),
+                *[F.col(c).cast("string").alias(c) for c in header],
+                F.lit(None).cast("string").alias("_corrupt"),
+            )
+        else:
+            schema = ", ".join(f"`{c}` STRING" for c in header) + ", `_corrupt` STRING"
+            text = spark.read.text(paths, wholetext=True).select(
+                F.input_file_name().alias("_path"), F.col("value")
+            )
+            lines = text.select(
+                "_path",
+                F.size(F.split("value", "\n")).alias("_n"),
+                F.posexplode(F.split("value", "\n")).alias("_pos", "_line"),
+            )
+            # Drop the header (position 0) and the empty string after a final newline.
+            lines = lines.where((F.col("_pos") > 0) & ~((F.col("_pos") == F.col("_n") - 1) & (F.col("_line") == "")))
+            lines = lines.withColumn("raw_line", F.regexp_replace("_line", "\r$", ""))
+            parsed = F.from_csv(
+                "raw_line", schema,
+                {"sep": adapter.delimiter, "mode": "PERMISSIVE", "columnNameOfCorruptRecord": "_corrupt"},
+            )
+            df = lines.select(
+                "_path", (F.col("_pos") + 1).alias("source_line"), "raw_line", parsed.alias("_r")
+            ).select("_path", "source_line", "raw_line", *[F.col(f"_r.`{c}`").alias(c) for c in header],
+                     F.col("_r._corrupt").alias("_corrupt"))
+        frames.append(df.select("_path", "source_line", "raw_line", *adapter.source_columns, "_corrupt"))
+    out = frames[0]
+    for df in frames[1:]:
+        out = out.unionByName(df)
+    return out.select(
+        F.to_date(F.regexp_extract("_path", r"ds=(\d{4}-\d{2}-\d{2})/[^/]+$", 1)).alias("ds"),
+        F.regexp_extract("_path", r"/([^/]+)$", 1).alias("source_file"),
+        "*",
+    ).drop("_path")
+
+
+def _clean_id(col: Column) -> Column:
+    trimmed = F.trim(col)
+    return F.when(trimmed != "", trimmed)
+
+
+def canonicalize(raw: DataFrame, adapter: SourceAdapter) -> DataFrame:
+    """Map source columns to the contract and attach a quarantine reason (NULL for accepted rows)."""
+    cols = adapter.columns
+    user = _clean_id(F.col(f"`{cols['user_id']}`"))
+    item = _clean_id(F.col(f"`{cols['item_id']}`"))
+    time_raw = _clean_id(F.col(f"`{cols['event_time']}`"))
+    event_ts = parse_event_time(time_raw, adapter.time)
+    if adapter.event_type_constant is not None:
+        word = F.lit(adapter.event_type_constant)
+    else:
+        raw_type = _clean_id(F.col(f"`{cols['event_type']}`"))
+        names = adapter.event_type_names
+        mapped = F.create_map(*[F.lit(x) for kv in names.items() for x in kv]) if names else None
+        word = F.coalesce(mapped[raw_type], raw_type) if mapped is not None else raw_type
+    level_map = F.create_map(*[F.lit(x) for kv in adapter.levels.items() for x in kv])
+    level = level_map[word].cast("int")
+    if "event_id" in cols:
+        event_id = _clean_id(F.col(f"`{cols['event_id']}`"))
+    else:
+        # DESIGN.md: hash of source, delivered day, file and line -> stable across reruns, distinct per row.
+        event_id = F.substring(
+            F.sha2(F.concat_ws("|", F.lit(adapter.name), F.col("ds").cast("string"), "source_file",
+                               F.col("source_line").cast("string")), 256), 1, 32)
+    R = QuarantineReason
+    reason = (
+        F.when(F.col("raw_line") == "", R.BLANK_LINE.value)
+        .when(F.col("_corrupt").isNotNull(), R.MALFORMED_ROW.value)
+        .when(event_id.isNull(), R.MISSING_EVENT_ID.value)
+        .when(user.isNull(), R.MISSING_USER_ID.value)
+        .when(item.isNull(), R.MISSING_ITEM_ID.value)
+        .when(time_raw.isNull(), R.MISSING_EVENT_TIME.value)
+        .when(event_ts.isNull(), R.UNPARSEABLE_EVENT_TIME.value)
+        .when(level.isNull(), R.UNKNOWN_EVENT_TYPE.value)
+        .when(F.to_date(event_ts) != F.col("ds"), R.EVENT_TIME_OUTSIDE_DELIVERY_DAY.value)
+    )
+    return raw.select(
+        event_id.alias("event_id"), user.alias("user_id"), item.alias("item_id"),
+        word.alias("event_type"), level.alias("level"), event_ts.alias("event_ts"), "ds",
+        F.lit(adapter.name).alias("source"), "source_file", F.col("source_line").cast("int").alias("source_line"),
+        "raw_line", reason.alias("reason"),
+    )
+
+
+def deduplicate_on_event_id(df: DataFrame) -> DataFrame:
+    """Second and later rows with an event id already seen are quarantined (only sources with their own ids)."""
+    from pyspark.sql.window import Window
+
+    w = Window.partitionBy("event_id").orderBy("ds", "source_file", "source_line")
+    rank = F.row_number().over(w)
+    return df.withColumn(
+        "reason",
+        F.when(F.col("reason").isNull() & (rank > 1), QuarantineReason.DUPLICATE_EVENT_ID.value).otherwise(
+            F.col("reason")
+        ),
+    )
+
+
+def run(spark: SparkSession, settings: Settings, start: date, end: date) -> dict[date, dict[str, Any]]:
+    """Ingest the days [start, end) of ``settings.source``; return each day's manifest."""
+    t0 = time.time()
+    adapter = load_adapter(settings.source)
+    warehouse = Warehouse(settings.warehouse_root, adapter.name)
+    if start < adapter.history_start:
+        log(JOB, f"start {start} is before the source's first day; starting at {adapter.history_start}")
+        start = adapter.history_start
+    days = days_between(start, end)
+    if not days:
+        raise InputError(f"Nothing to ingest: [{start}, {end}) is empty for source '{adapter.name}'")
+    files = inventory(adapter, warehouse, days)
+    kept = [f for f in files if f.redelivery_of is None]
+    log(JOB, f"{adapter.name} {start}..{end - timedelta(days=1)}: {len(files)} file(s), "
+             f"{sum(f.rows for f in files):,} raw rows ({len(files) - len(kept)} re-delivered file(s))")
+
+    events = canonicalize(_raw_rows(spark, adapter, kept), adapter)
+    if "event_id" in adapter.columns:
+        events = deduplicate_on_event_id(events)
+    events = events.persist()
+
+    counts: dict[tuple[date, str | None], int] = {
+        (r["ds"], r["reason"]): r["n"] for r in events.groupBy("ds", "reason").agg(F.count("*").alias("n")).collect()
+    }
+    log(JOB, f"parsed {sum(counts.values()):,} rows in {time.time() - t0:.1f}s; writing bronze and quarantine")
+
+    bronze_root, quarantine_root = warehouse.bronze_events(), warehouse.bronze_quarantine()
+    bronze_stage, quarantine_stage = prepare_table(bronze_root), prepare_table(quarantine_root)
+    write_partitioned(events.where(F.col("reason").isNull()).select(*EVENT_COLUMNS), bronze_stage,
+                      ["source_file", "source_line"])
+    write_partitioned(events.where(F.col("reason").isNotNull()).select(*QUARANTINE_COLUMNS), quarantine_stage,
+                      ["source_file", "source_line"])
+    events.unpersist()
+
+    manifests: dict[date, dict[str, Any]] = {}
+    for ds in days:
+        day_files = [f for f in files if f.ds == ds]
+        raw_rows = sum(f.rows for f in day_files)
+        redelivered = sum(f.rows for f in day_files if f.redelivery_of)
+        bronze = counts.get((ds, None), 0)
+        reasons = {r: n for (d, r), n in sorted(counts.items(), key=lambda kv: str(kv[0][1])) if d == ds and r}
+        quarantined = sum(reasons.values())
+        manifest = {
+            "job": JOB, "source": adapter.name, "ds": ds.isoformat(), "files": [f.describe() for f in day_files],
+            "raw_rows": raw_rows, "bronze_rows": bronze, "quarantined_rows": quarantined,
+            "redelivered_rows": redelivered, "quarantine_reasons": reasons,
+        }
+        if raw_rows != bronze + quarantined + redelivered:
+            raise ReconciliationError(
+                f"{adapter.name} ds={ds}: raw rows {raw_rows} != bronze {bronze} + quarantined {quarantined} + "
+                f"re-delivered {redelivered}; nothing was published. Files: {manifest['files']}"
+            )
+        manifests[ds] = manifest
+
+    publish_partitions(bronze_stage, bronze_root, days, lambda d: manifests[d])
+    publish_partitions(quarantine_stage, quarantine_root, days, lambda d: manifests[d])
+    elapsed = time.time() - t0
+    for ds, m in manifests.items():
+        update_run_manifest(warehouse, ds, JOB, {**m, "seconds": round(elapsed, 2)})
+    tot = {k: sum(m[k] for m in manifests.values())
+           for k in ("raw_rows", "bronze_rows", "quarantined_rows", "redelivered_rows")}
+    log(JOB, f"done in {elapsed:.1f}s: raw {tot['raw_rows']:,} = bronze {tot['bronze_rows']:,} + quarantined "
+             f"{tot['quarantined_rows']:,} + re-delivered {tot['redelivered_rows']:,} over {len(days)} day(s)")
+    return manifests
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = job_arguments(__doc__.splitlines()[0], argv)
+    settings = settings_from_args(args)
+    spark = build_spark(settings, f"{JOB}:{settings.source}")
+    try:
+        run(spark, settings, args.start, args.end)
+    finally:
+        spark.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
