@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from _pipeline import pipeline
 from airflow.sdk import DAG, Param
 
 from nightrec.adapters import load_adapter
 from nightrec.config import load_settings
+from nightrec.orchestration import pipeline
 
 settings = load_settings()
 adapter = load_adapter(settings.source)
@@ -28,10 +28,18 @@ with DAG(
     max_active_runs=1,
     default_args={"retries": settings.airflow.task_retries, "retry_delay": timedelta(minutes=2)},
     params={
-        "start": Param(adapter.history_start.isoformat(), type="string", format="date",
-                       description="first day to build (YYYY-MM-DD)"),
-        "end": Param(adapter.nightly_start.isoformat(), type="string", format="date",
-                     description="day after the last one to build (exclusive)"),
+        "start": Param(
+            adapter.history_start.isoformat(),
+            type="string",
+            format="date",
+            description="first day to build (YYYY-MM-DD)",
+        ),
+        "end": Param(
+            adapter.nightly_start.isoformat(),
+            type="string",
+            format="date",
+            description="day after the last one to build (exclusive)",
+        ),
     },
     tags=["nightrec", adapter.name],
 ):

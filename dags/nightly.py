@@ -7,22 +7,22 @@ late delivery is ingested and the affected partitions rebuilt; every task is ide
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
-from _pipeline import pipeline
 from airflow.sdk import DAG
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from nightrec.adapters import load_adapter
 from nightrec.config import load_settings
+from nightrec.orchestration import pipeline
 
 settings = load_settings()
 adapter = load_adapter(settings.source)
 lookback = settings.pipeline.lookback_days
 
 
-def _utc(d) -> datetime:  # noqa: ANN001 - a datetime.date
-    return datetime(d.year, d.month, d.day, tzinfo=timezone.utc)
+def _utc(d) -> datetime:
+    return datetime(d.year, d.month, d.day, tzinfo=UTC)
 
 
 with DAG(

@@ -105,11 +105,25 @@ def days_between(start: date, end: date) -> list[date]:
 
 
 _ALLOWED = {
-    "name", "description", "bundled", "history", "nightly_start", "events", "attributes",
-    "has_availability", "credit",
+    "name",
+    "description",
+    "bundled",
+    "history",
+    "nightly_start",
+    "events",
+    "attributes",
+    "has_availability",
+    "credit",
 }
 _EVENT_KEYS = {
-    "format", "file_pattern", "delimiter", "columns", "event_type_constant", "event_type_names", "levels", "time",
+    "format",
+    "file_pattern",
+    "delimiter",
+    "columns",
+    "event_type_constant",
+    "event_type_names",
+    "levels",
+    "time",
 }
 
 

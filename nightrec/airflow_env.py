@@ -49,8 +49,15 @@ def airflow_environment(settings: Settings, base: dict[str, str] | None = None) 
 
 # Lines of a `dags test` log worth showing while it runs: task starts and ends, the jobs' progress, failures.
 PROGRESS_MARKERS = (
-    "[DAG TEST] starting task_id", "[DAG TEST] end task", "ingest_events: ", "build_sequences: ",
-    "Returned value was", "DagRun Finished", "ERROR", "Traceback", "Error:",
+    "[DAG TEST] starting task_id",
+    "[DAG TEST] end task",
+    "ingest_events: ",
+    "build_sequences: ",
+    "Returned value was",
+    "DagRun Finished",
+    "ERROR",
+    "Traceback",
+    "Error:",
 )
 
 
@@ -70,9 +77,12 @@ def run_airflow(settings: Settings, args: list[str], check: bool = True, quiet: 
         log_dir.mkdir(parents=True, exist_ok=True)
         log_path = log_dir / ("-".join(a.replace("/", "_").replace(":", "") for a in args[:4]) + ".log")
         tail: list[str] = []
-        with log_path.open("w") as log, subprocess.Popen(
-            cmd, env=env, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        ) as proc:
+        with (
+            log_path.open("w") as log,
+            subprocess.Popen(
+                cmd, env=env, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            ) as proc,
+        ):
             assert proc.stdout is not None
             for line in proc.stdout:
                 log.write(line)

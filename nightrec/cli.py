@@ -145,9 +145,11 @@ def cmd_status(args: argparse.Namespace) -> int:
                 print(f"{ds!s:<11} (not ingested)")
             continue
         ok = ing["raw_rows"] == ing["bronze_rows"] + ing["quarantined_rows"] + ing["redelivered_rows"]
-        print(f"{ds!s:<11} {ing['raw_rows']:>7} {ing['bronze_rows']:>7} {ing['quarantined_rows']:>6} "
-              f"{ing['redelivered_rows']:>6} {'yes' if ok else 'NO':>3} {(seq or {}).get('users', '-'):>9}  "
-              f"{ing['quarantine_reasons'] or ''}")
+        print(
+            f"{ds!s:<11} {ing['raw_rows']:>7} {ing['bronze_rows']:>7} {ing['quarantined_rows']:>6} "
+            f"{ing['redelivered_rows']:>6} {'yes' if ok else 'NO':>3} {(seq or {}).get('users', '-'):>9}  "
+            f"{ing['quarantine_reasons'] or ''}"
+        )
     if missing:
         print(f"({missing} day(s) in [{start}, {end}] not ingested yet{'' if args.all else '; --all lists them'})")
     return 0
@@ -157,16 +159,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
     s = _settings(args)
     adapter = load_adapter(s.source)
     t0 = time.time()
-    print(f"== nightrec demo: source {adapter.name} ({adapter.description})\n"
-          f"   warehouse {s.warehouse_root}, Spark {s.spark.master}, Airflow home {s.airflow.home}", flush=True)
+    print(
+        f"== nightrec demo: source {adapter.name} ({adapter.description})\n"
+        f"   warehouse {s.warehouse_root}, Spark {s.spark.master}, Airflow home {s.airflow.home}",
+        flush=True,
+    )
     args.start, args.end = None, None
     cmd_bootstrap(args)
     _nightly_days(s, days_between(adapter.nightly_start, adapter.history_end + timedelta(days=1)))
     print(f"\n== done in {time.time() - t0:.0f}s. Reconciliation of the last days:")
     args.start, args.end, args.all = adapter.nightly_start - timedelta(days=3), adapter.history_end, False
     cmd_status(args)
-    print(f"\nWhere to look: {s.warehouse_root}/bronze/events, bronze/quarantine, silver/sequences, _runs/ "
-          f"(`nightrec status` for every day).")
+    print(
+        f"\nWhere to look: {s.warehouse_root}/bronze/events, bronze/quarantine, silver/sequences, _runs/ "
+        f"(`nightrec status` for every day)."
+    )
     return 0
 
 
@@ -195,15 +202,23 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--profile", help="configuration profile (conf/profiles/<name>.yaml; default local)")
     common.add_argument("--source", help="source profile (conf/sources/<name>.yaml; default from the profile)")
     common.add_argument("--warehouse", help="warehouse root directory (default from the profile)")
-    common.add_argument("--verbose", dest="quiet", action="store_false",
-                        help="stream Airflow's whole output (default: progress lines; full log under AIRFLOW_HOME)")
+    common.add_argument(
+        "--verbose",
+        dest="quiet",
+        action="store_false",
+        help="stream Airflow's whole output (default: progress lines; full log under AIRFLOW_HOME)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
     d = date.fromisoformat
 
-    p = sub.add_parser("demo", parents=[common], help="bootstrap the history, then run the nightly DAG for the last days")
+    p = sub.add_parser(
+        "demo", parents=[common], help="bootstrap the history, then run the nightly DAG for the last days"
+    )
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("land", parents=[common], help="land deliveries into raw/ (replay the bundled history, or one file)")
+    p = sub.add_parser(
+        "land", parents=[common], help="land deliveries into raw/ (replay the bundled history, or one file)"
+    )
     p.add_argument("--start", type=d, help="first day to replay (default: first day of the history)")
     p.add_argument("--end", type=d, help="last day to replay, inclusive (default: last day of the history)")
     p.add_argument("--bundled", help="replay this history file instead of the adapter's bundled one")

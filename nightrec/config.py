@@ -52,6 +52,8 @@ class SparkSettings:
             # One clock for the whole warehouse: every timestamp is UTC (DESIGN.md, "Time").
             "spark.sql.session.timeZone": "UTC",
             "spark.sql.shuffle.partitions": str(self.shuffle_partitions),
+            # Parquet timestamps as UTC microseconds (not legacy INT96), as pandas, DuckDB and Feast expect.
+            "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
             # Deterministic file layout: one writer task per ds partition, no speculative duplicates.
             "spark.speculation": "false",
             "spark.ui.showConsoleProgress": "false",

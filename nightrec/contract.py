@@ -12,16 +12,16 @@ import pyarrow as pa
 
 EVENT_SCHEMA = pa.schema(
     [
-        ("event_id", pa.string()),      # the source's own id, else hash(source, ds, file, line)
+        ("event_id", pa.string()),  # the source's own id, else hash(source, ds, file, line)
         ("user_id", pa.string()),
         ("item_id", pa.string()),
-        ("event_type", pa.string()),    # the source's behaviour word (click, buy, purchase, 4.5 ...)
-        ("level", pa.int32()),          # ordinal rank of the behaviour, 1 = weakest
+        ("event_type", pa.string()),  # the source's behaviour word (click, buy, purchase, 4.5 ...)
+        ("level", pa.int32()),  # ordinal rank of the behaviour, 1 = weakest
         ("event_ts", pa.timestamp("us", tz="UTC")),
-        ("ds", pa.date32()),            # the UTC day of event_ts (= the delivery day)
+        ("ds", pa.date32()),  # the UTC day of event_ts (= the delivery day)
         ("source", pa.string()),
-        ("source_file", pa.string()),   # lineage: delivered file name ...
-        ("source_line", pa.int32()),    # ... and its line (1 = header)
+        ("source_file", pa.string()),  # lineage: delivered file name ...
+        ("source_line", pa.int32()),  # ... and its line (1 = header)
     ]
 )
 EVENT_COLUMNS = EVENT_SCHEMA.names
@@ -32,8 +32,8 @@ QUARANTINE_SCHEMA = pa.schema(
         ("source", pa.string()),
         ("source_file", pa.string()),
         ("source_line", pa.int32()),
-        ("raw_line", pa.string()),      # the row exactly as delivered
-        ("reason", pa.string()),        # a QuarantineReason value
+        ("raw_line", pa.string()),  # the row exactly as delivered
+        ("reason", pa.string()),  # a QuarantineReason value
         ("event_id", pa.string()),
         ("user_id", pa.string()),
         ("item_id", pa.string()),
@@ -47,12 +47,12 @@ class QuarantineReason(str, Enum):
     """Why a raw row was rejected. The first that applies, in this order, is recorded."""
 
     BLANK_LINE = "blank_line"
-    MALFORMED_ROW = "malformed_row"                 # wrong number of fields or broken quoting
-    MISSING_EVENT_ID = "missing_event_id"           # only for sources that deliver their own ids
+    MALFORMED_ROW = "malformed_row"  # wrong number of fields or broken quoting
+    MISSING_EVENT_ID = "missing_event_id"  # only for sources that deliver their own ids
     MISSING_USER_ID = "missing_user_id"
     MISSING_ITEM_ID = "missing_item_id"
     MISSING_EVENT_TIME = "missing_event_time"
     UNPARSEABLE_EVENT_TIME = "unparseable_event_time"
-    UNKNOWN_EVENT_TYPE = "unknown_event_type"       # a behaviour with no level in the adapter
+    UNKNOWN_EVENT_TYPE = "unknown_event_type"  # a behaviour with no level in the adapter
     EVENT_TIME_OUTSIDE_DELIVERY_DAY = "event_time_outside_delivery_day"
-    DUPLICATE_EVENT_ID = "duplicate_event_id"       # a source id seen before (first occurrence kept)
+    DUPLICATE_EVENT_ID = "duplicate_event_id"  # a source id seen before (first occurrence kept)

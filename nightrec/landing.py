@@ -119,8 +119,12 @@ def replay(
     time_col = adapter.columns["event_time"]
     try:
         frame = pd.read_csv(
-            io.StringIO(text), dtype=str, keep_default_na=False, skip_blank_lines=False,
-            usecols=[time_col], sep=adapter.delimiter,
+            io.StringIO(text),
+            dtype=str,
+            keep_default_na=False,
+            skip_blank_lines=False,
+            usecols=[time_col],
+            sep=adapter.delimiter,
         )
     except (ValueError, pd.errors.ParserError) as exc:
         raise InputError(f"Could not read column '{time_col}' of {path}: {exc}") from exc

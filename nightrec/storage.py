@@ -69,13 +69,17 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def clean_stale_temporaries(directory: Path) -> list[Path]:
-    """Remove ``.tmp-*`` and ``.trash-*`` leftovers of killed runs directly under ``directory``."""
+def clean_stale_temporaries(directory: Path, name: str = "") -> list[Path]:
+    """Remove ``.tmp-*`` and ``.trash-*`` leftovers of killed runs directly under ``directory``.
+
+    :param name: only those made for this target name (``.tmp-<name>-*``); all when empty.
+    """
     removed: list[Path] = []
     if not directory.is_dir():
         return removed
+    prefixes = (f".tmp-{name}-", f".trash-{name}-") if name else (".tmp-", ".trash-")
     for child in directory.iterdir():
-        if child.name.startswith((".tmp-", ".trash-")):
+        if child.name.startswith(prefixes):
             _remove(child)
             removed.append(child)
     return removed

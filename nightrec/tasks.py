@@ -28,8 +28,13 @@ def land_days(start: str, end: str) -> dict[str, Any]:
         )
     report = replay(adapter, Warehouse(settings.warehouse_root, adapter.name), lo, hi)
     print(report.summary(), flush=True)
-    return {"days": len(report.days), "rows": report.rows, "landed": report.count("landed"),
-            "replaced": report.count("replaced"), "unchanged": report.count("unchanged")}
+    return {
+        "days": len(report.days),
+        "rows": report.rows,
+        "landed": report.count("landed"),
+        "replaced": report.count("replaced"),
+        "unchanged": report.count("unchanged"),
+    }
 
 
 def record_run(start: str, end: str, dag_id: str, run_id: str) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -123,12 +124,13 @@ def publish_partitions(
                 f.rename(ready / f"part-{i:05d}.parquet")
         write_json_atomic(ready / SUCCESS_FILE, manifest_for(ds))
         swap_into_place(ready, partition(table_root, ds))
-    clean_stale_temporaries(staging.parent)
+    if staging.exists():
+        shutil.rmtree(staging)
 
 
 def prepare_table(table_root: Path) -> Path:
     """Remove leftovers of killed runs and return a fresh staging directory beside the table."""
     table_root.mkdir(parents=True, exist_ok=True)
-    clean_stale_temporaries(table_root)
-    clean_stale_temporaries(table_root.parent)
+    clean_stale_temporaries(table_root)  # half-built partitions of this table
+    clean_stale_temporaries(table_root.parent, table_root.name)  # this table's own staging directories only
     return temp_sibling(table_root)

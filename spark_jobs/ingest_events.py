@@ -60,7 +60,9 @@ class DeliveredFile:
 
     def describe(self) -> dict[str, Any]:
         return {
-            "name": self.path.name, "sha256": self.sha256, "rows": self.rows,
+            "name": self.path.name,
+            "sha256": self.sha256,
+            "rows": self.rows,
             "status": f"redelivered (same bytes as {self.redelivery_of})" if self.redelivery_of else "ingested",
         }
 
@@ -124,9 +126,7 @@ def _raw_rows(spark: SparkSession, adapter: SourceAdapter, files: list[Delivered
             )
         else:
             schema = ", ".join(f"`{c}` STRING" for c in header) + ", `_corrupt` STRING"
-            text = spark.read.text(paths, wholetext=True).select(
-                F.input_file_name().alias("_path"), F.col("value")
-            )
+            text = spark.read.text(paths, wholetext=True).select(F.input_file_name().alias("_path"), F.col("value"))
             lines = text.select(
                 "_path",
                 F.size(F.split("value", "\n")).alias("_n"),
@@ -136,13 +136,17 @@ def _raw_rows(spark: SparkSession, adapter: SourceAdapter, files: list[Delivered
             lines = lines.where((F.col("_pos") > 0) & ~((F.col("_pos") == F.col("_n") - 1) & (F.col("_line") == "")))
             lines = lines.withColumn("raw_line", F.regexp_replace("_line", "\r$", ""))
             parsed = F.from_csv(
-                "raw_line", schema,
+                "raw_line",
+                schema,
                 {"sep": adapter.delimiter, "mode": "PERMISSIVE", "columnNameOfCorruptRecord": "_corrupt"},
             )
-            df = lines.select(
-                "_path", (F.col("_pos") + 1).alias("source_line"), "raw_line", parsed.alias("_r")
-            ).select("_path", "source_line", "raw_line", *[F.col(f"_r.`{c}`").alias(c) for c in header],
-                     F.col("_r._corrupt").alias("_corrupt"))
+            df = lines.select("_path", (F.col("_pos") + 1).alias("source_line"), "raw_line", parsed.alias("_r")).select(
+                "_path",
+                "source_line",
+                "raw_line",
+                *[F.col(f"_r.`{c}`").alias(c) for c in header],
+                F.col("_r._corrupt").alias("_corrupt"),
+            )
         frames.append(df.select("_path", "source_line", "raw_line", *adapter.source_columns, "_corrupt"))
     out = frames[0]
     for df in frames[1:]:
@@ -180,8 +184,19 @@ def canonicalize(raw: DataFrame, adapter: SourceAdapter) -> DataFrame:
     else:
         # DESIGN.md: hash of source, delivered day, file and line -> stable across reruns, distinct per row.
         event_id = F.substring(
-            F.sha2(F.concat_ws("|", F.lit(adapter.name), F.col("ds").cast("string"), "source_file",
-                               F.col("source_line").cast("string")), 256), 1, 32)
+            F.sha2(
+                F.concat_ws(
+                    "|",
+                    F.lit(adapter.name),
+                    F.col("ds").cast("string"),
+                    "source_file",
+                    F.col("source_line").cast("string"),
+                ),
+                256,
+            ),
+            1,
+            32,
+        )
     R = QuarantineReason
     reason = (
         F.when(F.col("raw_line") == "", R.BLANK_LINE.value)
@@ -195,10 +210,18 @@ def canonicalize(raw: DataFrame, adapter: SourceAdapter) -> DataFrame:
         .when(F.to_date(event_ts) != F.col("ds"), R.EVENT_TIME_OUTSIDE_DELIVERY_DAY.value)
     )
     return raw.select(
-        event_id.alias("event_id"), user.alias("user_id"), item.alias("item_id"),
-        word.alias("event_type"), level.alias("level"), event_ts.alias("event_ts"), "ds",
-        F.lit(adapter.name).alias("source"), "source_file", F.col("source_line").cast("int").alias("source_line"),
-        "raw_line", reason.alias("reason"),
+        event_id.alias("event_id"),
+        user.alias("user_id"),
+        item.alias("item_id"),
+        word.alias("event_type"),
+        level.alias("level"),
+        event_ts.alias("event_ts"),
+        "ds",
+        F.lit(adapter.name).alias("source"),
+        "source_file",
+        F.col("source_line").cast("int").alias("source_line"),
+        "raw_line",
+        reason.alias("reason"),
     )
 
 
@@ -229,8 +252,11 @@ def run(spark: SparkSession, settings: Settings, start: date, end: date) -> dict
         raise InputError(f"Nothing to ingest: [{start}, {end}) is empty for source '{adapter.name}'")
     files = inventory(adapter, warehouse, days)
     kept = [f for f in files if f.redelivery_of is None]
-    log(JOB, f"{adapter.name} {start}..{end - timedelta(days=1)}: {len(files)} file(s), "
-             f"{sum(f.rows for f in files):,} raw rows ({len(files) - len(kept)} re-delivered file(s))")
+    log(
+        JOB,
+        f"{adapter.name} {start}..{end - timedelta(days=1)}: {len(files)} file(s), "
+        f"{sum(f.rows for f in files):,} raw rows ({len(files) - len(kept)} re-delivered file(s))",
+    )
 
     events = canonicalize(_raw_rows(spark, adapter, kept), adapter)
     if "event_id" in adapter.columns:
@@ -244,10 +270,14 @@ def run(spark: SparkSession, settings: Settings, start: date, end: date) -> dict
 
     bronze_root, quarantine_root = warehouse.bronze_events(), warehouse.bronze_quarantine()
     bronze_stage, quarantine_stage = prepare_table(bronze_root), prepare_table(quarantine_root)
-    write_partitioned(events.where(F.col("reason").isNull()).select(*EVENT_COLUMNS), bronze_stage,
-                      ["source_file", "source_line"])
-    write_partitioned(events.where(F.col("reason").isNotNull()).select(*QUARANTINE_COLUMNS), quarantine_stage,
-                      ["source_file", "source_line"])
+    write_partitioned(
+        events.where(F.col("reason").isNull()).select(*EVENT_COLUMNS), bronze_stage, ["source_file", "source_line"]
+    )
+    write_partitioned(
+        events.where(F.col("reason").isNotNull()).select(*QUARANTINE_COLUMNS),
+        quarantine_stage,
+        ["source_file", "source_line"],
+    )
     events.unpersist()
 
     manifests: dict[date, dict[str, Any]] = {}
@@ -259,9 +289,15 @@ def run(spark: SparkSession, settings: Settings, start: date, end: date) -> dict
         reasons = {r: n for (d, r), n in sorted(counts.items(), key=lambda kv: str(kv[0][1])) if d == ds and r}
         quarantined = sum(reasons.values())
         manifest = {
-            "job": JOB, "source": adapter.name, "ds": ds.isoformat(), "files": [f.describe() for f in day_files],
-            "raw_rows": raw_rows, "bronze_rows": bronze, "quarantined_rows": quarantined,
-            "redelivered_rows": redelivered, "quarantine_reasons": reasons,
+            "job": JOB,
+            "source": adapter.name,
+            "ds": ds.isoformat(),
+            "files": [f.describe() for f in day_files],
+            "raw_rows": raw_rows,
+            "bronze_rows": bronze,
+            "quarantined_rows": quarantined,
+            "redelivered_rows": redelivered,
+            "quarantine_reasons": reasons,
         }
         if raw_rows != bronze + quarantined + redelivered:
             raise ReconciliationError(
@@ -275,10 +311,15 @@ def run(spark: SparkSession, settings: Settings, start: date, end: date) -> dict
     elapsed = time.time() - t0
     for ds, m in manifests.items():
         update_run_manifest(warehouse, ds, JOB, {**m, "seconds": round(elapsed, 2)})
-    tot = {k: sum(m[k] for m in manifests.values())
-           for k in ("raw_rows", "bronze_rows", "quarantined_rows", "redelivered_rows")}
-    log(JOB, f"done in {elapsed:.1f}s: raw {tot['raw_rows']:,} = bronze {tot['bronze_rows']:,} + quarantined "
-             f"{tot['quarantined_rows']:,} + re-delivered {tot['redelivered_rows']:,} over {len(days)} day(s)")
+    tot = {
+        k: sum(m[k] for m in manifests.values())
+        for k in ("raw_rows", "bronze_rows", "quarantined_rows", "redelivered_rows")
+    }
+    log(
+        JOB,
+        f"done in {elapsed:.1f}s: raw {tot['raw_rows']:,} = bronze {tot['bronze_rows']:,} + quarantined "
+        f"{tot['quarantined_rows']:,} + re-delivered {tot['redelivered_rows']:,} over {len(days)} day(s)",
+    )
     return manifests
 
 

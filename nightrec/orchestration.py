@@ -1,19 +1,21 @@
-"""Wiring shared by the nightly and bootstrap DAGs: land -> ingest -> sequences -> record.
+"""Task wiring shared by the nightly and bootstrap DAGs: land -> ingest -> sequences -> record.
 
-Both DAGs run the same job CLIs; they differ only in the day range [start, end) they pass. Only light modules
-are imported here (the Spark provider's operator, the YAML config); the jobs' heavy imports happen in the tasks.
+Both DAGs run the same job CLIs; they differ only in the day range [start, end) they pass. The DAG files in
+dags/ call :func:`pipeline` inside their ``with DAG(...)`` block. Airflow is imported inside the functions so
+the core package stays importable without it; the jobs' heavy imports happen inside the tasks, at run time.
 """
 
 from __future__ import annotations
 
-from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
-from airflow.sdk import task
+from typing import Any
 
 from nightrec.config import PROJECT_ROOT, Settings
 
 
-def spark_job(settings: Settings, job: str, start: str, end: str) -> SparkSubmitOperator:
+def spark_job(settings: Settings, job: str, start: str, end: str) -> Any:
     """A SparkSubmitOperator running ``spark_jobs/<job>.py --start <start> --end <end>``."""
+    from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+
     return SparkSubmitOperator(
         task_id=job,
         conn_id=settings.airflow.spark_conn_id,
@@ -28,6 +30,7 @@ def spark_job(settings: Settings, job: str, start: str, end: str) -> SparkSubmit
 
 def pipeline(settings: Settings, start: str, end: str) -> None:
     """Add land -> ingest_events -> build_sequences -> record_run to the DAG being defined."""
+    from airflow.sdk import task
 
     @task(task_id="land")
     def land(start: str, end: str) -> dict:

@@ -1,0 +1,77 @@
+"""Shared fixtures: one Spark session and one warehouse bootstrapped from the real Tmall log per test session."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import date, timedelta
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from nightrec.adapters import SourceAdapter, load_adapter
+from nightrec.config import Settings, load_settings
+from nightrec.warehouse import Warehouse
+
+os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+
+
+def make_settings(warehouse_root: Path, source: str = "tmall_brand", **pipeline: int) -> Settings:
+    base = load_settings("local", env={})
+    spark = replace(base.spark, master="local[2]", shuffle_partitions=4, driver_memory="2g")
+    return base.with_overrides(
+        warehouse_root=warehouse_root,
+        source=source,
+        spark=spark,
+        pipeline=replace(base.pipeline, **pipeline) if pipeline else base.pipeline,
+    )
+
+
+@pytest.fixture(scope="session")
+def tmall() -> SourceAdapter:
+    return load_adapter("tmall_brand")
+
+
+@pytest.fixture(scope="session")
+def spark():
+    from spark_jobs.common import build_spark
+
+    session = build_spark(make_settings(Path("/nonexistent")), "nightrec-tests")
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def tmall_warehouse(tmp_path_factory: pytest.TempPathFactory, spark, tmall: SourceAdapter) -> Iterator[Settings]:
+    """The whole Tmall history landed, ingested and turned into sequences, in one pass per job."""
+    from nightrec.landing import replay
+    from spark_jobs import build_sequences, ingest_events
+
+    settings = make_settings(tmp_path_factory.mktemp("tmall") / "warehouse")
+    end = tmall.history_end + timedelta(days=1)
+    replay(tmall, Warehouse(settings.warehouse_root, tmall.name), tmall.history_start, end)
+    ingest_events.run(spark, settings, tmall.history_start, end)
+    build_sequences.run(spark, settings, tmall.history_start, end)
+    yield settings
+
+
+def read_table(root: Path, days: list[date] | None = None) -> pd.DataFrame:
+    """Read partitions of a Parquet table with pandas (ds restored from the directory names)."""
+    frames = []
+    for part in sorted(root.glob("ds=*")):
+        ds = date.fromisoformat(part.name[3:])
+        if days is not None and ds not in days:
+            continue
+        files = sorted(part.glob("*.parquet"))
+        if files:
+            df = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+            df["ds"] = ds
+            frames.append(df)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def raw_tmall() -> pd.DataFrame:
+    """The bundled Tmall file as strings, read independently of the project's code."""
+    return pd.read_csv(load_adapter("tmall_brand").bundled_events, dtype=str, keep_default_na=False)

@@ -1,0 +1,68 @@
+from pathlib import Path
+
+import pytest
+
+from nightrec.config import PROJECT_ROOT, load_settings
+from nightrec.errors import ConfigError
+
+
+def test_local_profile_defaults_are_embedded():
+    s = load_settings("local", env={})
+    assert s.profile == "local"
+    assert s.warehouse_root == PROJECT_ROOT / "warehouse"
+    assert s.spark.master == "local[*]"
+    assert s.source == "tmall_brand"
+    assert s.dbt_target == "duckdb"
+    assert s.pipeline.lookback_days == 2
+    assert s.spark.all_conf()["spark.sql.session.timeZone"] == "UTC"
+
+
+def test_cluster_profile_changes_only_configuration():
+    s = load_settings("cluster", env={})
+    assert s.spark.master.startswith("spark://")
+    assert s.dbt_target == "spark"
+    assert s.airflow.sql_alchemy_conn.startswith("postgresql")
+    assert s.spark.all_conf()["spark.executor.memory"] == "8g"
+
+
+def test_environment_overrides_single_values(tmp_path: Path):
+    env = {
+        "NIGHTREC_PROFILE": "local",
+        "NIGHTREC_WAREHOUSE_ROOT": str(tmp_path),
+        "NIGHTREC_SPARK_MASTER": "spark://elsewhere:7077",
+        "NIGHTREC_SOURCE": "hm",
+        "NIGHTREC_RUN_DATE": "2020-09-22",
+    }
+    s = load_settings(env=env)
+    assert s.warehouse_root == tmp_path
+    assert s.spark.master == "spark://elsewhere:7077"
+    assert s.source == "hm"
+    assert str(s.run_date) == "2020-09-22"
+
+
+def test_unknown_profile_names_the_path_and_known_profiles():
+    with pytest.raises(
+        ConfigError, match=r"Could not find profile 'nope' at .*nope\.yaml; known profiles: \['cluster', 'local'\]"
+    ):
+        load_settings("nope", env={})
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"NIGHTREC_RUN_DATE": "yesterday"}, "run_date must be YYYY-MM-DD"),
+        ({"NIGHTREC_SOURCE": "retailrocket"}, "Unknown source 'retailrocket'"),
+    ],
+)
+def test_invalid_values_raise_config_error(env, message):
+    with pytest.raises(ConfigError, match=message):
+        load_settings("local", env=env)
+
+
+def test_unknown_keys_in_a_profile_are_rejected(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import nightrec.config as config
+
+    (tmp_path / "odd.yaml").write_text("spark:\n  masterr: local[2]\n")
+    monkeypatch.setattr(config, "PROFILES_DIR", tmp_path)
+    with pytest.raises(ConfigError, match=r"Unknown key\(s\) \['masterr'\] under 'spark'"):
+        config.load_settings("odd", env={})

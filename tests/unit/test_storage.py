@@ -1,0 +1,49 @@
+from pathlib import Path
+
+from nightrec.storage import (
+    clean_stale_temporaries,
+    read_json,
+    swap_into_place,
+    temp_sibling,
+    write_json_atomic,
+)
+
+
+def _make(path: Path, text: str) -> Path:
+    path.mkdir(parents=True)
+    (path / "part-00000.parquet").write_text(text)
+    return path
+
+
+def test_swap_into_place_replaces_a_partition_and_leaves_no_debris(tmp_path: Path):
+    target = tmp_path / "ds=2014-05-01"
+    _make(target, "old")
+    new = _make(temp_sibling(target), "new")
+    swap_into_place(new, target)
+    assert (target / "part-00000.parquet").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds=2014-05-01"]
+
+
+def test_swap_into_place_creates_a_missing_partition(tmp_path: Path):
+    target = tmp_path / "t" / "ds=2014-05-01"
+    swap_into_place(_make(temp_sibling(target), "first"), target)
+    assert (target / "part-00000.parquet").read_text() == "first"
+
+
+def test_a_killed_writer_leaves_the_previous_version_visible(tmp_path: Path):
+    target = _make(tmp_path / "ds=2014-05-01", "published")
+    staging = temp_sibling(target)
+    (staging).mkdir()
+    (staging / "part-00000.parquet").write_text("half-writ")  # the job dies here, before the swap
+    assert (target / "part-00000.parquet").read_text() == "published"
+    removed = clean_stale_temporaries(tmp_path)  # what the next run does first
+    assert removed == [staging]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds=2014-05-01"]
+
+
+def test_write_json_atomic_round_trips(tmp_path: Path):
+    path = tmp_path / "a" / "manifest.json"
+    write_json_atomic(path, {"rows": 3, "reasons": {"blank_line": 1}})
+    write_json_atomic(path, {"rows": 4})
+    assert read_json(path) == {"rows": 4}
+    assert [p.name for p in path.parent.iterdir()] == ["manifest.json"]

@@ -1,0 +1,23 @@
+from pathlib import Path
+
+import pandas as pd
+
+from nightrec.upscale import new_user_id, upscale
+from tests.conftest import raw_tmall
+
+
+def test_upscale_replicates_users_and_keeps_their_behaviour(tmp_path: Path, tmall):
+    out = upscale(tmall, 3, tmp_path / "x3.csv")
+    big = pd.read_csv(out, dtype=str, keep_default_na=False)
+    raw = raw_tmall()
+    assert len(big) == 3 * len(raw)
+    assert big["user_id"].nunique() == 3 * raw["user_id"].nunique()
+    for k in range(3):
+        copy = big[big["user_id"].str.endswith(f"x{k}")] if k else big[~big["user_id"].str.contains("x")]
+        restored = copy.assign(user_id=copy["user_id"].str.replace(f"x{k}", "", regex=False)) if k else copy
+        pd.testing.assert_frame_equal(restored.reset_index(drop=True), raw)
+
+
+def test_new_user_id():
+    assert new_user_id("10944750", 0) == "10944750"
+    assert new_user_id("10944750", 7) == "10944750x7"
