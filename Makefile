@@ -31,6 +31,7 @@ demo: install check-java
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 test: install check-java lint
 	$(BIN)/pytest

@@ -133,11 +133,12 @@ def _req(d: dict[str, Any], key: str, where: str) -> Any:
     return d[key]
 
 
-def load_adapter(name: str, sources_dir: Path = SOURCES_DIR) -> SourceAdapter:
-    """Read and validate ``conf/sources/<name>.yaml``.
+def load_adapter(name: str, sources_dir: Path | None = None) -> SourceAdapter:
+    """Read and validate ``conf/sources/<name>.yaml`` (or ``<sources_dir>/<name>.yaml``).
 
     :raises ConfigError: the file is missing or any field is invalid; the message names the field and file.
     """
+    sources_dir = sources_dir or SOURCES_DIR
     path = sources_dir / f"{name}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in sources_dir.glob("*.yaml"))

@@ -127,13 +127,11 @@ def _raw_rows(spark: SparkSession, adapter: SourceAdapter, files: list[Delivered
         else:
             schema = ", ".join(f"`{c}` STRING" for c in header) + ", `_corrupt` STRING"
             text = spark.read.text(paths, wholetext=True).select(F.input_file_name().alias("_path"), F.col("value"))
-            lines = text.select(
-                "_path",
-                F.size(F.split("value", "\n")).alias("_n"),
-                F.posexplode(F.split("value", "\n")).alias("_pos", "_line"),
-            )
-            # Drop the header (position 0) and the empty string after a final newline.
-            lines = lines.where((F.col("_pos") > 0) & ~((F.col("_pos") == F.col("_n") - 1) & (F.col("_line") == "")))
+            # One final newline ends the last row; it does not start an empty one. Nothing but posexplode may refer
+            # to the split array: Spark re-evaluates a shared split per output row (quadratic in the file's lines).
+            body = F.regexp_replace("value", "\n$", "")
+            lines = text.select("_path", F.posexplode(F.split(body, "\n")).alias("_pos", "_line"))
+            lines = lines.where(F.col("_pos") > 0)  # position 0 is the header
             lines = lines.withColumn("raw_line", F.regexp_replace("_line", "\r$", ""))
             parsed = F.from_csv(
                 "raw_line",
