@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # pip prints one warning per package for unreachable local mirrors on some machines; keep the output readable.
-PIP_QUIET := 2>&1 | grep -v "^WARNING: Location" || true
+PIP_QUIET := 2>&1 | { grep -v "^WARNING: Location" || true; }
 
 .PHONY: demo test install lint clean check-java
 

@@ -177,6 +177,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dbt(args: argparse.Namespace) -> int:
+    from nightrec.dbt_runner import run_dbt
+
+    s = _settings(args)
+    end = args.end + timedelta(days=1) if args.end else None
+    run_dbt(s, args.dbt_args or ["build"], target=args.target, start=args.start, end=end)
+    return 0
+
+
 def cmd_upscale(args: argparse.Namespace) -> int:
     from nightrec.upscale import upscale
 
@@ -245,6 +254,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--end", type=d, help="last day, inclusive (default: last day of the history)")
     p.add_argument("--all", action="store_true", help="also list days not ingested yet")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("dbt", parents=[common], help="run dbt (default: build) on the duckdb or spark target")
+    p.add_argument("--target", choices=["duckdb", "spark"], help="dbt target (default from the profile: duckdb)")
+    p.add_argument("--start", type=d, help="first day incremental models rebuild (default: all)")
+    p.add_argument("--end", type=d, help="last day incremental models rebuild, inclusive")
+    p.add_argument("dbt_args", nargs=argparse.REMAINDER, help="dbt command and flags, e.g. `build --select marts`")
+    p.set_defaults(func=cmd_dbt)
 
     p = sub.add_parser("upscale", help="write an up-scaled copy of a source's history (benchmarks)")
     p.add_argument("--source", help="source (default tmall_brand)")

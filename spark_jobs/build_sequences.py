@@ -241,15 +241,16 @@ def run(spark: SparkSession, settings: Settings, start: date, end: date) -> dict
         f"state from {'silver before ' + str(start) if state is not None else 'nothing (first day)'}",
     )
 
+    if events is None:
+        raise InputError(f"bronze/events under {bronze_root} holds no Parquet file for [{start}, {end})")
     stage = prepare_table(silver_root)
-    if events is not None:
-        rows = build(events, state, n, adapter.max_level, adapter.name)
-        write_partitioned(rows.select(*SEQUENCE_COLUMNS), stage, ["user_id"])
+    rows = build(events, state, n, adapter.max_level, adapter.name)
+    schema = write_partitioned(rows.select(*SEQUENCE_COLUMNS), stage, ["user_id"])
     stats = {ds: _partition_stats(partition(stage, ds)) for ds in days}
     manifests = {
         ds: {"job": JOB, "source": adapter.name, "ds": ds.isoformat(), "sequence_length": n, **stats[ds]} for ds in days
     }
-    publish_partitions(stage, silver_root, days, lambda d: manifests[d])
+    publish_partitions(stage, silver_root, days, lambda d: manifests[d], schema)
     elapsed = time.time() - t0
     for ds, m in manifests.items():
         update_run_manifest(warehouse, ds, JOB, {**m, "seconds": round(elapsed, 2)})

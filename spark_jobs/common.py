@@ -92,8 +92,10 @@ def parse_event_time(value: Column, spec: TimeSpec) -> Column:
     return F.when(valid, parsed)
 
 
-def write_partitioned(df: DataFrame, staging: Path, sort_cols: list[str]) -> None:
-    """Write one Parquet file per ds partition, rows in a fixed order, so a rerun writes the same bytes."""
+def write_partitioned(df: DataFrame, staging: Path, sort_cols: list[str]) -> Any:
+    """Write one Parquet file per ds partition, rows in a fixed order; return the Arrow schema of the files."""
+    from pyspark.sql.pandas.types import to_arrow_schema
+
     (
         df.repartition(F.col("ds"))
         .sortWithinPartitions("ds", *sort_cols)
@@ -101,6 +103,7 @@ def write_partitioned(df: DataFrame, staging: Path, sort_cols: list[str]) -> Non
         .partitionBy("ds")
         .parquet(str(staging))
     )
+    return to_arrow_schema(df.drop("ds").schema, timezone="UTC")
 
 
 def publish_partitions(
@@ -108,20 +111,25 @@ def publish_partitions(
     table_root: Path,
     days: Iterable[date],
     manifest_for: Callable[[date], dict[str, Any]],
+    schema: Any,
 ) -> None:
     """Move each day's staged partition into place atomically, with fixed file names and a _SUCCESS manifest.
 
-    A day with no rows still gets an (empty) partition and manifest, so "processed, nothing there" differs from
-    "never processed".
+    A day with no rows still gets a partition, a manifest and a schema-only Parquet file, so "processed, nothing
+    there" differs from "never processed" and every reader (DuckDB, Spark, pandas) sees the table's columns.
     """
+    import pyarrow.parquet as pq
+
     table_root.mkdir(parents=True, exist_ok=True)
     for ds in days:
         staged = partition(staging, ds)
         ready = temp_sibling(partition(table_root, ds))
         ready.mkdir()
-        for i, f in enumerate(data_files(staged)):
-            if f.suffix == ".parquet":
-                f.rename(ready / f"part-{i:05d}.parquet")
+        parts = [f for f in data_files(staged) if f.suffix == ".parquet"]
+        for i, f in enumerate(parts):
+            f.rename(ready / f"part-{i:05d}.parquet")
+        if not parts:
+            pq.write_table(schema.empty_table(), ready / "part-00000.parquet")
         write_json_atomic(ready / SUCCESS_FILE, manifest_for(ds))
         swap_into_place(ready, partition(table_root, ds))
     if staging.exists():

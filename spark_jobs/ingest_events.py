@@ -268,10 +268,10 @@ def run(spark: SparkSession, settings: Settings, start: date, end: date) -> dict
 
     bronze_root, quarantine_root = warehouse.bronze_events(), warehouse.bronze_quarantine()
     bronze_stage, quarantine_stage = prepare_table(bronze_root), prepare_table(quarantine_root)
-    write_partitioned(
+    bronze_schema = write_partitioned(
         events.where(F.col("reason").isNull()).select(*EVENT_COLUMNS), bronze_stage, ["source_file", "source_line"]
     )
-    write_partitioned(
+    quarantine_schema = write_partitioned(
         events.where(F.col("reason").isNotNull()).select(*QUARANTINE_COLUMNS),
         quarantine_stage,
         ["source_file", "source_line"],
@@ -304,8 +304,8 @@ def run(spark: SparkSession, settings: Settings, start: date, end: date) -> dict
             )
         manifests[ds] = manifest
 
-    publish_partitions(bronze_stage, bronze_root, days, lambda d: manifests[d])
-    publish_partitions(quarantine_stage, quarantine_root, days, lambda d: manifests[d])
+    publish_partitions(bronze_stage, bronze_root, days, lambda d: manifests[d], bronze_schema)
+    publish_partitions(quarantine_stage, quarantine_root, days, lambda d: manifests[d], quarantine_schema)
     elapsed = time.time() - t0
     for ds, m in manifests.items():
         update_run_manifest(warehouse, ds, JOB, {**m, "seconds": round(elapsed, 2)})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from dataclasses import replace
@@ -75,3 +76,7 @@ def read_table(root: Path, days: list[date] | None = None) -> pd.DataFrame:
 def raw_tmall() -> pd.DataFrame:
     """The bundled Tmall file as strings, read independently of the project's code."""
     return pd.read_csv(load_adapter("tmall_brand").bundled_events, dtype=str, keep_default_na=False)
+
+
+# py4j logs "Closing down clientserver connection" from __del__ after pytest closed its streams; keep it quiet.
+logging.getLogger("py4j").setLevel(logging.WARNING)

@@ -1,0 +1,138 @@
+{{ config(**incremental_by_ds()) }}
+
+{#- One row per (user, day D) for users active in the 90 days up to D: behaviour through the end of D, so the
+    row is known at D+1 00:00 (feature_ts; DESIGN.md, "Feature time, no leakage"). -#}
+
+{%- set windows = [7, 30, 90] %}
+
+with
+
+user_days as (
+
+    select * from {{ ref('int_events__user_days') }}
+
+),
+
+user_item_days as (
+
+    select * from {{ ref('int_events__user_item_days') }}
+
+),
+
+calendar as (
+
+    select distinct ds from user_days
+    {% if is_incremental() %}
+    where {{ in_run_range() }}
+    {% endif %}
+
+),
+
+activity_in_window as (
+
+    select
+        calendar.ds,
+        user_days.user_id,
+        {{ dbt.datediff('user_days.ds', 'calendar.ds', 'day') }} as age_days,
+        user_days.n_events,
+        {%- for lv in range(1, var('max_level') + 1) %}
+        user_days.n_level_{{ lv }},
+        {%- endfor %}
+        user_days.n_items
+
+    from calendar
+    inner join user_days
+        on user_days.ds <= calendar.ds
+        and user_days.ds > {{ dbt.dateadd('day', -90, 'calendar.ds') }}
+
+),
+
+windowed_counts as (
+
+    select
+        user_id,
+        ds,
+        min(age_days) as recency_days,
+        {%- for w in windows %}
+        count(case when age_days < {{ w }} then 1 end) as active_days_{{ w }}d,
+        sum(case when age_days < {{ w }} then n_events else 0 end) as n_events_{{ w }}d,
+        {%- for lv in range(1, var('max_level') + 1) %}
+        sum(case when age_days < {{ w }} then n_level_{{ lv }} else 0 end) as n_level_{{ lv }}_{{ w }}d,
+        {%- endfor %}
+        {%- endfor %}
+        max(n_items) as max_items_per_day_90d
+
+    from activity_in_window
+    group by user_id, ds
+
+),
+
+item_counts_90d as (
+
+    select
+        calendar.ds,
+        user_item_days.user_id,
+        user_item_days.item_id,
+        sum(user_item_days.n_events) as n_events
+
+    from calendar
+    inner join user_item_days
+        on user_item_days.ds <= calendar.ds
+        and user_item_days.ds > {{ dbt.dateadd('day', -90, 'calendar.ds') }}
+    group by calendar.ds, user_item_days.user_id, user_item_days.item_id
+
+),
+
+ranked_items as (
+
+    select
+        ds,
+        user_id,
+        item_id,
+        row_number() over (partition by user_id, ds order by n_events desc, item_id) as item_rank
+
+    from item_counts_90d
+
+),
+
+top_item as (
+
+    select ds, user_id, item_id as top_item_90d
+    from ranked_items
+    where item_rank = 1
+
+),
+
+final as (
+
+    select
+        ---------- keys
+        windowed_counts.user_id,
+
+        ---------- recency and frequency
+        windowed_counts.recency_days,
+        {%- for w in windows %}
+        windowed_counts.active_days_{{ w }}d,
+        windowed_counts.n_events_{{ w }}d,
+        {%- for lv in range(1, var('max_level') + 1) %}
+        windowed_counts.n_level_{{ lv }}_{{ w }}d,
+        {{ ratio('windowed_counts.n_level_' ~ lv ~ '_' ~ w ~ 'd', 'windowed_counts.n_events_' ~ w ~ 'd') }}
+            as rate_level_{{ lv }}_{{ w }}d,
+        {%- endfor %}
+        {%- endfor %}
+
+        ---------- taste
+        top_item.top_item_90d,
+
+        ---------- time
+        {{ known_at('windowed_counts.ds') }} as feature_ts,
+        windowed_counts.ds
+
+    from windowed_counts
+    inner join top_item
+        on windowed_counts.user_id = top_item.user_id
+        and windowed_counts.ds = top_item.ds
+
+)
+
+select * from final

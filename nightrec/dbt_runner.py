@@ -1,0 +1,86 @@
+"""Run the dbt project (dbt/) on either target with the variables the settings and the source adapter give."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from nightrec.adapters import load_adapter
+from nightrec.config import PROJECT_ROOT, Settings
+from nightrec.errors import NightrecError
+
+DBT_DIR = PROJECT_ROOT / "dbt"
+TARGETS = ("duckdb", "spark")
+
+
+def dbt_vars(settings: Settings, start: date | None = None, end: date | None = None) -> dict[str, Any]:
+    """The project variables: where the zones are, the source's levels and the days to rebuild."""
+    adapter = load_adapter(settings.source)
+    out: dict[str, Any] = {"warehouse_root": str(settings.warehouse_root), "max_level": adapter.max_level}
+    if start is not None:
+        out["start_ds"] = start.isoformat()
+    if end is not None:
+        out["end_ds"] = end.isoformat()
+    return out
+
+
+def dbt_environment(settings: Settings, target: str) -> dict[str, str]:
+    return {
+        "NIGHTREC_WAREHOUSE_ROOT": str(settings.warehouse_root),
+        "NIGHTREC_DBT_TARGET": target,
+        "NIGHTREC_SPARK_MASTER": settings.spark.master,
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "False",
+    }
+
+
+def target_path(target: str) -> Path:
+    return DBT_DIR / "target" / target
+
+
+def run_dbt(
+    settings: Settings,
+    command: list[str],
+    target: str | None = None,
+    start: date | None = None,
+    end: date | None = None,
+) -> Any:
+    """Invoke dbt in-process (``dbtRunner``); raise NightrecError naming the failed nodes.
+
+    :param command: e.g. ``["build"]`` or ``["docs", "generate"]``.
+    :param start: with ``end``, the day range [start, end) incremental models rebuild.
+    """
+    from dbt.cli.main import dbtRunner
+
+    target = target or settings.dbt_target
+    if target not in TARGETS:
+        raise NightrecError(f"Unknown dbt target {target!r}; choose one of {TARGETS}")
+    (settings.warehouse_root / "marts" / target).mkdir(parents=True, exist_ok=True)
+    os.environ.update(dbt_environment(settings, target))
+    args = [
+        *command,
+        "--project-dir",
+        str(DBT_DIR),
+        "--profiles-dir",
+        str(DBT_DIR),
+        "--target",
+        target,
+        "--target-path",
+        str(target_path(target)),
+        "--vars",
+        json.dumps(dbt_vars(settings, start, end)),
+    ]
+    t0 = time.time()
+    result = dbtRunner().invoke(args)
+    if not result.success:
+        failed = []
+        for r in getattr(result.result, "results", None) or []:
+            if str(getattr(r, "status", "")) in {"error", "fail"}:
+                failed.append(f"{r.node.unique_id}: {r.message}")
+        detail = "; ".join(failed[:10]) or str(result.exception)
+        raise NightrecError(f"dbt {' '.join(command)} on target {target} failed: {detail}")
+    print(f"dbt {' '.join(command)} on {target}: ok in {time.time() - t0:.1f}s", flush=True)
+    return result
