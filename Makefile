@@ -19,6 +19,8 @@ $(STAMP): requirements/requirements.lock.txt requirements/dev.txt pyproject.toml
 	set -o pipefail; $(BIN)/pip install -q -r requirements/requirements.lock.txt -r requirements/dev.txt $(PIP_QUIET)
 	set -o pipefail; $(BIN)/pip install -q --no-deps -e . $(PIP_QUIET)
 	$(BIN)/python -c "import airflow, pyspark, dbt, feast, great_expectations, torch, lightgbm, nightrec"
+	@echo "== dbt parse (the manifest Cosmos renders the dbt task group from)"
+	$(BIN)/python -c "from nightrec.dbt_runner import ensure_manifest; ensure_manifest()"
 	@touch $@
 
 install: $(STAMP)

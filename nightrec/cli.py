@@ -82,10 +82,17 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
     start = args.start or adapter.history_start
     end = (args.end + timedelta(days=1)) if args.end else adapter.nightly_start
     ensure_metadata_db(s)
+    ensure_manifest()
     conf = json.dumps({"start": start.isoformat(), "end": end.isoformat()})
     print(f"bootstrap {adapter.name}: days [{start}, {end}) through the `bootstrap` DAG", flush=True)
     run_airflow(s, ["dags", "test", "bootstrap", "-c", conf], quiet=args.quiet)
     return 0
+
+
+def ensure_manifest() -> None:
+    from nightrec.dbt_runner import ensure_manifest as build
+
+    build()
 
 
 def _nightly_days(s: Settings, days: list[date], quiet: bool = True) -> None:
@@ -100,6 +107,7 @@ def _nightly_days(s: Settings, days: list[date], quiet: bool = True) -> None:
         )
     _export(s)
     ensure_metadata_db(s)
+    ensure_manifest()
     for day in days:
         t0 = time.time()
         print(f"nightly {s.source}: day {day} (logical date {_logical_date(day)})", flush=True)
@@ -186,6 +194,24 @@ def cmd_dbt(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sql(args: argparse.Namespace) -> int:
+    import duckdb
+
+    from nightrec.marts_publish import analyst_db_path, split_queries
+
+    s = _settings(args)
+    path = analyst_db_path(s)
+    if not path.is_file():
+        raise NightrecError(f"No analysts' database at {path} yet: run `nightrec demo` (or the nightly DAG) first")
+    queries = split_queries(Path(args.file).read_text()) if args.file else [args.query]
+    with duckdb.connect(str(path), read_only=True) as con:
+        for q in queries:
+            if args.file:
+                print(f"\n{q.strip()}")
+            print(con.sql(q).df().to_string(max_rows=args.max_rows, index=False))
+    return 0
+
+
 def cmd_upscale(args: argparse.Namespace) -> int:
     from nightrec.upscale import upscale
 
@@ -261,6 +287,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--end", type=d, help="last day incremental models rebuild, inclusive")
     p.add_argument("dbt_args", nargs=argparse.REMAINDER, help="dbt command and flags, e.g. `build --select marts`")
     p.set_defaults(func=cmd_dbt)
+
+    p = sub.add_parser("sql", parents=[common], help="query the analysts' DuckDB database (read-only)")
+    p.add_argument("query", nargs="?", default="select 1", help="one SQL query")
+    p.add_argument("--file", help="a file of queries separated by semicolons (e.g. docs/analyst_queries.sql)")
+    p.add_argument("--max-rows", type=int, default=20, help="rows to print per query")
+    p.set_defaults(func=cmd_sql)
 
     p = sub.add_parser("upscale", help="write an up-scaled copy of a source's history (benchmarks)")
     p.add_argument("--source", help="source (default tmall_brand)")

@@ -58,7 +58,9 @@ def run_dbt(
     target = target or settings.dbt_target
     if target not in TARGETS:
         raise NightrecError(f"Unknown dbt target {target!r}; choose one of {TARGETS}")
-    (settings.warehouse_root / "marts" / target).mkdir(parents=True, exist_ok=True)
+    from nightrec.warehouse import Warehouse
+
+    Warehouse(settings.warehouse_root, settings.source).ensure_layout()
     os.environ.update(dbt_environment(settings, target))
     args = [
         *command,
@@ -84,3 +86,42 @@ def run_dbt(
         raise NightrecError(f"dbt {' '.join(command)} on target {target} failed: {detail}")
     print(f"dbt {' '.join(command)} on {target}: ok in {time.time() - t0:.1f}s", flush=True)
     return result
+
+
+MANIFEST = DBT_DIR / "target" / "parse" / "manifest.json"
+
+
+def _project_files() -> list[Path]:
+    files = [DBT_DIR / "dbt_project.yml", DBT_DIR / "profiles.yml"]
+    for sub in ("models", "macros", "tests"):
+        files += [p for p in (DBT_DIR / sub).rglob("*") if p.is_file()]
+    return files
+
+
+def ensure_manifest() -> Path:
+    """Build dbt/target/parse/manifest.json with `dbt parse` when missing or older than the project's files.
+
+    Cosmos renders the dbt task group from it (LoadMode.DBT_MANIFEST), so parsing a DAG file stays cheap.
+    """
+    import subprocess
+    import sys
+
+    if MANIFEST.is_file() and MANIFEST.stat().st_mtime >= max(p.stat().st_mtime for p in _project_files()):
+        return MANIFEST
+    dbt = Path(sys.executable).parent / "dbt"
+    cmd = [
+        str(dbt),
+        "parse",
+        "--project-dir",
+        str(DBT_DIR),
+        "--profiles-dir",
+        str(DBT_DIR),
+        "--target-path",
+        str(MANIFEST.parent),
+        "--quiet",
+    ]
+    env = {**os.environ, "DBT_SEND_ANONYMOUS_USAGE_STATS": "False"}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0 or not MANIFEST.is_file():
+        raise NightrecError(f"`dbt parse` failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-2000:]}")
+    return MANIFEST

@@ -28,8 +28,58 @@ def spark_job(settings: Settings, job: str, start: str, end: str) -> Any:
     )
 
 
+def dbt_task_group(settings: Settings, start: str, end: str) -> Any:
+    """The dbt project as a Cosmos task group: one task per model (its tests run with it), rebuilding [start, end).
+
+    Rendered from the manifest `dbt parse` wrote at install (no dbt call at DAG parse time). Tasks run one at a
+    time because the DuckDB target is a single-writer file.
+    """
+    from cosmos import DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
+    from cosmos.constants import InvocationMode, LoadMode, TestBehavior
+
+    from nightrec.airflow_env import VENV_BIN
+    from nightrec.dbt_runner import DBT_DIR, MANIFEST, dbt_environment
+
+    return DbtTaskGroup(
+        group_id="dbt",
+        project_config=ProjectConfig(
+            dbt_project_path=DBT_DIR,
+            manifest_path=MANIFEST,
+            project_name="nightrec",
+            env_vars=dbt_environment(settings, settings.dbt_target),
+        ),
+        profile_config=ProfileConfig(
+            profile_name="nightrec", target_name=settings.dbt_target, profiles_yml_filepath=DBT_DIR / "profiles.yml"
+        ),
+        execution_config=ExecutionConfig(
+            dbt_executable_path=str(VENV_BIN / "dbt"), invocation_mode=InvocationMode.SUBPROCESS
+        ),
+        render_config=RenderConfig(
+            load_method=LoadMode.DBT_MANIFEST,
+            test_behavior=TestBehavior.BUILD,
+            should_detach_multiple_parents_tests=True,  # e.g. relationships: run once both tables exist
+        ),
+        operator_args={
+            "install_deps": False,
+            "max_active_tis_per_dag": 1,
+            "vars": {
+                "warehouse_root": str(settings.warehouse_root),
+                "max_level": _max_level(settings),
+                "start_ds": start,
+                "end_ds": end,
+            },
+        },
+    )
+
+
+def _max_level(settings: Settings) -> int:
+    from nightrec.adapters import load_adapter
+
+    return load_adapter(settings.source).max_level
+
+
 def pipeline(settings: Settings, start: str, end: str) -> None:
-    """Add land -> ingest_events -> build_sequences -> record_run to the DAG being defined."""
+    """Add land -> ingest_events -> build_sequences -> dbt -> publish_marts -> record_run to the DAG."""
     from airflow.sdk import task
 
     @task(task_id="land")
@@ -50,9 +100,17 @@ def pipeline(settings: Settings, start: str, end: str) -> None:
 
         return record_run(start, end, airflow_dag, airflow_run)
 
+    @task(task_id="publish_marts")
+    def publish() -> dict:
+        from nightrec.tasks import publish_marts
+
+        return publish_marts()
+
     (
         land(start, end)
         >> spark_job(settings, "ingest_events", start, end)
         >> spark_job(settings, "build_sequences", start, end)
+        >> dbt_task_group(settings, start, end)
+        >> publish()
         >> record(start, end, "{{ dag.dag_id }}", "{{ run_id }}")
     )

@@ -26,7 +26,9 @@ def land_days(start: str, end: str) -> dict[str, Any]:
             f"Day {last_day} is past the last day of {adapter.name}'s history ({adapter.history_end}); "
             "nothing is delivered for it, so this run is skipped."
         )
-    report = replay(adapter, Warehouse(settings.warehouse_root, adapter.name), lo, hi)
+    warehouse = Warehouse(settings.warehouse_root, adapter.name)
+    warehouse.ensure_layout()
+    report = replay(adapter, warehouse, lo, hi)
     print(report.summary(), flush=True)
     return {
         "days": len(report.days),
@@ -57,3 +59,17 @@ def record_run(start: str, end: str, dag_id: str, run_id: str) -> dict[str, Any]
         update_run_manifest(warehouse, ds, "airflow", {"dag_id": dag_id, "run_id": run_id})
     print(f"{adapter.name} [{lo}, {end}): {totals}", flush=True)
     return totals
+
+
+def publish_marts() -> dict[str, Any]:
+    """Export the marts to Parquet, rebuild the analysts' DuckDB file and the dbt docs site."""
+    from nightrec.dbt_runner import run_dbt, target_path
+    from nightrec.marts_publish import build_analyst_db, export_marts, publish_dbt_docs
+
+    settings = load_settings()
+    counts = export_marts(settings)
+    analyst = build_analyst_db(settings)
+    run_dbt(settings, ["docs", "generate"])
+    docs = publish_dbt_docs(settings, target_path(settings.dbt_target))
+    print(f"marts exported {counts}; analysts' database {analyst}; dbt docs {docs}/index.html", flush=True)
+    return {"rows": counts, "analyst_db": str(analyst), "dbt_docs": str(docs)}

@@ -38,6 +38,15 @@ class Warehouse:
     def run_manifest(self, ds: date) -> Path:
         return self.runs() / f"ds={ds.isoformat()}" / "manifest.json"
 
+    def marts(self, target: str) -> Path:
+        """Each dbt target writes under its own root (DESIGN.md, "dbt on two targets")."""
+        return self.root / "marts" / target
+
+    def ensure_layout(self) -> None:
+        """Create the directories engines expect to exist (DuckDB will not create its file's parent)."""
+        for path in (self.raw(), self.marts("duckdb"), self.marts("spark"), self.root / "analytics"):
+            path.mkdir(parents=True, exist_ok=True)
+
 
 def partition(table_root: Path, ds: date) -> Path:
     return table_root / f"ds={ds.isoformat()}"

@@ -1,7 +1,7 @@
-{#- One column per behaviour level 1..max_level: sum(case when level = k ...) as <prefix>_<k>. -#}
+{#- One column per behaviour level 1..max_level: the count of rows at level k, as <prefix>_<k> (bigint). -#}
 {% macro count_per_level(level_col, prefix, value='1') -%}
-    {%- for lv in range(1, var('max_level') + 1) %}
-    sum(case when {{ level_col }} = {{ lv }} then {{ value }} else 0 end) as {{ prefix }}_{{ lv }}{{ "," if not loop.last }}
+    {%- for lv in range(1, (var('max_level') | int) + 1) %}
+    cast(sum(case when {{ level_col }} = {{ lv }} then {{ value }} else 0 end) as bigint) as {{ prefix }}_{{ lv }}{{ "," if not loop.last }}
     {%- endfor %}
 {%- endmacro %}
 

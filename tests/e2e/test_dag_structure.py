@@ -39,11 +39,45 @@ def test_dag_files_import_without_errors(dagbag):
     assert set(dagbag.dags) == {"nightly", "bootstrap"}
 
 
-def test_nightly_runs_land_ingest_sequences_record_on_one_day_intervals(dagbag, tmall):
+def test_nightly_runs_land_ingest_sequences_dbt_publish_record_on_one_day_intervals(dagbag, tmall):
     dag = dagbag.dags["nightly"]
-    order = ["land", "ingest_events", "build_sequences", "record_run"]
+    order = ["land", "ingest_events", "build_sequences"]
     for up, down in pairwise(order):
         assert dag.get_task(up).downstream_task_ids == {down}
+    dbt_tasks = {t.task_id for t in dag.tasks if t.task_id.startswith("dbt.")}
+    models = [
+        "stg_bronze__events",
+        "stg_bronze__quarantine",
+        "int_events__user_item_days",
+        "int_events__user_days",
+        "fct_interactions",
+        "training_examples",
+        "dim_users",
+        "dim_items",
+        "user_features",
+        "item_features",
+    ]
+    detached = {  # tests with two parents run in their own task once both tables exist
+        "dbt.relationships_fct_interactions_user_id__user_id__ref_dim_users__test",
+        "dbt.relationships_fct_interactions_item_id__item_id__ref_dim_items__test",
+    }
+    assert dbt_tasks == {f"dbt.{m}_model_build" for m in models} | detached  # one task per model + its tests
+    for test_task in detached:
+        assert "dbt.fct_interactions_model_build" in dag.get_task(test_task).upstream_task_ids
+    assert dag.get_task("build_sequences").downstream_task_ids == {
+        "dbt.stg_bronze__events_model_build",
+        "dbt.stg_bronze__quarantine_model_build",
+    }
+    assert dag.get_task("dbt.fct_interactions_model_build").upstream_task_ids == {
+        "dbt.int_events__user_item_days_model_build"
+    }
+    assert dag.get_task("publish_marts").downstream_task_ids == {"record_run"}
+    assert {"dbt.training_examples_model_build", "dbt.user_features_model_build"} <= dag.get_task(
+        "publish_marts"
+    ).upstream_task_ids
+    dbt_vars = dag.get_task("dbt.fct_interactions_model_build").vars
+    assert dbt_vars["start_ds"] == "{{ macros.ds_add(data_interval_start | ds, -2) }}"
+    assert dbt_vars["end_ds"] == "{{ data_interval_end | ds }}"
     assert type(dag.timetable).__name__ == "CronDataIntervalTimetable"
     # A manual run named 2014-08-16 (Airflow 3 names it by the interval end) processes day 2014-08-15.
     interval = dag.timetable.infer_manual_data_interval(run_after=datetime(2014, 8, 16, tzinfo=UTC))

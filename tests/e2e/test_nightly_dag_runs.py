@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from nightrec.config import PROJECT_ROOT
+from nightrec.marts_publish import split_queries
 from nightrec.warehouse import Warehouse
-from tests.conftest import read_table
+from tests.conftest import raw_tmall, read_table
 
 pytestmark = [pytest.mark.e2e, pytest.mark.spark]
 
@@ -108,3 +109,34 @@ def test_rerunning_a_night_gives_the_same_tables(airflow_run, tmall):
         assert before[name].astype(str).equals(after[name].astype(str)), name
     assert sorted(p.stat().st_mtime_ns for d in days for p in wh.raw_day(d).iterdir()) == raw_before
     assert not list(warehouse.rglob(".tmp-*"))
+
+
+def test_the_dag_builds_publishes_and_documents_the_marts(airflow_run, tmall):
+    """dbt ran inside the DAG (Cosmos), the marts were exported, the analysts' database and dbt docs published."""
+    import duckdb
+
+    warehouse, _, output = airflow_run
+    assert "[DAG TEST] end task task_id=dbt.fct_interactions_model_build" in output
+    assert "[DAG TEST] end task task_id=publish_marts" in output
+    assert (warehouse / "docs" / "dbt" / "index.html").stat().st_size > 10_000
+    exported = read_parquet_dir(warehouse / "marts" / "parquet" / "fct_interactions")
+    assert exported["n_events"].sum() == 182_880
+    queries = split_queries((PROJECT_ROOT / "docs" / "analyst_queries.sql").read_text())
+    assert len(queries) == 5
+    with duckdb.connect(str(warehouse / "analytics" / "nightrec.duckdb"), read_only=True) as con:
+        results = [con.sql(q).df() for q in queries]
+        bronze_buys = con.execute("select count(*) from bronze.events where level = 4").fetchone()[0]
+        funnel_buys = con.execute("select sum(n_level_4) from marts.fct_interactions").fetchone()[0]
+    assert all(len(r) > 0 for r in results)
+    assert funnel_buys == bronze_buys == 6_984
+    raw = raw_tmall()
+    history = raw[raw["user_id"] == "10944750"]
+    assert len(results[1]) == len(history)  # query 2: the user's whole history, every repeated action included
+    assert sorted(results[1]["item_id"]) == sorted(history["brand_id"])
+    assert results[3]["quarantined"].sum() == 0
+
+
+def read_parquet_dir(path):
+    import pandas as pd
+
+    return pd.concat([pd.read_parquet(f) for f in sorted(path.glob("*.parquet"))])

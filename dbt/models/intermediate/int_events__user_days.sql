@@ -11,10 +11,10 @@ user_days as (
     select
         user_id,
         ds,
-        sum(n_events) as n_events,
+        cast(sum(n_events) as bigint) as n_events,
         count(*) as n_items,
-        {%- for lv in range(1, var('max_level') + 1) %}
-        sum(n_level_{{ lv }}) as n_level_{{ lv }},
+        {%- for lv in range(1, (var('max_level') | int) + 1) %}
+        cast(sum(n_level_{{ lv }}) as bigint) as n_level_{{ lv }},
         {%- endfor %}
         max(max_level) as max_level
 

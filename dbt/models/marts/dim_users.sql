@@ -21,9 +21,9 @@ user_summary as (
         min(ds) as first_event_ds,
         max(ds) as last_event_ds,
         count(*) as n_active_days,
-        sum(n_events) as n_events,
-        {%- for lv in range(1, var('max_level') + 1) %}
-        sum(n_level_{{ lv }}) as n_level_{{ lv }},
+        cast(sum(n_events) as bigint) as n_events,
+        {%- for lv in range(1, (var('max_level') | int) + 1) %}
+        cast(sum(n_level_{{ lv }}) as bigint) as n_level_{{ lv }},
         {%- endfor %}
         max(max_level) as max_level_reached
 

@@ -20,7 +20,7 @@ final as (
 
         ---------- counts
         n_events,
-        {%- for lv in range(1, var('max_level') + 1) %}
+        {%- for lv in range(1, (var('max_level') | int) + 1) %}
         n_level_{{ lv }},
         {%- endfor %}
         max_level as max_level_reached,

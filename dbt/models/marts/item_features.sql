@@ -45,10 +45,10 @@ popularity as (
         item_id,
         ds,
         {%- for w in windows %}
-        sum(case when age_days < {{ w }} then n_events else 0 end) as n_events_{{ w }}d,
+        cast(sum(case when age_days < {{ w }} then n_events else 0 end) as bigint) as n_events_{{ w }}d,
         count(distinct case when age_days < {{ w }} then user_id end) as n_users_{{ w }}d,
         {%- endfor %}
-        {%- for lv in range(1, var('max_level') + 1) %}
+        {%- for lv in range(1, (var('max_level') | int) + 1) %}
         count(distinct case when age_days < 30 and max_level >= {{ lv }} then user_id end)
             as n_users_reaching_level_{{ lv }}_30d{{ "," if not loop.last }}
         {%- endfor %}
@@ -71,10 +71,10 @@ final as (
         {%- endfor %}
 
         ---------- funnel
-        {%- for lv in range(1, var('max_level') + 1) %}
+        {%- for lv in range(1, (var('max_level') | int) + 1) %}
         n_users_reaching_level_{{ lv }}_30d,
         {%- endfor %}
-        {%- for lv in range(1, var('max_level')) %}
+        {%- for lv in range(1, var('max_level') | int) %}
         {{ ratio('n_users_reaching_level_' ~ (lv + 1) ~ '_30d', 'n_users_reaching_level_' ~ lv ~ '_30d') }}
             as conversion_level_{{ lv }}_to_{{ lv + 1 }}_30d,
         {%- endfor %}

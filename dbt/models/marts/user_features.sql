@@ -35,7 +35,7 @@ activity_in_window as (
         user_days.user_id,
         {{ dbt.datediff('user_days.ds', 'calendar.ds', 'day') }} as age_days,
         user_days.n_events,
-        {%- for lv in range(1, var('max_level') + 1) %}
+        {%- for lv in range(1, (var('max_level') | int) + 1) %}
         user_days.n_level_{{ lv }},
         {%- endfor %}
         user_days.n_items
@@ -55,9 +55,9 @@ windowed_counts as (
         min(age_days) as recency_days,
         {%- for w in windows %}
         count(case when age_days < {{ w }} then 1 end) as active_days_{{ w }}d,
-        sum(case when age_days < {{ w }} then n_events else 0 end) as n_events_{{ w }}d,
-        {%- for lv in range(1, var('max_level') + 1) %}
-        sum(case when age_days < {{ w }} then n_level_{{ lv }} else 0 end) as n_level_{{ lv }}_{{ w }}d,
+        cast(sum(case when age_days < {{ w }} then n_events else 0 end) as bigint) as n_events_{{ w }}d,
+        {%- for lv in range(1, (var('max_level') | int) + 1) %}
+        cast(sum(case when age_days < {{ w }} then n_level_{{ lv }} else 0 end) as bigint) as n_level_{{ lv }}_{{ w }}d,
         {%- endfor %}
         {%- endfor %}
         max(n_items) as max_items_per_day_90d
@@ -73,7 +73,7 @@ item_counts_90d as (
         calendar.ds,
         user_item_days.user_id,
         user_item_days.item_id,
-        sum(user_item_days.n_events) as n_events
+        cast(sum(user_item_days.n_events) as bigint) as n_events
 
     from calendar
     inner join user_item_days
@@ -114,7 +114,7 @@ final as (
         {%- for w in windows %}
         windowed_counts.active_days_{{ w }}d,
         windowed_counts.n_events_{{ w }}d,
-        {%- for lv in range(1, var('max_level') + 1) %}
+        {%- for lv in range(1, (var('max_level') | int) + 1) %}
         windowed_counts.n_level_{{ lv }}_{{ w }}d,
         {{ ratio('windowed_counts.n_level_' ~ lv ~ '_' ~ w ~ 'd', 'windowed_counts.n_events_' ~ w ~ 'd') }}
             as rate_level_{{ lv }}_{{ w }}d,

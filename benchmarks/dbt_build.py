@@ -1,0 +1,78 @@
+"""Wall time of `dbt build` (all models and tests) per target on the real Tmall data and on up-scaled copies.
+
+For each factor: land + ingest the (up-scaled) history into a scratch warehouse, then time a full `dbt build` on the
+duckdb target (in-process) and on the spark target (its own process, as in the DAG: session method, local[*]).
+Prints one table; nothing is asserted.
+
+    python benchmarks/dbt_build.py --factors 1,10
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+
+from nightrec.adapters import load_adapter
+from nightrec.config import PROJECT_ROOT, load_settings
+from nightrec.dbt_runner import run_dbt
+from nightrec.landing import replay
+from nightrec.upscale import upscale
+from nightrec.warehouse import Warehouse
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--factors", default="1,10", help="comma-separated up-scaling factors")
+    parser.add_argument("--targets", default="duckdb,spark", help="dbt targets to time")
+    parser.add_argument("--workdir", type=Path, default=PROJECT_ROOT / ".bench" / "dbt", help="scratch directory")
+    args = parser.parse_args()
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    from spark_jobs import ingest_events
+    from spark_jobs.common import build_spark
+
+    adapter = load_adapter("tmall_brand")
+    base = load_settings("local", env={})
+    base = base.with_overrides(spark=replace(base.spark, driver_memory="8g"))
+    end = adapter.history_end + timedelta(days=1)
+    rows = []
+    spark = build_spark(base, "benchmark-dbt-ingest")
+    prepared = []
+    for factor in [int(f) for f in args.factors.split(",")]:
+        work = args.workdir / f"x{factor}"
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        bundled = adapter.bundled_events if factor == 1 else upscale(adapter, factor, work / "t_alibaba_data.csv")
+        settings = base.with_overrides(warehouse_root=work / "warehouse")
+        report = replay(adapter, Warehouse(settings.warehouse_root, adapter.name), adapter.history_start, end, bundled)
+        ingest_events.run(spark, settings, adapter.history_start, end)
+        prepared.append((factor, report.rows, settings))
+    spark.stop()
+
+    for factor, n, settings in prepared:
+        for target in args.targets.split(","):
+            t = time.time()
+            if target == "duckdb":
+                run_dbt(settings, ["build", "--quiet"], target="duckdb")
+            else:
+                env = {**os.environ, "NIGHTREC_WAREHOUSE_ROOT": str(settings.warehouse_root)}
+                cmd = [sys.executable, "-m", "nightrec.cli", "dbt", "--target", "spark", "build", "--quiet"]
+                subprocess.run(cmd, cwd=PROJECT_ROOT, env=env, check=True)
+            rows.append((factor, n, target, time.time() - t))
+            print(f"x{factor} {target}: {rows[-1][3]:.1f}s", flush=True)
+
+    print(f"\nmachine: {os.cpu_count()} cores; dbt build = 10 models + 43 data tests + 2 unit tests")
+    print(f"{'factor':>6} {'events':>12} {'target':>7} {'dbt build s':>12}")
+    for factor, n, target, secs in rows:
+        print(f"{factor:>6} {n:>12,} {target:>7} {secs:>12.1f}")
+    shutil.rmtree(args.workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

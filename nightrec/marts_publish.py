@@ -1,0 +1,99 @@
+"""Publish the default dbt target's marts: Parquet exports at fixed paths, the analysts' DuckDB file, dbt docs.
+
+* ``marts/parquet/<model>/part-00000.parquet``: what Feast and training read (microsecond timestamps, UTC).
+* ``analytics/nightrec.duckdb``: a separate DuckDB file of views (schemas ``marts``, ``bronze``, ``silver``) over
+  the Parquet files, rebuilt in a temporary file and renamed into place, so dbt's write lock on its own database
+  never blocks an analyst and an analyst never sees a half-built file.
+* ``docs/dbt/``: ``dbt docs generate`` output (index.html, manifest.json, catalog.json).
+Each directory is swapped into place atomically.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from nightrec.config import Settings
+from nightrec.storage import swap_into_place, temp_sibling
+
+MARTS = ("fct_interactions", "training_examples", "dim_users", "dim_items", "user_features", "item_features")
+ZONE_VIEWS = {
+    "bronze.events": "bronze/events",
+    "bronze.quarantine": "bronze/quarantine",
+    "silver.sequences": "silver/sequences",
+}
+
+
+def parquet_export_root(settings: Settings) -> Path:
+    return settings.warehouse_root / "marts" / "parquet"
+
+
+def analyst_db_path(settings: Settings) -> Path:
+    return settings.warehouse_root / "analytics" / "nightrec.duckdb"
+
+
+def dbt_docs_root(settings: Settings) -> Path:
+    return settings.warehouse_root / "docs" / "dbt"
+
+
+def export_marts(settings: Settings) -> dict[str, int]:
+    """Copy each mart of the duckdb target to ``marts/parquet/<model>/``; return the row counts."""
+    import duckdb
+
+    db = settings.warehouse_root / "marts" / "duckdb" / "nightrec.duckdb"
+    counts: dict[str, int] = {}
+    with duckdb.connect(str(db), read_only=True) as con:
+        con.execute("set timezone = 'UTC'")
+        for name in MARTS:
+            target = parquet_export_root(settings) / name
+            staging = temp_sibling(target)
+            staging.mkdir(parents=True)
+            con.execute(f"copy (select * from main.{name}) to '{staging / 'part-00000.parquet'}' (format parquet)")
+            counts[name] = con.execute(f"select count(*) from main.{name}").fetchone()[0]
+            swap_into_place(staging, target)
+    return counts
+
+
+def build_analyst_db(settings: Settings) -> Path:
+    """Rebuild the analysts' DuckDB file of views and swap it into place."""
+    import duckdb
+
+    final = analyst_db_path(settings)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_sibling(final)
+    root = settings.warehouse_root
+    with duckdb.connect(str(tmp)) as con:
+        for schema in ("marts", "bronze", "silver"):
+            con.execute(f"create schema {schema}")
+        for name in MARTS:
+            files = parquet_export_root(settings) / name / "*.parquet"
+            con.execute(f"create view marts.{name} as select * from read_parquet('{files}')")
+        for view, zone in ZONE_VIEWS.items():
+            con.execute(
+                f"create view {view} as select * from read_parquet('{root / zone}/ds=*/*.parquet', "
+                "hive_partitioning = true, hive_types = {'ds': date})"
+            )
+    os.replace(tmp, final)
+    return final
+
+
+def publish_dbt_docs(settings: Settings, target_dir: Path) -> Path:
+    """Copy the static dbt docs site (index.html + JSON artifacts) to ``docs/dbt/``."""
+    final = dbt_docs_root(settings)
+    staging = temp_sibling(final)
+    staging.mkdir(parents=True)
+    for name in ("index.html", "manifest.json", "catalog.json"):
+        shutil.copy2(target_dir / name, staging / name)
+    swap_into_place(staging, final)
+    return final
+
+
+def split_queries(text: str) -> list[str]:
+    """The statements of a SQL file: split on semicolons, dropping comment-only pieces."""
+    out = []
+    for piece in text.split(";"):
+        code = "\n".join(line for line in piece.splitlines() if not line.strip().startswith("--")).strip()
+        if code:
+            out.append(piece.strip())
+    return out
