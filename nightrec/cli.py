@@ -282,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("dbt", parents=[common], help="run dbt (default: build) on the duckdb or spark target")
-    p.add_argument("--target", choices=["duckdb", "spark"], help="dbt target (default from the profile: duckdb)")
+    p.add_argument("--target", choices=["duckdb", "spark", "spark_thrift"], help="dbt target (default: the profile's)")
     p.add_argument("--start", type=d, help="first day incremental models rebuild (default: all)")
     p.add_argument("--end", type=d, help="last day incremental models rebuild, inclusive")
     p.add_argument("dbt_args", nargs=argparse.REMAINDER, help="dbt command and flags, e.g. `build --select marts`")

@@ -191,8 +191,8 @@ def _validate(s: Settings, where: Path) -> None:
         raise ConfigError(f"pipeline.sequence_length must be >= 1 (got {s.pipeline.sequence_length}) in {where}")
     if s.pipeline.lookback_days < 0:
         raise ConfigError(f"pipeline.lookback_days must be >= 0 (got {s.pipeline.lookback_days}) in {where}")
-    if s.dbt_target not in {"duckdb", "spark"}:
-        raise ConfigError(f"dbt_target must be 'duckdb' or 'spark' (got {s.dbt_target!r}) in {where}")
+    if s.dbt_target not in {"duckdb", "spark", "spark_thrift"}:
+        raise ConfigError(f"dbt_target must be duckdb, spark or spark_thrift (got {s.dbt_target!r}) in {where}")
     if not (SOURCES_DIR / f"{s.source}.yaml").is_file():
         known = sorted(p.stem for p in SOURCES_DIR.glob("*.yaml"))
         raise ConfigError(f"Unknown source '{s.source}' (no {SOURCES_DIR / (s.source + '.yaml')}); known: {known}")

@@ -14,7 +14,7 @@ from nightrec.config import PROJECT_ROOT, Settings
 from nightrec.errors import NightrecError
 
 DBT_DIR = PROJECT_ROOT / "dbt"
-TARGETS = ("duckdb", "spark")
+TARGETS = ("duckdb", "spark", "spark_thrift")
 
 
 def dbt_vars(settings: Settings, start: date | None = None, end: date | None = None) -> dict[str, Any]:
