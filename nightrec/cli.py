@@ -178,9 +178,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"\n== done in {time.time() - t0:.0f}s. Reconciliation of the last days:")
     args.start, args.end, args.all = adapter.nightly_start - timedelta(days=3), adapter.history_end, False
     cmd_status(args)
+    root = s.warehouse_root
     print(
-        f"\nWhere to look: {s.warehouse_root}/bronze/events, bronze/quarantine, silver/sequences, _runs/ "
-        f"(`nightrec status` for every day)."
+        "\nWhere to look:\n"
+        f"  analysts' database   {root}/analytics/nightrec.duckdb  (`nightrec sql --file docs/analyst_queries.sql`)\n"
+        f"  dbt docs             {root}/docs/dbt/index.html\n"
+        f"  marts as Parquet     {root}/marts/parquet/\n"
+        f"  zones                {root}/bronze/events, bronze/quarantine, silver/sequences\n"
+        f"  run manifests        {root}/_runs/ds=D/manifest.json  (`nightrec status` for every day)"
     )
     return 0
 
