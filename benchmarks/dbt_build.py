@@ -19,11 +19,12 @@ from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
+from _scratch import scratch_warehouse  # benchmarks/ is on sys.path when a script here runs
+
 from nightrec.adapters import load_adapter
 from nightrec.config import PROJECT_ROOT, load_settings
 from nightrec.dbt_runner import run_dbt
 from nightrec.landing import replay
-from nightrec.upscale import upscale
 from nightrec.warehouse import Warehouse
 
 
@@ -45,11 +46,7 @@ def main() -> None:
     spark = build_spark(base, "benchmark-dbt-ingest")
     prepared = []
     for factor in [int(f) for f in args.factors.split(",")]:
-        work = args.workdir / f"x{factor}"
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir(parents=True)
-        bundled = adapter.bundled_events if factor == 1 else upscale(adapter, factor, work / "t_alibaba_data.csv")
-        settings = base.with_overrides(warehouse_root=work / "warehouse")
+        settings, bundled = scratch_warehouse(adapter, factor, args.workdir, base)
         report = replay(adapter, Warehouse(settings.warehouse_root, adapter.name), adapter.history_start, end, bundled)
         ingest_events.run(spark, settings, adapter.history_start, end)
         prepared.append((factor, report.rows, settings))

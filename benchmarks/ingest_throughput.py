@@ -17,10 +17,11 @@ from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
+from _scratch import scratch_warehouse  # benchmarks/ is on sys.path when a script here runs
+
 from nightrec.adapters import load_adapter
 from nightrec.config import PROJECT_ROOT, load_settings
 from nightrec.landing import replay
-from nightrec.upscale import upscale
 from nightrec.warehouse import Warehouse
 
 
@@ -45,11 +46,7 @@ def main() -> None:
     end = adapter.history_end + timedelta(days=1)
     rows = []
     for factor in [int(f) for f in args.factors.split(",")]:
-        work = args.workdir / f"x{factor}"
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir(parents=True)
-        bundled = adapter.bundled_events if factor == 1 else upscale(adapter, factor, work / "t_alibaba_data.csv")
-        settings = base.with_overrides(warehouse_root=work / "warehouse")
+        settings, bundled = scratch_warehouse(adapter, factor, args.workdir, base)
         t = time.time()
         report = replay(adapter, Warehouse(settings.warehouse_root, adapter.name), adapter.history_start, end, bundled)
         t_land = time.time() - t
@@ -62,7 +59,7 @@ def main() -> None:
         n = report.rows
         rows.append((factor, n, t_land, t_ingest, t_seq))
         print(f"x{factor}: {n:,} events land {t_land:.1f}s ingest {t_ingest:.1f}s sequences {t_seq:.1f}s", flush=True)
-        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(settings.warehouse_root.parent, ignore_errors=True)
     spark.stop()
 
     print(

@@ -15,10 +15,7 @@ user_item_days as (
 
 calendar as (
 
-    select distinct ds from user_item_days
-    {% if is_incremental() %}
-    where {{ in_run_range() }}
-    {% endif %}
+    {{ run_calendar('user_item_days') }}
 
 ),
 
@@ -32,10 +29,7 @@ activity_in_window as (
         user_item_days.n_events,
         user_item_days.max_level
 
-    from calendar
-    inner join user_item_days
-        on user_item_days.ds <= calendar.ds
-        and user_item_days.ds > {{ dbt.dateadd('day', -90, 'calendar.ds') }}
+    {{ trailing_window_join('user_item_days', 90) }}
 
 ),
 

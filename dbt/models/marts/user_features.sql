@@ -21,10 +21,7 @@ user_item_days as (
 
 calendar as (
 
-    select distinct ds from user_days
-    {% if is_incremental() %}
-    where {{ in_run_range() }}
-    {% endif %}
+    {{ run_calendar('user_days') }}
 
 ),
 
@@ -40,10 +37,7 @@ activity_in_window as (
         {%- endfor %}
         user_days.n_items
 
-    from calendar
-    inner join user_days
-        on user_days.ds <= calendar.ds
-        and user_days.ds > {{ dbt.dateadd('day', -90, 'calendar.ds') }}
+    {{ trailing_window_join('user_days', 90) }}
 
 ),
 
@@ -75,10 +69,7 @@ item_counts_90d as (
         user_item_days.item_id,
         cast(sum(user_item_days.n_events) as bigint) as n_events
 
-    from calendar
-    inner join user_item_days
-        on user_item_days.ds <= calendar.ds
-        and user_item_days.ds > {{ dbt.dateadd('day', -90, 'calendar.ds') }}
+    {{ trailing_window_join('user_item_days', 90) }}
     group by calendar.ds, user_item_days.user_id, user_item_days.item_id
 
 ),
