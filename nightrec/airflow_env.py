@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -61,6 +62,11 @@ PROGRESS_MARKERS = (
 )
 
 
+# A structured log record starts with its timestamp; an exception's own message starts a line with its class.
+_LOG_RECORD = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Failed|Failure)\w*: ")
+
+
 def run_airflow(settings: Settings, args: list[str], check: bool = True, quiet: bool = False) -> int:
     """Run one `airflow` CLI command in the project's environment.
 
@@ -77,6 +83,8 @@ def run_airflow(settings: Settings, args: list[str], check: bool = True, quiet: 
         log_dir.mkdir(parents=True, exist_ok=True)
         log_path = log_dir / ("-".join(a.replace("/", "_").replace(":", "") for a in args[:4]) + ".log")
         tail: list[str] = []
+        errors: list[str] = []  # the failing tasks' exception messages, whole (they can span many lines)
+        in_error = False
         with (
             log_path.open("w") as log,
             subprocess.Popen(
@@ -86,14 +94,25 @@ def run_airflow(settings: Settings, args: list[str], check: bool = True, quiet: 
             assert proc.stdout is not None
             for line in proc.stdout:
                 log.write(line)
-                tail = [*tail[-59:], line]
+                if _LOG_RECORD.match(line):
+                    in_error = False
+                elif _EXCEPTION_LINE.match(line):
+                    in_error = True
+                    errors.append("")
+                if in_error:
+                    errors[-1] += line
+                if "No tasks to run. unrunnable tasks" not in line:  # Airflow repeats it every second
+                    tail = [*tail[-29:], line]
                 if any(m in line for m in PROGRESS_MARKERS):
                     print("   " + _shorten(line), flush=True)
             rc = proc.wait()
         if rc != 0:
             print(f"--- last lines of {log_path} ---\n{''.join(tail)}", file=sys.stderr, flush=True)
+            if errors and not check:  # with check, the raised error carries it
+                print(f"--- why it failed ---\n{errors[-1].rstrip()}", file=sys.stderr, flush=True)
     if check and rc != 0:
-        raise NightrecError(f"`airflow {' '.join(args)}` failed with exit code {rc}")
+        reason = f":\n{errors[-1].rstrip()}" if quiet and errors else ""
+        raise NightrecError(f"`airflow {' '.join(args)}` failed with exit code {rc}{reason}")
     return rc
 
 

@@ -75,6 +75,20 @@ class PipelineSettings:
 
 
 @dataclass(frozen=True)
+class QualitySettings:
+    """Great Expectations checks at the zone boundaries (raw landing, bronze, marts).
+
+    :param max_bad_row_fraction: share of a run's raw rows that may fail a row-level expectation (nulls,
+        unknown event type, time outside the delivery day). Up to it the rows are quarantined by ingest and the
+        check is recorded as a warning; above it the run stops before ingest.
+    :param sample_rows: offending rows quoted in a failure message.
+    """
+
+    max_bad_row_fraction: float = 0.01
+    sample_rows: int = 5
+
+
+@dataclass(frozen=True)
 class AirflowSettings:
     """How the project drives Airflow.
 
@@ -100,6 +114,7 @@ class Settings:
     :param spark: Spark settings.
     :param pipeline: job behaviour.
     :param airflow: Airflow settings.
+    :param quality: data quality checks.
     :param dbt_target: ``duckdb`` (default, embedded) or ``spark``.
     :param run_date: the day D a one-off command processes, if given.
     """
@@ -110,6 +125,7 @@ class Settings:
     spark: SparkSettings
     pipeline: PipelineSettings
     airflow: AirflowSettings
+    quality: QualitySettings = field(default_factory=QualitySettings)
     dbt_target: str = "duckdb"
     run_date: date | None = None
 
@@ -118,7 +134,7 @@ class Settings:
         return replace(self, **changes)
 
 
-_TOP_KEYS = {"warehouse_root", "source", "spark", "pipeline", "airflow", "dbt_target", "run_date"}
+_TOP_KEYS = {"warehouse_root", "source", "spark", "pipeline", "airflow", "quality", "dbt_target", "run_date"}
 
 
 def _resolve(path: str | Path) -> Path:
@@ -164,6 +180,7 @@ def load_settings(profile: str | None = None, env: dict[str, str] | None = None)
     spark_kw["conf"] = {str(k): str(v) for k, v in (spark_kw.get("conf") or {}).items()}
     pipeline_kw = _section(raw, "pipeline", PipelineSettings, path)
     airflow_kw = _section(raw, "airflow", AirflowSettings, path)
+    quality_kw = _section(raw, "quality", QualitySettings, path)
     airflow_kw["home"] = _resolve(env.get("NIGHTREC_AIRFLOW_HOME") or airflow_kw.get("home") or ".airflow")
 
     run_date_text = env.get("NIGHTREC_RUN_DATE") or raw.get("run_date")
@@ -179,6 +196,7 @@ def load_settings(profile: str | None = None, env: dict[str, str] | None = None)
         spark=SparkSettings(**spark_kw),
         pipeline=PipelineSettings(**pipeline_kw),
         airflow=AirflowSettings(**airflow_kw),
+        quality=QualitySettings(**quality_kw),
         dbt_target=str(raw.get("dbt_target") or "duckdb"),
         run_date=run_date,
     )
@@ -191,6 +209,10 @@ def _validate(s: Settings, where: Path) -> None:
         raise ConfigError(f"pipeline.sequence_length must be >= 1 (got {s.pipeline.sequence_length}) in {where}")
     if s.pipeline.lookback_days < 0:
         raise ConfigError(f"pipeline.lookback_days must be >= 0 (got {s.pipeline.lookback_days}) in {where}")
+    if not 0 <= s.quality.max_bad_row_fraction < 1:
+        raise ConfigError(
+            f"quality.max_bad_row_fraction must be in [0, 1) (got {s.quality.max_bad_row_fraction}) in {where}"
+        )
     if s.dbt_target not in {"duckdb", "spark", "spark_thrift"}:
         raise ConfigError(f"dbt_target must be duckdb, spark or spark_thrift (got {s.dbt_target!r}) in {where}")
     if not (SOURCES_DIR / f"{s.source}.yaml").is_file():

@@ -19,3 +19,7 @@ class ReconciliationError(NightrecError):
 
 class NothingToProcess(NightrecError):
     """The requested range holds no deliverable day (e.g. past the end of a bundled history); skip, do not fail."""
+
+
+class QualityCheckFailed(NightrecError):
+    """A critical data quality expectation failed; the message names the table, the expectation and sample rows."""

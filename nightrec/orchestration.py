@@ -1,4 +1,6 @@
-"""Task wiring shared by the nightly and bootstrap DAGs: land -> ingest -> sequences -> record.
+"""Task wiring shared by the nightly and bootstrap DAGs.
+
+land -> validate_raw -> ingest -> validate_bronze -> sequences -> dbt -> validate_marts -> publish -> record.
 
 Both DAGs run the same job CLIs; they differ only in the day range [start, end) they pass. The DAG files in
 dags/ call :func:`pipeline` inside their ``with DAG(...)`` block. Airflow is imported inside the functions so
@@ -79,7 +81,7 @@ def _max_level(settings: Settings) -> int:
 
 
 def pipeline(settings: Settings, start: str, end: str) -> None:
-    """Add land -> ingest_events -> build_sequences -> dbt -> publish_marts -> record_run to the DAG."""
+    """Add the pipeline's tasks to the DAG; a failed critical quality check stops everything after it."""
     from airflow.sdk import task
 
     @task(task_id="land")
@@ -100,6 +102,15 @@ def pipeline(settings: Settings, start: str, end: str) -> None:
 
         return record_run(start, end, airflow_dag, airflow_run)
 
+    def validate(boundary: str) -> Any:
+        @task(task_id=f"validate_{boundary}")
+        def run_checks(start: str, end: str, airflow_dag: str, airflow_run: str) -> dict:
+            from nightrec.tasks import validate_boundary
+
+            return validate_boundary(boundary, start, end, airflow_dag, airflow_run)
+
+        return run_checks(start, end, "{{ dag.dag_id }}", "{{ run_id }}")
+
     @task(task_id="publish_marts")
     def publish() -> dict:
         from nightrec.tasks import publish_marts
@@ -108,9 +119,12 @@ def pipeline(settings: Settings, start: str, end: str) -> None:
 
     (
         land(start, end)
+        >> validate("raw")
         >> spark_job(settings, "ingest_events", start, end)
+        >> validate("bronze")
         >> spark_job(settings, "build_sequences", start, end)
         >> dbt_task_group(settings, start, end)
+        >> validate("marts")
         >> publish()
         >> record(start, end, "{{ dag.dag_id }}", "{{ run_id }}")
     )

@@ -7,7 +7,7 @@ from typing import Any
 
 from nightrec.adapters import days_between, load_adapter
 from nightrec.config import load_settings
-from nightrec.errors import NothingToProcess, ReconciliationError
+from nightrec.errors import NothingToProcess, QualityCheckFailed, ReconciliationError
 from nightrec.run_manifest import read_run_manifest, update_run_manifest
 from nightrec.warehouse import Warehouse
 
@@ -37,6 +37,45 @@ def land_days(start: str, end: str) -> dict[str, Any]:
         "replaced": report.count("replaced"),
         "unchanged": report.count("unchanged"),
     }
+
+
+def run_days(start: str, end: str) -> list[date]:
+    """The days of [start, end) that the source's history covers."""
+    adapter = load_adapter(load_settings().source)
+    lo = max(date.fromisoformat(start), adapter.history_start)
+    hi = min(date.fromisoformat(end), adapter.history_end + timedelta(days=1))
+    return days_between(lo, hi)
+
+
+def gx_run_name(dag_id: str, run_id: str) -> str:
+    """A Data Docs run name from the Airflow run (GX keeps one result per table and run name)."""
+    return f"{dag_id}__{run_id}".replace(":", "").replace("+", "_").replace("/", "_")
+
+
+def validate_boundary(boundary: str, start: str, end: str, dag_id: str, run_id: str) -> dict[str, Any]:
+    """Run one boundary's GX suites (raw, bronze or marts) over the run's days; stop the run on a critical failure.
+
+    The outcome goes into each day's run manifest (section ``quality_<boundary>``) either way, and the Data Docs
+    site under ``<warehouse>/docs/gx/`` gains this run's pages.
+    :raises QualityCheckFailed: a critical expectation failed (the message names table, expectation, sample rows).
+    """
+    from nightrec.quality.gx_run import validate
+    from nightrec.quality.suites import SUITES
+
+    settings = load_settings()
+    adapter = load_adapter(settings.source)
+    warehouse = Warehouse(settings.warehouse_root, adapter.name)
+    days = run_days(start, end)
+    suites = SUITES[boundary](settings, adapter, warehouse, days)
+    report = validate(
+        settings.warehouse_root, boundary, gx_run_name(dag_id, run_id), suites, settings.quality.sample_rows
+    )
+    for ds in days:
+        update_run_manifest(warehouse, ds, f"quality_{boundary}", report.to_manifest())
+    print(report.summary(), flush=True)
+    if not report.success:
+        raise QualityCheckFailed(report.failure_message())
+    return {"tables": report.tables, "warnings": len(report.warnings)}
 
 
 def record_run(start: str, end: str, dag_id: str, run_id: str) -> dict[str, Any]:

@@ -16,12 +16,8 @@ into each partition's _SUCCESS manifest and the day's run manifest.
 
 from __future__ import annotations
 
-import csv
-import io
 import time
-from dataclasses import dataclass
 from datetime import date, timedelta
-from pathlib import Path
 from typing import Any
 
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -30,10 +26,9 @@ from pyspark.sql import functions as F
 from nightrec.adapters import SourceAdapter, days_between, load_adapter
 from nightrec.config import Settings
 from nightrec.contract import EVENT_COLUMNS, QUARANTINE_COLUMNS, QuarantineReason
+from nightrec.deliveries import DeliveredFile, inventory
 from nightrec.errors import InputError, ReconciliationError
-from nightrec.landing import count_data_rows
 from nightrec.run_manifest import update_run_manifest
-from nightrec.storage import data_files, sha256_file
 from nightrec.warehouse import Warehouse
 from spark_jobs.common import (
     build_spark,
@@ -47,65 +42,6 @@ from spark_jobs.common import (
 )
 
 JOB = "ingest_events"
-
-
-@dataclass(frozen=True)
-class DeliveredFile:
-    ds: date
-    path: Path
-    sha256: str
-    rows: int
-    header: tuple[str, ...]
-    redelivery_of: str | None  # name of the earlier file with the same bytes, if any
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "name": self.path.name,
-            "sha256": self.sha256,
-            "rows": self.rows,
-            "status": f"redelivered (same bytes as {self.redelivery_of})" if self.redelivery_of else "ingested",
-        }
-
-
-def inventory(adapter: SourceAdapter, warehouse: Warehouse, days: list[date]) -> list[DeliveredFile]:
-    """List and check every delivered file of the days; fail loudly on a missing or unreadable delivery."""
-    found: list[DeliveredFile] = []
-    for ds in days:
-        day_dir = warehouse.raw_day(ds)
-        files = [f for f in data_files(day_dir) if adapter.matches(f.name)]
-        if not files:
-            raise InputError(
-                f"No delivery for source '{adapter.name}' day {ds}: expected files matching "
-                f"{adapter.file_pattern!r} in {day_dir}. Land it first (`nightrec land --start {ds}`)."
-            )
-        seen: dict[str, str] = {}
-        for f in files:
-            try:
-                digest = sha256_file(f)
-                header, rows = _describe_file(adapter, f)
-            except OSError as exc:
-                raise InputError(f"Cannot read delivered file {f}: {exc}") from exc
-            missing = [c for c in adapter.source_columns if c not in header]
-            if missing:
-                raise InputError(
-                    f"{f}: header {list(header)} lacks column(s) {missing} that source '{adapter.name}' maps "
-                    f"({adapter.columns}); is this the right source?"
-                )
-            found.append(DeliveredFile(ds, f, digest, rows, header, seen.get(digest)))
-            seen.setdefault(digest, f.name)
-    return found
-
-
-def _describe_file(adapter: SourceAdapter, path: Path) -> tuple[tuple[str, ...], int]:
-    if adapter.file_format == "parquet":
-        import pyarrow.parquet as pq
-
-        meta = pq.ParquetFile(path)
-        return tuple(meta.schema_arrow.names), meta.metadata.num_rows
-    content = path.read_bytes()
-    first = content.split(b"\n", 1)[0].decode("utf-8", errors="replace").rstrip("\r")
-    header = tuple(next(csv.reader(io.StringIO(first), delimiter=adapter.delimiter), []))
-    return header, count_data_rows(content)
 
 
 def _raw_rows(spark: SparkSession, adapter: SourceAdapter, files: list[DeliveredFile]) -> DataFrame:

@@ -80,3 +80,25 @@ def raw_tmall() -> pd.DataFrame:
 
 # py4j logs "Closing down clientserver connection" from __del__ after pytest closed its streams; keep it quiet.
 logging.getLogger("py4j").setLevel(logging.WARNING)
+
+
+def corrupt_real_rows(day_file: Path, out: Path, n_rows: int) -> list[int]:
+    """A delivery made of the first ``n_rows`` real rows of a Tmall day file, 3 in 4 broken in turn: blank user id,
+    event type 7, a time 5 days later; every 4th kept intact. Returns the broken rows' line numbers (1 = header)."""
+    real = day_file.read_text().splitlines()
+    header, rows = real[0], real[1 : n_rows + 1]
+    lines, broken = [], []
+    for i, row in enumerate(rows):
+        user, brand, kind, day = row.split(",")
+        month, dom = day.split("-")
+        if i % 4 == 0:
+            user = ""
+        elif i % 4 == 1:
+            kind = "7"
+        elif i % 4 == 2:
+            day = f"{month}-{int(dom) + 5}"
+        lines.append(",".join([user, brand, kind, day]))
+        if i % 4 != 3:
+            broken.append(i + 2)
+    out.write_text(header + "\n" + "\n".join(lines) + "\n")
+    return broken

@@ -41,7 +41,7 @@ def test_dag_files_import_without_errors(dagbag):
 
 def test_nightly_runs_land_ingest_sequences_dbt_publish_record_on_one_day_intervals(dagbag, tmall):
     dag = dagbag.dags["nightly"]
-    order = ["land", "ingest_events", "build_sequences"]
+    order = ["land", "validate_raw", "ingest_events", "validate_bronze", "build_sequences"]
     for up, down in pairwise(order):
         assert dag.get_task(up).downstream_task_ids == {down}
     dbt_tasks = {t.task_id for t in dag.tasks if t.task_id.startswith("dbt.")}
@@ -72,8 +72,9 @@ def test_nightly_runs_land_ingest_sequences_dbt_publish_record_on_one_day_interv
         "dbt.int_events__user_item_days_model_build"
     }
     assert dag.get_task("publish_marts").downstream_task_ids == {"record_run"}
+    assert dag.get_task("validate_marts").downstream_task_ids == {"publish_marts"}
     assert {"dbt.training_examples_model_build", "dbt.user_features_model_build"} <= dag.get_task(
-        "publish_marts"
+        "validate_marts"
     ).upstream_task_ids
     dbt_vars = dag.get_task("dbt.fct_interactions_model_build").vars
     assert dbt_vars["start_ds"] == "{{ macros.ds_add(data_interval_start | ds, -2) }}"
@@ -116,7 +117,8 @@ def test_dag_files_parse_without_heavy_imports():
     code = (
         "import sys, runpy;"
         "runpy.run_path('dags/nightly.py'); runpy.run_path('dags/bootstrap.py');"
-        "heavy = [m for m in ('pyspark', 'pandas', 'torch', 'spark_jobs', 'nightrec.landing') if m in sys.modules];"
+        "heavy = ('pyspark', 'pandas', 'torch', 'great_expectations', 'spark_jobs', 'nightrec.landing');"
+        "heavy = [m for m in heavy if m in sys.modules];"
         "print(heavy)"
     )
     t0 = time.time()

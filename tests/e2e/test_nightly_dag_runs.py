@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from datetime import date, timedelta
@@ -14,14 +15,14 @@ import pytest
 from nightrec.config import PROJECT_ROOT
 from nightrec.marts_publish import split_queries
 from nightrec.warehouse import Warehouse
-from tests.conftest import raw_tmall, read_table
+from tests.conftest import corrupt_real_rows, raw_tmall, read_table
 
 pytestmark = [pytest.mark.e2e, pytest.mark.spark]
 
 NIGHTS = [date(2014, 8, 14), date(2014, 8, 15)]
 
 
-def nightrec(args: list[str], warehouse: Path, airflow_home: Path) -> subprocess.CompletedProcess:
+def nightrec(args: list[str], warehouse: Path, airflow_home: Path, check: bool = True) -> subprocess.CompletedProcess:
     env = {
         **os.environ,
         "NIGHTREC_WAREHOUSE_ROOT": str(warehouse),
@@ -36,7 +37,7 @@ def nightrec(args: list[str], warehouse: Path, airflow_home: Path) -> subprocess
         text=True,
         timeout=900,
     )
-    assert proc.returncode == 0, f"nightrec {args} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    assert proc.returncode == 0 or not check, f"nightrec {args} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     return proc
 
 
@@ -134,6 +135,44 @@ def test_the_dag_builds_publishes_and_documents_the_marts(airflow_run, tmall):
     assert len(results[1]) == len(history)  # query 2: the user's whole history, every repeated action included
     assert sorted(results[1]["item_id"]) == sorted(history["brand_id"])
     assert results[3]["quarantined"].sum() == 0
+
+
+def test_a_corrupted_delivery_stops_the_nightly_run_before_ingest(airflow_run, tmall, tmp_path):
+    """GX at the raw boundary: nulls, an unknown event type and times outside the day stop the DAG with a message
+    naming the table, the expectations and the offending rows; bronze and the marts stay as they were."""
+    warehouse, home = tmp_path / "warehouse", tmp_path / "airflow"
+    shutil.copytree(airflow_run[0], warehouse, symlinks=True)
+    shutil.copytree(airflow_run[1], home, symlinks=True)
+    wh, day = Warehouse(warehouse, tmall.name), NIGHTS[-1]
+    before = _tables(wh, [day])
+    marts_before = (warehouse / "marts" / "parquet" / "fct_interactions" / "part-00000.parquet").read_bytes()
+    delivery = tmp_path / "late_delivery.csv"
+    corrupt_real_rows(wh.raw_day(day) / "t_alibaba_data.csv", delivery, 400)
+    nightrec(["land", "--file", str(delivery), "--ds", str(day)], warehouse, home)
+
+    proc = nightrec(["nightly", "--day", str(day)], warehouse, home, check=False)
+    assert proc.returncode != 0
+    assert "[DAG TEST] end task task_id=validate_raw" in proc.stdout
+    assert "starting task_id=ingest_events" not in proc.stdout  # the run stopped before ingest
+    error = proc.stderr
+    assert "Data quality check 'raw' failed: 3 critical expectation(s)" in error
+    assert "raw.events: expect_column_values_to_not_be_null(column='user_id')" in error
+    assert "event type known to the adapter" in error and "event time inside the delivery day" in error
+    assert "_file='late_delivery.csv', _line=2, user_id=None" in error
+    assert "type='7'" in error
+    assert f"Data Docs: {warehouse / 'docs' / 'gx' / 'index.html'}" in error
+    assert (warehouse / "docs" / "gx" / "index.html").is_file()
+
+    after = _tables(wh, [day])
+    for name in before:
+        assert before[name].astype(str).equals(after[name].astype(str)), name
+    assert (warehouse / "marts" / "parquet" / "fct_interactions" / "part-00000.parquet").read_bytes() == marts_before
+    manifest = json.loads(wh.run_manifest(day).read_text())["stages"]
+    assert manifest["quality_raw"]["success"] is False
+    assert manifest["quality_marts"]["success"] is True  # from the earlier, clean run
+    out = nightrec(["airflow", "dags", "list-runs", "nightly", "-o", "json"], warehouse, home).stdout
+    runs = next(json.loads(line) for line in out.splitlines() if line.startswith("[{"))
+    assert {r["logical_date"][:10]: r["state"] for r in runs}[str(day + timedelta(days=1))] == "failed"
 
 
 def read_parquet_dir(path):

@@ -151,3 +151,64 @@ def test_incremental_rebuild_of_days_is_idempotent(tmall_warehouse, duckdb_marts
         for name, keys in MARTS.items():
             again = _dates(con.sql(f"select * from main.{name}").df())
             pd.testing.assert_frame_equal(_canonical(again, keys), _canonical(duckdb_marts[name], keys))
+
+
+RUN_DAYS = [date(2014, 8, 13), date(2014, 8, 14), date(2014, 8, 15)]
+
+
+def _check_marts(settings, tmall):
+    from nightrec.quality.gx_run import validate
+    from nightrec.quality.suites import marts_suites
+
+    suites = marts_suites(settings, tmall, Warehouse(settings.warehouse_root, tmall.name), RUN_DAYS)
+    return validate(settings.warehouse_root, "marts", "manual__test", suites)
+
+
+def test_both_targets_pass_the_marts_quality_checks(tmall_warehouse, duckdb_marts, spark_marts, tmall):
+    reports = {
+        target: _check_marts(tmall_warehouse.with_overrides(dbt_target=target), tmall) for target in ("duckdb", "spark")
+    }
+    for target, report in reports.items():
+        assert report.success, (target, report.failure_message())
+        assert all(t["passed"] == t["expectations"] for t in report.tables.values()), target
+    fct = duckdb_marts["fct_interactions"]
+    assert reports["duckdb"].tables["marts.fct_interactions"]["rows"] == fct["ds"].isin(RUN_DAYS).sum()
+    assert reports["duckdb"].tables == reports["spark"].tables
+    assert reports["duckdb"].tables["marts.dim_users"]["rows"] == 884
+
+
+def test_marts_checks_catch_a_lost_interaction_and_a_rate_above_one(tmall_warehouse, duckdb_marts, tmall, tmp_path):
+    """A copy of the duckdb marts (bronze shared) with one interaction deleted and one rate set to 1.5."""
+    copy_root = tmp_path / "warehouse"
+    (copy_root / "marts" / "duckdb").mkdir(parents=True)
+    (copy_root / "bronze").symlink_to(tmall_warehouse.warehouse_root / "bronze")
+    db = copy_root / "marts" / "duckdb" / "nightrec.duckdb"
+    source_db = tmall_warehouse.warehouse_root / "marts" / "duckdb" / "nightrec.duckdb"
+    with duckdb.connect(str(source_db)) as con:
+        con.execute("checkpoint")  # dbt's open connection may still hold the last writes in the WAL
+    db.write_bytes(source_db.read_bytes())
+    with duckdb.connect(str(db)) as con:
+        lost = con.execute(
+            "select user_id, item_id, n_events from main.fct_interactions where ds = date '2014-08-15' "
+            "order by user_id, item_id limit 1"
+        ).fetchone()
+        con.execute(
+            "delete from main.fct_interactions where ds = date '2014-08-15' and user_id = ? and item_id = ?",
+            [lost[0], lost[1]],
+        )
+        con.execute(
+            "update main.user_features set rate_level_1_7d = 1.5 where ds = date '2014-08-14' and user_id = "
+            "(select min(user_id) from main.user_features where ds = date '2014-08-14')"
+        )
+    report = _check_marts(tmall_warehouse.with_overrides(warehouse_root=copy_root), tmall)
+    assert not report.success
+    found = {(f.table, f.expectation.split(": ", 1)[-1].split("(")[0], f.expectation) for f in report.critical}
+    tables = sorted({t for t, _, _ in found})
+    assert tables == ["marts.fct_interactions", "marts.training_examples", "marts.user_features"]
+    message = report.failure_message()
+    expected_sum = int(duckdb_marts["fct_interactions"].query("ds in @RUN_DAYS")["n_events"].sum())
+    assert "reconciles with bronze: expect_column_sum_to_be_between(column='n_events'" in message
+    assert f"observed {expected_sum - lost[2]:,}" in message
+    assert "one example per fct_interactions row: expect_table_row_count_to_equal" in message
+    assert "expect_column_values_to_be_between(column='rate_level_1_7d'" in message
+    assert "ds=" in message and "user_id=" in message  # the offending user_features row is quoted
