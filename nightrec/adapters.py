@@ -23,10 +23,18 @@ REQUIRED_COLUMNS = ("user_id", "item_id", "event_time")
 
 @dataclass(frozen=True)
 class AttributeFile:
-    """A file of item or user attributes delivered beside the events (snapshot, not daily)."""
+    """A file of item or user attributes delivered beside the events (snapshot, not daily).
+
+    :param path: the bundled file.
+    :param key: its column holding the item or user id (joined to the events' item_id / user_id).
+    :param columns: canonical attribute name (see nightrec.contract) -> source column.
+    :param first_of: canonical name -> separator, for multi-valued source columns of which the first value is kept.
+    """
 
     path: Path
     key: str
+    columns: dict[str, str] = field(default_factory=dict)
+    first_of: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -200,10 +208,29 @@ def load_adapter(name: str, sources_dir: Path | None = None) -> SourceAdapter:
     attrs = raw.get("attributes") or {}
 
     def attr(kind: str) -> AttributeFile | None:
+        from nightrec.contract import ITEM_ATTRIBUTE_SCHEMA, USER_ATTRIBUTE_SCHEMA
+
         a = attrs.get(kind)
         if not a:
             return None
-        return AttributeFile(path=PROJECT_ROOT / _req(a, "file", where), key=str(_req(a, "key", where)))
+        unknown_keys = set(a) - {"file", "key", "columns", "first_of"}
+        if unknown_keys:
+            raise ConfigError(f"Unknown key(s) {sorted(unknown_keys)} under attributes.{kind} in {where}")
+        schema = ITEM_ATTRIBUTE_SCHEMA if kind == "items" else USER_ATTRIBUTE_SCHEMA
+        allowed = set(schema.names[1:])
+        cols = {str(k): str(v) for k, v in (a.get("columns") or {}).items()}
+        first_of = {str(k): str(v) for k, v in (a.get("first_of") or {}).items()}
+        bad = (set(cols) | set(first_of)) - allowed
+        if bad:
+            raise ConfigError(
+                f"attributes.{kind} in {where} maps unknown attribute(s) {sorted(bad)}; known: {sorted(allowed)}"
+            )
+        return AttributeFile(
+            path=PROJECT_ROOT / _req(a, "file", where),
+            key=str(_req(a, "key", where)),
+            columns=cols,
+            first_of=first_of,
+        )
 
     return SourceAdapter(
         name=name,

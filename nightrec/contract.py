@@ -56,3 +56,25 @@ class QuarantineReason(str, Enum):
     UNKNOWN_EVENT_TYPE = "unknown_event_type"  # a behaviour with no level in the adapter
     EVENT_TIME_OUTSIDE_DELIVERY_DAY = "event_time_outside_delivery_day"
     DUPLICATE_EVENT_ID = "duplicate_event_id"  # a source id seen before (first occurrence kept)
+
+
+# Attribute snapshots (DESIGN.md, "Items without attributes"): a source maps its own columns onto these names in its
+# adapter; a name it does not map is null. bronze/item_attributes/ and bronze/user_attributes/ are rewritten whole
+# from the latest delivered attribute file (they are snapshots, not daily partitions).
+ITEM_ATTRIBUTE_SCHEMA = pa.schema(
+    [
+        ("item_id", pa.string()),
+        ("item_name", pa.string()),
+        ("category", pa.string()),  # the broadest grouping (H&M product group, MovieLens first genre)
+        ("subcategory", pa.string()),
+        ("colour", pa.string()),
+        ("tags", pa.string()),  # every value of a multi-valued attribute, "|"-separated (MovieLens genres)
+    ]
+)
+USER_ATTRIBUTE_SCHEMA = pa.schema(
+    [
+        ("user_id", pa.string()),
+        ("age", pa.int32()),
+        ("membership", pa.string()),  # loyalty / membership status
+    ]
+)

@@ -23,6 +23,11 @@ ZONE_VIEWS = {
     "bronze.quarantine": "bronze/quarantine",
     "silver.sequences": "silver/sequences",
 }
+SNAPSHOT_VIEWS = {  # unpartitioned snapshot tables
+    "bronze.item_attributes": "bronze/item_attributes",
+    "bronze.user_attributes": "bronze/user_attributes",
+    "bronze.attribute_quarantine": "bronze/attribute_quarantine",
+}
 
 
 def parquet_export_root(settings: Settings) -> Path:
@@ -74,6 +79,9 @@ def build_analyst_db(settings: Settings) -> Path:
                 f"create view {view} as select * from read_parquet('{root / zone}/ds=*/*.parquet', "
                 "hive_partitioning = true, hive_types = {'ds': date})"
             )
+        for view, table in SNAPSHOT_VIEWS.items():
+            if (root / table).is_dir():
+                con.execute(f"create view {view} as select * from read_parquet('{root / table}/*.parquet')")
     os.replace(tmp, final)
     return final
 

@@ -39,6 +39,17 @@ def land_days(start: str, end: str) -> dict[str, Any]:
     }
 
 
+def ingest_attribute_snapshots() -> dict[str, Any]:
+    """Rewrite bronze/item_attributes and bronze/user_attributes from the landed attribute files."""
+    from nightrec.attributes import ingest_attributes
+
+    settings = load_settings()
+    adapter = load_adapter(settings.source)
+    counts = ingest_attributes(adapter, Warehouse(settings.warehouse_root, adapter.name))
+    print(f"{adapter.name} attributes: {counts}", flush=True)
+    return counts
+
+
 def run_days(start: str, end: str) -> list[date]:
     """The days of [start, end) that the source's history covers."""
     adapter = load_adapter(load_settings().source)

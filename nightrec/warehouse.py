@@ -29,6 +29,15 @@ class Warehouse:
     def bronze_quarantine(self) -> Path:
         return self.root / "bronze" / "quarantine"
 
+    def bronze_item_attributes(self) -> Path:
+        return self.root / "bronze" / "item_attributes"
+
+    def bronze_user_attributes(self) -> Path:
+        return self.root / "bronze" / "user_attributes"
+
+    def bronze_attribute_quarantine(self) -> Path:
+        return self.root / "bronze" / "attribute_quarantine"
+
     def silver_sequences(self) -> Path:
         return self.root / "silver" / "sequences"
 

@@ -47,12 +47,15 @@ def spark():
 @pytest.fixture(scope="session")
 def tmall_warehouse(tmp_path_factory: pytest.TempPathFactory, spark, tmall: SourceAdapter) -> Iterator[Settings]:
     """The whole Tmall history landed, ingested and turned into sequences, in one pass per job."""
+    from nightrec.attributes import ingest_attributes
     from nightrec.landing import replay
     from spark_jobs import build_sequences, ingest_events
 
     settings = make_settings(tmp_path_factory.mktemp("tmall") / "warehouse")
     end = tmall.history_end + timedelta(days=1)
-    replay(tmall, Warehouse(settings.warehouse_root, tmall.name), tmall.history_start, end)
+    warehouse = Warehouse(settings.warehouse_root, tmall.name)
+    replay(tmall, warehouse, tmall.history_start, end)
+    ingest_attributes(tmall, warehouse)
     ingest_events.run(spark, settings, tmall.history_start, end)
     build_sequences.run(spark, settings, tmall.history_start, end)
     yield settings

@@ -120,7 +120,31 @@ def bronze_suites(
     return [
         TableSuite("bronze.events", f"bronze/events {_span(days)}", events, event_checks, show),
         TableSuite("bronze.quarantine", f"bronze/quarantine {_span(days)}", quarantine, quarantine_checks, show),
+        *_attribute_suites(warehouse),
     ]
+
+
+def _attribute_suites(warehouse: Warehouse) -> list[TableSuite]:
+    """The attribute snapshots: one row per key (ingest quarantines the rest)."""
+    import great_expectations.expectations as gxe
+    import pyarrow.parquet as pq
+
+    suites = []
+    for name, root, key in (
+        ("bronze.item_attributes", warehouse.bronze_item_attributes(), "item_id"),
+        ("bronze.user_attributes", warehouse.bronze_user_attributes(), "user_id"),
+    ):
+        if not root.is_dir():  # a warehouse from before attribute snapshots existed
+            continue
+        frame = pq.read_table(root).to_pandas()
+        checks = [
+            Check(gxe.ExpectColumnValuesToNotBeNull(column=key)),
+            Check(gxe.ExpectColumnValuesToBeUnique(column=key)),
+        ]
+        if "age" in frame.columns:
+            checks.append(Check(gxe.ExpectColumnValuesToBeBetween(column="age", min_value=0, max_value=130), WARNING))
+        suites.append(TableSuite(name, f"{name.replace('.', '/')} (snapshot)", frame, checks, [key]))
+    return suites
 
 
 def _ingest_counts(warehouse: Warehouse, days: list[date]) -> dict[str, int] | None:

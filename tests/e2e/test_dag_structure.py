@@ -41,7 +41,7 @@ def test_dag_files_import_without_errors(dagbag):
 
 def test_nightly_runs_land_ingest_sequences_dbt_publish_record_on_one_day_intervals(dagbag, tmall):
     dag = dagbag.dags["nightly"]
-    order = ["land", "validate_raw", "ingest_events", "validate_bronze", "build_sequences"]
+    order = ["land", "validate_raw", "ingest_attributes", "ingest_events", "validate_bronze", "build_sequences"]
     for up, down in pairwise(order):
         assert dag.get_task(up).downstream_task_ids == {down}
     dbt_tasks = {t.task_id for t in dag.tasks if t.task_id.startswith("dbt.")}
@@ -76,6 +76,7 @@ def test_nightly_runs_land_ingest_sequences_dbt_publish_record_on_one_day_interv
     assert {"dbt.training_examples_model_build", "dbt.user_features_model_build"} <= dag.get_task(
         "validate_marts"
     ).upstream_task_ids
+    assert dag.get_task("dbt.user_features_model_build").dbt_cmd_flags == ["--exclude-resource-type", "unit_test"]
     dbt_vars = dag.get_task("dbt.fct_interactions_model_build").vars
     assert dbt_vars["start_ds"] == "{{ macros.ds_add(data_interval_start | ds, -2) }}"
     assert dbt_vars["end_ds"] == "{{ data_interval_end | ds }}"

@@ -1,10 +1,17 @@
-{#- Every item seen in events. The bundled Tmall source has no item attributes (its items are brands). -#}
+{#- Every item seen in events, with its attributes where the source has them (null otherwise: Tmall's items are
+    brands without attributes, and H&M's article file covers part of the catalogue). -#}
 
 with
 
 user_item_days as (
 
     select * from {{ ref('int_events__user_item_days') }}
+
+),
+
+item_attributes as (
+
+    select * from {{ ref('stg_bronze__item_attributes') }}
 
 ),
 
@@ -24,6 +31,23 @@ item_summary as (
     from user_item_days
     group by item_id
 
+),
+
+final as (
+
+    select
+        item_summary.*,
+
+        ---------- attributes
+        item_attributes.item_name,
+        item_attributes.category,
+        item_attributes.subcategory,
+        item_attributes.colour,
+        item_attributes.tags
+
+    from item_summary
+    left join item_attributes on item_summary.item_id = item_attributes.item_id
+
 )
 
-select * from item_summary
+select * from final

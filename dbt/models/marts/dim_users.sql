@@ -6,6 +6,12 @@ user_days as (
 
 ),
 
+user_attributes as (
+
+    select * from {{ ref('stg_bronze__user_attributes') }}
+
+),
+
 user_items as (
 
     select user_id, count(distinct item_id) as n_items
@@ -36,9 +42,15 @@ final as (
 
     select
         user_summary.*,
-        user_items.n_items
+        user_items.n_items,
+
+        ---------- attributes (null where the source has no user file)
+        user_attributes.age,
+        user_attributes.membership
+
     from user_summary
     inner join user_items on user_summary.user_id = user_items.user_id
+    left join user_attributes on user_summary.user_id = user_attributes.user_id
 
 )
 

@@ -19,6 +19,14 @@ user_item_days as (
 
 ),
 
+item_categories as (
+
+    select item_id, category
+    from {{ ref('stg_bronze__item_attributes') }}
+    where category is not null
+
+),
+
 calendar as (
 
     {{ run_calendar('user_days') }}
@@ -94,6 +102,40 @@ top_item as (
 
 ),
 
+category_counts_90d as (
+
+    select
+        item_counts_90d.ds,
+        item_counts_90d.user_id,
+        item_categories.category,
+        cast(sum(item_counts_90d.n_events) as bigint) as n_events
+
+    from item_counts_90d
+    inner join item_categories on item_counts_90d.item_id = item_categories.item_id
+    group by item_counts_90d.ds, item_counts_90d.user_id, item_categories.category
+
+),
+
+ranked_categories as (
+
+    select
+        ds,
+        user_id,
+        category,
+        row_number() over (partition by user_id, ds order by n_events desc, category) as category_rank
+
+    from category_counts_90d
+
+),
+
+top_category as (
+
+    select ds, user_id, category as top_category_90d
+    from ranked_categories
+    where category_rank = 1
+
+),
+
 final as (
 
     select
@@ -114,6 +156,7 @@ final as (
 
         ---------- taste
         top_item.top_item_90d,
+        top_category.top_category_90d,
 
         ---------- time
         {{ known_at('windowed_counts.ds') }} as feature_ts,
@@ -123,6 +166,9 @@ final as (
     inner join top_item
         on windowed_counts.user_id = top_item.user_id
         and windowed_counts.ds = top_item.ds
+    left join top_category
+        on windowed_counts.user_id = top_category.user_id
+        and windowed_counts.ds = top_category.ds
 
 )
 

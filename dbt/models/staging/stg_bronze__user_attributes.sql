@@ -1,0 +1,23 @@
+with
+
+source as (
+
+    select * from {{ read_snapshot('bronze/user_attributes') }}
+
+),
+
+renamed as (
+
+    select
+        ---------- ids
+        user_id,
+
+        ---------- attributes
+        cast(age as int) as age,
+        membership
+
+    from source
+
+)
+
+select * from renamed
