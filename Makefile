@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # pip prints one warning per package for unreachable local mirrors on some machines; keep the output readable.
 PIP_QUIET := 2>&1 | { grep -v "^WARNING: Location" || true; }
 
-.PHONY: demo test install lint clean check-java
+.PHONY: demo test install lint clean check-java check-redis
 
 $(STAMP): requirements/requirements.lock.txt requirements/dev.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 is required, found {sys.version.split()[0]} at {sys.executable}"'
@@ -28,6 +28,9 @@ install: $(STAMP)
 check-java:
 	@command -v java >/dev/null || { echo "Java 17 is required for Spark (apt-get install openjdk-17-jre-headless)"; exit 1; }
 
+check-redis:
+	@command -v redis-server >/dev/null || { echo "The tests start a Redis server for Feast (apt-get install redis-server)"; exit 1; }
+
 demo: install check-java
 	$(BIN)/nightrec demo
 
@@ -35,7 +38,7 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: install check-java lint
+test: install check-java check-redis lint
 	$(BIN)/pytest
 
 clean:

@@ -141,7 +141,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     wh = Warehouse(s.warehouse_root, adapter.name)
     start = args.start or adapter.history_start
     end = args.end or adapter.history_end
-    print(f"{'ds':<11} {'raw':>7} {'bronze':>7} {'quar.':>6} {'redel.':>6} {'ok':>3} {'seq.users':>9}  quarantine")
+    print(
+        f"{'ds':<11} {'raw':>7} {'bronze':>7} {'quar.':>6} {'redel.':>6} {'ok':>3} {'seq.users':>9}  "
+        f"{'quality raw/bronze/marts':<24}  quarantine"
+    )
     missing = 0
     for ds in days_between(start, end + timedelta(days=1)):
         doc = read_run_manifest(wh, ds)
@@ -156,11 +159,20 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(
             f"{ds!s:<11} {ing['raw_rows']:>7} {ing['bronze_rows']:>7} {ing['quarantined_rows']:>6} "
             f"{ing['redelivered_rows']:>6} {'yes' if ok else 'NO':>3} {(seq or {}).get('users', '-'):>9}  "
-            f"{ing['quarantine_reasons'] or ''}"
+            f"{_quality(st):<24}  {ing['quarantine_reasons'] or ''}"
         )
     if missing:
         print(f"({missing} day(s) in [{start}, {end}] not ingested yet{'' if args.all else '; --all lists them'})")
     return 0
+
+
+def _quality(stages: dict) -> str:
+    """ok / warn (warnings recorded) / FAIL (a critical expectation) / - (not run) per boundary."""
+    marks = []
+    for boundary in ("raw", "bronze", "marts"):
+        q = stages.get(f"quality_{boundary}")
+        marks.append("-" if q is None else "FAIL" if not q["success"] else "warn" if q["warnings"] else "ok")
+    return "/".join(marks)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -214,6 +226,50 @@ def cmd_sql(args: argparse.Namespace) -> int:
             if args.file:
                 print(f"\n{q.strip()}")
             print(con.sql(q).df().to_string(max_rows=args.max_rows, index=False))
+    return 0
+
+
+def cmd_feast(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from nightrec import feature_store
+
+    s = _settings(args)
+    if args.variant:
+        s = s.with_overrides(feast=s.feast.__class__(args.variant, s.feast.materialize_chunk_days))
+    if args.action == "apply":
+        feature_store.apply(s)
+    elif args.action == "materialize":
+        if not (args.start and args.end):
+            raise NightrecError("feast materialize needs --start and --end (data days, inclusive)")
+        feature_store.materialize(s, args.start, args.end + timedelta(days=1))
+    elif args.action == "lookup":
+        if not args.user:
+            raise NightrecError("feast lookup needs --user (and optionally --item)")
+        row = feature_store.online_features(s, [{"user_id": args.user, "item_id": args.item or ""}])
+        for name, values in sorted(row.items()):
+            print(f"{name:<45} {values[0]}")
+    else:  # serve: Feast's HTTP feature server on this repository and variant
+        import os
+
+        env = {**os.environ, **feature_store.feast_environment(s)}
+        cmd = [
+            str(Path(sys.executable).parent / "feast"),
+            "-c",
+            str(feature_store.FEATURE_REPO),
+            "-f",
+            str(feature_store.store_yaml(s)),
+            "serve",
+            "--host",
+            args.host,
+            "--port",
+            str(args.port),
+            "--no-access-log",
+            "--max-requests",  # the default restarts the worker every ~1000 requests (PITFALLS.md)
+            "10000000",
+        ]
+        print(f"feature server on http://{args.host}:{args.port} (POST /get-online-features)", flush=True)
+        return subprocess.run(cmd, env=env).returncode
     return 0
 
 
@@ -298,6 +354,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--file", help="a file of queries separated by semicolons (e.g. docs/analyst_queries.sql)")
     p.add_argument("--max-rows", type=int, default=20, help="rows to print per query")
     p.set_defaults(func=cmd_sql)
+
+    p = sub.add_parser("feast", parents=[common], help="the Feast feature store: apply, materialize, lookup, serve")
+    p.add_argument("action", choices=["apply", "materialize", "lookup", "serve"])
+    p.add_argument("--variant", help="feature_store.<variant>.yaml (default: the profile's feast.variant)")
+    p.add_argument("--start", type=d, help="materialize: first data day")
+    p.add_argument("--end", type=d, help="materialize: last data day, inclusive")
+    p.add_argument("--user", help="lookup: user id")
+    p.add_argument("--item", help="lookup: item id")
+    p.add_argument("--host", default="127.0.0.1", help="serve: interface (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=6566, help="serve: port (default 6566)")
+    p.set_defaults(func=cmd_feast)
 
     p = sub.add_parser("upscale", help="write an up-scaled copy of a source's history (benchmarks)")
     p.add_argument("--source", help="source (default tmall_brand)")

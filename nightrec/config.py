@@ -11,6 +11,7 @@ NIGHTREC_SOURCE             source profile (``tmall_brand`` by default; see conf
 NIGHTREC_SPARK_MASTER       Spark master URL (``local[*]``, ``spark://host:7077``, ``yarn`` ...)
 NIGHTREC_RUN_DATE           the day D a one-off command processes (YYYY-MM-DD)
 NIGHTREC_AIRFLOW_HOME       Airflow home (metadata DB, logs)
+NIGHTREC_FEAST_VARIANT      Feast variant (``local``, ``redis``, ``production``)
 ==========================  =========================================================
 """
 
@@ -89,6 +90,20 @@ class QualitySettings:
 
 
 @dataclass(frozen=True)
+class FeastSettings:
+    """The Feast feature store (feature_repo/).
+
+    :param variant: which ``feature_repo/feature_store.<variant>.yaml`` to use: ``local`` (SQLite online store,
+        DuckDB offline store, file registry), ``redis`` (Redis online store) or ``production`` (Redis, Postgres
+        registry, Spark offline store); connection strings come from NIGHTREC_REDIS / NIGHTREC_FEAST_REGISTRY.
+    :param materialize_chunk_days: data days per materialization call (bounded memory, progress per chunk).
+    """
+
+    variant: str = "local"
+    materialize_chunk_days: int = 14
+
+
+@dataclass(frozen=True)
 class AirflowSettings:
     """How the project drives Airflow.
 
@@ -115,6 +130,7 @@ class Settings:
     :param pipeline: job behaviour.
     :param airflow: Airflow settings.
     :param quality: data quality checks.
+    :param feast: the feature store.
     :param dbt_target: ``duckdb`` (default, embedded) or ``spark``.
     :param run_date: the day D a one-off command processes, if given.
     """
@@ -126,6 +142,7 @@ class Settings:
     pipeline: PipelineSettings
     airflow: AirflowSettings
     quality: QualitySettings = field(default_factory=QualitySettings)
+    feast: FeastSettings = field(default_factory=FeastSettings)
     dbt_target: str = "duckdb"
     run_date: date | None = None
 
@@ -134,7 +151,7 @@ class Settings:
         return replace(self, **changes)
 
 
-_TOP_KEYS = {"warehouse_root", "source", "spark", "pipeline", "airflow", "quality", "dbt_target", "run_date"}
+_TOP_KEYS = {"warehouse_root", "source", "spark", "pipeline", "airflow", "quality", "feast", "dbt_target", "run_date"}
 
 
 def _resolve(path: str | Path) -> Path:
@@ -181,6 +198,9 @@ def load_settings(profile: str | None = None, env: dict[str, str] | None = None)
     pipeline_kw = _section(raw, "pipeline", PipelineSettings, path)
     airflow_kw = _section(raw, "airflow", AirflowSettings, path)
     quality_kw = _section(raw, "quality", QualitySettings, path)
+    feast_kw = _section(raw, "feast", FeastSettings, path)
+    if "NIGHTREC_FEAST_VARIANT" in env:
+        feast_kw["variant"] = env["NIGHTREC_FEAST_VARIANT"]
     airflow_kw["home"] = _resolve(env.get("NIGHTREC_AIRFLOW_HOME") or airflow_kw.get("home") or ".airflow")
 
     run_date_text = env.get("NIGHTREC_RUN_DATE") or raw.get("run_date")
@@ -197,6 +217,7 @@ def load_settings(profile: str | None = None, env: dict[str, str] | None = None)
         pipeline=PipelineSettings(**pipeline_kw),
         airflow=AirflowSettings(**airflow_kw),
         quality=QualitySettings(**quality_kw),
+        feast=FeastSettings(**feast_kw),
         dbt_target=str(raw.get("dbt_target") or "duckdb"),
         run_date=run_date,
     )
@@ -213,6 +234,12 @@ def _validate(s: Settings, where: Path) -> None:
         raise ConfigError(
             f"quality.max_bad_row_fraction must be in [0, 1) (got {s.quality.max_bad_row_fraction}) in {where}"
         )
+    if not (PROJECT_ROOT / "feature_repo" / f"feature_store.{s.feast.variant}.yaml").is_file():
+        raise ConfigError(
+            f"feast.variant {s.feast.variant!r} in {where} has no feature_repo/feature_store.<variant>.yaml"
+        )
+    if s.feast.materialize_chunk_days < 1:
+        raise ConfigError(f"feast.materialize_chunk_days must be >= 1 in {where}")
     if s.dbt_target not in {"duckdb", "spark", "spark_thrift"}:
         raise ConfigError(f"dbt_target must be duckdb, spark or spark_thrift (got {s.dbt_target!r}) in {where}")
     if not (SOURCES_DIR / f"{s.source}.yaml").is_file():

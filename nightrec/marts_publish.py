@@ -17,7 +17,15 @@ from pathlib import Path
 from nightrec.config import Settings
 from nightrec.storage import swap_into_place, temp_sibling
 
-MARTS = ("fct_interactions", "training_examples", "dim_users", "dim_items", "user_features", "item_features")
+MARTS = (
+    "fct_interactions",
+    "training_examples",
+    "dim_users",
+    "dim_items",
+    "user_features",
+    "item_features",
+    "user_sequences",
+)
 ZONE_VIEWS = {
     "bronze.events": "bronze/events",
     "bronze.quarantine": "bronze/quarantine",
@@ -48,7 +56,8 @@ def export_marts(settings: Settings) -> dict[str, int]:
 
     db = settings.warehouse_root / "marts" / "duckdb" / "nightrec.duckdb"
     counts: dict[str, int] = {}
-    with duckdb.connect(str(db), read_only=True) as con:
+    # Not read_only: a process that also runs dbt in-process may only open the file with dbt-duckdb's configuration.
+    with duckdb.connect(str(db)) as con:
         con.execute("set timezone = 'UTC'")
         for name in MARTS:
             target = parquet_export_root(settings) / name

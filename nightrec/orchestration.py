@@ -1,7 +1,7 @@
 """Task wiring shared by the nightly and bootstrap DAGs.
 
 land -> validate_raw -> attributes -> ingest -> validate_bronze -> sequences -> dbt -> validate_marts -> publish
--> record.
+-> feast_apply -> feast_materialize -> record.
 
 Both DAGs run the same job CLIs; they differ only in the day range [start, end) they pass. The DAG files in
 dags/ call :func:`pipeline` inside their ``with DAG(...)`` block. Airflow is imported inside the functions so
@@ -121,6 +121,18 @@ def pipeline(settings: Settings, start: str, end: str) -> None:
 
         return ingest_attribute_snapshots()
 
+    @task(task_id="feast_apply")
+    def feast_apply() -> dict:
+        from nightrec.tasks import feast_apply as apply_repo
+
+        return apply_repo()
+
+    @task(task_id="feast_materialize")
+    def feast_materialize(start: str, end: str) -> dict:
+        from nightrec.tasks import feast_materialize as materialize
+
+        return materialize(start, end)
+
     @task(task_id="publish_marts")
     def publish() -> dict:
         from nightrec.tasks import publish_marts
@@ -137,5 +149,7 @@ def pipeline(settings: Settings, start: str, end: str) -> None:
         >> dbt_task_group(settings, start, end)
         >> validate("marts")
         >> publish()
+        >> feast_apply()
+        >> feast_materialize(start, end)
         >> record(start, end, "{{ dag.dag_id }}", "{{ run_id }}")
     )

@@ -123,3 +123,34 @@ def publish_marts() -> dict[str, Any]:
     docs = publish_dbt_docs(settings, target_path(settings.dbt_target))
     print(f"marts exported {counts}; analysts' database {analyst}; dbt docs {docs}/index.html", flush=True)
     return {"rows": counts, "analyst_db": str(analyst), "dbt_docs": str(docs)}
+
+
+def feast_apply() -> dict[str, Any]:
+    """`feast apply` of feature_repo/ against the configured variant (after the marts are exported)."""
+    from nightrec import feature_store
+
+    return feature_store.apply(load_settings())
+
+
+def feast_materialize(start: str, end: str) -> dict[str, Any]:
+    """Materialize exactly the run's data days [start, end) into the online store, in bounded chunks."""
+    from nightrec import feature_store
+
+    settings = load_settings()
+    days = run_days(start, end)
+    if not days:
+        return {"chunks": 0, "rows": 0}
+    chunks = feature_store.materialize(settings, days[0], days[-1] + timedelta(days=1))
+    rows = {view: sum(c.rows[view] for c in chunks) for view in feature_store.VIEWS}
+    window = feature_store.materialization_window(days[0], days[-1] + timedelta(days=1))
+    adapter = load_adapter(settings.source)
+    warehouse = Warehouse(settings.warehouse_root, adapter.name)
+    summary = {
+        "variant": settings.feast.variant,
+        "feature_time_window": [window[0].isoformat(), window[1].isoformat()],
+        "rows": rows,
+        "seconds": round(sum(c.seconds for c in chunks), 2),
+    }
+    for ds in days:
+        update_run_manifest(warehouse, ds, "feast_materialize", summary)
+    return {"chunks": len(chunks), **summary}

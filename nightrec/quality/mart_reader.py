@@ -12,9 +12,17 @@ from nightrec.config import Settings
 from nightrec.errors import InputError
 from nightrec.warehouse import Warehouse
 
-MART_NAMES = ("fct_interactions", "training_examples", "user_features", "item_features", "dim_users", "dim_items")
+MART_NAMES = (
+    "fct_interactions",
+    "training_examples",
+    "user_features",
+    "item_features",
+    "user_sequences",
+    "dim_users",
+    "dim_items",
+)
 # Marts with one partition per day D; the run checks only its own days of them.
-DAILY_MARTS = {"fct_interactions", "training_examples", "user_features", "item_features"}
+DAILY_MARTS = {"fct_interactions", "training_examples", "user_features", "item_features", "user_sequences"}
 
 
 def _relation(settings: Settings, name: str) -> str:
@@ -49,7 +57,7 @@ def read_marts(settings: Settings, days: list[date]) -> dict[str, pd.DataFrame]:
 
 
 def bronze_totals(warehouse: Warehouse, adapter: SourceAdapter, days: list[date] | None) -> dict[str, int]:
-    """Events, events per level, distinct users and items in bronze (all days, or only ``days``)."""
+    """Events, events per level, distinct users, items and active user-days in bronze (all days, or only ``days``)."""
     import duckdb
 
     root: Path = warehouse.bronze_events()
@@ -60,7 +68,11 @@ def bronze_totals(warehouse: Warehouse, adapter: SourceAdapter, days: list[date]
             f"select count(*), count(distinct user_id), count(distinct item_id), {levels} from read_parquet(?)",
             [paths],
         ).fetchone()
-    assert row is not None
-    out = {"events": int(row[0]), "users": int(row[1]), "items": int(row[2])}
+        user_days = con.execute(
+            "select count(*) from (select distinct user_id, ds from read_parquet(?, hive_partitioning = true))",
+            [paths],
+        ).fetchone()
+    assert row is not None and user_days is not None
+    out = {"events": int(row[0]), "users": int(row[1]), "items": int(row[2]), "user_days": int(user_days[0])}
     out.update({f"level_{lv}": int(row[2 + lv]) for lv in range(1, adapter.max_level + 1)})
     return out

@@ -232,6 +232,19 @@ def marts_suites(
             ],
         ),
         TableSuite(
+            "marts.user_sequences",
+            f"marts.user_sequences {span}",
+            marts["user_sequences"],
+            [
+                *not_null("user_id", "ds", "feature_ts", "seq_item_ids", "seq_levels"),
+                Check(gxe.ExpectCompoundColumnsToBeUnique(column_list=["user_id", "ds"])),
+                Check(
+                    gxe.ExpectTableRowCountToEqual(value=run_bronze["user_days"]),
+                    why="one sequence row per user active on a day (bronze)",
+                ),
+            ],
+        ),
+        TableSuite(
             "marts.dim_users",
             "marts.dim_users (all users)",
             marts["dim_users"],

@@ -28,6 +28,9 @@ def dagbag(tmp_path_factory):
     try:
         from airflow.dag_processing.dagbag import DagBag
 
+        from nightrec.dbt_runner import ensure_manifest
+
+        ensure_manifest()  # Cosmos renders from it; the CLI refreshes it the same way before every run
         yield DagBag(dag_folder=str(PROJECT_ROOT / "dags"))
     finally:
         os.environ.clear()
@@ -48,6 +51,8 @@ def test_nightly_runs_land_ingest_sequences_dbt_publish_record_on_one_day_interv
     models = [
         "stg_bronze__events",
         "stg_bronze__quarantine",
+        "stg_bronze__item_attributes",
+        "stg_bronze__user_attributes",
         "int_events__user_item_days",
         "int_events__user_days",
         "fct_interactions",
@@ -56,6 +61,7 @@ def test_nightly_runs_land_ingest_sequences_dbt_publish_record_on_one_day_interv
         "dim_items",
         "user_features",
         "item_features",
+        "user_sequences",
     ]
     detached = {  # tests with two parents run in their own task once both tables exist
         "dbt.relationships_fct_interactions_user_id__user_id__ref_dim_users__test",
@@ -64,14 +70,19 @@ def test_nightly_runs_land_ingest_sequences_dbt_publish_record_on_one_day_interv
     assert dbt_tasks == {f"dbt.{m}_model_build" for m in models} | detached  # one task per model + its tests
     for test_task in detached:
         assert "dbt.fct_interactions_model_build" in dag.get_task(test_task).upstream_task_ids
-    assert dag.get_task("build_sequences").downstream_task_ids == {
+    assert dag.get_task("build_sequences").downstream_task_ids == {  # the models that read the zones
         "dbt.stg_bronze__events_model_build",
         "dbt.stg_bronze__quarantine_model_build",
+        "dbt.stg_bronze__item_attributes_model_build",
+        "dbt.stg_bronze__user_attributes_model_build",
+        "dbt.user_sequences_model_build",
     }
     assert dag.get_task("dbt.fct_interactions_model_build").upstream_task_ids == {
         "dbt.int_events__user_item_days_model_build"
     }
-    assert dag.get_task("publish_marts").downstream_task_ids == {"record_run"}
+    assert dag.get_task("publish_marts").downstream_task_ids == {"feast_apply"}
+    assert dag.get_task("feast_apply").downstream_task_ids == {"feast_materialize"}
+    assert dag.get_task("feast_materialize").downstream_task_ids == {"record_run"}
     assert dag.get_task("validate_marts").downstream_task_ids == {"publish_marts"}
     assert {"dbt.training_examples_model_build", "dbt.user_features_model_build"} <= dag.get_task(
         "validate_marts"
@@ -118,7 +129,7 @@ def test_dag_files_parse_without_heavy_imports():
     code = (
         "import sys, runpy;"
         "runpy.run_path('dags/nightly.py'); runpy.run_path('dags/bootstrap.py');"
-        "heavy = ('pyspark', 'pandas', 'torch', 'great_expectations', 'spark_jobs', 'nightrec.landing');"
+        "heavy = ('pyspark', 'pandas', 'torch', 'great_expectations', 'feast', 'spark_jobs', 'nightrec.landing');"
         "heavy = [m for m in heavy if m in sys.modules];"
         "print(heavy)"
     )

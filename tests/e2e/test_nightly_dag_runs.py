@@ -175,6 +175,28 @@ def test_a_corrupted_delivery_stops_the_nightly_run_before_ingest(airflow_run, t
     assert {r["logical_date"][:10]: r["state"] for r in runs}[str(day + timedelta(days=1))] == "failed"
 
 
+def test_the_dag_materializes_features_for_online_lookups(airflow_run, tmall):
+    """feast apply + materialize ran inside both DAGs: a user's online features are their latest day's marts row."""
+    from nightrec import feature_store
+    from tests.conftest import make_settings
+
+    warehouse, _, output = airflow_run
+    assert "[DAG TEST] end task task_id=feast_materialize" in output
+    features = read_parquet_dir(warehouse / "marts" / "parquet" / "user_features")
+    last = features[features["ds"] == NIGHTS[-1]].head(5)
+    online = feature_store.online_features(
+        make_settings(warehouse),
+        [{"user_id": u, "item_id": i} for u, i in zip(last.user_id, last.top_item_90d, strict=True)],
+    )
+    assert online["user_features__n_events_90d"] == last["n_events_90d"].tolist()
+    assert online["item_features__n_events_90d"][0] is not None
+    manifest = json.loads(Warehouse(warehouse, tmall.name).run_manifest(NIGHTS[-1]).read_text())["stages"]
+    assert manifest["feast_materialize"]["feature_time_window"] == [
+        "2014-08-14T00:00:00+00:00",
+        "2014-08-16T00:00:00+00:00",
+    ]
+
+
 def read_parquet_dir(path):
     import pandas as pd
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -99,22 +99,24 @@ def test_hm_marts_carry_item_and_user_attributes(tmp_path, spark):
     import duckdb
 
     from nightrec.dbt_runner import run_dbt
-    from spark_jobs import ingest_events
+    from spark_jobs import build_sequences, ingest_events
     from tests.conftest import make_settings
 
     settings = make_settings(tmp_path / "warehouse", source="hm")
     adapter = load_adapter("hm")
     wh = Warehouse(settings.warehouse_root, "hm")
-    start, end = date(2020, 9, 9), date(2020, 9, 16)
+    start = adapter.history_start  # sequences start from the first day of the history
+    end = start + timedelta(days=7)
     replay(adapter, wh, start, end)
     ingest_events.run(spark, settings, start, end)
+    build_sequences.run(spark, settings, start, end)
     ingest_attributes(adapter, wh)
     run_dbt(settings, ["build", "--exclude-resource-type", "unit_test"], target="duckdb")  # as the DAG runs it
     db = wh.marts("duckdb") / "nightrec.duckdb"
     with duckdb.connect(str(db)) as con:  # same config as dbt-duckdb's connection in this process
         items = con.sql("select * from main.dim_items").df().set_index("item_id")
         users = con.sql("select * from main.dim_users").df().set_index("user_id")
-        feats = con.sql("select * from main.user_features where ds = date '2020-09-15'").df()
+        feats = con.sql(f"select * from main.user_features where ds = date '{end - timedelta(days=1)}'").df()
         bought = con.sql("select user_id, item_id, n_events from main.fct_interactions").df()
     articles = pd.read_csv(adapter.item_attributes.path, dtype=str).set_index("article_id")
     customers = pd.read_csv(adapter.user_attributes.path, dtype=str).set_index("customer_id")

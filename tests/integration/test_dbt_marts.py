@@ -27,6 +27,7 @@ MARTS = {
     "dim_items": ["item_id"],
     "user_features": ["user_id", "ds"],
     "item_features": ["item_id", "ds"],
+    "user_sequences": ["user_id", "ds"],
 }
 
 
@@ -120,7 +121,10 @@ def test_user_features_match_a_plain_computation(duckdb_marts, bronze):
 def _canonical(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     df = df[sorted(df.columns)].sort_values(keys).reset_index(drop=True)
     for col in df.columns:
-        if pd.api.types.is_datetime64_any_dtype(df[col]):
+        first = df[col].dropna().iloc[0] if df[col].notna().any() else None
+        if isinstance(first, list | np.ndarray):  # list columns: the same values whatever container the engine uses
+            df[col] = df[col].map(lambda v: tuple(pd.Series(v).astype(str)) if v is not None else None)
+        elif pd.api.types.is_datetime64_any_dtype(df[col]):
             df[col] = pd.to_datetime(df[col], utc=True).dt.tz_localize(None)
         elif pd.api.types.is_float_dtype(df[col]):
             df[col] = df[col].round(9)

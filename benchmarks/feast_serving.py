@@ -1,0 +1,158 @@
+"""Feast figures on a built warehouse: materialization rows/s and online lookup latency, SQLite and Redis.
+
+Needs a warehouse whose marts are exported (`make demo` builds ./warehouse). For each online store it applies the
+repository, materializes the whole history (the bootstrap's job, in the profile's chunks), then times
+`get_online_features` for the `serving` service (all three views, list features included) with 1 and 100 entities
+through the SDK, and 1 entity through the HTTP feature server (`nightrec feast serve`). Starts its own Redis.
+
+    python benchmarks/feast_serving.py --warehouse warehouse
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from datetime import timedelta
+from pathlib import Path
+
+import pandas as pd
+
+from nightrec import feature_store
+from nightrec.adapters import load_adapter
+from nightrec.config import PROJECT_ROOT, load_settings
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _percentiles(samples: list[float]) -> tuple[float, float]:
+    ordered = sorted(samples)
+    return statistics.median(ordered), ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+
+
+def _time(fn, repeat: int) -> tuple[float, float]:
+    fn()  # warm-up (registry cache, connections)
+    samples = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - t0) * 1000)
+    return _percentiles(samples)
+
+
+def _http(settings, rows: list[dict], repeat: int) -> tuple[float, float]:
+    port = _free_port()
+    env = {**os.environ, "NIGHTREC_WAREHOUSE_ROOT": str(settings.warehouse_root)}
+    args = [
+        sys.executable,
+        "-m",
+        "nightrec.cli",
+        "feast",
+        "serve",
+        "--port",
+        str(port),
+        "--variant",
+        settings.feast.variant,
+    ]
+    server = subprocess.Popen(args, cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/get-online-features"
+    body = json.dumps(
+        {
+            "feature_service": "serving",
+            "entities": {"user_id": [r["user_id"] for r in rows], "item_id": [r["item_id"] for r in rows]},
+            "full_feature_names": True,
+        }
+    ).encode()
+
+    def call() -> None:
+        req = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            resp.read()
+
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                call()
+                break
+            except OSError:
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.5)
+        return _time(call, repeat)
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--warehouse", type=Path, default=PROJECT_ROOT / "warehouse", help="a built warehouse")
+    parser.add_argument("--repeat", type=int, default=300, help="lookups per latency figure")
+    args = parser.parse_args()
+    base = load_settings().with_overrides(warehouse_root=args.warehouse.resolve())
+    adapter = load_adapter(base.source)
+    features = pd.read_parquet(base.warehouse_root / "marts" / "parquet" / "user_features")
+    users = features[features["ds"] == features["ds"].max()]
+    pairs = [{"user_id": u, "item_id": i} for u, i in zip(users["user_id"], users["top_item_90d"], strict=True)]
+    random.seed(0)
+
+    redis_dir = Path(tempfile.mkdtemp())
+    port = _free_port()
+    redis = subprocess.Popen(
+        [shutil.which("redis-server") or "redis-server", "--port", str(port), "--save", "", "--dir", str(redis_dir)],
+        stdout=subprocess.DEVNULL,
+    )
+    os.environ["NIGHTREC_REDIS"] = f"127.0.0.1:{port}"
+    time.sleep(0.5)
+    table = []
+    try:
+        for variant, store in (("local", "SQLite"), ("redis", "Redis")):
+            settings = base.with_overrides(feast=base.feast.__class__(variant, base.feast.materialize_chunk_days))
+            feature_store.apply(settings)
+            t0 = time.time()
+            chunks = feature_store.materialize(settings, adapter.history_start, adapter.history_end + timedelta(days=1))
+            seconds = time.time() - t0
+            rows = sum(sum(c.rows.values()) for c in chunks)
+            store_obj = feature_store.open_store(settings)
+            service = store_obj.get_feature_service("serving")
+
+            def lookup(n: int, store_obj=store_obj, service=service) -> None:
+                store_obj.get_online_features(
+                    features=service, entity_rows=random.sample(pairs, n), full_feature_names=True
+                ).to_dict()
+
+            sdk1 = _time(lambda: lookup(1), args.repeat)
+            sdk100 = _time(lambda: lookup(100), max(args.repeat // 3, 30))
+            http1 = _http(settings, random.sample(pairs, 1), args.repeat)
+            table.append((store, rows, seconds, sdk1, sdk100, http1))
+    finally:
+        redis.terminate()
+        shutil.rmtree(redis_dir, ignore_errors=True)
+
+    print(f"\nFeast on {base.warehouse_root} ({adapter.name}; serving = 3 views incl. list features)")
+    print("| online store | materialized rows | seconds | rows/s | SDK 1 p50/p99 ms | SDK 100 p50/p99 ms", end="")
+    print(" | HTTP 1 p50/p99 ms |")
+    print("|---|---|---|---|---|---|---|")
+    for store, rows, seconds, sdk1, sdk100, http1 in table:
+        print(
+            f"| {store} | {rows:,} | {seconds:.1f} | {rows / seconds:,.0f} | {sdk1[0]:.2f}/{sdk1[1]:.2f} | "
+            f"{sdk100[0]:.2f}/{sdk100[1]:.2f} | {http1[0]:.2f}/{http1[1]:.2f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

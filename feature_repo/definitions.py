@@ -1,0 +1,106 @@
+"""Feast objects over the marts: entities user and item, views user_features, item_features, user_sequence, and the
+feature services `training` and `serving`.
+
+Sources are the Parquet exports of the marts (``<warehouse>/marts/parquet/<model>/``, written by the DAG's
+publish_marts task). Each view's schema is read from its export when `feast apply` runs, because the columns follow
+the source's level map (a 4-level Tmall has rate_level_4_*, single-level H&M does not). Timestamps follow DESIGN.md,
+"Feature time, no leakage": every row carries feature_ts = D+1 00:00 UTC, the moment its day's behaviour is complete.
+
+Run through nightrec (`nightrec feast apply`), which points Feast at the feature_store.yaml of the configured
+variant; plain `feast -f feature_repo/feature_store.local.yaml apply` works as well after `export
+NIGHTREC_WAREHOUSE_ROOT=...`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
+from feast.data_format import ParquetFormat
+from feast.types import Array, Bool, FeastType, Float32, Float64, Int32, Int64, String, UnixTimestamp
+
+from nightrec.config import load_settings
+from nightrec.errors import InputError
+
+# One row per user and day for users active in the last 90 days: a row older than this means no recent activity.
+DAILY_TTL = timedelta(days=2)
+KEYS = {"user_id", "item_id", "ds", "feature_ts"}
+_SCALARS: dict[pa.DataType, FeastType] = {
+    pa.string(): String,
+    pa.int64(): Int64,
+    pa.int32(): Int32,
+    pa.float64(): Float64,
+    pa.float32(): Float32,
+    pa.bool_(): Bool,
+}
+
+
+def _feast_type(arrow: pa.DataType) -> FeastType:
+    if pa.types.is_timestamp(arrow):
+        return UnixTimestamp
+    if pa.types.is_list(arrow):
+        return Array(_feast_type(arrow.value_type))
+    if arrow in _SCALARS:
+        return _SCALARS[arrow]
+    raise InputError(f"No Feast type for Arrow type {arrow}")
+
+
+def _export(model: str) -> tuple[str, list[Field]]:
+    """The export directory of a mart and its feature fields (every column but keys and timestamps)."""
+    path = load_settings().warehouse_root / "marts" / "parquet" / model
+    files = sorted(path.glob("*.parquet"))
+    if not files:
+        raise InputError(f"No Parquet export of mart '{model}' under {path}: run the marts first (`nightrec nightly`)")
+    schema = pq.read_schema(files[0])
+    fields = [Field(name=f.name, dtype=_feast_type(f.type)) for f in schema if f.name not in KEYS]
+    return str(path), fields
+
+
+def _source(model: str) -> tuple[FileSource, list[Field]]:
+    path, fields = _export(model)
+    # An explicit Parquet format and a glob: Feast's DuckDB store reads nothing (and fails later with a NoneType
+    # error) for a directory path without a file format.
+    source = FileSource(name=model, path=f"{path}/*.parquet", file_format=ParquetFormat(), timestamp_field="feature_ts")
+    return source, fields
+
+
+user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.STRING, description="A shop customer")
+item = Entity(name="item", join_keys=["item_id"], value_type=ValueType.STRING, description="An item (Tmall: a brand)")
+
+_user_source, _user_fields = _source("user_features")
+_item_source, _item_fields = _source("item_features")
+_sequence_source, _sequence_fields = _source("user_sequences")
+
+user_features = FeatureView(
+    name="user_features",
+    entities=[user],
+    ttl=DAILY_TTL,
+    schema=_user_fields,
+    source=_user_source,
+    description="Recency, frequency, counts and shares per level over 7/30/90 days, top item and category.",
+)
+item_features = FeatureView(
+    name="item_features",
+    entities=[item],
+    ttl=DAILY_TTL,
+    schema=_item_fields,
+    source=_item_source,
+    description="Popularity over 7/30/90 days and level-to-level conversion over 30 days.",
+)
+user_sequence = FeatureView(
+    name="user_sequence",
+    entities=[user],
+    ttl=timedelta(0),  # no ttl: a user's latest sequence is their state until they act again
+    schema=_sequence_fields,
+    source=_sequence_source,
+    description="The last N behaviour tokens (item ids, levels, gaps) as list features, and cumulative activity.",
+)
+
+training = FeatureService(
+    name="training", features=[user_features, item_features, user_sequence], description="Model training sets"
+)
+serving = FeatureService(
+    name="serving", features=[user_features, item_features, user_sequence], description="Online lookups"
+)

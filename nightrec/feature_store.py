@@ -1,0 +1,168 @@
+"""The Feast feature store: apply the repository, materialize a run's data interval, read training sets and serve.
+
+Feature time (DESIGN.md, "Feature time, no leakage"): the rows a run computes for data day D carry feature_ts =
+D+1 00:00 UTC. A run over the data days [start, end) therefore materializes exactly the feature times
+[start + 1 day, end] (Feast's window is inclusive at both ends), in chunks of ``feast.materialize_chunk_days`` days,
+and never from wall-clock time (``materialize-incremental`` on historical data writes nothing: PITFALLS.md).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import time
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from nightrec.config import PROJECT_ROOT, Settings
+from nightrec.errors import InputError, ReconciliationError
+
+FEATURE_REPO = PROJECT_ROOT / "feature_repo"
+VIEWS = ("user_features", "item_features", "user_sequence")
+VIEW_EXPORTS = {"user_features": "user_features", "item_features": "item_features", "user_sequence": "user_sequences"}
+
+
+def store_yaml(settings: Settings) -> Path:
+    return FEATURE_REPO / f"feature_store.{settings.feast.variant}.yaml"
+
+
+def feast_environment(settings: Settings) -> dict[str, str]:
+    """What feature_store.yaml and definitions.py read from the environment."""
+    env = {
+        "NIGHTREC_WAREHOUSE_ROOT": str(settings.warehouse_root),
+        "NIGHTREC_SOURCE": settings.source,
+        "NIGHTREC_PROFILE": settings.profile,
+        "NIGHTREC_SPARK_MASTER": settings.spark.master,
+        "FEAST_USAGE": "False",  # no telemetry (offline machines)
+    }
+    if settings.feast.variant in {"redis", "production"} and "NIGHTREC_REDIS" not in os.environ:
+        raise InputError(
+            f"Feast variant '{settings.feast.variant}' needs NIGHTREC_REDIS (host:port of the Redis server)"
+        )
+    return env
+
+
+def open_store(settings: Settings) -> Any:
+    """A FeatureStore for the configured variant (the YAML's ${VARS} are expanded from the environment)."""
+    os.environ.update(feast_environment(settings))
+    (settings.warehouse_root / "feast").mkdir(parents=True, exist_ok=True)
+    from feast import FeatureStore
+
+    return FeatureStore(repo_path=str(FEATURE_REPO), fs_yaml_file=store_yaml(settings))
+
+
+def repo_objects(settings: Settings) -> list[Any]:
+    """The Feast objects of feature_repo/definitions.py, loaded afresh (its schemas follow the current exports)."""
+    from feast import Entity, FeatureService, FeatureView
+
+    os.environ.update(feast_environment(settings))
+    spec = importlib.util.spec_from_file_location("nightrec_feature_repo", FEATURE_REPO / "definitions.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return [v for v in vars(module).values() if isinstance(v, Entity | FeatureView | FeatureService)]
+
+
+def apply(settings: Settings) -> dict[str, int]:
+    """`feast apply` of the repository (idempotent): register entities, views and services."""
+    store = open_store(settings)
+    objects = repo_objects(settings)
+    store.apply(objects)
+    counts = {
+        "entities": len(store.list_entities()),
+        "feature_views": len(store.list_feature_views()),
+        "feature_services": len(store.list_feature_services()),
+    }
+    print(f"feast apply ({settings.feast.variant}): {counts}", flush=True)
+    return counts
+
+
+def _midnight(d: date) -> datetime:
+    return datetime(d.year, d.month, d.day, tzinfo=UTC)
+
+
+def materialization_window(start: date, end: date) -> tuple[datetime, datetime]:
+    """Feature times written for the data days [start, end): [start + 1 day, end], both inclusive."""
+    return _midnight(start + timedelta(days=1)), _midnight(end)
+
+
+@dataclass
+class MaterializeChunk:
+    days: tuple[date, date]
+    rows: dict[str, int]
+    seconds: float
+
+
+def materialize(settings: Settings, start: date, end: date) -> list[MaterializeChunk]:
+    """Write the features of data days [start, end) to the online store, chunk by chunk, with progress."""
+    if end <= start:
+        raise InputError(f"Empty materialization range [{start}, {end})")
+    store = open_store(settings)
+    step = timedelta(days=settings.feast.materialize_chunk_days)
+    chunks: list[MaterializeChunk] = []
+    lo = start
+    total_days = (end - start).days
+    while lo < end:
+        hi = min(lo + step, end)
+        window = materialization_window(lo, hi)
+        rows = _rows_in_window(settings, *window)
+        t0 = time.time()
+        store.materialize(start_date=window[0], end_date=window[1], feature_views=list(VIEWS))
+        chunk = MaterializeChunk((lo, hi - timedelta(days=1)), rows, time.time() - t0)
+        chunks.append(chunk)
+        done = (hi - start).days
+        print(
+            f"feast materialize: data days {lo}..{hi - timedelta(days=1)} ({done}/{total_days} days): "
+            f"{sum(rows.values()):,} feature rows in {chunk.seconds:.1f}s",
+            flush=True,
+        )
+        lo = hi
+    return chunks
+
+
+def _rows_in_window(settings: Settings, lo: datetime, hi: datetime) -> dict[str, int]:
+    """Feature rows of each view whose feature_ts falls in [lo, hi] (what one materialize call reads)."""
+    import duckdb
+
+    out = {}
+    with duckdb.connect() as con:
+        con.execute("set timezone = 'UTC'")
+        for view, export in VIEW_EXPORTS.items():
+            files = settings.warehouse_root / "marts" / "parquet" / export / "*.parquet"
+            row = con.execute(
+                f"select count(*) from read_parquet('{files}') where feature_ts between ? and ?",
+                [lo.replace(tzinfo=None), hi.replace(tzinfo=None)],
+            ).fetchone()
+            out[view] = int(row[0]) if row else 0
+    return out
+
+
+def historical_features(settings: Settings, entity_df: Any, service: str = "training") -> Any:
+    """Point-in-time features for ``entity_df`` (user_id, item_id, event_timestamp): one output row per input row.
+
+    Features are named ``<view>__<feature>``; a feature row is used only if its feature_ts <= event_timestamp.
+
+    :raises ReconciliationError: the offline store returned a different number of rows than it was given.
+    """
+    store = open_store(settings)
+    out = store.get_historical_features(
+        entity_df=entity_df, features=store.get_feature_service(service), full_feature_names=True
+    ).to_df()
+    if len(out) != len(entity_df):
+        raise ReconciliationError(
+            f"get_historical_features returned {len(out):,} rows for {len(entity_df):,} entity rows: a training set "
+            "must have exactly the rows of its entity dataframe (see PITFALLS.md on Feast's file offline store)"
+        )
+    return out
+
+
+def online_features(settings: Settings, rows: list[dict[str, str]], service: str = "serving") -> dict[str, list]:
+    """Online lookups of ``rows`` (each with user_id and item_id); unknown entities give nulls, not errors.
+
+    Features are named ``<view>__<feature>`` (user and item views share names such as n_events_7d).
+    """
+    store = open_store(settings)
+    service_ref = store.get_feature_service(service)
+    return store.get_online_features(features=service_ref, entity_rows=rows, full_feature_names=True).to_dict()

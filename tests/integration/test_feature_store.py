@@ -1,0 +1,242 @@
+"""Feast over the real Tmall marts: apply, point-in-time training sets (no loss, no leakage), materialization of a
+data interval, online lookups on SQLite and on a real Redis server, and the HTTP feature server."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import replace
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from nightrec import feature_store
+from nightrec.config import PROJECT_ROOT
+
+pytestmark = pytest.mark.spark
+
+DAYS = (date(2014, 8, 13), date(2014, 8, 16))  # data days [start, end)
+
+
+@pytest.fixture(scope="module")
+def marts(tmall_warehouse):
+    """The dbt marts of the whole Tmall history, exported to Parquet as the DAG's publish task does."""
+    from nightrec.dbt_runner import run_dbt
+    from nightrec.marts_publish import export_marts
+
+    run_dbt(tmall_warehouse, ["build", "--exclude-resource-type", "unit_test"], target="duckdb")
+    export_marts(tmall_warehouse)
+    root = tmall_warehouse.warehouse_root / "marts" / "parquet"
+    return {
+        m: pd.read_parquet(root / m) for m in ("user_features", "item_features", "user_sequences", "training_examples")
+    }
+
+
+@pytest.fixture(scope="module")
+def applied(tmall_warehouse, marts):
+    settings = tmall_warehouse.with_overrides(feast=replace(tmall_warehouse.feast, materialize_chunk_days=1))
+    counts = feature_store.apply(settings)
+    return settings, counts
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_apply_registers_the_repository(applied):
+    settings, counts = applied
+    assert counts == {"entities": 2, "feature_views": 3, "feature_services": 2}
+    store = feature_store.open_store(settings)
+    sequence = store.get_feature_view("user_sequence")
+    types = {f.name: str(f.dtype) for f in sequence.features}
+    assert types["seq_item_ids"].startswith("Array(String") and types["seq_levels"].startswith("Array(Int32")
+    served = {p.name for p in store.get_feature_service("serving").feature_view_projections}
+    assert served == {"user_features", "item_features", "user_sequence"}
+
+
+def test_training_set_keeps_every_entity_row_and_never_sees_the_future(applied, marts):
+    settings, _ = applied
+    examples = marts["training_examples"]
+    examples = examples[examples["ds"] >= date(2014, 8, 1)]
+    entity_df = examples[["user_id", "item_id", "example_ts"]].rename(columns={"example_ts": "event_timestamp"})
+    entity_df["event_timestamp"] = pd.to_datetime(entity_df["event_timestamp"]).dt.tz_localize("UTC")
+    unknown = pd.DataFrame(
+        {
+            "user_id": ["no-such-user"],
+            "item_id": ["no-such-item"],
+            "event_timestamp": [datetime(2014, 8, 10, tzinfo=UTC)],
+        }
+    )
+    entity_df = pd.concat([entity_df, entity_df.head(50), unknown], ignore_index=True)  # duplicates are rows too
+    out = feature_store.historical_features(settings, entity_df)
+    assert len(out) == len(entity_df)  # no loss
+
+    # Expected: the user's feature row with the latest feature_ts <= the example time, within the 2-day ttl.
+    feats = marts["user_features"][["user_id", "feature_ts", "n_events_7d"]].copy()
+    feats["feature_ts"] = pd.to_datetime(feats["feature_ts"]).dt.tz_localize("UTC").astype("datetime64[us, UTC]")
+    left = entity_df.assign(_row=range(len(entity_df))).sort_values("event_timestamp")
+    left["event_timestamp"] = left["event_timestamp"].astype("datetime64[us, UTC]")
+    expected = pd.merge_asof(
+        left,
+        feats.sort_values("feature_ts"),
+        left_on="event_timestamp",
+        right_on="feature_ts",
+        by="user_id",
+        direction="backward",
+        tolerance=pd.Timedelta(days=2),
+    ).set_index("_row")
+    got = out.merge(
+        entity_df.assign(_row=range(len(entity_df))), on=["user_id", "item_id", "event_timestamp"], how="left"
+    )
+    got = got.drop_duplicates("_row").set_index("_row")["user_features__n_events_7d"]
+    exp = expected.loc[got.index, "n_events_7d"]
+    assert (got.fillna(-1).astype(float) == exp.fillna(-1).astype(float)).all()
+
+    # No leakage: an example at D 00:00 gets the features computed through D-1, never D's own (feature_ts D+1).
+    same_day = marts["user_features"][["user_id", "ds", "n_events_7d"]]
+    example = examples.iloc[0]
+    today = same_day[(same_day.user_id == example.user_id) & (same_day.ds == example.ds)]["n_events_7d"]
+    before = same_day[(same_day.user_id == example.user_id) & (same_day.ds == example.ds - pd.Timedelta(days=1))]
+    row = out[(out.user_id == example.user_id) & (out.event_timestamp == pd.Timestamp(example.example_ts, tz="UTC"))]
+    value = row["user_features__n_events_7d"].iloc[0]
+    assert len(today) == 1 and (before.empty or value == before["n_events_7d"].iloc[0])
+    assert out.loc[out.user_id == "no-such-user"].filter(like="user_features__").isna().all(axis=None)
+
+
+def test_materializing_the_interval_serves_the_latest_day_online(applied, marts, capsys):
+    settings, _ = applied
+    window = feature_store.materialization_window(*DAYS)
+    assert window == (datetime(2014, 8, 14, tzinfo=UTC), datetime(2014, 8, 16, tzinfo=UTC))
+    chunks = feature_store.materialize(settings, *DAYS)
+    assert [c.days for c in chunks] == [(d, d) for d in (date(2014, 8, 13), date(2014, 8, 14), date(2014, 8, 15))]
+    assert "feast materialize: data days 2014-08-15..2014-08-15 (3/3 days)" in capsys.readouterr().out
+    # users active on 2014-08-15: their features and their sequence state both carry that day
+    sequences = marts["user_sequences"].set_index(["user_id", "ds"])
+    active = {u for u, d in sequences.index if d == date(2014, 8, 15)}
+    feats = marts["user_features"]
+    last = feats[(feats["ds"] == date(2014, 8, 15)) & feats["user_id"].isin(active)].head(20)
+    assert len(last) == 20
+    rows = [{"user_id": u, "item_id": i} for u, i in zip(last["user_id"], last["top_item_90d"], strict=True)]
+    online = feature_store.online_features(settings, [*rows, {"user_id": "nobody", "item_id": "nothing"}])
+    assert online["user_features__n_events_30d"][:-1] == last["n_events_30d"].tolist()
+    assert online["user_features__n_events_30d"][-1] is None and online["item_features__n_events_7d"][-1] is None
+    for k, user in enumerate(last["user_id"]):
+        latest = sequences.loc[(user, date(2014, 8, 15))]
+        assert online["user_sequence__seq_item_ids"][k] == list(latest["seq_item_ids"])
+        assert online["user_sequence__seq_levels"][k] == list(latest["seq_levels"])
+    again = feature_store.materialize(settings, *DAYS)  # idempotent
+    assert feature_store.online_features(settings, rows) == {k: v[:-1] for k, v in online.items()}
+    assert len(again) == 3
+
+
+def test_redis_online_store_serves_the_same_values(applied, tmp_path, marts):
+    settings, _ = applied
+    binary = shutil.which("redis-server")
+    assert binary, "redis-server is required (make test installs it; apt-get install redis-server)"
+    port = _free_port()
+    server = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        os.environ["NIGHTREC_REDIS"] = f"127.0.0.1:{port}"
+        redis_settings = settings.with_overrides(feast=replace(settings.feast, variant="redis"))
+        for _ in range(50):
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+        feature_store.materialize(redis_settings, *DAYS)
+        users = marts["user_features"][marts["user_features"]["ds"] == date(2014, 8, 15)]["user_id"].head(10)
+        rows = [{"user_id": u, "item_id": "4"} for u in users] + [{"user_id": "nobody", "item_id": "nothing"}]
+        assert feature_store.online_features(redis_settings, rows) == feature_store.online_features(settings, rows)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+        os.environ.pop("NIGHTREC_REDIS", None)
+
+
+def test_http_feature_server_answers_lookups_and_rejects_malformed_requests(applied, marts):
+    settings, _ = applied
+    feature_store.materialize(settings, *DAYS)
+    port = _free_port()
+    env = {**os.environ, "NIGHTREC_WAREHOUSE_ROOT": str(settings.warehouse_root)}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "nightrec.cli", "feast", "serve", "--port", str(port)],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}/get-online-features"
+    try:
+        user = marts["user_features"][marts["user_features"]["ds"] == date(2014, 8, 15)].iloc[0]
+        body = {
+            "feature_service": "serving",
+            "entities": {"user_id": [user.user_id], "item_id": [user.top_item_90d]},
+            "full_feature_names": True,
+        }
+        answer = _post(url, body, wait=60)
+        names = answer["metadata"]["feature_names"]
+        values = dict(zip(names, (r["values"][0] for r in answer["results"]), strict=True))
+        assert values["user_features__n_events_30d"] == user.n_events_30d
+        assert _status(url, {"feature_service": "serving"}) // 100 == 4  # no entities
+        assert _status(url, b"{not json") // 100 == 4
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+
+
+def _post(url: str, body: dict, wait: float) -> dict:
+    deadline = time.time() + wait
+    while True:
+        try:
+            req = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return json.loads(resp.read())
+        except (urllib.error.URLError, ConnectionError):
+            if time.time() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def _status(url: str, body: dict | bytes) -> int:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    req = urllib.request.Request(url, data, {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+def test_feature_store_yaml_variants_exist_for_every_profile_choice():
+    for variant in ("local", "redis", "production"):
+        text = (PROJECT_ROOT / "feature_repo" / f"feature_store.{variant}.yaml").read_text()
+        assert "project: nightrec" in text
+    assert Path(feature_store.store_yaml(__import__("nightrec.config").config.load_settings("local", env={}))).name == (
+        "feature_store.local.yaml"
+    )
