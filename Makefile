@@ -9,14 +9,15 @@ STAMP := $(VENV)/.installed
 # pip prints one warning per package for unreachable local mirrors on some machines; keep the output readable.
 PIP_QUIET := 2>&1 | { grep -v "^WARNING: Location" || true; }
 
-.PHONY: demo test install lint clean check-java check-redis
+.PHONY: demo test install lint clean check-java check-services
 
-$(STAMP): requirements/requirements.lock.txt requirements/dev.txt pyproject.toml
+$(STAMP): requirements/requirements.lock.txt requirements/dev.txt requirements/connectors.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 is required, found {sys.version.split()[0]} at {sys.executable}"'
 	@echo "== installing the locked stack into $(VENV) (about 2 minutes the first time)"
 	$(PYTHON) -m venv $(VENV)
 	set -o pipefail; $(BIN)/pip install -q --upgrade pip $(PIP_QUIET)
-	set -o pipefail; $(BIN)/pip install -q -r requirements/requirements.lock.txt -r requirements/dev.txt $(PIP_QUIET)
+	set -o pipefail; $(BIN)/pip install -q -r requirements/requirements.lock.txt -r requirements/dev.txt \
+		-r requirements/connectors.txt $(PIP_QUIET)
 	set -o pipefail; $(BIN)/pip install -q --no-deps -e . $(PIP_QUIET)
 	$(BIN)/python -c "import airflow, pyspark, dbt, feast, great_expectations, torch, lightgbm, nightrec"
 	@echo "== dbt parse (the manifest Cosmos renders the dbt task group from)"
@@ -28,8 +29,9 @@ install: $(STAMP)
 check-java:
 	@command -v java >/dev/null || { echo "Java 17 is required for Spark (apt-get install openjdk-17-jre-headless)"; exit 1; }
 
-check-redis:
+check-services:
 	@command -v redis-server >/dev/null || { echo "The tests start a Redis server for Feast (apt-get install redis-server)"; exit 1; }
+	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { echo "The tests start a PostgreSQL server for Feast's registry (apt-get install postgresql)"; exit 1; }
 
 demo: install check-java
 	$(BIN)/nightrec demo
@@ -38,7 +40,7 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: install check-java check-redis lint
+test: install check-java check-services lint
 	$(BIN)/pytest
 
 clean:

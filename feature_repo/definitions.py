@@ -19,6 +19,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
 from feast.data_format import ParquetFormat
+from feast.data_source import DataSource
+from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
 from feast.types import Array, Bool, FeastType, Float32, Float64, Int32, Int64, String, UnixTimestamp
 
 from nightrec.config import load_settings
@@ -58,8 +60,10 @@ def _export(model: str) -> tuple[str, list[Field]]:
     return str(path), fields
 
 
-def _source(model: str) -> tuple[FileSource, list[Field]]:
+def _source(model: str) -> tuple[DataSource, list[Field]]:
     path, fields = _export(model)
+    if load_settings().feast.variant == "production":  # the Spark offline store reads SparkSources only
+        return SparkSource(name=model, path=path, file_format="parquet", timestamp_field="feature_ts"), fields
     # An explicit Parquet format and a glob: Feast's DuckDB store reads nothing (and fails later with a NoneType
     # error) for a directory path without a file format.
     source = FileSource(name=model, path=f"{path}/*.parquet", file_format=ParquetFormat(), timestamp_field="feature_ts")

@@ -35,6 +35,7 @@ def feast_environment(settings: Settings) -> dict[str, str]:
         "NIGHTREC_SOURCE": settings.source,
         "NIGHTREC_PROFILE": settings.profile,
         "NIGHTREC_SPARK_MASTER": settings.spark.master,
+        "NIGHTREC_FEAST_VARIANT": settings.feast.variant,  # definitions.py picks its source type by variant
         "FEAST_USAGE": "False",  # no telemetry (offline machines)
     }
     if settings.feast.variant in {"redis", "production"} and "NIGHTREC_REDIS" not in os.environ:

@@ -140,43 +140,15 @@ def test_materializing_the_interval_serves_the_latest_day_online(applied, marts,
     assert len(again) == 3
 
 
-def test_redis_online_store_serves_the_same_values(applied, tmp_path, marts):
+def test_redis_online_store_serves_the_same_values(applied, marts, redis_server, monkeypatch):
     settings, _ = applied
-    binary = shutil.which("redis-server")
-    assert binary, "redis-server is required (make test installs it; apt-get install redis-server)"
-    port = _free_port()
-    server = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(tmp_path),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        os.environ["NIGHTREC_REDIS"] = f"127.0.0.1:{port}"
-        redis_settings = settings.with_overrides(feast=replace(settings.feast, variant="redis"))
-        for _ in range(50):
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.1)
-        feature_store.materialize(redis_settings, *DAYS)
-        users = marts["user_features"][marts["user_features"]["ds"] == date(2014, 8, 15)]["user_id"].head(10)
-        rows = [{"user_id": u, "item_id": "4"} for u in users] + [{"user_id": "nobody", "item_id": "nothing"}]
-        assert feature_store.online_features(redis_settings, rows) == feature_store.online_features(settings, rows)
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
-        os.environ.pop("NIGHTREC_REDIS", None)
+    monkeypatch.setenv("NIGHTREC_REDIS", redis_server)
+    redis_settings = settings.with_overrides(feast=replace(settings.feast, variant="redis"))
+    feature_store.materialize(redis_settings, *DAYS)
+    feature_store.materialize(settings, *DAYS)
+    users = marts["user_features"][marts["user_features"]["ds"] == date(2014, 8, 15)]["user_id"].head(10)
+    rows = [{"user_id": u, "item_id": "4"} for u in users] + [{"user_id": "nobody", "item_id": "nothing"}]
+    assert feature_store.online_features(redis_settings, rows) == feature_store.online_features(settings, rows)
 
 
 def test_http_feature_server_answers_lookups_and_rejects_malformed_requests(applied, marts):
@@ -240,3 +212,112 @@ def test_feature_store_yaml_variants_exist_for_every_profile_choice():
     assert Path(feature_store.store_yaml(__import__("nightrec.config").config.load_settings("local", env={}))).name == (
         "feature_store.local.yaml"
     )
+
+
+def _postgres_binaries() -> tuple[str, str]:
+    import glob
+
+    for name in ("initdb",):
+        found = shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))), None)
+        assert found, "PostgreSQL is required (make test's .ci/run installs it; apt-get install postgresql)"
+    bindir = Path(found).parent
+    return str(bindir / "initdb"), str(bindir / "postgres")
+
+
+@pytest.fixture
+def postgres():
+    """A throwaway PostgreSQL server on 127.0.0.1 (run as the postgres user when the tests run as root)."""
+    import tempfile
+
+    initdb, postgres_bin = _postgres_binaries()
+    work = Path(tempfile.mkdtemp(prefix="nightrec-pg-", dir="/tmp"))
+    data = work / "data"
+    data.mkdir()
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # initdb refuses to run as root
+        shutil.chown(work, "postgres")
+        shutil.chown(data, "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    subprocess.run(
+        [*as_user, initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
+        check=True,
+        capture_output=True,
+    )
+    port = _free_port()
+    server = subprocess.Popen(
+        [*as_user, postgres_bin, "-D", str(data), "-p", str(port), "-h", "127.0.0.1", "-k", str(work)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    _wait_for_port(port)
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    binary = shutil.which("redis-server")
+    assert binary, "redis-server is required (make test installs it; apt-get install redis-server)"
+    port = _free_port()
+    server = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    _wait_for_port(port)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def _wait_for_port(port: int, seconds: float = 30) -> None:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {seconds}s")
+
+
+def test_production_variant_redis_postgres_registry_spark_offline(applied, marts, redis_server, postgres, monkeypatch):
+    """The production feature_store.yaml, unchanged: Redis online store, SQL registry on Postgres, Spark offline
+    store. Only the environment differs from the local variant, and the answers are the same."""
+    settings, _ = applied
+    monkeypatch.setenv("NIGHTREC_REDIS", redis_server)
+    monkeypatch.setenv("NIGHTREC_FEAST_REGISTRY", postgres)
+    production = settings.with_overrides(feast=replace(settings.feast, variant="production"))
+    assert feature_store.apply(production) == {"entities": 2, "feature_views": 3, "feature_services": 2}
+    feature_store.materialize(production, *DAYS)
+    users = marts["user_features"][marts["user_features"]["ds"] == date(2014, 8, 15)]
+    rows = [{"user_id": u, "item_id": i} for u, i in zip(users.user_id[:10], users.top_item_90d[:10], strict=True)]
+    feature_store.materialize(settings, *DAYS)
+    assert feature_store.online_features(production, rows) == feature_store.online_features(settings, rows)
+    examples = marts["training_examples"]
+    entity_df = examples[examples["ds"] == date(2014, 8, 15)].head(40)[["user_id", "item_id", "example_ts"]]
+    entity_df = entity_df.rename(columns={"example_ts": "event_timestamp"})
+    entity_df["event_timestamp"] = pd.to_datetime(entity_df["event_timestamp"]).dt.tz_localize("UTC")
+    spark_set = feature_store.historical_features(production, entity_df)
+    duck_set = feature_store.historical_features(settings, entity_df)
+    key = ["user_id", "item_id", "event_timestamp"]
+    column = "user_features__n_events_30d"
+    left = spark_set.sort_values(key)[column].astype(float).tolist()
+    right = duck_set.sort_values(key)[column].astype(float).tolist()
+    assert left == right and len(left) == 40
