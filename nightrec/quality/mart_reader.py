@@ -10,17 +10,9 @@ import pandas as pd
 from nightrec.adapters import SourceAdapter
 from nightrec.config import Settings
 from nightrec.errors import InputError
+from nightrec.marts_publish import MARTS
 from nightrec.warehouse import Warehouse
 
-MART_NAMES = (
-    "fct_interactions",
-    "training_examples",
-    "user_features",
-    "item_features",
-    "user_sequences",
-    "dim_users",
-    "dim_items",
-)
 # Marts with one partition per day D; the run checks only its own days of them.
 DAILY_MARTS = {"fct_interactions", "training_examples", "user_features", "item_features", "user_sequences"}
 
@@ -46,7 +38,7 @@ def read_marts(settings: Settings, days: list[date]) -> dict[str, pd.DataFrame]:
     try:
         con.execute("set timezone = 'UTC'")
         out = {}
-        for name in MART_NAMES:
+        for name in MARTS:
             where = ""
             if name in DAILY_MARTS:
                 where = f" where ds >= date '{days[0]}' and ds <= date '{days[-1]}'" if days else " where false"
