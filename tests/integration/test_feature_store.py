@@ -61,8 +61,13 @@ def test_apply_registers_the_repository(applied):
     sequence = store.get_feature_view("user_sequence")
     types = {f.name: str(f.dtype) for f in sequence.features}
     assert types["seq_item_ids"].startswith("Array(String") and types["seq_levels"].startswith("Array(Int32")
-    served = {p.name for p in store.get_feature_service("serving").feature_view_projections}
-    assert served == {"user_features", "item_features", "user_sequence"}
+    projections = store.get_feature_service("serving").feature_view_projections
+    served = {p.name: [f.name for f in p.features] for p in projections}
+    assert set(served) == {"user_features", "item_features", "user_sequence"}
+    assert served["user_sequence"][:3] == ["seq_item_ids", "seq_levels", "seq_gap_seconds"]
+    trained = {p.name: len(p.features) for p in store.get_feature_service("training").feature_view_projections}
+    assert trained == {v.name: len(v.features) for v in store.list_feature_views()}  # training reads everything
+    assert all(len(served[name]) < trained[name] for name in served)  # serving, a subset, stays cheap per lookup
 
 
 def test_training_set_keeps_every_entity_row_and_never_sees_the_future(applied, marts):
