@@ -104,6 +104,53 @@ class FeastSettings:
 
 
 @dataclass(frozen=True)
+class TrainingSettings:
+    """Nightly training (training/): splits, sampling, model sizes, optimisation and the champion gate.
+
+    Splits (no leakage): with the run's last data day E, evaluation uses the days [T, E] where T = E - eval_days + 1;
+    the LightGBM ranker trains on candidates from [T - ranker_days, T); retrieval and ordinal models train on the days
+    before T - ranker_days.
+
+    :param device: ``auto`` (CUDA with mixed precision when a GPU is present, else CPU), ``cpu`` or ``cuda``.
+    :param seed: seed for sampling, initialisation and batch order.
+    :param eval_days: days at the end of the data kept for evaluation.
+    :param ranker_days: days before the evaluation window whose candidates train the ranker.
+    :param negatives: sampled items the user did not touch per real exposure (the lowest ordinal category),
+        drawn by popularity.
+    :param dim: size of each sub-embedding (a tower gives one per level boundary).
+    :param hidden: width of the towers' shared layers.
+    :param gamma: scale of the cosine similarities in the ordinal models.
+    :param learnable_cut_points: GNOLR's order-preserving learnable cut-points instead of the fixed base-rate ones.
+    :param epochs: maximum passes over the training examples.
+    :param batch_size: examples per optimisation step.
+    :param learning_rate: Adam's learning rate.
+    :param patience: epochs without a better validation loss before training stops early.
+    :param feature_chunk_days: days of examples per ``get_historical_features`` call (bounded memory).
+    :param ordinal_models: the ordinal models trained each run (``gnolr`` and the baselines ``bce``, ``esmm``,
+        ``nolr``).
+    :param champion_tolerance: how much worse than the champion (absolute, on the gate metric) a new model may be and
+        still be published.
+    """
+
+    device: str = "auto"
+    seed: int = 0
+    eval_days: int = 30
+    ranker_days: int = 14
+    negatives: int = 4
+    dim: int = 16
+    hidden: int = 64
+    gamma: float = 5.0
+    learnable_cut_points: bool = False
+    epochs: int = 20
+    batch_size: int = 1024
+    learning_rate: float = 0.003
+    patience: int = 2
+    feature_chunk_days: int = 30
+    ordinal_models: tuple[str, ...] = ("gnolr", "bce", "esmm", "nolr")
+    champion_tolerance: float = 0.005
+
+
+@dataclass(frozen=True)
 class AirflowSettings:
     """How the project drives Airflow.
 
@@ -131,6 +178,7 @@ class Settings:
     :param airflow: Airflow settings.
     :param quality: data quality checks.
     :param feast: the feature store.
+    :param training: nightly model training.
     :param dbt_target: ``duckdb`` (default, embedded) or ``spark``.
     :param run_date: the day D a one-off command processes, if given.
     """
@@ -143,6 +191,7 @@ class Settings:
     airflow: AirflowSettings
     quality: QualitySettings = field(default_factory=QualitySettings)
     feast: FeastSettings = field(default_factory=FeastSettings)
+    training: TrainingSettings = field(default_factory=TrainingSettings)
     dbt_target: str = "duckdb"
     run_date: date | None = None
 
@@ -151,7 +200,18 @@ class Settings:
         return replace(self, **changes)
 
 
-_TOP_KEYS = {"warehouse_root", "source", "spark", "pipeline", "airflow", "quality", "feast", "dbt_target", "run_date"}
+_TOP_KEYS = {
+    "warehouse_root",
+    "source",
+    "spark",
+    "pipeline",
+    "airflow",
+    "quality",
+    "feast",
+    "training",
+    "dbt_target",
+    "run_date",
+}
 
 
 def _resolve(path: str | Path) -> Path:
@@ -199,6 +259,9 @@ def load_settings(profile: str | None = None, env: dict[str, str] | None = None)
     airflow_kw = _section(raw, "airflow", AirflowSettings, path)
     quality_kw = _section(raw, "quality", QualitySettings, path)
     feast_kw = _section(raw, "feast", FeastSettings, path)
+    training_kw = _section(raw, "training", TrainingSettings, path)
+    if "ordinal_models" in training_kw:
+        training_kw["ordinal_models"] = tuple(training_kw["ordinal_models"])
     if "NIGHTREC_FEAST_VARIANT" in env:
         feast_kw["variant"] = env["NIGHTREC_FEAST_VARIANT"]
     airflow_kw["home"] = _resolve(env.get("NIGHTREC_AIRFLOW_HOME") or airflow_kw.get("home") or ".airflow")
@@ -218,6 +281,7 @@ def load_settings(profile: str | None = None, env: dict[str, str] | None = None)
         airflow=AirflowSettings(**airflow_kw),
         quality=QualitySettings(**quality_kw),
         feast=FeastSettings(**feast_kw),
+        training=TrainingSettings(**training_kw),
         dbt_target=str(raw.get("dbt_target") or "duckdb"),
         run_date=run_date,
     )
@@ -240,6 +304,17 @@ def _validate(s: Settings, where: Path) -> None:
         )
     if s.feast.materialize_chunk_days < 1:
         raise ConfigError(f"feast.materialize_chunk_days must be >= 1 in {where}")
+    t = s.training
+    if t.device not in {"auto", "cpu", "cuda"}:
+        raise ConfigError(f"training.device must be auto, cpu or cuda (got {t.device!r}) in {where}")
+    if min(t.eval_days, t.ranker_days, t.epochs, t.batch_size, t.dim, t.hidden, t.feature_chunk_days) < 1:
+        raise ConfigError(
+            "training: eval_days, ranker_days, epochs, batch_size, dim, hidden and feature_chunk_days must be >= 1 "
+            f"in {where}"
+        )
+    unknown_models = set(t.ordinal_models) - {"gnolr", "bce", "esmm", "nolr"}
+    if unknown_models:
+        raise ConfigError(f"training.ordinal_models: unknown {sorted(unknown_models)} in {where}")
     if s.dbt_target not in {"duckdb", "spark", "spark_thrift"}:
         raise ConfigError(f"dbt_target must be duckdb, spark or spark_thrift (got {s.dbt_target!r}) in {where}")
     if not (SOURCES_DIR / f"{s.source}.yaml").is_file():

@@ -61,6 +61,20 @@ def tmall_warehouse(tmp_path_factory: pytest.TempPathFactory, spark, tmall: Sour
     yield settings
 
 
+@pytest.fixture(scope="session")
+def tmall_marts(tmall_warehouse: Settings) -> Settings:
+    """The session warehouse with its dbt marts built, exported to Parquet and the Feast repository applied: what
+    the DAG has done by the time training starts."""
+    from nightrec import feature_store
+    from nightrec.dbt_runner import run_dbt
+    from nightrec.marts_publish import export_marts
+
+    run_dbt(tmall_warehouse, ["build", "--exclude-resource-type", "unit_test"], target="duckdb")
+    export_marts(tmall_warehouse)
+    feature_store.apply(tmall_warehouse)
+    return tmall_warehouse
+
+
 def read_table(root: Path, days: list[date] | None = None) -> pd.DataFrame:
     """Read partitions of a Parquet table with pandas (ds restored from the directory names)."""
     frames = []

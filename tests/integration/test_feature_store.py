@@ -28,14 +28,9 @@ DAYS = (date(2014, 8, 13), date(2014, 8, 16))  # data days [start, end)
 
 
 @pytest.fixture(scope="module")
-def marts(tmall_warehouse):
+def marts(tmall_marts):
     """The dbt marts of the whole Tmall history, exported to Parquet as the DAG's publish task does."""
-    from nightrec.dbt_runner import run_dbt
-    from nightrec.marts_publish import export_marts
-
-    run_dbt(tmall_warehouse, ["build", "--exclude-resource-type", "unit_test"], target="duckdb")
-    export_marts(tmall_warehouse)
-    root = tmall_warehouse.warehouse_root / "marts" / "parquet"
+    root = tmall_marts.warehouse_root / "marts" / "parquet"
     return {
         m: pd.read_parquet(root / m) for m in ("user_features", "item_features", "user_sequences", "training_examples")
     }

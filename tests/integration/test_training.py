@@ -1,0 +1,111 @@
+"""Nightly training on the real Tmall marts (smoke sizes): split, features through Feast, the ordinal models, the
+retrieval baselines, model directories, the champion gate on a rerun, and resuming a killed run."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from datetime import date
+
+import duckdb
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from training import registry, run
+
+pytestmark = pytest.mark.spark
+
+LAST_DAY = date(2014, 8, 15)
+SMOKE = {"epochs": 1, "negatives": 2, "dim": 8, "hidden": 32, "batch_size": 2048, "ordinal_models": ("gnolr", "esmm")}
+
+
+@pytest.fixture(scope="module")
+def smoke(tmall_marts):
+    return tmall_marts.with_overrides(training=replace(tmall_marts.training, **SMOKE))
+
+
+@pytest.fixture(scope="module")
+def first_run(smoke):
+    return run.run(smoke, LAST_DAY)
+
+
+def _count(settings, what: str, where: str) -> int:
+    """An independent count over the examples mart (DuckDB SQL, not the training code)."""
+    path = settings.warehouse_root / "marts" / "parquet" / "training_examples" / "*.parquet"
+    return duckdb.sql(f"select count({what}) from read_parquet('{path}') where {where}").fetchall()[0][0]
+
+
+def test_the_split_leaves_no_training_day_inside_the_evaluation_window(first_run):
+    assert first_run["split"] == {
+        "train": ["2014-04-15", "2014-07-03"],
+        "ranker": ["2014-07-03", "2014-07-17"],
+        "evaluation": ["2014-07-17", "2014-08-16"],
+    }
+
+
+def test_models_land_with_embeddings_metrics_and_a_manifest(smoke, first_run):
+    train_users = _count(smoke, "distinct user_id", "ds < date '2014-07-03'")
+    train_items = _count(smoke, "distinct item_id", "ds < date '2014-07-03'")
+    buyers = _count(smoke, "distinct user_id", "ds >= date '2014-07-17' and label = 4")
+    for kind in ("gnolr", "esmm"):
+        directory = registry.model_dir(smoke.warehouse_root, kind, "2014-08-15")
+        assert {p.name for p in directory.iterdir()} == {
+            "weights.pt",
+            "user_embeddings.parquet",
+            "item_embeddings.parquet",
+            "metrics.json",
+            "manifest.json",
+        }
+        users = pq.read_table(directory / "user_embeddings.parquet")
+        items = pq.read_table(directory / "item_embeddings.parquet")
+        assert users.num_rows == train_users and items.num_rows == train_items
+        vectors = np.stack(users.column("embedding").to_numpy(zero_copy_only=False))
+        assert vectors.shape[1] == 4 * SMOKE["dim"]  # T = 4 boundaries for click < collect < cart < buy
+        norms = np.linalg.norm(vectors.reshape(len(vectors), 4, SMOKE["dim"]), axis=2)
+        assert np.allclose(norms, 1.0, atol=1e-4)  # each sub-embedding L2-normalised
+        manifest = json.loads((directory / "manifest.json").read_text())
+        real = manifest["negatives"]["train"]["real"]
+        assert real == _count(smoke, "*", "ds < date '2014-07-03'")
+        assert manifest["data_range"]["evaluation"] == ["2014-07-17", "2014-08-16"]
+        assert manifest["embeddings_as_of"] == "2014-08-16" and manifest["code_version"]
+        assert len(manifest["base_rates"]) == 4 and manifest["base_rates"] == sorted(manifest["base_rates"])[::-1]
+        metrics = first_run["models"][kind]["metrics"]
+        assert metrics["eval_users"] == buyers
+        for key in ("auc_c1", "auc_c2", "auc_c3", "auc_sampled_c0", "gauc_top"):
+            assert 0.0 <= metrics[key] <= 1.0
+        assert all(0.0 <= metrics[f"{m}@20"] <= 1.0 for m in ("recall", "ndcg", "mrr", "coverage"))
+        assert registry.champion(smoke.warehouse_root, kind)["version"] == "2014-08-15"
+        assert first_run["models"][kind]["gate"]["reason"] == "no champion yet"
+    for name in ("popularity", "covisitation", "own_history"):
+        assert first_run["baselines"][name]["eval_users"] == buyers
+    # on this data a user's own history is the strong baseline: it finds more next-period purchases than popularity
+    assert first_run["baselines"]["own_history"]["recall@20"] > first_run["baselines"]["popularity"]["recall@20"]
+    assert not any((smoke.warehouse_root / "models" / "_work").iterdir())  # work files of finished runs are removed
+
+
+def test_a_rerun_rescores_the_champion_on_the_same_window_and_is_reproducible(smoke, first_run):
+    second = run.run(smoke, LAST_DAY)
+    for kind in ("gnolr", "esmm"):
+        gate = second["models"][kind]["gate"]
+        assert gate["reason"] == "not worse than the champion beyond the tolerance", gate
+        # the champion is the first run's model: re-scored on the same window it gives the first run's figure
+        assert gate["champion"] == pytest.approx(first_run["models"][kind]["metrics"]["ndcg@20"], abs=1e-9)
+        # same data, seed and code: the same model
+        assert second["models"][kind]["metrics"]["auc_c3"] == pytest.approx(
+            first_run["models"][kind]["metrics"]["auc_c3"], abs=1e-6
+        )
+
+
+def test_a_killed_run_resumes_after_its_last_finished_epoch(smoke, tmp_path):
+    import torch
+
+    prepared = run.prepare(smoke, LAST_DAY, seed=0, work_dir=tmp_path)
+    device = torch.device("cpu")
+    _, first = run.train_model("gnolr", prepared, smoke, 0, device, False)  # epochs=1: "killed" after epoch 1
+    assert first.epochs_run == 1 and first.resumed_from_epoch == 0
+    longer = smoke.with_overrides(training=replace(smoke.training, epochs=2, patience=5))
+    _, resumed = run.train_model("gnolr", prepared, longer, 0, device, False)
+    assert resumed.resumed_from_epoch == 1 and resumed.epochs_run == 2
+    assert [h["epoch"] for h in resumed.history] == [1, 2]
+    assert resumed.history[0] == first.history[0]  # epoch 1 was not run again

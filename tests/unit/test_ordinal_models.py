@@ -1,0 +1,111 @@
+"""GNOLR and its baselines: the loss against hand computation, the guard, cut-points, and that each model learns."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from training import metrics, ordinal
+from training.towers import Inputs
+
+
+def _sigmoid(x: float) -> float:
+    return 1 / (1 + math.exp(-x))
+
+
+def _unit_pair(cos: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two unit vectors in 2-d with the given cosine."""
+    return torch.tensor([1.0, 0.0]), torch.tensor([cos, math.sqrt(1 - cos * cos)])
+
+
+def _gnolr(gamma: float, cuts: list[float], kind: str = "gnolr") -> ordinal.OrdinalTwoTower:
+    rates = [1 / (1 + math.exp(a)) for a in cuts]  # a_c = ln((1 - p_c) / p_c)  <=>  p_c = sigmoid(-a_c)
+    return ordinal.OrdinalTwoTower(kind, 3, 3, 0, 0, rates, dim=2, hidden=4, gamma=gamma)
+
+
+def _sub_embeddings(cosines: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
+    pairs = [_unit_pair(c) for c in cosines]
+    return torch.stack([u for u, _ in pairs]).unsqueeze(0), torch.stack([i for _, i in pairs]).unsqueeze(0)
+
+
+def test_cut_points_come_from_base_rates_and_stay_ordered():
+    a = ordinal.cut_points([0.5, 0.2, 0.2, 0.0])
+    assert a[0] == pytest.approx(0.0) and a[1] == pytest.approx(math.log(4))
+    assert np.all(np.diff(a) > 0) and np.all(np.isfinite(a))  # equal and zero rates are guarded
+    assert ordinal.exceed_rates(np.array([0, 1, 2, 2, 4]), 4).tolist() == [0.8, 0.6, 0.2, 0.2]
+
+
+@pytest.mark.parametrize(
+    ("category", "expected"),
+    [
+        # cos (0.5, -0.2), gamma 1, a (0, 1): P(k>0) = s(0.5), P(k>1) = s(0.5 - 0.2 - 1)
+        (0, lambda p0, p1: -2 * math.log(1 - p0)),  # both sub-tasks see category 0
+        (1, lambda p0, p1: -math.log(p0) - math.log(p0 - p1)),  # s=1: k>=1; s=2: k=1
+        (2, lambda p0, p1: -math.log(p0) - math.log(p1)),  # s=1: k>=1; s=2: k>=2
+    ],
+)
+def test_gnolr_nested_loss_matches_hand_computation(category, expected):
+    model = _gnolr(gamma=1.0, cuts=[0.0, 1.0])
+    user, item = _sub_embeddings([0.5, -0.2])
+    p0, p1 = _sigmoid(0.5), _sigmoid(0.5 - 0.2 - 1.0)
+    exceed = model.exceed(user, item)
+    assert exceed[0].tolist() == pytest.approx([p0, p1], abs=1e-6)
+    loss = model.loss_from_logits(model.exceed_logits(user, item), torch.tensor([category]))
+    assert loss.item() == pytest.approx(expected(p0, p1), rel=1e-5)
+
+
+def test_the_guard_keeps_unordered_probabilities_finite_and_reports_them_ordered():
+    model = _gnolr(gamma=5.0, cuts=[0.0, 1.0])
+    user, item = _sub_embeddings([-0.5, 1.0])  # P(k>0) = s(-2.5) < P(k>1) = s(2.5 - 1): out of order
+    exceed = model.exceed(user, item)
+    assert exceed[0, 1] > exceed[0, 0]
+    probs = ordinal.category_probabilities(exceed)
+    assert probs[0, 1].item() == pytest.approx(ordinal.PROBABILITY_FLOOR)
+    loss = model.loss_from_logits(model.exceed_logits(user, item), torch.tensor([1]))
+    assert torch.isfinite(loss) and loss.item() == pytest.approx(
+        -math.log(_sigmoid(-2.5)) - math.log(ordinal.PROBABILITY_FLOOR), rel=1e-4
+    )
+    reported = ordinal.monotone(exceed.detach().numpy())
+    assert reported[0, 1] <= reported[0, 0]
+
+
+def test_learnable_cut_points_start_at_the_base_rates_and_keep_their_order():
+    cuts = ordinal.CutPoints(ordinal.cut_points([0.6, 0.3, 0.1]), learnable=True)
+    assert cuts().detach().numpy() == pytest.approx(ordinal.cut_points([0.6, 0.3, 0.1]), abs=1e-5)
+    optimiser = torch.optim.SGD(cuts.parameters(), lr=1.0)
+    for _ in range(50):  # push the last cut-point below the first: the parametrisation must not allow it
+        optimiser.zero_grad()
+        (cuts()[2] - cuts()[0]).backward()
+        optimiser.step()
+    assert torch.all(torch.diff(cuts()) > 0)
+
+
+@pytest.mark.parametrize("kind", ordinal.MODELS)
+def test_each_model_learns_an_ordinal_signal(kind):
+    # 40 users x 30 items; the category grows with how close a user's and an item's hidden positions are
+    rng = np.random.default_rng(0)
+    pos_u, pos_i = rng.uniform(size=40), rng.uniform(size=30)
+    users = rng.integers(0, 40, 6000)
+    items = rng.integers(0, 30, 6000)
+    closeness = 1 - np.abs(pos_u[users] - pos_i[items])
+    categories = np.digitize(closeness + rng.normal(0, 0.05, 6000), [0.55, 0.75, 0.9])
+    torch.manual_seed(0)
+    model = ordinal.OrdinalTwoTower(kind, 41, 31, 0, 0, ordinal.exceed_rates(categories, 3), dim=8, hidden=32)
+    optimiser = torch.optim.Adam(model.parameters(), lr=0.02)
+    none = torch.zeros((6000, 0))
+    empty = torch.zeros((6000, 0), dtype=torch.long)
+    u, i, k = torch.as_tensor(users + 1), torch.as_tensor(items + 1), torch.as_tensor(categories)
+    batch = Inputs(u, none, empty, empty, empty, i, none, k)
+    for _ in range(150):
+        optimiser.zero_grad()
+        loss = model.batch_loss(batch)
+        loss.backward()
+        optimiser.step()
+    with torch.no_grad():
+        exceed = model(batch).numpy()
+    assert exceed.shape == (6000, 3) and np.all((exceed > 0) & (exceed < 1))
+    aucs = metrics.auc_per_level(categories, exceed, boundaries=[0, 1, 2])
+    assert min(aucs.values()) > 0.85, aucs

@@ -1,0 +1,302 @@
+"""Training data: temporal splits, exposures with sampled negatives, point-in-time features from Feast, batches.
+
+Examples come from the `training_examples` mart (one real exposure per user, item and day, labelled with the highest
+level reached: DESIGN.md, "Exposure and labels"). For every real exposure, `negatives` items the user did not touch
+that day are drawn by training popularity as category 0. Features come from Feast's `get_historical_features` (the
+`training` service, point in time: an example at D 00:00 sees features through D-1), fetched `feature_chunk_days`
+days at a time and written to Parquet, so memory stays bounded by one chunk; training streams those files in
+batches.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from nightrec.config import Settings, TrainingSettings
+from nightrec.errors import InputError
+
+EXAMPLES_MART = "training_examples"
+USER_VIEWS = ("user_features__", "user_sequence__")
+ITEM_VIEWS = ("item_features__",)
+SEQUENCE_COLUMNS = ("user_sequence__seq_item_ids", "user_sequence__seq_levels", "user_sequence__seq_gap_seconds")
+
+
+@dataclass(frozen=True)
+class Split:
+    """Day ranges (start inclusive, end exclusive) of one run's temporal split."""
+
+    train: tuple[date, date]
+    ranker: tuple[date, date]
+    evaluation: tuple[date, date]
+
+
+def split_for(first_day: date, last_day: date, t: TrainingSettings) -> Split:
+    """Evaluate on the last `eval_days` days, train the ranker on the `ranker_days` before, the models on the rest."""
+    end = last_day + timedelta(days=1)
+    eval_start = end - timedelta(days=t.eval_days)
+    ranker_start = eval_start - timedelta(days=t.ranker_days)
+    if ranker_start <= first_day:
+        raise InputError(
+            f"Data {first_day}..{last_day} is too short for eval_days={t.eval_days} and ranker_days={t.ranker_days}: "
+            "no days are left to train on"
+        )
+    return Split((first_day, ranker_start), (ranker_start, eval_start), (eval_start, end))
+
+
+def load_examples(settings: Settings, start: date, end: date) -> pd.DataFrame:
+    """Real exposures with ds in [start, end): user_id, item_id, category (= the level reached), example_ts, ds."""
+    path = settings.warehouse_root / "marts" / "parquet" / EXAMPLES_MART
+    if not any(path.glob("*.parquet")):
+        raise InputError(f"No export of mart '{EXAMPLES_MART}' under {path}: run the marts first (`nightrec nightly`)")
+    table = pq.read_table(path, columns=["user_id", "item_id", "label", "example_ts", "ds"])
+    frame = table.to_pandas()
+    frame = frame[(frame["ds"] >= start) & (frame["ds"] < end)].rename(columns={"label": "category"})
+    frame["category"] = frame["category"].astype(np.int64)
+    return frame.sort_values(["ds", "user_id", "item_id"], kind="stable").reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """Ids seen in training -> indices 1..n; 0 stands for every id the model never saw."""
+
+    ids: tuple[str, ...]
+
+    @classmethod
+    def of(cls, values: pd.Series) -> Vocabulary:
+        return cls(tuple(sorted(set(values.astype(str)))))
+
+    def __len__(self) -> int:
+        return len(self.ids) + 1
+
+    def lookup(self) -> dict[str, int]:
+        return {v: i + 1 for i, v in enumerate(self.ids)}
+
+    def index(self, values: pd.Series) -> np.ndarray:
+        return values.astype(str).map(self.lookup()).fillna(0).to_numpy(np.int64)
+
+
+def encode_sequences(frame: pd.DataFrame, items: Vocabulary, length: int) -> tuple[np.ndarray, ...]:
+    """The user_sequence lists -> right-aligned (B x length) item indices, levels and gap buckets; padding has
+    level 0. A row without a sequence (no history before the example) is all padding."""
+    from training.towers import gap_buckets
+
+    n = len(frame)
+    seq_items = np.zeros((n, length), np.int32)
+    seq_levels = np.zeros((n, length), np.int32)
+    seq_gaps = np.zeros((n, length), np.int32)
+    if n == 0 or SEQUENCE_COLUMNS[0] not in frame:
+        return seq_items, seq_levels, seq_gaps
+    lookup = items.lookup()
+    columns = zip(*(frame[c].to_numpy() for c in SEQUENCE_COLUMNS), strict=True)
+    for row, (ids, levels, gaps) in enumerate(columns):
+        if ids is None or not isinstance(ids, list | np.ndarray) or len(ids) == 0:
+            continue
+        k = min(len(ids), length)
+        seq_items[row, length - k :] = [lookup.get(str(i), 0) for i in ids[-k:]]
+        seq_levels[row, length - k :] = np.asarray(levels[-k:], dtype=np.int64)
+        seq_gaps[row, length - k :] = gap_buckets(np.asarray(gaps[-k:], dtype=np.int64))
+    return seq_items, seq_levels, seq_gaps
+
+
+@dataclass(frozen=True)
+class SampledNegatives:
+    rows: pd.DataFrame
+    drawn: int
+    collisions: int  # drawn items the user did touch that day: discarded (they are real exposures, not negatives)
+
+
+def sample_negatives(
+    exposures: pd.DataFrame, popularity: pd.Series, per_exposure: int, rng: np.random.Generator
+) -> SampledNegatives:
+    """`per_exposure` items per real exposure, drawn with probability proportional to `popularity` (exposures per
+    item in the training days), as category 0 at the exposure's time."""
+    columns = ["user_id", "item_id", "category", "example_ts", "ds"]
+    if per_exposure == 0 or exposures.empty:
+        return SampledNegatives(pd.DataFrame(columns=columns), 0, 0)
+    items = popularity.index.to_numpy()
+    weights = popularity.to_numpy(np.float64)
+    drawn = rng.choice(len(items), size=len(exposures) * per_exposure, p=weights / weights.sum())
+    base = exposures.loc[exposures.index.repeat(per_exposure), ["user_id", "example_ts", "ds"]].reset_index(drop=True)
+    base["item_id"] = items[drawn]
+    base["category"] = 0
+    touched = set(zip(exposures["user_id"], exposures["item_id"], exposures["ds"], strict=True))
+    keep = np.array(
+        [(u, i, d) not in touched for u, i, d in zip(base["user_id"], base["item_id"], base["ds"], strict=True)]
+    )
+    return SampledNegatives(base.loc[keep, columns].reset_index(drop=True), len(base), int((~keep).sum()))
+
+
+def encode_dense(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    """Numeric features -> float32 matrix: sign(x) * log1p(|x|) (counts span orders of magnitude), nulls -> 0, and a
+    last column saying whether the view had a row at all (a user without recent activity is information too)."""
+    if not columns:
+        return np.zeros((len(frame), 0), np.float32)
+    values = frame[columns].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
+    present = (~np.isnan(values)).any(axis=1, keepdims=True)
+    values = np.nan_to_num(np.sign(values) * np.log1p(np.abs(values)), nan=0.0)
+    return np.hstack([values, present]).astype(np.float32)
+
+
+def numeric_feature_columns(frame: pd.DataFrame, prefixes: tuple[str, ...]) -> list[str]:
+    return [
+        c
+        for c in frame.columns
+        if c.startswith(prefixes)
+        and (pd.api.types.is_numeric_dtype(frame[c]) or pd.api.types.is_bool_dtype(frame[c]))
+        and not pd.api.types.is_datetime64_any_dtype(frame[c])
+    ]
+
+
+@dataclass(frozen=True)
+class FeatureFiles:
+    """Parquet files of encoded examples and the feature columns they were encoded from (in order)."""
+
+    paths: list[Path]
+    rows: int
+    user_columns: list[str]
+    item_columns: list[str]
+
+
+def fetch_features(
+    settings: Settings,
+    examples: pd.DataFrame,
+    users: Vocabulary,
+    items: Vocabulary,
+    out_dir: Path,
+    columns: tuple[list[str], list[str]] | None = None,
+    label: str = "examples",
+    shuffle_seed: int | None = None,
+) -> FeatureFiles:
+    """Point-in-time features for `examples` (user_id, item_id, category, example_ts, ds), `feature_chunk_days` days
+    per Feast call, encoded and written as one Parquet file per chunk under `out_dir`.
+
+    :param columns: the user and item feature columns to encode (a model's, at inference); taken from the first
+        chunk when not given.
+    :param shuffle_seed: write each chunk's rows in a seeded random order, so that every row group is a sample of
+        its days (real exposures and sampled negatives mixed); row order is kept when None (inference).
+    """
+    from nightrec import feature_store
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    days = sorted(examples["ds"].unique())
+    step = settings.training.feature_chunk_days
+    paths: list[Path] = []
+    rows = 0
+    for n, lo in enumerate(range(0, len(days), step)):
+        chunk_days = set(days[lo : lo + step])
+        chunk = examples[examples["ds"].isin(chunk_days)].reset_index(drop=True)
+        if shuffle_seed is not None:
+            chunk = chunk.take(np.random.default_rng([shuffle_seed, n]).permutation(len(chunk))).reset_index(drop=True)
+        entity_df = pd.DataFrame(
+            {
+                "user_id": chunk["user_id"].astype(str),
+                "item_id": chunk["item_id"].astype(str),
+                "event_timestamp": pd.to_datetime(chunk["example_ts"]).dt.tz_localize("UTC"),
+                "row_id": np.arange(len(chunk)),
+            }
+        )
+        t0 = time.time()
+        feats = feature_store.historical_features(settings, entity_df).sort_values("row_id").reset_index(drop=True)
+        if columns is None:
+            columns = (numeric_feature_columns(feats, USER_VIEWS), numeric_feature_columns(feats, ITEM_VIEWS))
+        user_dense = encode_dense(feats, columns[0])
+        item_dense = encode_dense(feats, columns[1])
+        seq_items, seq_levels, seq_gaps = encode_sequences(feats, items, settings.pipeline.sequence_length)
+        table = pa.table(
+            {
+                "user_id": chunk["user_id"].astype(str),
+                "item_id": chunk["item_id"].astype(str),
+                "user": users.index(chunk["user_id"]),
+                "item": items.index(chunk["item_id"]),
+                "category": chunk["category"].to_numpy(np.int64),
+                "ds": chunk["ds"],
+                "user_dense": pa.FixedSizeListArray.from_arrays(user_dense.ravel(), user_dense.shape[1]),
+                "item_dense": pa.FixedSizeListArray.from_arrays(item_dense.ravel(), item_dense.shape[1]),
+                "seq_items": pa.FixedSizeListArray.from_arrays(seq_items.ravel(), seq_items.shape[1]),
+                "seq_levels": pa.FixedSizeListArray.from_arrays(seq_levels.ravel(), seq_levels.shape[1]),
+                "seq_gaps": pa.FixedSizeListArray.from_arrays(seq_gaps.ravel(), seq_gaps.shape[1]),
+            }
+        )
+        path = out_dir / f"chunk-{n:04d}.parquet"
+        pq.write_table(table, path, row_group_size=16384)
+        paths.append(path)
+        rows += len(chunk)
+        print(
+            f"features ({label}): {min(chunk_days)}..{max(chunk_days)}: {len(chunk):,} rows in {time.time() - t0:.1f}s "
+            f"({rows:,}/{len(examples):,})",
+            flush=True,
+        )
+    assert columns is not None or not paths
+    user_cols, item_cols = columns if columns is not None else ([], [])
+    return FeatureFiles(paths, rows, user_cols, item_cols)
+
+
+@dataclass
+class Batch:
+    """One batch as NumPy arrays (see training.towers.Inputs for the meaning of each)."""
+
+    user: np.ndarray
+    user_dense: np.ndarray
+    seq_items: np.ndarray
+    seq_levels: np.ndarray
+    seq_gaps: np.ndarray
+    item: np.ndarray
+    item_dense: np.ndarray
+    category: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.category)
+
+
+def _table_batch(table: pa.Table) -> Batch:
+    def matrix(name: str, dtype: type) -> np.ndarray:
+        column = table.column(name).combine_chunks()
+        width = column.type.list_size
+        return column.flatten().to_numpy(zero_copy_only=False).reshape(-1, width).astype(dtype, copy=False)
+
+    return Batch(
+        user=table.column("user").to_numpy(),
+        user_dense=matrix("user_dense", np.float32),
+        seq_items=matrix("seq_items", np.int64),
+        seq_levels=matrix("seq_levels", np.int64),
+        seq_gaps=matrix("seq_gaps", np.int64),
+        item=table.column("item").to_numpy(),
+        item_dense=matrix("item_dense", np.float32),
+        category=table.column("category").to_numpy(),
+    )
+
+
+def batches(
+    files: FeatureFiles, batch_size: int, shuffle: bool = False, seed: int = 0, buffer_groups: int = 8
+) -> Iterator[Batch]:
+    """Stream batches from the feature files, never holding more than `buffer_groups` row groups: with `shuffle`,
+    row groups are visited in a seeded random order and rows shuffled within that buffer."""
+    rng = np.random.default_rng(seed)
+    groups = [(p, g) for p in files.paths for g in range(pq.ParquetFile(p).num_row_groups)]
+    if shuffle:
+        rng.shuffle(groups)
+    readers: dict[Path, pq.ParquetFile] = {}
+    for start in range(0, len(groups), buffer_groups):
+        tables = []
+        for path, group in groups[start : start + buffer_groups]:
+            reader = readers.setdefault(path, pq.ParquetFile(path))
+            tables.append(reader.read_row_group(group))
+        table = pa.concat_tables(tables)
+        if shuffle:
+            table = table.take(rng.permutation(len(table)))
+        for lo in range(0, len(table), batch_size):
+            yield _table_batch(table.slice(lo, batch_size))
+
+
+def read_all(files: FeatureFiles, columns: list[str]) -> pd.DataFrame:
+    """Some columns of every row (ids, categories, ds: small), in file order."""
+    return pd.concat([pq.read_table(p, columns=columns).to_pandas() for p in files.paths], ignore_index=True)

@@ -1,0 +1,90 @@
+"""Model directories and champion pointers under <warehouse>/models/.
+
+    models/<name>/<version>/   weights.pt, user_embeddings.parquet, item_embeddings.parquet, metrics.json,
+                               manifest.json (data range, config, code version, vocabularies, feature columns)
+    models/<name>/champion.json   {"version": ..., "metric": ..., "value": ...}: the published model
+
+A version directory is written beside its target and renamed into place, so a reader sees a whole model or none;
+rerunning a day replaces that day's version. The champion pointer is a JSON file replaced atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from nightrec.config import PROJECT_ROOT
+from nightrec.storage import read_json, swap_into_place, temp_sibling, write_json_atomic
+
+CHAMPION_FILE = "champion.json"
+
+
+def models_root(warehouse_root: Path) -> Path:
+    return warehouse_root / "models"
+
+
+def code_version() -> str:
+    """The git commit when the project is a checkout, and always a digest of the training code itself."""
+    digest = hashlib.sha256()
+    for path in sorted((PROJECT_ROOT / "training").glob("*.py")):
+        digest.update(path.read_bytes())
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return f"{commit or 'no-git'}+training-{digest.hexdigest()[:12]}"
+
+
+def embeddings_table(ids: list[str], vectors: np.ndarray, key: str) -> pa.Table:
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    return pa.table(
+        {
+            key: pa.array(ids, pa.string()),
+            "embedding": pa.FixedSizeListArray.from_arrays(vectors.ravel(), vectors.shape[1]),
+        }
+    )
+
+
+def write_model(
+    warehouse_root: Path,
+    name: str,
+    version: str,
+    state_dict: dict[str, Any],
+    user_embeddings: pa.Table,
+    item_embeddings: pa.Table,
+    metrics: dict[str, Any],
+    manifest: dict[str, Any],
+) -> Path:
+    """Write models/<name>/<version>/ atomically (a rerun replaces it whole)."""
+    target = models_root(warehouse_root) / name / version
+    tmp = temp_sibling(target)
+    tmp.mkdir(parents=True)
+    torch.save(state_dict, tmp / "weights.pt")
+    pq.write_table(user_embeddings, tmp / "user_embeddings.parquet")
+    pq.write_table(item_embeddings, tmp / "item_embeddings.parquet")
+    write_json_atomic(tmp / "metrics.json", metrics)
+    write_json_atomic(tmp / "manifest.json", manifest)
+    swap_into_place(tmp, target)
+    return target
+
+
+def champion(warehouse_root: Path, name: str) -> dict[str, Any] | None:
+    path = models_root(warehouse_root) / name / CHAMPION_FILE
+    return read_json(path) if path.exists() else None
+
+
+def set_champion(warehouse_root: Path, name: str, pointer: dict[str, Any]) -> None:
+    write_json_atomic(models_root(warehouse_root) / name / CHAMPION_FILE, pointer)
+
+
+def model_dir(warehouse_root: Path, name: str, version: str) -> Path:
+    return models_root(warehouse_root) / name / version

@@ -1,0 +1,456 @@
+"""One training run: prepare the split and features, train the ordinal models, score the retrieval baselines,
+evaluate everything on the same window, write the model directories and apply the champion gate.
+
+Evaluation (days [T, E]):
+- AUC per level boundary c on real exposures only (DESIGN.md: "Report AUCs on real exposures only"), for the
+  boundaries real exposures can tell apart (c = 1..L-1), and GAUC (per user) at the top boundary (a purchase);
+  the boundary between a real exposure and a sampled untouched item is reported separately as `auc_sampled_c0`.
+- Retrieval of next-period purchases: for every user who buys in [T, E], the top K of the catalogue (items seen
+  before T) by the unified embedding's inner product, against the items they bought: Recall/NDCG/MRR@K, coverage,
+  novelty and exposure fairness. The baselines (popularity, co-visitation, own history) get the same users.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from nightrec.adapters import load_adapter
+from nightrec.config import Settings
+from nightrec.errors import InputError
+from training import data, metrics, ordinal, registry, retrieval_baselines, trainer
+from training.towers import Inputs
+
+K = 20  # the cut-off of the retrieval metrics (Recall@20, NDCG@20: the quality bar's)
+GATE_METRIC = "ndcg@20"
+
+
+@dataclass
+class Prepared:
+    """Everything the models of one run share: split, vocabularies, feature files, evaluation targets."""
+
+    split: data.Split
+    levels: int
+    users: data.Vocabulary
+    items: data.Vocabulary
+    train: data.FeatureFiles
+    validation: data.FeatureFiles
+    evaluation: data.FeatureFiles
+    base_rates: list[float]
+    history: retrieval_baselines.History
+    catalogue: list[str]
+    relevant: dict[str, set[str]]
+    item_users: dict[str, int]
+    n_history_users: int
+    negatives: dict[str, dict[str, int]] = field(default_factory=dict)
+    work_dir: Path = Path()
+
+
+def _midnight(d: date) -> datetime:
+    return datetime(d.year, d.month, d.day)
+
+
+def last_data_day(settings: Settings) -> date:
+    """The run's last data day E: the configured run date, else the last day in the examples mart."""
+    if settings.run_date is not None:
+        return settings.run_date
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(settings.warehouse_root / "marts" / "parquet" / data.EXAMPLES_MART, columns=["ds"])
+    return pc.max(table.column("ds")).as_py()
+
+
+def prepare(settings: Settings, last_day: date, seed: int, work_dir: Path) -> Prepared:
+    """Split, sample negatives (seeded) and fetch point-in-time features for the train, validation (the ranker's
+    window) and evaluation examples."""
+    t = settings.training
+    adapter = load_adapter(settings.source)
+    split = data.split_for(adapter.history_start, last_day, t)
+    train_ex = data.load_examples(settings, *split.train)
+    val_ex = data.load_examples(settings, *split.ranker)
+    eval_ex = data.load_examples(settings, *split.evaluation)
+    if train_ex.empty or eval_ex.empty:
+        raise InputError(f"No training or evaluation examples for split {split} under {settings.warehouse_root}")
+    users, items = data.Vocabulary.of(train_ex["user_id"]), data.Vocabulary.of(train_ex["item_id"])
+    popularity = train_ex["item_id"].value_counts().sort_index()
+    rng = np.random.default_rng(seed)
+    frames, negatives = {}, {}
+    for name, ex in (("train", train_ex), ("validation", val_ex), ("evaluation", eval_ex)):
+        sampled = data.sample_negatives(ex, popularity, t.negatives, rng)
+        negatives[name] = {"real": len(ex), "drawn": sampled.drawn, "collisions_discarded": sampled.collisions}
+        frames[name] = pd.concat([ex, sampled.rows], ignore_index=True)
+    files = {}
+    columns = None
+    for name, frame in frames.items():
+        out = work_dir / "features" / name
+        done = out / "_SUCCESS"
+        if done.exists():  # a resumed run: the same seed gives the same rows, fetched already
+            meta = json.loads(done.read_text())
+            files[name] = data.FeatureFiles(sorted(out.glob("chunk-*.parquet")), meta["rows"], *meta["columns"])
+        else:
+            shutil.rmtree(out, ignore_errors=True)
+            files[name] = data.fetch_features(settings, frame, users, items, out, columns, name, shuffle_seed=seed)
+            done.write_text(
+                json.dumps({"rows": files[name].rows, "columns": [files[name].user_columns, files[name].item_columns]})
+            )
+        columns = (files[name].user_columns, files[name].item_columns)
+
+    before_t = pd.concat([train_ex, val_ex], ignore_index=True)
+    history = retrieval_baselines.History(before_t, split.evaluation[0])
+    bought = eval_ex[eval_ex["category"] == adapter.max_level]
+    relevant = {u: set(g.astype(str)) for u, g in bought.groupby("user_id")["item_id"]}
+    return Prepared(
+        split=split,
+        levels=adapter.max_level,
+        users=users,
+        items=items,
+        train=files["train"],
+        validation=files["validation"],
+        evaluation=files["evaluation"],
+        base_rates=ordinal.exceed_rates(frames["train"]["category"].to_numpy(), adapter.max_level).tolist(),
+        history=history,
+        catalogue=sorted(before_t["item_id"].astype(str).unique()),
+        relevant=relevant,
+        item_users=before_t.groupby("item_id")["user_id"].nunique().to_dict(),
+        n_history_users=before_t["user_id"].nunique(),
+        negatives=negatives,
+        work_dir=work_dir,
+    )
+
+
+def build_model(kind: str, prepared: Prepared, settings: Settings) -> ordinal.OrdinalTwoTower:
+    t = settings.training
+    return ordinal.OrdinalTwoTower(
+        kind,
+        n_users=len(prepared.users),
+        n_items=len(prepared.items),
+        n_user_dense=len(prepared.train.user_columns) + 1,
+        n_item_dense=len(prepared.train.item_columns) + 1,
+        base_rates=prepared.base_rates,
+        dim=t.dim,
+        hidden=t.hidden,
+        gamma=t.gamma,
+        learnable_cut_points=t.learnable_cut_points,
+        sequence_length=settings.pipeline.sequence_length,
+    )
+
+
+def _loss(model: torch.nn.Module, inputs: Inputs) -> torch.Tensor:
+    return model.batch_loss(inputs)
+
+
+def train_model(
+    kind: str, prepared: Prepared, settings: Settings, seed: int, device: torch.device, mixed: bool
+) -> tuple[ordinal.OrdinalTwoTower, trainer.FitResult]:
+    t = settings.training
+    trainer.seed_everything(seed)
+    model = build_model(kind, prepared, settings)
+    result = trainer.fit(
+        model,
+        _loss,
+        train=lambda epoch: data.batches(prepared.train, t.batch_size, shuffle=True, seed=seed * 1000 + epoch),
+        validation=lambda: data.batches(prepared.validation, 8192),
+        device=device,
+        mixed_precision=mixed,
+        epochs=t.epochs,
+        learning_rate=t.learning_rate,
+        patience=t.patience,
+        checkpoint_dir=prepared.work_dir / "checkpoints" / f"{kind}-seed{seed}",
+        name=kind,
+        batches_per_epoch=-(-prepared.train.rows // t.batch_size),
+    )
+    return model, result
+
+
+@torch.no_grad()
+def score_exposures(
+    model: ordinal.OrdinalTwoTower,
+    files: data.FeatureFiles,
+    device: torch.device,
+    vocabularies: tuple[data.Vocabulary, data.Vocabulary] | None = None,
+) -> np.ndarray:
+    """P(k > c) (rows x T) for every row of the feature files, in file order.
+
+    :param vocabularies: the model's user and item vocabularies when they are not the ones the files were indexed
+        with (re-scoring an earlier champion).
+    """
+    model.eval().to(device)
+    remap = None
+    if vocabularies is not None:
+        ids = data.read_all(files, ["user_id", "item_id"])
+        remap = (vocabularies[0].index(ids["user_id"]), vocabularies[1].index(ids["item_id"]))
+    out, offset = [], 0
+    for batch in data.batches(files, 8192):
+        if remap is not None:
+            batch.user = remap[0][offset : offset + len(batch)]
+            batch.item = remap[1][offset : offset + len(batch)]
+        offset += len(batch)
+        out.append(model(trainer.to_tensors(batch, device)).float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, model.boundaries))
+
+
+@torch.no_grad()
+def embed(
+    model: ordinal.OrdinalTwoTower,
+    vocabularies: tuple[data.Vocabulary, data.Vocabulary],
+    columns: tuple[list[str], list[str]],
+    settings: Settings,
+    side: str,
+    ids: list[str],
+    at: date,
+    work_dir: Path,
+    device: torch.device,
+) -> np.ndarray:
+    """Unified embeddings of users or items with their features as of `at` 00:00 (features through at - 1)."""
+    frame = pd.DataFrame(
+        {
+            "user_id": ids if side == "user" else [""] * len(ids),
+            "item_id": ids if side == "item" else [""] * len(ids),
+            "category": 0,
+            "example_ts": _midnight(at),
+            "ds": at,
+        }
+    )
+    out = work_dir / "features" / f"{side}-{at}-{uuid.uuid4().hex[:8]}"
+    files = data.fetch_features(settings, frame, *vocabularies, out, columns, label=f"{side}s at {at}")
+    model.eval().to(device)
+    vectors = []
+    for batch in data.batches(files, 8192):
+        inputs = trainer.to_tensors(batch, device)
+        tower = model.user_vectors(inputs) if side == "user" else model.item_vectors(inputs)
+        vectors.append(model.unified(tower).float().cpu().numpy())
+    shutil.rmtree(out, ignore_errors=True)
+    return np.concatenate(vectors)
+
+
+def top_k(
+    user_vectors: np.ndarray, item_vectors: np.ndarray, users: list[str], items: list[str], k: int
+) -> dict[str, list[str]]:
+    """Top k items per user by inner product; ties by item order (the catalogue is sorted: by id)."""
+    scores = user_vectors @ item_vectors.T
+    k = min(k, len(items))
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    out = {}
+    for row, user in enumerate(users):
+        cand = part[row]
+        order = np.lexsort((cand, -scores[row, cand]))
+        out[user] = [items[j] for j in cand[order]]
+    return out
+
+
+def ordinal_metrics(prepared: Prepared, exceed: np.ndarray) -> dict[str, float]:
+    frame = data.read_all(prepared.evaluation, ["user_id", "category"])
+    categories = frame["category"].to_numpy()
+    real = categories >= 1
+    out: dict[str, float] = {}
+    for c, value in metrics.auc_per_level(categories[real], exceed[real], range(1, prepared.levels)).items():
+        out[f"auc_c{c}"] = value
+    out["auc_sampled_c0"] = metrics.auc(categories > 0, exceed[:, 0])
+    top = prepared.levels - 1
+    if top >= 1:
+        out["gauc_top"] = metrics.gauc(frame["user_id"].to_numpy()[real], categories[real] > top, exceed[real, top])
+    return out
+
+
+def retrieval_metrics(prepared: Prepared, recommended: dict[str, list[str]]) -> dict[str, float]:
+    ranking = metrics.ranking_metrics(recommended, prepared.relevant, K)
+    fairness = metrics.exposure_fairness(recommended, prepared.catalogue, K)
+    return {
+        "eval_users": ranking.users,
+        f"recall@{K}": ranking.recall,
+        f"ndcg@{K}": ranking.ndcg,
+        f"mrr@{K}": ranking.mrr,
+        f"coverage@{K}": metrics.coverage(recommended, len(prepared.catalogue), K),
+        f"novelty@{K}": metrics.novelty(recommended, prepared.item_users, prepared.n_history_users, K),
+        f"gini@{K}": fairness.gini,
+        f"gini_corrected@{K}": fairness.gini_corrected,
+        f"entropy@{K}": fairness.entropy,
+        f"entropy_corrected@{K}": fairness.entropy_corrected,
+    }
+
+
+def baseline_recommendations(prepared: Prepared) -> dict[str, dict[str, list[str]]]:
+    users = sorted(prepared.relevant)
+    return {name: fn(prepared.history, users, K) for name, fn in retrieval_baselines.BASELINES.items()}
+
+
+@dataclass
+class ModelOutcome:
+    kind: str
+    metrics: dict[str, Any]
+    fit: dict[str, Any]
+    exceed: np.ndarray
+    recommended: dict[str, list[str]]
+    model: ordinal.OrdinalTwoTower
+
+
+def evaluate_model(
+    model: ordinal.OrdinalTwoTower,
+    vocabularies: tuple[data.Vocabulary, data.Vocabulary],
+    prepared: Prepared,
+    settings: Settings,
+    device: torch.device,
+) -> tuple[dict[str, Any], np.ndarray, dict[str, list[str]]]:
+    """Ordinal and retrieval metrics of a model on this run's evaluation window."""
+    own = vocabularies == (prepared.users, prepared.items)
+    exceed = score_exposures(model, prepared.evaluation, device, None if own else vocabularies)
+    users = sorted(prepared.relevant)
+    t_day = prepared.split.evaluation[0]
+    columns = (prepared.train.user_columns, prepared.train.item_columns)
+    args = (model, vocabularies, columns, settings)
+    user_vectors = embed(*args, "user", users, t_day, prepared.work_dir, device)
+    item_vectors = embed(*args, "item", prepared.catalogue, t_day, prepared.work_dir, device)
+    recommended = top_k(user_vectors, item_vectors, users, prepared.catalogue, K)
+    return {**ordinal_metrics(prepared, exceed), **retrieval_metrics(prepared, recommended)}, exceed, recommended
+
+
+def train_and_evaluate(
+    kind: str, prepared: Prepared, settings: Settings, seed: int, device: torch.device, mixed: bool
+) -> ModelOutcome:
+    model, fit = train_model(kind, prepared, settings, seed, device, mixed)
+    result, exceed, recommended = evaluate_model(model, (prepared.users, prepared.items), prepared, settings, device)
+    result["train_samples_per_s"] = fit.train_samples_per_s
+    return ModelOutcome(kind, result, asdict(fit), exceed, recommended, model)
+
+
+def rescore_champion(
+    kind: str, prepared: Prepared, settings: Settings, device: torch.device
+) -> tuple[dict[str, Any] | None, str]:
+    """The current champion's metrics on this run's evaluation window, or None with the reason it cannot be scored."""
+    pointer = registry.champion(settings.warehouse_root, kind)
+    if pointer is None:
+        return None, "no champion yet"
+    directory = registry.model_dir(settings.warehouse_root, kind, pointer["version"])
+    manifest = json.loads((directory / "manifest.json").read_text())
+    columns = manifest["feature_columns"]
+    if (columns["user"], columns["item"]) != (prepared.train.user_columns, prepared.train.item_columns):
+        return None, f"champion {pointer['version']} was trained on other feature columns"
+    weights = torch.load(directory / "weights.pt", map_location="cpu", weights_only=False)
+    users, items = data.Vocabulary(tuple(weights["users"])), data.Vocabulary(tuple(weights["items"]))
+    config = manifest["config"]
+    model = ordinal.OrdinalTwoTower(
+        kind,
+        n_users=len(users),
+        n_items=len(items),
+        n_user_dense=len(columns["user"]) + 1,
+        n_item_dense=len(columns["item"]) + 1,
+        base_rates=manifest["base_rates"],
+        dim=config["dim"],
+        hidden=config["hidden"],
+        gamma=config["gamma"],
+        learnable_cut_points=config["learnable_cut_points"],
+        sequence_length=manifest["sequence_length"],
+    )
+    model.load_state_dict(weights["state_dict"])
+    result, _, _ = evaluate_model(model, (users, items), prepared, settings, device)
+    return result, f"champion {pointer['version']} re-scored on this window"
+
+
+def gate(
+    new: dict[str, Any], champion_metrics: dict[str, Any] | None, tolerance: float, why_none: str = "no champion yet"
+) -> dict[str, Any]:
+    """Publish unless the new model is worse than the champion (re-scored on this window) by more than `tolerance`."""
+    value = float(new[GATE_METRIC])
+    if champion_metrics is None:
+        return {"publish": True, "reason": why_none, "metric": GATE_METRIC, "new": value}
+    old = float(champion_metrics[GATE_METRIC])
+    publish = value >= old - tolerance
+    return {
+        "publish": publish,
+        "reason": "not worse than the champion beyond the tolerance" if publish else "worse than the champion",
+        "metric": GATE_METRIC,
+        "new": value,
+        "champion": old,
+        "tolerance": tolerance,
+    }
+
+
+def run_key(settings: Settings, last_day: date, seed: int) -> str:
+    doc = {"training": asdict(settings.training), "source": settings.source, "last_day": str(last_day), "seed": seed}
+    doc["code"] = registry.code_version()
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def run(settings: Settings, last_day: date | None = None, seed: int | None = None) -> dict[str, Any]:
+    """The nightly training run; returns the report that also lands in models/<kind>/<version>/metrics.json."""
+    t = settings.training
+    seed = t.seed if seed is None else seed
+    last_day = last_day or last_data_day(settings)
+    device, mixed = trainer.pick_device(t.device)
+    version = last_day.isoformat()
+    work_dir = (
+        registry.models_root(settings.warehouse_root) / "_work" / f"{version}-{run_key(settings, last_day, seed)}"
+    )
+    started = time.time()
+    print(f"training: data through {last_day}, device {device}{' (bf16 autocast)' if mixed else ''}", flush=True)
+    prepared = prepare(settings, last_day, seed, work_dir)
+    print(
+        f"training: train {prepared.split.train[0]}..{prepared.split.train[1] - timedelta(days=1)} "
+        f"({prepared.train.rows:,} rows), validation {prepared.validation.rows:,}, evaluation "
+        f"{prepared.evaluation.rows:,}; {len(prepared.relevant)} buyers to retrieve for",
+        flush=True,
+    )
+    report: dict[str, Any] = {
+        "version": version,
+        "split": {k: [str(d) for d in v] for k, v in asdict(prepared.split).items()},
+    }
+    report["baselines"] = {
+        name: retrieval_metrics(prepared, rec) for name, rec in baseline_recommendations(prepared).items()
+    }
+    report["models"] = {}
+    manifest_base = {
+        "data_range": report["split"],
+        "source": settings.source,
+        "seed": seed,
+        "config": asdict(t),
+        "code_version": registry.code_version(),
+        "device": str(device),
+        "exposure_definition": "any_event_on_day; untouched items sampled by popularity as category 0",
+        "negatives": prepared.negatives,
+        "base_rates": prepared.base_rates,
+        "feature_columns": {"user": prepared.train.user_columns, "item": prepared.train.item_columns},
+        "sequence_length": settings.pipeline.sequence_length,
+    }
+    for kind in t.ordinal_models:
+        outcome = train_and_evaluate(kind, prepared, settings, seed, device, mixed)
+        champion_metrics, why = rescore_champion(kind, prepared, settings, device)
+        decision = gate(outcome.metrics, champion_metrics, t.champion_tolerance, why)
+        vocabularies = (prepared.users, prepared.items)
+        columns = (prepared.train.user_columns, prepared.train.item_columns)
+        export_day = last_day + timedelta(days=1)
+        args = (outcome.model, vocabularies, columns, settings)
+        users, items = list(prepared.users.ids), list(prepared.items.ids)
+        user_vectors = embed(*args, "user", users, export_day, work_dir, device)
+        item_vectors = embed(*args, "item", items, export_day, work_dir, device)
+        path = registry.write_model(
+            settings.warehouse_root,
+            kind,
+            version,
+            {"state_dict": outcome.model.state_dict(), "users": prepared.users.ids, "items": prepared.items.ids},
+            registry.embeddings_table(users, user_vectors, "user_id"),
+            registry.embeddings_table(items, item_vectors, "item_id"),
+            {"metrics": outcome.metrics, "gate": decision, "fit": outcome.fit},
+            {**manifest_base, "model": kind, "version": version, "embeddings_as_of": str(export_day)},
+        )
+        if decision["publish"]:
+            registry.set_champion(
+                settings.warehouse_root, kind, {"version": version, "metrics": outcome.metrics, "gate": decision}
+            )
+        report["models"][kind] = {"metrics": outcome.metrics, "gate": decision, "path": str(path)}
+        verdict = "published" if decision["publish"] else "kept the champion"
+        print(f"training: {kind} -> {path} ({verdict}: {decision['reason']})", flush=True)
+    shutil.rmtree(work_dir, ignore_errors=True)  # features and checkpoints: only needed to resume this run
+    report["seconds"] = round(time.time() - started, 1)
+    return report

@@ -1,0 +1,171 @@
+"""The training loop every model shares: device choice, seeds, progress, early stopping and resumable checkpoints.
+
+Device: ``auto`` takes CUDA when a GPU is visible (with bfloat16 autocast: mixed precision without a loss scaler) and
+the CPU otherwise; ``--device`` / ``training.device`` forces one. A checkpoint is written atomically after every epoch
+(weights, optimiser, epoch, best validation loss, patience left); a run started again with the same checkpoint
+directory resumes after the last finished epoch, so a killed nightly run loses at most one epoch.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from nightrec.errors import InputError
+from training.data import Batch
+from training.towers import Inputs
+
+
+def pick_device(setting: str) -> tuple[torch.device, bool]:
+    """(device, mixed precision) for ``auto``, ``cpu`` or ``cuda``."""
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise InputError("training.device is 'cuda' but PyTorch sees no CUDA device (use 'auto' or 'cpu')")
+    if setting == "cpu" or (setting == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu"), False
+    return torch.device("cuda"), True
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def to_tensors(batch: Batch, device: torch.device) -> Inputs:
+    # a copy: Arrow hands out read-only arrays, which PyTorch would share and warn about
+    return Inputs(*(torch.tensor(getattr(batch, name), device=device) for name in Inputs._fields))
+
+
+@dataclass
+class FitResult:
+    epochs_run: int
+    best_epoch: int
+    best_validation_loss: float
+    train_samples_per_s: float
+    resumed_from_epoch: int
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def _save_atomic(obj: dict, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def fit(
+    model: nn.Module,
+    loss_fn: Callable[[nn.Module, Inputs], torch.Tensor],
+    train: Callable[[int], Iterable[Batch]],
+    validation: Callable[[], Iterable[Batch]],
+    *,
+    device: torch.device,
+    mixed_precision: bool,
+    epochs: int,
+    learning_rate: float,
+    patience: int,
+    checkpoint_dir: Path,
+    name: str,
+    batches_per_epoch: int | None = None,
+) -> FitResult:
+    """Train with Adam until `epochs` or until the validation loss has not improved for `patience` epochs; the model
+    ends with its best weights.
+
+    :param loss_fn: (model, tensors of a batch) -> mean loss.
+    :param train: epoch number -> batches of that epoch (shuffled by the caller with the epoch as seed).
+    :param validation: -> validation batches.
+    """
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    last, best = checkpoint_dir / "last.pt", checkpoint_dir / "best.pt"
+    model.to(device)
+    optimiser = torch.optim.Adam(model.parameters(), lr=learning_rate)
+    state = {"epoch": 0, "best_loss": float("inf"), "best_epoch": 0, "bad_epochs": 0, "history": []}
+    resumed = 0
+    if last.exists():
+        saved = torch.load(last, map_location=device, weights_only=False)
+        model.load_state_dict(saved["model"])
+        optimiser.load_state_dict(saved["optimiser"])
+        state = saved["state"]
+        resumed = state["epoch"]
+        print(f"{name}: resuming after epoch {resumed} from {last}", flush=True)
+    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=mixed_precision)
+    seen, busy = 0, 0.0
+    while state["epoch"] < epochs and state["bad_epochs"] < patience:
+        epoch = state["epoch"] + 1
+        model.train()
+        t0 = time.perf_counter()
+        total, rows = 0.0, 0
+        progress = tqdm(
+            train(epoch),
+            desc=f"{name} epoch {epoch}/{epochs}",
+            total=batches_per_epoch,
+            unit="batch",
+            file=sys.stderr,
+            mininterval=5.0,
+            disable=None,  # on when attached to a terminal; Airflow logs get the per-epoch line below
+        )
+        for batch in progress:
+            tensors = to_tensors(batch, device)
+            optimiser.zero_grad(set_to_none=True)
+            with autocast:
+                loss = loss_fn(model, tensors)
+            loss.backward()
+            optimiser.step()
+            total += loss.item() * len(batch)
+            rows += len(batch)
+            progress.set_postfix(loss=f"{total / rows:.4f}")
+        elapsed = time.perf_counter() - t0
+        seen += rows
+        busy += elapsed
+        val_loss = evaluate_loss(model, loss_fn, validation(), device, mixed_precision)
+        state["epoch"] = epoch
+        state["history"].append(
+            {"epoch": epoch, "train_loss": total / max(rows, 1), "validation_loss": val_loss, "seconds": elapsed}
+        )
+        if val_loss < state["best_loss"]:
+            state.update(best_loss=val_loss, best_epoch=epoch, bad_epochs=0)
+            _save_atomic({"model": model.state_dict()}, best)
+        else:
+            state["bad_epochs"] += 1
+        _save_atomic({"model": model.state_dict(), "optimiser": optimiser.state_dict(), "state": state}, last)
+        print(
+            f"{name} epoch {epoch}: train loss {total / max(rows, 1):.4f}, validation loss {val_loss:.4f}, "
+            f"{rows / elapsed:,.0f} samples/s{' (best)' if state['best_epoch'] == epoch else ''}",
+            flush=True,
+        )
+    if best.exists():
+        model.load_state_dict(torch.load(best, map_location=device, weights_only=False)["model"])
+    return FitResult(
+        epochs_run=state["epoch"],
+        best_epoch=state["best_epoch"],
+        best_validation_loss=state["best_loss"],
+        train_samples_per_s=seen / busy if busy else float("nan"),
+        resumed_from_epoch=resumed,
+        history=state["history"],
+    )
+
+
+@torch.no_grad()
+def evaluate_loss(
+    model: nn.Module,
+    loss_fn: Callable[[nn.Module, Inputs], torch.Tensor],
+    batches: Iterable[Batch],
+    device: torch.device,
+    mixed_precision: bool,
+) -> float:
+    model.eval()
+    total, rows = 0.0, 0
+    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=mixed_precision):
+        for batch in batches:
+            total += loss_fn(model, to_tensors(batch, device)).item() * len(batch)
+            rows += len(batch)
+    return total / rows if rows else float("nan")
