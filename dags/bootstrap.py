@@ -43,4 +43,4 @@ with DAG(
     },
     tags=["nightrec", adapter.name],
 ):
-    pipeline(settings, start="{{ params.start }}", end="{{ params.end }}")
+    pipeline(settings, start="{{ params.start }}", end="{{ params.end }}", train=False)  # the first night trains

@@ -273,6 +273,30 @@ def cmd_feast(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from training import run as training_run
+
+    s = _settings(args)
+    changes = {k: v for k, v in {"device": args.device, "epochs": args.epochs}.items() if v is not None}
+    if args.models:
+        changes["models"] = tuple(args.models.split(","))
+    if changes:
+        s = s.with_overrides(training=replace(s.training, **changes))
+    report = training_run.run(s, args.day, args.seed)
+    rows = [("model", "gate", "recall@20", "ndcg@20", "auc per level (real exposures)")]
+    for name, m in {**{k: {"metrics": v} for k, v in report["baselines"].items()}, **report["models"]}.items():
+        metrics = m["metrics"]
+        gate = "baseline" if "gate" not in m else ("published" if m["gate"]["publish"] else "kept champion")
+        aucs = " ".join(f"{k[4:]}={v:.3f}" for k, v in metrics.items() if k.startswith("auc_c"))
+        rows.append((name, gate, f"{metrics['recall@20']:.4f}", f"{metrics['ndcg@20']:.4f}", aucs))
+    for row in rows:
+        print(f"{row[0]:<14} {row[1]:<14} {row[2]:>10} {row[3]:>8}  {row[4]}")
+    print(f"models under {s.warehouse_root / 'models'}; {report['seconds']} s")
+    return 0
+
+
 def cmd_upscale(args: argparse.Namespace) -> int:
     from nightrec.upscale import upscale
 
@@ -365,6 +389,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="serve: interface (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=6566, help="serve: port (default 6566)")
     p.set_defaults(func=cmd_feast)
+
+    p = sub.add_parser(
+        "train",
+        parents=[common],
+        help="train, evaluate and gate the models on the marts (what the DAG's train task runs)",
+        description="Train the two-tower retrieval model, GNOLR and its baselines, and the LightGBM re-ranker on the "
+        "examples through --day (default: the last day in the marts); evaluate them with the retrieval baselines on "
+        "the last training.eval_days days; publish each model that is not worse than its champion. Writes "
+        "<warehouse>/models/<model>/<day>/ and prints the comparison.",
+    )
+    p.add_argument("--day", type=d, help="the last data day E (default: the last day of the training_examples mart)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="force a device (default: training.device)")
+    p.add_argument("--seed", type=int, help="seed (default: training.seed)")
+    p.add_argument("--epochs", type=int, help="maximum epochs (default: training.epochs)")
+    p.add_argument("--models", help="comma-separated subset of two_tower,gnolr,bce,esmm,nolr")
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("upscale", help="write an up-scaled copy of a source's history (benchmarks)")
     p.add_argument("--source", help="source (default tmall_brand)")

@@ -126,8 +126,11 @@ class TrainingSettings:
     :param learning_rate: Adam's learning rate.
     :param patience: epochs without a better validation loss before training stops early.
     :param feature_chunk_days: days of examples per ``get_historical_features`` call (bounded memory).
-    :param ordinal_models: the ordinal models trained each run (``gnolr`` and the baselines ``bce``, ``esmm``,
-        ``nolr``).
+    :param models: the models trained each run: ``two_tower`` (retrieval, sampled softmax), ``gnolr`` and its
+        baselines ``bce``, ``esmm``, ``nolr``.
+    :param retrieval_dim: embedding size of the two-tower retrieval model.
+    :param temperature: softmax temperature of the two-tower retrieval model.
+    :param ranker: train the LightGBM LambdaRank re-ranker over the candidates of the baselines and models.
     :param champion_tolerance: how much worse than the champion (absolute, on the gate metric) a new model may be and
         still be published.
     """
@@ -146,7 +149,10 @@ class TrainingSettings:
     learning_rate: float = 0.003
     patience: int = 2
     feature_chunk_days: int = 30
-    ordinal_models: tuple[str, ...] = ("gnolr", "bce", "esmm", "nolr")
+    models: tuple[str, ...] = ("two_tower", "gnolr", "bce", "esmm", "nolr")
+    retrieval_dim: int = 32
+    temperature: float = 0.05
+    ranker: bool = True
     champion_tolerance: float = 0.005
 
 
@@ -260,8 +266,8 @@ def load_settings(profile: str | None = None, env: dict[str, str] | None = None)
     quality_kw = _section(raw, "quality", QualitySettings, path)
     feast_kw = _section(raw, "feast", FeastSettings, path)
     training_kw = _section(raw, "training", TrainingSettings, path)
-    if "ordinal_models" in training_kw:
-        training_kw["ordinal_models"] = tuple(training_kw["ordinal_models"])
+    if "models" in training_kw:
+        training_kw["models"] = tuple(training_kw["models"])
     if "NIGHTREC_FEAST_VARIANT" in env:
         feast_kw["variant"] = env["NIGHTREC_FEAST_VARIANT"]
     airflow_kw["home"] = _resolve(env.get("NIGHTREC_AIRFLOW_HOME") or airflow_kw.get("home") or ".airflow")
@@ -312,9 +318,9 @@ def _validate(s: Settings, where: Path) -> None:
             "training: eval_days, ranker_days, epochs, batch_size, dim, hidden and feature_chunk_days must be >= 1 "
             f"in {where}"
         )
-    unknown_models = set(t.ordinal_models) - {"gnolr", "bce", "esmm", "nolr"}
+    unknown_models = set(t.models) - {"two_tower", "gnolr", "bce", "esmm", "nolr"}
     if unknown_models:
-        raise ConfigError(f"training.ordinal_models: unknown {sorted(unknown_models)} in {where}")
+        raise ConfigError(f"training.models: unknown {sorted(unknown_models)} in {where}")
     if s.dbt_target not in {"duckdb", "spark", "spark_thrift"}:
         raise ConfigError(f"dbt_target must be duckdb, spark or spark_thrift (got {s.dbt_target!r}) in {where}")
     if not (SOURCES_DIR / f"{s.source}.yaml").is_file():

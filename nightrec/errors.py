@@ -23,3 +23,7 @@ class NothingToProcess(NightrecError):
 
 class QualityCheckFailed(NightrecError):
     """A critical data quality expectation failed; the message names the table, the expectation and sample rows."""
+
+
+class HistoryTooShort(InputError):
+    """The data is shorter than the training split needs (evaluation + ranker windows + some days to train on)."""

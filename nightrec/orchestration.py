@@ -1,7 +1,7 @@
 """Task wiring shared by the nightly and bootstrap DAGs.
 
 land -> validate_raw -> attributes -> ingest -> validate_bronze -> sequences -> dbt -> validate_marts -> publish
--> feast_apply -> feast_materialize -> record.
+-> feast_apply -> feast_materialize -> train (nightly only) -> record.
 
 Both DAGs run the same job CLIs; they differ only in the day range [start, end) they pass. The DAG files in
 dags/ call :func:`pipeline` inside their ``with DAG(...)`` block. Airflow is imported inside the functions so
@@ -84,8 +84,12 @@ def _max_level(settings: Settings) -> int:
     return load_adapter(settings.source).max_level
 
 
-def pipeline(settings: Settings, start: str, end: str) -> None:
-    """Add the pipeline's tasks to the DAG; a failed critical quality check stops everything after it."""
+def pipeline(settings: Settings, start: str, end: str, train: bool = True) -> None:
+    """Add the pipeline's tasks to the DAG; a failed critical quality check stops everything after it.
+
+    :param train: add the `train` task (the nightly DAG). The bootstrap DAG builds the history without it: the
+        nightly run that follows it trains on that history (one training per night, not two).
+    """
     from airflow.sdk import task
 
     @task(task_id="land")
@@ -133,13 +137,19 @@ def pipeline(settings: Settings, start: str, end: str) -> None:
 
         return materialize(start, end)
 
+    @task(task_id="train")
+    def train_models(start: str, end: str) -> dict:
+        from nightrec.tasks import train_models
+
+        return train_models(start, end)
+
     @task(task_id="publish_marts")
     def publish() -> dict:
         from nightrec.tasks import publish_marts
 
         return publish_marts()
 
-    (
+    served = (
         land(start, end)
         >> validate("raw")
         >> attributes()
@@ -151,5 +161,7 @@ def pipeline(settings: Settings, start: str, end: str) -> None:
         >> publish()
         >> feast_apply()
         >> feast_materialize(start, end)
-        >> record(start, end, "{{ dag.dag_id }}", "{{ run_id }}")
     )
+    if train:
+        served = served >> train_models(start, end)
+    served >> record(start, end, "{{ dag.dag_id }}", "{{ run_id }}")

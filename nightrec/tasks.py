@@ -7,7 +7,7 @@ from typing import Any
 
 from nightrec.adapters import days_between, load_adapter
 from nightrec.config import load_settings
-from nightrec.errors import NothingToProcess, QualityCheckFailed, ReconciliationError
+from nightrec.errors import HistoryTooShort, NothingToProcess, QualityCheckFailed, ReconciliationError
 from nightrec.run_manifest import read_run_manifest, update_run_manifest
 from nightrec.warehouse import Warehouse
 
@@ -154,3 +154,37 @@ def feast_materialize(start: str, end: str) -> dict[str, Any]:
     for ds in days:
         update_run_manifest(warehouse, ds, "feast_materialize", summary)
     return {"chunks": len(chunks), **summary}
+
+
+def train_models(start: str, end: str) -> dict[str, Any]:
+    """Nightly training for the run's last data day (end - 1): the models, the ranker, the champion gate.
+
+    A warehouse whose history is shorter than the evaluation and ranker windows gets no models: the reason is
+    printed and recorded in the run manifest (the rest of the run stays valid).
+    """
+    from training import run as training_run
+
+    settings = load_settings()
+    days = run_days(start, end)
+    if not days:
+        return {"skipped": "no days in the run"}
+    last_day = days[-1]
+    adapter = load_adapter(settings.source)
+    warehouse = Warehouse(settings.warehouse_root, adapter.name)
+    try:
+        report = training_run.run(settings, last_day)
+    except HistoryTooShort as exc:
+        print(f"training skipped: {exc}", flush=True)
+        update_run_manifest(warehouse, last_day, "training", {"skipped": str(exc)})
+        return {"skipped": str(exc)}
+    summary = {
+        "version": report["version"],
+        "split": report["split"],
+        "seconds": report["seconds"],
+        "models": {
+            name: {"published": m["gate"]["publish"], "reason": m["gate"]["reason"], "ndcg@20": m["metrics"]["ndcg@20"]}
+            for name, m in report["models"].items()
+        },
+    }
+    update_run_manifest(warehouse, last_day, "training", summary)
+    return summary

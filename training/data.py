@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -22,12 +22,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from nightrec.config import Settings, TrainingSettings
-from nightrec.errors import InputError
+from nightrec.errors import HistoryTooShort, InputError
 
 EXAMPLES_MART = "training_examples"
 USER_VIEWS = ("user_features__", "user_sequence__")
 ITEM_VIEWS = ("item_features__",)
 SEQUENCE_COLUMNS = ("user_sequence__seq_item_ids", "user_sequence__seq_levels", "user_sequence__seq_gap_seconds")
+
+
+def midnight(d: date) -> datetime:
+    """D 00:00 UTC as a naive timestamp: the time of an example on day D (it sees features through D-1)."""
+    return datetime(d.year, d.month, d.day)
 
 
 @dataclass(frozen=True)
@@ -45,7 +50,7 @@ def split_for(first_day: date, last_day: date, t: TrainingSettings) -> Split:
     eval_start = end - timedelta(days=t.eval_days)
     ranker_start = eval_start - timedelta(days=t.ranker_days)
     if ranker_start <= first_day:
-        raise InputError(
+        raise HistoryTooShort(
             f"Data {first_day}..{last_day} is too short for eval_days={t.eval_days} and ranker_days={t.ranker_days}: "
             "no days are left to train on"
         )
@@ -82,6 +87,12 @@ class Vocabulary:
 
     def index(self, values: pd.Series) -> np.ndarray:
         return values.astype(str).map(self.lookup()).fillna(0).to_numpy(np.int64)
+
+
+def reindex(source: Vocabulary, target: Vocabulary) -> np.ndarray:
+    """An array mapping `source` indices to `target` indices (0, and ids `target` lacks, map to 0)."""
+    lookup = target.lookup()
+    return np.array([0] + [lookup.get(i, 0) for i in source.ids], dtype=np.int64)
 
 
 def encode_sequences(frame: pd.DataFrame, items: Vocabulary, length: int) -> tuple[np.ndarray, ...]:

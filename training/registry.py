@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,26 @@ def embeddings_table(ids: list[str], vectors: np.ndarray, key: str) -> pa.Table:
     )
 
 
+def write_version(
+    warehouse_root: Path,
+    name: str,
+    version: str,
+    writers: dict[str, Callable[[Path], None]],
+    metrics: dict[str, Any],
+    manifest: dict[str, Any],
+) -> Path:
+    """Write models/<name>/<version>/ atomically (a rerun replaces it whole): each writer gets its file's path."""
+    target = models_root(warehouse_root) / name / version
+    tmp = temp_sibling(target)
+    tmp.mkdir(parents=True)
+    for filename, write in writers.items():
+        write(tmp / filename)
+    write_json_atomic(tmp / "metrics.json", metrics)
+    write_json_atomic(tmp / "manifest.json", manifest)
+    swap_into_place(tmp, target)
+    return target
+
+
 def write_model(
     warehouse_root: Path,
     name: str,
@@ -64,17 +85,13 @@ def write_model(
     metrics: dict[str, Any],
     manifest: dict[str, Any],
 ) -> Path:
-    """Write models/<name>/<version>/ atomically (a rerun replaces it whole)."""
-    target = models_root(warehouse_root) / name / version
-    tmp = temp_sibling(target)
-    tmp.mkdir(parents=True)
-    torch.save(state_dict, tmp / "weights.pt")
-    pq.write_table(user_embeddings, tmp / "user_embeddings.parquet")
-    pq.write_table(item_embeddings, tmp / "item_embeddings.parquet")
-    write_json_atomic(tmp / "metrics.json", metrics)
-    write_json_atomic(tmp / "manifest.json", manifest)
-    swap_into_place(tmp, target)
-    return target
+    """An embedding model's version: weights, user and item embeddings, metrics, manifest."""
+    writers: dict[str, Callable[[Path], None]] = {
+        "weights.pt": lambda path: torch.save(state_dict, path),
+        "user_embeddings.parquet": lambda path: pq.write_table(user_embeddings, path),
+        "item_embeddings.parquet": lambda path: pq.write_table(item_embeddings, path),
+    }
+    return write_version(warehouse_root, name, version, writers, metrics, manifest)
 
 
 def champion(warehouse_root: Path, name: str) -> dict[str, Any] | None:

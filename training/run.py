@@ -18,7 +18,7 @@ import shutil
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +29,9 @@ import torch
 from nightrec.adapters import load_adapter
 from nightrec.config import Settings
 from nightrec.errors import InputError
-from training import data, metrics, ordinal, registry, retrieval_baselines, trainer
+from training import data, metrics, ordinal, ranker, registry, retrieval_baselines, trainer
 from training.towers import Inputs
+from training.two_tower import RetrievalTwoTower
 
 K = 20  # the cut-off of the retrieval metrics (Recall@20, NDCG@20: the quality bar's)
 GATE_METRIC = "ndcg@20"
@@ -53,12 +54,11 @@ class Prepared:
     relevant: dict[str, set[str]]
     item_users: dict[str, int]
     n_history_users: int
+    item_counts: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    train_examples: pd.DataFrame = field(default_factory=pd.DataFrame)
+    ranker_examples: pd.DataFrame = field(default_factory=pd.DataFrame)
     negatives: dict[str, dict[str, int]] = field(default_factory=dict)
     work_dir: Path = Path()
-
-
-def _midnight(d: date) -> datetime:
-    return datetime(d.year, d.month, d.day)
 
 
 def last_data_day(settings: Settings) -> date:
@@ -125,25 +125,56 @@ def prepare(settings: Settings, last_day: date, seed: int, work_dir: Path) -> Pr
         relevant=relevant,
         item_users=before_t.groupby("item_id")["user_id"].nunique().to_dict(),
         n_history_users=before_t["user_id"].nunique(),
+        item_counts=np.bincount(items.index(train_ex["item_id"]), minlength=len(items)),
+        train_examples=train_ex,
+        ranker_examples=val_ex,
         negatives=negatives,
         work_dir=work_dir,
     )
 
 
-def build_model(kind: str, prepared: Prepared, settings: Settings) -> ordinal.OrdinalTwoTower:
+Model = ordinal.OrdinalTwoTower | RetrievalTwoTower
+
+
+def architecture(kind: str, prepared: Prepared, settings: Settings) -> dict[str, Any]:
+    """Everything needed to rebuild a model before loading its weights (kept in its manifest)."""
     t = settings.training
+    return {
+        "kind": kind,
+        "n_users": len(prepared.users),
+        "n_items": len(prepared.items),
+        "n_user_dense": len(prepared.train.user_columns) + 1,  # + the "view had a row" indicator
+        "n_item_dense": len(prepared.train.item_columns) + 1,
+        "levels": prepared.levels,
+        "base_rates": prepared.base_rates,
+        "sequence_length": settings.pipeline.sequence_length,
+        "dim": t.retrieval_dim if kind == "two_tower" else t.dim,
+        "hidden": t.hidden,
+        "gamma": t.gamma,
+        "temperature": t.temperature,
+        "learnable_cut_points": t.learnable_cut_points,
+    }
+
+
+def build_model(spec: dict[str, Any], item_counts: np.ndarray | None = None) -> Model:
+    common = {
+        "n_users": spec["n_users"],
+        "n_items": spec["n_items"],
+        "n_user_dense": spec["n_user_dense"],
+        "n_item_dense": spec["n_item_dense"],
+        "dim": spec["dim"],
+        "hidden": spec["hidden"],
+        "sequence_length": spec["sequence_length"],
+    }
+    if spec["kind"] == "two_tower":
+        counts = np.zeros(spec["n_items"]) if item_counts is None else item_counts  # a loaded model brings log Q
+        return RetrievalTwoTower(levels=spec["levels"], item_counts=counts, temperature=spec["temperature"], **common)
     return ordinal.OrdinalTwoTower(
-        kind,
-        n_users=len(prepared.users),
-        n_items=len(prepared.items),
-        n_user_dense=len(prepared.train.user_columns) + 1,
-        n_item_dense=len(prepared.train.item_columns) + 1,
-        base_rates=prepared.base_rates,
-        dim=t.dim,
-        hidden=t.hidden,
-        gamma=t.gamma,
-        learnable_cut_points=t.learnable_cut_points,
-        sequence_length=settings.pipeline.sequence_length,
+        spec["kind"],
+        base_rates=spec["base_rates"],
+        gamma=spec["gamma"],
+        learnable_cut_points=spec["learnable_cut_points"],
+        **common,
     )
 
 
@@ -153,10 +184,10 @@ def _loss(model: torch.nn.Module, inputs: Inputs) -> torch.Tensor:
 
 def train_model(
     kind: str, prepared: Prepared, settings: Settings, seed: int, device: torch.device, mixed: bool
-) -> tuple[ordinal.OrdinalTwoTower, trainer.FitResult]:
+) -> tuple[Model, trainer.FitResult]:
     t = settings.training
     trainer.seed_everything(seed)
-    model = build_model(kind, prepared, settings)
+    model = build_model(architecture(kind, prepared, settings), prepared.item_counts)
     result = trainer.fit(
         model,
         _loss,
@@ -176,26 +207,33 @@ def train_model(
 
 @torch.no_grad()
 def score_exposures(
-    model: ordinal.OrdinalTwoTower,
+    model: Model,
     files: data.FeatureFiles,
     device: torch.device,
     vocabularies: tuple[data.Vocabulary, data.Vocabulary] | None = None,
+    files_items: data.Vocabulary | None = None,
 ) -> np.ndarray:
     """P(k > c) (rows x T) for every row of the feature files, in file order.
 
     :param vocabularies: the model's user and item vocabularies when they are not the ones the files were indexed
-        with (re-scoring an earlier champion).
+        with (re-scoring an earlier champion); the users, the items and the items of the behaviour sequences are
+        then re-indexed into the model's vocabularies.
+    :param files_items: the item vocabulary the files' sequences were indexed with (needed with `vocabularies`).
     """
     model.eval().to(device)
     remap = None
     if vocabularies is not None:
+        if files_items is None:
+            raise ValueError("re-indexing sequences needs the item vocabulary the files were written with")
         ids = data.read_all(files, ["user_id", "item_id"])
-        remap = (vocabularies[0].index(ids["user_id"]), vocabularies[1].index(ids["item_id"]))
+        sequence_items = data.reindex(files_items, vocabularies[1])
+        remap = (vocabularies[0].index(ids["user_id"]), vocabularies[1].index(ids["item_id"]), sequence_items)
     out, offset = [], 0
     for batch in data.batches(files, 8192):
         if remap is not None:
             batch.user = remap[0][offset : offset + len(batch)]
             batch.item = remap[1][offset : offset + len(batch)]
+            batch.seq_items = remap[2][batch.seq_items]
         offset += len(batch)
         out.append(model(trainer.to_tensors(batch, device)).float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, model.boundaries))
@@ -203,7 +241,7 @@ def score_exposures(
 
 @torch.no_grad()
 def embed(
-    model: ordinal.OrdinalTwoTower,
+    model: Model,
     vocabularies: tuple[data.Vocabulary, data.Vocabulary],
     columns: tuple[list[str], list[str]],
     settings: Settings,
@@ -219,7 +257,7 @@ def embed(
             "user_id": ids if side == "user" else [""] * len(ids),
             "item_id": ids if side == "item" else [""] * len(ids),
             "category": 0,
-            "example_ts": _midnight(at),
+            "example_ts": data.midnight(at),
             "ds": at,
         }
     )
@@ -293,11 +331,11 @@ class ModelOutcome:
     fit: dict[str, Any]
     exceed: np.ndarray
     recommended: dict[str, list[str]]
-    model: ordinal.OrdinalTwoTower
+    model: Model
 
 
 def evaluate_model(
-    model: ordinal.OrdinalTwoTower,
+    model: Model,
     vocabularies: tuple[data.Vocabulary, data.Vocabulary],
     prepared: Prepared,
     settings: Settings,
@@ -305,7 +343,7 @@ def evaluate_model(
 ) -> tuple[dict[str, Any], np.ndarray, dict[str, list[str]]]:
     """Ordinal and retrieval metrics of a model on this run's evaluation window."""
     own = vocabularies == (prepared.users, prepared.items)
-    exceed = score_exposures(model, prepared.evaluation, device, None if own else vocabularies)
+    exceed = score_exposures(model, prepared.evaluation, device, None if own else vocabularies, prepared.items)
     users = sorted(prepared.relevant)
     t_day = prepared.split.evaluation[0]
     columns = (prepared.train.user_columns, prepared.train.item_columns)
@@ -334,25 +372,14 @@ def rescore_champion(
         return None, "no champion yet"
     directory = registry.model_dir(settings.warehouse_root, kind, pointer["version"])
     manifest = json.loads((directory / "manifest.json").read_text())
-    columns = manifest["feature_columns"]
+    columns, spec = manifest["feature_columns"], manifest.get("architecture")
     if (columns["user"], columns["item"]) != (prepared.train.user_columns, prepared.train.item_columns):
         return None, f"champion {pointer['version']} was trained on other feature columns"
+    if spec is None or spec["sequence_length"] != settings.pipeline.sequence_length:
+        return None, f"champion {pointer['version']} has another architecture or sequence length"
     weights = torch.load(directory / "weights.pt", map_location="cpu", weights_only=False)
     users, items = data.Vocabulary(tuple(weights["users"])), data.Vocabulary(tuple(weights["items"]))
-    config = manifest["config"]
-    model = ordinal.OrdinalTwoTower(
-        kind,
-        n_users=len(users),
-        n_items=len(items),
-        n_user_dense=len(columns["user"]) + 1,
-        n_item_dense=len(columns["item"]) + 1,
-        base_rates=manifest["base_rates"],
-        dim=config["dim"],
-        hidden=config["hidden"],
-        gamma=config["gamma"],
-        learnable_cut_points=config["learnable_cut_points"],
-        sequence_length=manifest["sequence_length"],
-    )
+    model = build_model(spec)
     model.load_state_dict(weights["state_dict"])
     result, _, _ = evaluate_model(model, (users, items), prepared, settings, device)
     return result, f"champion {pointer['version']} re-scored on this window"
@@ -421,9 +448,9 @@ def run(settings: Settings, last_day: date | None = None, seed: int | None = Non
         "negatives": prepared.negatives,
         "base_rates": prepared.base_rates,
         "feature_columns": {"user": prepared.train.user_columns, "item": prepared.train.item_columns},
-        "sequence_length": settings.pipeline.sequence_length,
     }
-    for kind in t.ordinal_models:
+    trained: dict[str, Model] = {}
+    for kind in t.models:
         outcome = train_and_evaluate(kind, prepared, settings, seed, device, mixed)
         champion_metrics, why = rescore_champion(kind, prepared, settings, device)
         decision = gate(outcome.metrics, champion_metrics, t.champion_tolerance, why)
@@ -442,7 +469,13 @@ def run(settings: Settings, last_day: date | None = None, seed: int | None = Non
             registry.embeddings_table(users, user_vectors, "user_id"),
             registry.embeddings_table(items, item_vectors, "item_id"),
             {"metrics": outcome.metrics, "gate": decision, "fit": outcome.fit},
-            {**manifest_base, "model": kind, "version": version, "embeddings_as_of": str(export_day)},
+            {
+                **manifest_base,
+                "model": kind,
+                "version": version,
+                "embeddings_as_of": str(export_day),
+                "architecture": architecture(kind, prepared, settings),
+            },
         )
         if decision["publish"]:
             registry.set_champion(
@@ -451,6 +484,114 @@ def run(settings: Settings, last_day: date | None = None, seed: int | None = Non
         report["models"][kind] = {"metrics": outcome.metrics, "gate": decision, "path": str(path)}
         verdict = "published" if decision["publish"] else "kept the champion"
         print(f"training: {kind} -> {path} ({verdict}: {decision['reason']})", flush=True)
+        trained[kind] = outcome.model
+    if t.ranker:
+        report["models"]["ranker"] = run_ranker(prepared, settings, trained, manifest_base, version, seed, device)
     shutil.rmtree(work_dir, ignore_errors=True)  # features and checkpoints: only needed to resume this run
     report["seconds"] = round(time.time() - started, 1)
     return report
+
+
+RANKER_SOURCES = ("two_tower", "gnolr")  # the retrieval models whose candidates and scores the ranker uses
+
+
+def embedding_source(
+    model: Model,
+    name: str,
+    prepared: Prepared,
+    settings: Settings,
+    users: list[str],
+    items: list[str],
+    at: date,
+    device: torch.device,
+) -> ranker.EmbeddingSource:
+    vocabularies = (prepared.users, prepared.items)
+    columns = (prepared.train.user_columns, prepared.train.item_columns)
+    args = (model, vocabularies, columns, settings)
+    user_vectors = embed(*args, "user", users, at, prepared.work_dir, device)
+    item_vectors = embed(*args, "item", items, at, prepared.work_dir, device)
+    return ranker.EmbeddingSource(name, {u: n for n, u in enumerate(users)}, user_vectors, items, item_vectors)
+
+
+def fit_ranker(
+    prepared: Prepared, settings: Settings, trained: dict[str, Model], seed: int, device: torch.device
+) -> ranker.RankerOutcome:
+    """Train LambdaRank on the ranker window's candidates and rank the evaluation buyers' candidates."""
+    t0, t_eval = prepared.split.ranker[0], prepared.split.evaluation[0]
+    label_users = sorted(prepared.ranker_examples["user_id"].astype(str).unique())
+    train_items = sorted(prepared.train_examples["item_id"].astype(str).unique())
+    eval_users = sorted(prepared.relevant)
+    sources = [k for k in RANKER_SOURCES if k in trained]
+    train_sources = [
+        embedding_source(trained[k], k, prepared, settings, label_users, train_items, t0, device) for k in sources
+    ]
+    eval_sources = [
+        embedding_source(trained[k], k, prepared, settings, eval_users, prepared.catalogue, t_eval, device)
+        for k in sources
+    ]
+    return ranker.train_and_rank(
+        settings,
+        retrieval_baselines.History(prepared.train_examples, t0),
+        prepared.ranker_examples,
+        train_sources,
+        prepared.history,
+        eval_users,
+        eval_sources,
+        (prepared.train.user_columns, prepared.train.item_columns),
+        (prepared.users, prepared.items),
+        prepared.work_dir,
+        K,
+        seed,
+    )
+
+
+def run_ranker(
+    prepared: Prepared,
+    settings: Settings,
+    trained: dict[str, Model],
+    manifest_base: dict[str, Any],
+    version: str,
+    seed: int,
+    device: torch.device,
+) -> dict[str, Any]:
+    """Train the LambdaRank re-ranker on the ranker window, evaluate it like every retrieval model, gate, write."""
+    import lightgbm as lgb
+
+    outcome = fit_ranker(prepared, settings, trained, seed, device)
+    sources = [k for k in RANKER_SOURCES if k in trained]
+    result = retrieval_metrics(prepared, outcome.recommended)
+    result.update(train_groups=outcome.train_groups, train_rows=outcome.train_rows)
+    champion_metrics, why = None, "no champion yet"
+    pointer = registry.champion(settings.warehouse_root, "ranker")
+    if pointer is not None:
+        directory = registry.model_dir(settings.warehouse_root, "ranker", pointer["version"])
+        champion_names = json.loads((directory / "manifest.json").read_text())["feature_names"]
+        if champion_names == outcome.feature_names:
+            booster = lgb.Booster(model_file=str(directory / "model.txt"))
+            champion_metrics = retrieval_metrics(prepared, outcome.rank_with(booster, K))
+            why = f"champion {pointer['version']} re-scored on this window"
+        else:
+            why = f"champion {pointer['version']} used other features"
+    decision = gate(result, champion_metrics, settings.training.champion_tolerance, why)
+    path = registry.write_version(
+        settings.warehouse_root,
+        "ranker",
+        version,
+        {"model.txt": lambda p: outcome.booster.save_model(str(p))},
+        {"metrics": result, "gate": decision},
+        {
+            **manifest_base,
+            "model": "ranker",
+            "version": version,
+            "sources": [*retrieval_baselines.BASELINES, *sources],
+            "candidates_per_source": ranker.CANDIDATES,
+            "feature_names": outcome.feature_names,
+        },
+    )
+    if decision["publish"]:
+        registry.set_champion(
+            settings.warehouse_root, "ranker", {"version": version, "metrics": result, "gate": decision}
+        )
+    verdict = "published" if decision["publish"] else "kept the champion"
+    print(f"training: ranker -> {path} ({verdict}: {decision['reason']})", flush=True)
+    return {"metrics": result, "gate": decision, "path": str(path)}

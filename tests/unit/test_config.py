@@ -42,7 +42,8 @@ def test_environment_overrides_single_values(tmp_path: Path):
 
 def test_unknown_profile_names_the_path_and_known_profiles():
     with pytest.raises(
-        ConfigError, match=r"Could not find profile 'nope' at .*nope\.yaml; known profiles: \['cluster', 'local'\]"
+        ConfigError,
+        match=r"Could not find profile 'nope' at .*nope\.yaml; known profiles: \['cluster', 'local', 'smoke'\]",
     ):
         load_settings("nope", env={})
 
@@ -66,3 +67,18 @@ def test_unknown_keys_in_a_profile_are_rejected(tmp_path: Path, monkeypatch: pyt
     monkeypatch.setattr(config, "PROFILES_DIR", tmp_path)
     with pytest.raises(ConfigError, match=r"Unknown key\(s\) \['masterr'\] under 'spark'"):
         config.load_settings("odd", env={})
+
+
+def test_training_settings_load_and_are_validated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import nightrec.config as config
+
+    smoke = config.load_settings("smoke", env={})
+    assert smoke.training.models == ("two_tower", "gnolr") and smoke.training.epochs == 1
+    assert config.load_settings("local", env={}).training.models == ("two_tower", "gnolr", "bce", "esmm", "nolr")
+    monkeypatch.setattr(config, "PROFILES_DIR", tmp_path)
+    (tmp_path / "gpu.yaml").write_text("training:\n  device: tpu\n")
+    with pytest.raises(ConfigError, match=r"training.device must be auto, cpu or cuda \(got 'tpu'\)"):
+        config.load_settings("gpu", env={})
+    (tmp_path / "models.yaml").write_text("training:\n  models: [gnolr, xgboost]\n")
+    with pytest.raises(ConfigError, match=r"training.models: unknown \['xgboost'\]"):
+        config.load_settings("models", env={})

@@ -1,0 +1,164 @@
+"""Model quality on the real data: every model and baseline on the same temporal split, over several seeds, with
+paired-bootstrap 95% intervals. A benchmark, not a CI gate.
+
+Needs a built warehouse whose marts are exported and whose Feast repository is applied (`make demo` builds
+./warehouse). For each seed it prepares the split (negatives are seeded), trains every model of `training.models`
+and the LightGBM ranker, and scores the retrieval baselines. It prints:
+
+- the full table: every model x every metric, mean (and standard deviation) over the seeds, and CPU samples/s;
+- GNOLR minus each ordinal baseline (independent BCE, ESMM, Neural OLR): AUC per level boundary on real exposures;
+- the best retrieval model (the ranker, which the top-k tables publish) minus each retrieval baseline: Recall@20 and
+  NDCG@20 on next-period purchases.
+
+Intervals: the evaluation exposures (or buyers) are resampled with replacement, the same resample for both sides of
+a difference and for every seed; each replicate's difference is averaged over seeds.
+
+    python benchmarks/training_quality.py --warehouse warehouse --seeds 0,1,2
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from nightrec.config import PROJECT_ROOT, load_settings
+from training import data, metrics, run, trainer
+
+
+def _aligned_real(prepared: run.Prepared, exceed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Real evaluation exposures sorted by (user, item, day): the same rows in the same order for every seed."""
+    frame = data.read_all(prepared.evaluation, ["user_id", "item_id", "ds", "category"])
+    frame["row"] = np.arange(len(frame))
+    real = frame[frame["category"] > 0].sort_values(["user_id", "item_id", "ds"], kind="stable")
+    return real["category"].to_numpy(), exceed[real["row"].to_numpy()]
+
+
+def _ci(samples: np.ndarray) -> str:
+    lo, hi = np.percentile(samples, [2.5, 97.5])
+    return f"[{lo:+.4f}, {hi:+.4f}]"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--warehouse", type=Path, default=PROJECT_ROOT / "warehouse", help="a built warehouse")
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (at least 3 for the quality bar)")
+    parser.add_argument("--epochs", type=int, help="maximum epochs (default: the profile's)")
+    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap replicates")
+    args = parser.parse_args()
+    settings = load_settings().with_overrides(warehouse_root=args.warehouse.resolve())
+    if args.epochs:
+        settings = settings.with_overrides(training=replace(settings.training, epochs=args.epochs))
+    seeds = [int(s) for s in args.seeds.split(",")]
+    device, mixed = trainer.pick_device(settings.training.device)
+    last_day = run.last_data_day(settings)
+    work = Path(tempfile.mkdtemp(prefix="nightrec-quality-"))
+    table: dict[str, list[dict[str, float]]] = {}
+    exposures: dict[str, list[np.ndarray]] = {}  # model -> per seed, aligned P(k > c) of the real exposures
+    per_user: dict[str, list[dict[str, np.ndarray]]] = {}
+    categories = None
+    levels = 0
+    started = time.time()
+    try:
+        for seed in seeds:
+            prepared = run.prepare(settings, last_day, seed, work / f"seed-{seed}")
+            levels = prepared.levels
+            trained = {}
+            for name, recommended in run.baseline_recommendations(prepared).items():
+                table.setdefault(name, []).append(run.retrieval_metrics(prepared, recommended))
+                per_user.setdefault(name, []).append(metrics.per_user_ranking(recommended, prepared.relevant, run.K))
+            for kind in settings.training.models:
+                outcome = run.train_and_evaluate(kind, prepared, settings, seed, device, mixed)
+                trained[kind] = outcome.model
+                table.setdefault(kind, []).append(outcome.metrics)
+                categories, aligned = _aligned_real(prepared, outcome.exceed)
+                exposures.setdefault(kind, []).append(aligned)
+                per_user.setdefault(kind, []).append(
+                    metrics.per_user_ranking(outcome.recommended, prepared.relevant, run.K)
+                )
+            ranked = run.fit_ranker(prepared, settings, trained, seed, device)
+            table.setdefault("ranker", []).append(run.retrieval_metrics(prepared, ranked.recommended))
+            per_user.setdefault("ranker", []).append(
+                metrics.per_user_ranking(ranked.recommended, prepared.relevant, run.K)
+            )
+            print(f"seed {seed} done after {time.time() - started:.0f}s", flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    keys = [
+        "auc_c1",
+        "auc_c2",
+        "auc_c3",
+        "auc_sampled_c0",
+        "gauc_top",
+        "recall@20",
+        "ndcg@20",
+        "mrr@20",
+        "coverage@20",
+        "novelty@20",
+        "gini_corrected@20",
+        "entropy_corrected@20",
+        "train_samples_per_s",
+    ]
+    print(
+        f"\nTraining quality on {settings.warehouse_root} ({settings.source}), data through {last_day}, seeds {seeds}"
+    )
+    print(f"device {device}; mean over seeds (std); AUCs on real exposures; retrieval vs next-period purchases")
+    print("| model | " + " | ".join(keys) + " |")
+    print("|---" * (len(keys) + 1) + "|")
+    for name, rows in table.items():
+        frame = pd.DataFrame(rows)
+        cells = []
+        for key in keys:
+            if key not in frame or frame[key].isna().all():
+                cells.append("-")
+            elif key == "train_samples_per_s":
+                cells.append(f"{frame[key].mean():,.0f}")
+            else:
+                cells.append(f"{frame[key].mean():.4f} ({frame[key].std(ddof=0):.4f})")
+        print(f"| {name} | " + " | ".join(cells) + " |")
+
+    rng = np.random.default_rng(0)
+    assert categories is not None
+    n = len(categories)
+    resamples = [rng.integers(0, n, n) for _ in range(args.bootstrap)]
+    print("\nGNOLR minus each ordinal baseline, AUC per boundary on real exposures: mean [95% paired bootstrap]")
+    for other in ("bce", "esmm", "nolr"):
+        if other not in exposures or "gnolr" not in exposures:
+            continue
+        for c in range(1, levels):
+            labels = categories > c
+
+            def diff(idx: np.ndarray | slice, c: int = c, other: str = other, labels: np.ndarray = labels) -> float:
+                return float(
+                    np.mean(
+                        [
+                            metrics.auc(labels[idx], g[idx, c]) - metrics.auc(labels[idx], o[idx, c])
+                            for g, o in zip(exposures["gnolr"], exposures[other], strict=True)
+                        ]
+                    )
+                )
+
+            samples = np.array([diff(idx) for idx in resamples])
+            print(f"  gnolr - {other:<5} c{c}: {diff(slice(None)):+.4f} {_ci(samples)}")
+
+    users = len(per_user["own_history"][0]["users"])
+    user_resamples = [rng.integers(0, users, users) for _ in range(args.bootstrap)]
+    print("\nRanker (the published blend) minus each retrieval baseline: mean [95% paired bootstrap]")
+    for other in ("popularity", "covisitation", "own_history", *[m for m in ("two_tower", "gnolr") if m in per_user]):
+        for metric in ("recall", "ndcg"):
+            a = np.mean([p[metric] for p in per_user["ranker"]], axis=0)
+            b = np.mean([p[metric] for p in per_user[other]], axis=0)
+            samples = np.array([np.mean(a[idx] - b[idx]) for idx in user_resamples])
+            print(f"  ranker - {other:<12} {metric}@20: {np.mean(a - b):+.4f} {_ci(samples)}")
+    print(f"\n{time.time() - started:.0f}s in all")
+
+
+if __name__ == "__main__":
+    main()
