@@ -16,7 +16,6 @@ import hashlib
 import json
 import shutil
 import time
-import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -261,15 +260,25 @@ def embed(
             "ds": at,
         }
     )
-    out = work_dir / "features" / f"{side}-{at}-{uuid.uuid4().hex[:8]}"
-    files = data.fetch_features(settings, frame, *vocabularies, out, columns, label=f"{side}s at {at}")
+    # The features of these ids at this time do not depend on the model: one Feast call serves every model of the
+    # run (evaluation, ranker and export embed the same users and items), keyed by what the encoding depends on.
+    key = hashlib.sha256(
+        "\n".join([side, str(at), *ids, "|", *vocabularies[0].ids, "|", *vocabularies[1].ids]).encode()
+    ).hexdigest()[:16]
+    out = work_dir / "features" / f"embed-{side}-{at}-{key}"
+    done = out / "_SUCCESS"
+    if done.exists():
+        files = data.FeatureFiles(sorted(out.glob("chunk-*.parquet")), len(ids), *columns)
+    else:
+        shutil.rmtree(out, ignore_errors=True)
+        files = data.fetch_features(settings, frame, *vocabularies, out, columns, label=f"{side}s at {at}")
+        done.write_text(str(files.rows))
     model.eval().to(device)
     vectors = []
     for batch in data.batches(files, 8192):
         inputs = trainer.to_tensors(batch, device)
         tower = model.user_vectors(inputs) if side == "user" else model.item_vectors(inputs)
         vectors.append(model.unified(tower).float().cpu().numpy())
-    shutil.rmtree(out, ignore_errors=True)
     return np.concatenate(vectors)
 
 
