@@ -197,7 +197,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"  dbt docs             {root}/docs/dbt/index.html\n"
         f"  marts as Parquet     {root}/marts/parquet/\n"
         f"  zones                {root}/bronze/events, bronze/quarantine, silver/sequences\n"
-        f"  run manifests        {root}/_runs/ds=D/manifest.json  (`nightrec status` for every day)"
+        f"  run manifests        {root}/_runs/ds=D/manifest.json  (`nightrec status` for every day)\n"
+        f"  models               {root}/models/<model>/champion.json  (`nightrec train` retrains and compares)"
     )
     return 0
 
