@@ -10,8 +10,10 @@ batches.
 
 from __future__ import annotations
 
+import json
+import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -249,6 +251,19 @@ def fetch_features(
     assert columns is not None or not paths
     user_cols, item_cols = columns if columns is not None else ([], [])
     return FeatureFiles(paths, rows, user_cols, item_cols)
+
+
+def cached_features(out: Path, fetch: Callable[[], FeatureFiles]) -> FeatureFiles:
+    """The feature files under `out` when an earlier call (or a killed run with the same inputs) finished them,
+    else `fetch()` into a clean `out`, marked finished with its row count and columns."""
+    done = out / "_SUCCESS"
+    if done.exists():
+        meta = json.loads(done.read_text())
+        return FeatureFiles(sorted(out.glob("chunk-*.parquet")), meta["rows"], *meta["columns"])
+    shutil.rmtree(out, ignore_errors=True)
+    files = fetch()
+    done.write_text(json.dumps({"rows": files.rows, "columns": [files.user_columns, files.item_columns]}))
+    return files
 
 
 @dataclass

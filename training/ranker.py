@@ -55,14 +55,18 @@ class EmbeddingSource:
     item_vectors: np.ndarray
 
     def top(self, users: list[str], k: int) -> dict[str, list[str]]:
+        """The k items with the largest inner product per user (users without a vector are left out); ties by
+        item order."""
+        known = [u for u in users if u in self.users]
+        if not known:
+            return {}
+        scores = self.user_vectors[[self.users[u] for u in known]] @ self.item_vectors.T
+        k = min(k, len(self.items))
+        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
         out = {}
-        for user in users:
-            if user not in self.users:
-                continue
-            scores = self.item_vectors @ self.user_vectors[self.users[user]]
-            part = np.argpartition(-scores, min(k, len(scores) - 1))[:k]
-            order = part[np.lexsort((part, -scores[part]))]
-            out[user] = [self.items[j] for j in order]
+        for row, user in enumerate(known):
+            cand = part[row]
+            out[user] = [self.items[j] for j in cand[np.lexsort((cand, -scores[row, cand]))]]
         return out
 
     def scores(self, users: pd.Series, items: pd.Series) -> np.ndarray:
@@ -104,17 +108,15 @@ def candidate_frame(
 
 
 def history_features(history: retrieval_baselines.History, frame: pd.DataFrame) -> pd.DataFrame:
-    ex = history.exposures
-    age = (pd.Timestamp(history.until) - pd.to_datetime(ex["ds"])).dt.days
-    ex = ex.assign(
-        age=age,
-        decayed=ex["category"] * 0.5 ** (age / retrieval_baselines.RECENCY_HALF_LIFE_DAYS),
-    )
-    per_pair = ex.groupby(["user_id", "item_id"]).agg(
-        hist_exposures=("category", "size"),
-        hist_max_level=("category", "max"),
-        hist_days_since=("age", "min"),
-        hist_score=("decayed", "sum"),
+    per_pair = (
+        history.with_recency()
+        .groupby(["user_id", "item_id"])
+        .agg(
+            hist_exposures=("category", "size"),
+            hist_max_level=("category", "max"),
+            hist_days_since=("age", "min"),
+            hist_score=("decayed", "sum"),
+        )
     )
     out = frame.merge(per_pair.reset_index(), on=["user_id", "item_id"], how="left")
     out[["hist_exposures", "hist_max_level", "hist_score"]] = out[

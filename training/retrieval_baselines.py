@@ -25,6 +25,13 @@ class History:
     exposures: pd.DataFrame
     until: date  # T: nothing on or after this day is in `exposures`
 
+    def with_recency(self) -> pd.DataFrame:
+        """The exposures with `age` (days before T) and `decayed` = level x 0.5^(age / 14 days): the own-history
+        score of one exposure (recent and deep engagement count most)."""
+        age = (pd.Timestamp(self.until) - pd.to_datetime(self.exposures["ds"])).dt.days.to_numpy(np.float64)
+        decayed = self.exposures["category"].to_numpy(np.float64) * 0.5 ** (age / RECENCY_HALF_LIFE_DAYS)
+        return self.exposures.assign(age=age, decayed=decayed)
+
     def recent(self, days: int) -> pd.DataFrame:
         return self.exposures[self.exposures["ds"] >= self.until - timedelta(days=days)]
 
@@ -59,10 +66,8 @@ def own_history(history: History, users: list[str], k: int) -> dict[str, list[st
     """Items the user engaged with, scored by sum(level x 0.5^(age / 14 days)) (recent and deep engagement first),
     then popular items."""
     popular = popular_items(history, k)
-    ex = history.exposures[history.exposures["user_id"].isin(users)]
-    age = (pd.Timestamp(history.until) - pd.to_datetime(ex["ds"])).dt.days.to_numpy(np.float64)
-    scored = ex.assign(score=ex["category"].to_numpy(np.float64) * 0.5 ** (age / RECENCY_HALF_LIFE_DAYS))
-    totals = scored.groupby(["user_id", "item_id"])["score"].sum()
+    scored = history.with_recency()
+    totals = scored[scored["user_id"].isin(users)].groupby(["user_id", "item_id"])["decayed"].sum()
     out = {}
     by_user = {u: s.droplevel(0) for u, s in totals.groupby(level=0)}
     for user in users:

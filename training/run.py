@@ -93,17 +93,13 @@ def prepare(settings: Settings, last_day: date, seed: int, work_dir: Path) -> Pr
     files = {}
     columns = None
     for name, frame in frames.items():
-        out = work_dir / "features" / name
-        done = out / "_SUCCESS"
-        if done.exists():  # a resumed run: the same seed gives the same rows, fetched already
-            meta = json.loads(done.read_text())
-            files[name] = data.FeatureFiles(sorted(out.glob("chunk-*.parquet")), meta["rows"], *meta["columns"])
-        else:
-            shutil.rmtree(out, ignore_errors=True)
-            files[name] = data.fetch_features(settings, frame, users, items, out, columns, name, shuffle_seed=seed)
-            done.write_text(
-                json.dumps({"rows": files[name].rows, "columns": [files[name].user_columns, files[name].item_columns]})
-            )
+        out = work_dir / "features" / name  # a resumed run: the same seed gives the same rows, fetched already
+        files[name] = data.cached_features(
+            out,
+            lambda frame=frame, out=out, name=name, columns=columns: data.fetch_features(
+                settings, frame, users, items, out, columns, name, shuffle_seed=seed
+            ),
+        )
         columns = (files[name].user_columns, files[name].item_columns)
 
     before_t = pd.concat([train_ex, val_ex], ignore_index=True)
@@ -266,13 +262,9 @@ def embed(
         "\n".join([side, str(at), *ids, "|", *vocabularies[0].ids, "|", *vocabularies[1].ids]).encode()
     ).hexdigest()[:16]
     out = work_dir / "features" / f"embed-{side}-{at}-{key}"
-    done = out / "_SUCCESS"
-    if done.exists():
-        files = data.FeatureFiles(sorted(out.glob("chunk-*.parquet")), len(ids), *columns)
-    else:
-        shutil.rmtree(out, ignore_errors=True)
-        files = data.fetch_features(settings, frame, *vocabularies, out, columns, label=f"{side}s at {at}")
-        done.write_text(str(files.rows))
+    files = data.cached_features(
+        out, lambda: data.fetch_features(settings, frame, *vocabularies, out, columns, label=f"{side}s at {at}")
+    )
     model.eval().to(device)
     vectors = []
     for batch in data.batches(files, 8192):
@@ -280,21 +272,6 @@ def embed(
         tower = model.user_vectors(inputs) if side == "user" else model.item_vectors(inputs)
         vectors.append(model.unified(tower).float().cpu().numpy())
     return np.concatenate(vectors)
-
-
-def top_k(
-    user_vectors: np.ndarray, item_vectors: np.ndarray, users: list[str], items: list[str], k: int
-) -> dict[str, list[str]]:
-    """Top k items per user by inner product; ties by item order (the catalogue is sorted: by id)."""
-    scores = user_vectors @ item_vectors.T
-    k = min(k, len(items))
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    out = {}
-    for row, user in enumerate(users):
-        cand = part[row]
-        order = np.lexsort((cand, -scores[row, cand]))
-        out[user] = [items[j] for j in cand[order]]
-    return out
 
 
 def ordinal_metrics(prepared: Prepared, exceed: np.ndarray) -> dict[str, float]:
@@ -355,11 +332,10 @@ def evaluate_model(
     exceed = score_exposures(model, prepared.evaluation, device, None if own else vocabularies, prepared.items)
     users = sorted(prepared.relevant)
     t_day = prepared.split.evaluation[0]
-    columns = (prepared.train.user_columns, prepared.train.item_columns)
-    args = (model, vocabularies, columns, settings)
-    user_vectors = embed(*args, "user", users, t_day, prepared.work_dir, device)
-    item_vectors = embed(*args, "item", prepared.catalogue, t_day, prepared.work_dir, device)
-    recommended = top_k(user_vectors, item_vectors, users, prepared.catalogue, K)
+    source = embedding_source(
+        model, "evaluated", prepared, settings, users, prepared.catalogue, t_day, device, vocabularies
+    )
+    recommended = source.top(users, K)
     return {**ordinal_metrics(prepared, exceed), **retrieval_metrics(prepared, recommended)}, exceed, recommended
 
 
@@ -463,20 +439,16 @@ def run(settings: Settings, last_day: date | None = None, seed: int | None = Non
         outcome = train_and_evaluate(kind, prepared, settings, seed, device, mixed)
         champion_metrics, why = rescore_champion(kind, prepared, settings, device)
         decision = gate(outcome.metrics, champion_metrics, t.champion_tolerance, why)
-        vocabularies = (prepared.users, prepared.items)
-        columns = (prepared.train.user_columns, prepared.train.item_columns)
         export_day = last_day + timedelta(days=1)
-        args = (outcome.model, vocabularies, columns, settings)
         users, items = list(prepared.users.ids), list(prepared.items.ids)
-        user_vectors = embed(*args, "user", users, export_day, work_dir, device)
-        item_vectors = embed(*args, "item", items, export_day, work_dir, device)
+        exported = embedding_source(outcome.model, kind, prepared, settings, users, items, export_day, device)
         path = registry.write_model(
             settings.warehouse_root,
             kind,
             version,
             {"state_dict": outcome.model.state_dict(), "users": prepared.users.ids, "items": prepared.items.ids},
-            registry.embeddings_table(users, user_vectors, "user_id"),
-            registry.embeddings_table(items, item_vectors, "item_id"),
+            registry.embeddings_table(users, exported.user_vectors, "user_id"),
+            registry.embeddings_table(items, exported.item_vectors, "item_id"),
             {"metrics": outcome.metrics, "gate": decision, "fit": outcome.fit},
             {
                 **manifest_base,
@@ -513,8 +485,11 @@ def embedding_source(
     items: list[str],
     at: date,
     device: torch.device,
+    vocabularies: tuple[data.Vocabulary, data.Vocabulary] | None = None,
 ) -> ranker.EmbeddingSource:
-    vocabularies = (prepared.users, prepared.items)
+    """A model's user and item embeddings at `at` (features through at - 1); `vocabularies` are the model's when
+    they are not this run's (a champion)."""
+    vocabularies = vocabularies or (prepared.users, prepared.items)
     columns = (prepared.train.user_columns, prepared.train.item_columns)
     args = (model, vocabularies, columns, settings)
     user_vectors = embed(*args, "user", users, at, prepared.work_dir, device)
