@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -123,7 +124,7 @@ def main() -> None:
     table = []
     try:
         for variant, store in (("local", "SQLite"), ("redis", "Redis")):
-            settings = base.with_overrides(feast=base.feast.__class__(variant, base.feast.materialize_chunk_days))
+            settings = base.with_overrides(feast=replace(base.feast, variant=variant))
             feature_store.apply(settings)
             t0 = time.time()
             chunks = feature_store.materialize(settings, adapter.history_start, adapter.history_end + timedelta(days=1))

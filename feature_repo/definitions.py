@@ -14,6 +14,7 @@ NIGHTREC_WAREHOUSE_ROOT=...`.
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -49,33 +50,35 @@ def _feast_type(arrow: pa.DataType) -> FeastType:
     raise InputError(f"No Feast type for Arrow type {arrow}")
 
 
-def _export(model: str) -> tuple[str, list[Field]]:
-    """The export directory of a mart and its feature fields (every column but keys and timestamps)."""
-    path = load_settings().warehouse_root / "marts" / "parquet" / model
-    files = sorted(path.glob("*.parquet"))
+def _fields(files: list[Path]) -> list[Field]:
+    """The feature fields of a table: every column of its first file but keys and timestamps."""
+    return [Field(name=f.name, dtype=_feast_type(f.type)) for f in pq.read_schema(files[0]) if f.name not in KEYS]
+
+
+def _source(name: str, path: Path, glob: str = "*.parquet") -> tuple[DataSource, list[Field]]:
+    files = sorted(path.glob(glob))
     if not files:
-        raise InputError(f"No Parquet export of mart '{model}' under {path}: run the marts first (`nightrec nightly`)")
-    schema = pq.read_schema(files[0])
-    fields = [Field(name=f.name, dtype=_feast_type(f.type)) for f in schema if f.name not in KEYS]
-    return str(path), fields
-
-
-def _source(model: str) -> tuple[DataSource, list[Field]]:
-    path, fields = _export(model)
+        raise InputError(f"No Parquet files for '{name}' under {path}: run the marts first (`nightrec nightly`)")
     if load_settings().feast.variant == "production":  # the Spark offline store reads SparkSources only
-        return SparkSource(name=model, path=path, file_format="parquet", timestamp_field="feature_ts"), fields
+        return SparkSource(name=name, path=str(path), file_format="parquet", timestamp_field="feature_ts"), _fields(
+            files
+        )
     # An explicit Parquet format and a glob: Feast's DuckDB store reads nothing (and fails later with a NoneType
     # error) for a directory path without a file format.
-    source = FileSource(name=model, path=f"{path}/*.parquet", file_format=ParquetFormat(), timestamp_field="feature_ts")
-    return source, fields
+    source = FileSource(name=name, path=f"{path}/{glob}", file_format=ParquetFormat(), timestamp_field="feature_ts")
+    return source, _fields(files)
+
+
+def _mart_source(model: str) -> tuple[DataSource, list[Field]]:
+    return _source(model, load_settings().warehouse_root / "marts" / "parquet" / model)
 
 
 user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.STRING, description="A shop customer")
 item = Entity(name="item", join_keys=["item_id"], value_type=ValueType.STRING, description="An item (Tmall: a brand)")
 
-_user_source, _user_fields = _source("user_features")
-_item_source, _item_fields = _source("item_features")
-_sequence_source, _sequence_fields = _source("user_sequences")
+_user_source, _user_fields = _mart_source("user_features")
+_item_source, _item_fields = _mart_source("item_features")
+_sequence_source, _sequence_fields = _mart_source("user_sequences")
 
 user_features = FeatureView(
     name="user_features",
@@ -129,3 +132,18 @@ serving = FeatureService(
     features=[_views[name][features] for name, features in SERVING_FEATURES.items()],
     description="Online lookups: the features services read per request",
 )
+
+# The published top-k lists (nightrec.topk_publish): registered once the first version exists, so a warehouse before
+# its first training still applies. One row per user and day; no ttl: a user's latest lists stand until replaced.
+_topk_lists = load_settings().warehouse_root / "serving" / "user_topk"
+if any(_topk_lists.glob("ds=*/*.parquet")):
+    _topk_source, _topk_fields = _source("user_topk", _topk_lists, "ds=*/*.parquet")
+    user_topk = FeatureView(
+        name="user_topk",
+        entities=[user],
+        ttl=timedelta(0),
+        schema=_topk_fields,
+        source=_topk_source,
+        description="The published top-k: item ids and scores in rank order, the list's source and model version.",
+    )
+    topk = FeatureService(name="topk", features=[user_topk], description="Precomputed recommendations per user")

@@ -232,12 +232,13 @@ def cmd_sql(args: argparse.Namespace) -> int:
 
 def cmd_feast(args: argparse.Namespace) -> int:
     import subprocess
+    from dataclasses import replace
 
     from nightrec import feature_store
 
     s = _settings(args)
     if args.variant:
-        s = s.with_overrides(feast=s.feast.__class__(args.variant, s.feast.materialize_chunk_days))
+        s = s.with_overrides(feast=replace(s.feast, variant=args.variant))
     if args.action == "apply":
         feature_store.apply(s)
     elif args.action == "materialize":
@@ -247,7 +248,7 @@ def cmd_feast(args: argparse.Namespace) -> int:
     elif args.action == "lookup":
         if not args.user:
             raise NightrecError("feast lookup needs --user (and optionally --item)")
-        row = feature_store.online_features(s, [{"user_id": args.user, "item_id": args.item or ""}])
+        row = feature_store.online_features(s, [{"user_id": args.user, "item_id": args.item or ""}], args.service)
         for name, values in sorted(row.items()):
             print(f"{name:<45} {values[0]}")
     else:  # serve: Feast's HTTP feature server on this repository and variant
@@ -296,6 +297,61 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"{row[0]:<14} {row[1]:<14} {row[2]:>10} {row[3]:>8}  {row[4]}")
     print(f"models under {s.warehouse_root / 'models'}; {report['seconds']} s")
     return 0
+
+
+def cmd_topk(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from nightrec import topk_publish
+
+    s = _settings(args)
+    changes = {k: v for k, v in {"k": args.k, "model": args.model}.items() if v is not None}
+    if changes:
+        s = s.with_overrides(topk=replace(s.topk, **changes))
+    if args.action == "score":
+        from spark_jobs import score_topk
+        from spark_jobs.common import build_spark
+
+        day = args.day or _last_mart_day(s)
+        spark = build_spark(s, "score_topk")
+        try:
+            result = score_topk.run(spark, s, day)
+        finally:
+            spark.stop()
+        if "skipped" in result:
+            print(f"top-k: skipped: {result['skipped']}")
+            return 0
+        print(json.dumps(topk_publish.serve(s), indent=2))
+    elif args.action == "rollback":
+        pointer = topk_publish.rollback(s)
+        print(f"top-k: rolled back to {pointer['path']}")
+        print(json.dumps(topk_publish.serve(s), indent=2))
+    else:  # show
+        pointer = topk_publish.current(s)
+        if pointer is None:
+            print(f"no published top-k under {topk_publish.topk_root(s)}")
+            return 0
+        print(json.dumps(pointer, indent=2))
+        if args.user:
+            import duckdb
+
+            files = topk_publish.topk_root(s) / "current" / "*.parquet"
+            rows = duckdb.sql(
+                f"select rank, item_id, score, source from read_parquet('{files}') where user_id = ? order by rank",
+                params=[args.user],
+            ).fetchall()
+            for rank, item, score, source in rows[: args.limit]:
+                print(f"{rank:>4}  {item:<24} {score:10.4f}  {source}")
+            if not rows:
+                print(f"user {args.user!r} has no list in {pointer['path']}")
+    return 0
+
+
+def _last_mart_day(s: Settings) -> date:
+    import duckdb
+
+    files = s.warehouse_root / "marts" / "parquet" / "dim_users" / "*.parquet"
+    return duckdb.sql(f"select max(last_event_ds) from read_parquet('{files}')").fetchall()[0][0]
 
 
 def cmd_upscale(args: argparse.Namespace) -> int:
@@ -387,6 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--end", type=d, help="materialize: last data day, inclusive")
     p.add_argument("--user", help="lookup: user id")
     p.add_argument("--item", help="lookup: item id")
+    p.add_argument("--service", default="serving", help="lookup: feature service (serving, training, topk)")
     p.add_argument("--host", default="127.0.0.1", help="serve: interface (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=6566, help="serve: port (default 6566)")
     p.set_defaults(func=cmd_feast)
@@ -406,6 +463,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, help="maximum epochs (default: training.epochs)")
     p.add_argument("--models", help="comma-separated subset of two_tower,gnolr,bce,esmm,nolr")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "topk",
+        parents=[common],
+        help="precomputed top-k lists: score and publish, show, roll back",
+        description="score: rank the items of every user from the topk.model champion's embeddings for --day "
+        "(default: the last day of the marts), write serving/topk/ds=D/model=V/, publish it by swapping the "
+        "`current` pointer, then bring the online lists (Feast view user_topk, service topk) and the analysts' "
+        "topk_current mart to it (what the DAG's score_topk and publish_topk tasks run). rollback: point everything "
+        "at the previously published version. show: the pointer, its history, and with --user that user's list.",
+    )
+    p.add_argument("action", choices=["score", "show", "rollback"])
+    p.add_argument("--day", type=d, help="score: the data day D (default: the last day of the marts)")
+    p.add_argument("--k", type=int, help="score: items per user (default: topk.k)")
+    p.add_argument("--model", help="score: the model whose champion scores (default: topk.model)")
+    p.add_argument("--user", help="show: print this user's current list")
+    p.add_argument("--limit", type=int, default=20, help="show: rows of the user's list to print (default 20)")
+    p.set_defaults(func=cmd_topk)
 
     p = sub.add_parser("upscale", help="write an up-scaled copy of a source's history (benchmarks)")
     p.add_argument("--source", help="source (default tmall_brand)")

@@ -96,11 +96,15 @@ class FeastSettings:
     :param variant: which ``feature_repo/feature_store.<variant>.yaml`` to use: ``local`` (SQLite online store,
         DuckDB offline store, file registry), ``redis`` (Redis online store) or ``production`` (Redis, Postgres
         registry, Spark offline store); connection strings come from NIGHTREC_REDIS / NIGHTREC_FEAST_REGISTRY.
-    :param materialize_chunk_days: data days per materialization call (bounded memory, progress per chunk).
+    :param materialize_chunk_days: data days per materialization call at most (progress per chunk).
+    :param materialize_chunk_rows: feature rows per materialization call at most (a day is never split). Feast holds
+        a call's rows in memory as Python objects: 1.5 million rows of the Tmall views took 8.5 GB
+        (benchmarks/feast_materialize.py, 100x copy), so chunks are bounded by rows as well as by days.
     """
 
     variant: str = "local"
     materialize_chunk_days: int = 14
+    materialize_chunk_rows: int = 400_000
 
 
 @dataclass(frozen=True)
@@ -157,6 +161,25 @@ class TrainingSettings:
 
 
 @dataclass(frozen=True)
+class TopkSettings:
+    """Precomputed top-k lists (spark_jobs/score_topk.py), published to serving/topk/ and the online store.
+
+    :param k: items per user (fewer only where fewer items are eligible).
+    :param model: the model whose champion's user and item embeddings score the lists (``two_tower``, ``gnolr``,
+        ``bce``, ``esmm`` or ``nolr``); ordinal models also give per-level probabilities.
+    :param exclude_bought: leave out items the user already bought (off by default: people rebuy).
+    :param users_per_batch: users scored per Arrow batch inside a Spark task (bounds the score matrix in memory).
+    :param keep_versions: published versions kept on disk besides the current one (rollback targets).
+    """
+
+    k: int = 100
+    model: str = "two_tower"
+    exclude_bought: bool = False
+    users_per_batch: int = 2048
+    keep_versions: int = 3
+
+
+@dataclass(frozen=True)
 class AirflowSettings:
     """How the project drives Airflow.
 
@@ -185,6 +208,7 @@ class Settings:
     :param quality: data quality checks.
     :param feast: the feature store.
     :param training: nightly model training.
+    :param topk: the precomputed top-k lists.
     :param dbt_target: ``duckdb`` (default, embedded) or ``spark``.
     :param run_date: the day D a one-off command processes, if given.
     """
@@ -198,6 +222,7 @@ class Settings:
     quality: QualitySettings = field(default_factory=QualitySettings)
     feast: FeastSettings = field(default_factory=FeastSettings)
     training: TrainingSettings = field(default_factory=TrainingSettings)
+    topk: TopkSettings = field(default_factory=TopkSettings)
     dbt_target: str = "duckdb"
     run_date: date | None = None
 
@@ -215,6 +240,7 @@ _TOP_KEYS = {
     "quality",
     "feast",
     "training",
+    "topk",
     "dbt_target",
     "run_date",
 }
@@ -268,6 +294,7 @@ def load_settings(profile: str | None = None, env: dict[str, str] | None = None)
     training_kw = _section(raw, "training", TrainingSettings, path)
     if "models" in training_kw:
         training_kw["models"] = tuple(training_kw["models"])
+    topk_kw = _section(raw, "topk", TopkSettings, path)
     if "NIGHTREC_FEAST_VARIANT" in env:
         feast_kw["variant"] = env["NIGHTREC_FEAST_VARIANT"]
     airflow_kw["home"] = _resolve(env.get("NIGHTREC_AIRFLOW_HOME") or airflow_kw.get("home") or ".airflow")
@@ -288,6 +315,7 @@ def load_settings(profile: str | None = None, env: dict[str, str] | None = None)
         quality=QualitySettings(**quality_kw),
         feast=FeastSettings(**feast_kw),
         training=TrainingSettings(**training_kw),
+        topk=TopkSettings(**topk_kw),
         dbt_target=str(raw.get("dbt_target") or "duckdb"),
         run_date=run_date,
     )
@@ -308,8 +336,8 @@ def _validate(s: Settings, where: Path) -> None:
         raise ConfigError(
             f"feast.variant {s.feast.variant!r} in {where} has no feature_repo/feature_store.<variant>.yaml"
         )
-    if s.feast.materialize_chunk_days < 1:
-        raise ConfigError(f"feast.materialize_chunk_days must be >= 1 in {where}")
+    if s.feast.materialize_chunk_days < 1 or s.feast.materialize_chunk_rows < 1:
+        raise ConfigError(f"feast.materialize_chunk_days and materialize_chunk_rows must be >= 1 in {where}")
     t = s.training
     if t.device not in {"auto", "cpu", "cuda"}:
         raise ConfigError(f"training.device must be auto, cpu or cuda (got {t.device!r}) in {where}")
@@ -321,6 +349,10 @@ def _validate(s: Settings, where: Path) -> None:
     unknown_models = set(t.models) - {"two_tower", "gnolr", "bce", "esmm", "nolr"}
     if unknown_models:
         raise ConfigError(f"training.models: unknown {sorted(unknown_models)} in {where}")
+    if min(s.topk.k, s.topk.users_per_batch) < 1 or s.topk.keep_versions < 1:
+        raise ConfigError(f"topk: k, users_per_batch and keep_versions must be >= 1 in {where}")
+    if s.topk.model not in {"two_tower", "gnolr", "bce", "esmm", "nolr"}:
+        raise ConfigError(f"topk.model must be one of the trained models (got {s.topk.model!r}) in {where}")
     if s.dbt_target not in {"duckdb", "spark", "spark_thrift"}:
         raise ConfigError(f"dbt_target must be duckdb, spark or spark_thrift (got {s.dbt_target!r}) in {where}")
     if not (SOURCES_DIR / f"{s.source}.yaml").is_file():

@@ -50,7 +50,9 @@ def run_dbt(
 ) -> Any:
     """Invoke dbt in-process (``dbtRunner``); raise NightrecError naming the failed nodes.
 
-    :param command: e.g. ``["build"]`` or ``["docs", "generate"]``.
+    :param command: e.g. ``["build"]`` or ``["docs", "generate"]``. Without ``--select``, models tagged ``serving``
+        (they read the published top-k, which exists only after training) are left out of build/run/test: the
+        top-k publication builds them (``--select tag:serving``).
     :param start: with ``end``, the day range [start, end) incremental models rebuild.
     """
     from dbt.cli.main import dbtRunner
@@ -62,6 +64,8 @@ def run_dbt(
 
     Warehouse(settings.warehouse_root, settings.source).ensure_layout()
     os.environ.update(dbt_environment(settings, target))
+    if command[0] in {"build", "run", "test"} and not {"--select", "-s"} & set(command):
+        command = [*command, "--exclude", "tag:serving"]
     args = [
         *command,
         "--project-dir",

@@ -22,6 +22,14 @@ from nightrec.errors import InputError, ReconciliationError
 FEATURE_REPO = PROJECT_ROOT / "feature_repo"
 VIEWS = ("user_features", "item_features", "user_sequence")
 VIEW_EXPORTS = {"user_features": "user_features", "item_features": "item_features", "user_sequence": "user_sequences"}
+TOPK_VIEW = "user_topk"  # registered once a top-k version is published (serving/user_topk/), materialized after it
+
+
+def view_files(settings: Settings, view: str) -> Path:
+    """The Parquet files (a glob) behind a feature view."""
+    if view == TOPK_VIEW:
+        return settings.warehouse_root / "serving" / "user_topk" / "ds=*" / "*.parquet"
+    return settings.warehouse_root / "marts" / "parquet" / VIEW_EXPORTS[view] / "*.parquet"
 
 
 def store_yaml(settings: Settings) -> Path:
@@ -96,21 +104,22 @@ class MaterializeChunk:
     seconds: float
 
 
-def materialize(settings: Settings, start: date, end: date) -> list[MaterializeChunk]:
-    """Write the features of data days [start, end) to the online store, chunk by chunk, with progress."""
+def materialize(settings: Settings, start: date, end: date, views: tuple[str, ...] = VIEWS) -> list[MaterializeChunk]:
+    """Write the features of ``views`` for the data days [start, end) to the online store, chunk by chunk.
+
+    A chunk is a run of whole days with at most ``feast.materialize_chunk_days`` days and, unless one day alone is
+    bigger, at most ``feast.materialize_chunk_rows`` feature rows: Feast's memory grows with a call's rows.
+    """
     if end <= start:
         raise InputError(f"Empty materialization range [{start}, {end})")
     store = open_store(settings)
-    step = timedelta(days=settings.feast.materialize_chunk_days)
     chunks: list[MaterializeChunk] = []
-    lo = start
     total_days = (end - start).days
-    while lo < end:
-        hi = min(lo + step, end)
+    for lo, hi in chunk_days(_rows_per_day(settings, views, start, end), start, end, settings):
         window = materialization_window(lo, hi)
-        rows = _rows_in_window(settings, *window)
+        rows = _rows_in_window(settings, views, *window)
         t0 = time.time()
-        store.materialize(start_date=window[0], end_date=window[1], feature_views=list(VIEWS))
+        store.materialize(start_date=window[0], end_date=window[1], feature_views=list(views))
         chunk = MaterializeChunk((lo, hi - timedelta(days=1)), rows, time.time() - t0)
         chunks.append(chunk)
         done = (hi - start).days
@@ -119,19 +128,64 @@ def materialize(settings: Settings, start: date, end: date) -> list[MaterializeC
             f"{sum(rows.values()):,} feature rows in {chunk.seconds:.1f}s",
             flush=True,
         )
-        lo = hi
     return chunks
 
 
-def _rows_in_window(settings: Settings, lo: datetime, hi: datetime) -> dict[str, int]:
+def chunk_days(rows_per_day: dict[date, int], start: date, end: date, settings: Settings) -> list[tuple[date, date]]:
+    """[lo, hi) day ranges covering [start, end): at most chunk_days days and, beyond one day, chunk_rows rows."""
+    max_days, max_rows = settings.feast.materialize_chunk_days, settings.feast.materialize_chunk_rows
+    out: list[tuple[date, date]] = []
+    lo, rows, day = start, 0, start
+    while day < end:
+        n = rows_per_day.get(day, 0)
+        if day > lo and ((day - lo).days >= max_days or rows + n > max_rows):
+            out.append((lo, day))
+            lo, rows = day, 0
+        rows += n
+        day += timedelta(days=1)
+    out.append((lo, end))
+    return out
+
+
+def _rows_per_day(settings: Settings, views: tuple[str, ...], start: date, end: date) -> dict[date, int]:
+    """Feature rows per data day D (feature_ts = D+1 00:00) of ``views`` in [start, end)."""
+    import duckdb
+
+    lo, hi = materialization_window(start, end)
+    out: dict[date, int] = {}
+    with duckdb.connect() as con:
+        con.execute("set timezone = 'UTC'")
+        for view in views:
+            for day, n in con.execute(
+                f"select cast(feature_ts as date) - 1 as d, count(*) from read_parquet('{view_files(settings, view)}') "
+                "where feature_ts between ? and ? group by d",
+                [lo.replace(tzinfo=None), hi.replace(tzinfo=None)],
+            ).fetchall():
+                out[day] = out.get(day, 0) + int(n)
+    return out
+
+
+def materialize_topk(settings: Settings, at: datetime) -> int:
+    """Write the published top-k lists whose feature time is ``at`` (nightrec.topk_publish.feature_time)."""
+    store = open_store(settings)
+    lo = at.replace(microsecond=0)
+    hi = lo + timedelta(seconds=1)
+    rows = _rows_in_window(settings, (TOPK_VIEW,), lo, hi)[TOPK_VIEW]
+    t0 = time.time()
+    store.materialize(start_date=lo, end_date=hi, feature_views=[TOPK_VIEW])
+    print(f"feast materialize: {TOPK_VIEW} at {at.isoformat()}: {rows:,} users in {time.time() - t0:.1f}s", flush=True)
+    return rows
+
+
+def _rows_in_window(settings: Settings, views: tuple[str, ...], lo: datetime, hi: datetime) -> dict[str, int]:
     """Feature rows of each view whose feature_ts falls in [lo, hi] (what one materialize call reads)."""
     import duckdb
 
     out = {}
     with duckdb.connect() as con:
         con.execute("set timezone = 'UTC'")
-        for view, export in VIEW_EXPORTS.items():
-            files = settings.warehouse_root / "marts" / "parquet" / export / "*.parquet"
+        for view in views:
+            files = view_files(settings, view)
             row = con.execute(
                 f"select count(*) from read_parquet('{files}') where feature_ts between ? and ?",
                 [lo.replace(tzinfo=None), hi.replace(tzinfo=None)],

@@ -26,6 +26,7 @@ MARTS = (
     "item_features",
     "user_sequences",
 )
+SERVING_MARTS = ("topk_current",)  # dbt models tagged `serving`: built after the top-k is published
 ZONE_VIEWS = {
     "bronze.events": "bronze/events",
     "bronze.quarantine": "bronze/quarantine",
@@ -50,7 +51,7 @@ def dbt_docs_root(settings: Settings) -> Path:
     return settings.warehouse_root / "docs" / "dbt"
 
 
-def export_marts(settings: Settings) -> dict[str, int]:
+def export_marts(settings: Settings, names: tuple[str, ...] = MARTS) -> dict[str, int]:
     """Copy each mart of the duckdb target to ``marts/parquet/<model>/``; return the row counts."""
     import duckdb
 
@@ -59,7 +60,7 @@ def export_marts(settings: Settings) -> dict[str, int]:
     # Not read_only: a process that also runs dbt in-process may only open the file with dbt-duckdb's configuration.
     with duckdb.connect(str(db)) as con:
         con.execute("set timezone = 'UTC'")
-        for name in MARTS:
+        for name in names:
             target = parquet_export_root(settings) / name
             staging = temp_sibling(target)
             staging.mkdir(parents=True)
@@ -80,7 +81,7 @@ def build_analyst_db(settings: Settings) -> Path:
     with duckdb.connect(str(tmp)) as con:
         for schema in ("marts", "bronze", "silver"):
             con.execute(f"create schema {schema}")
-        for name in MARTS:
+        for name in MARTS + tuple(n for n in SERVING_MARTS if (parquet_export_root(settings) / n).is_dir()):
             files = parquet_export_root(settings) / name / "*.parquet"
             con.execute(f"create view marts.{name} as select * from read_parquet('{files}')")
         for view, zone in ZONE_VIEWS.items():
@@ -93,6 +94,16 @@ def build_analyst_db(settings: Settings) -> Path:
                 con.execute(f"create view {view} as select * from read_parquet('{root / table}/*.parquet')")
     os.replace(tmp, final)
     return final
+
+
+def publish_serving_marts(settings: Settings) -> dict[str, int]:
+    """Build the dbt models over the published outputs (tag `serving`), export them, refresh the analysts' file."""
+    from nightrec.dbt_runner import run_dbt
+
+    run_dbt(settings, ["build", "--select", "tag:serving"], target="duckdb")
+    counts = export_marts(settings, SERVING_MARTS)
+    build_analyst_db(settings)
+    return counts
 
 
 def publish_dbt_docs(settings: Settings, target_dir: Path) -> Path:

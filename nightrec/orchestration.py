@@ -1,7 +1,7 @@
 """Task wiring shared by the nightly and bootstrap DAGs.
 
 land -> validate_raw -> attributes -> ingest -> validate_bronze -> sequences -> dbt -> validate_marts -> publish
--> feast_apply -> feast_materialize -> train (nightly only) -> record.
+-> feast_apply -> feast_materialize -> [nightly only: train -> score_topk -> publish_topk] -> record.
 
 Both DAGs run the same job CLIs; they differ only in the day range [start, end) they pass. The DAG files in
 dags/ call :func:`pipeline` inside their ``with DAG(...)`` block. Airflow is imported inside the functions so
@@ -61,6 +61,7 @@ def dbt_task_group(settings: Settings, start: str, end: str) -> Any:
             load_method=LoadMode.DBT_MANIFEST,
             test_behavior=TestBehavior.BUILD,
             should_detach_multiple_parents_tests=True,  # e.g. relationships: run once both tables exist
+            exclude=["tag:serving"],  # models over the published top-k: built by publish_topk after scoring
         ),
         operator_args={
             "install_deps": False,
@@ -87,8 +88,8 @@ def _max_level(settings: Settings) -> int:
 def pipeline(settings: Settings, start: str, end: str, train: bool = True) -> None:
     """Add the pipeline's tasks to the DAG; a failed critical quality check stops everything after it.
 
-    :param train: add the `train` task (the nightly DAG). The bootstrap DAG builds the history without it: the
-        nightly run that follows it trains on that history (one training per night, not two).
+    :param train: add the `train`, `score_topk` and `publish_topk` tasks (the nightly DAG). The bootstrap DAG builds
+        the history without them: the nightly run that follows it trains on that history (one training per night).
     """
     from airflow.sdk import task
 
@@ -143,6 +144,12 @@ def pipeline(settings: Settings, start: str, end: str, train: bool = True) -> No
 
         return train_models(start, end)
 
+    @task(task_id="publish_topk")
+    def publish_topk(start: str, end: str) -> dict:
+        from nightrec.tasks import publish_topk as serve_topk
+
+        return serve_topk(start, end)
+
     @task(task_id="publish_marts")
     def publish() -> dict:
         from nightrec.tasks import publish_marts
@@ -163,5 +170,10 @@ def pipeline(settings: Settings, start: str, end: str, train: bool = True) -> No
         >> feast_materialize(start, end)
     )
     if train:
-        served = served >> train_models(start, end)
+        served = (
+            served
+            >> train_models(start, end)
+            >> spark_job(settings, "score_topk", start, end)
+            >> publish_topk(start, end)
+        )
     served >> record(start, end, "{{ dag.dag_id }}", "{{ run_id }}")

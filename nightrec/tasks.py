@@ -188,3 +188,28 @@ def train_models(start: str, end: str) -> dict[str, Any]:
     }
     update_run_manifest(warehouse, last_day, "training", summary)
     return summary
+
+
+def publish_topk(start: str, end: str) -> dict[str, Any]:
+    """After score_topk: bring the online lists and the analysts' mart to the version published for the run's last
+    day. A run whose scoring was skipped (no champion yet) or that backfilled an older day moves nothing."""
+    from nightrec import topk_publish
+    from nightrec.storage import read_json
+
+    settings = load_settings()
+    days = run_days(start, end)
+    if not days:
+        return {"skipped": "no days in the run"}
+    day = days[-1]
+    warehouse = Warehouse(settings.warehouse_root, load_adapter(settings.source).name)
+    pointer = topk_publish.current(settings)
+    if pointer is None or pointer["ds"] != day.isoformat():
+        why = "no top-k scored (no champion yet)" if pointer is None else f"current top-k is {pointer['path']}"
+        written = sorted(topk_publish.topk_root(settings).glob(f"ds={day.isoformat()}/model=*/_SUCCESS"))
+        summary: dict[str, Any] = {"skipped": why, "written": [str(p.parent) for p in written]}
+    else:
+        counts = read_json(topk_publish.topk_root(settings) / pointer["path"] / "_SUCCESS")
+        summary = {**topk_publish.serve(settings), "counts": counts}
+    print(f"publish_topk: {summary}", flush=True)
+    update_run_manifest(warehouse, day, "topk", summary)
+    return summary

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import socket
+import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import date, timedelta
@@ -75,6 +79,37 @@ def tmall_marts(tmall_warehouse: Settings) -> Settings:
     return tmall_warehouse
 
 
+TRAINED_DAY = date(2014, 8, 15)
+SMOKE_TRAINING = {
+    "epochs": 1,
+    "negatives": 2,
+    "dim": 8,
+    "hidden": 32,
+    "batch_size": 2048,
+    "models": ("two_tower", "gnolr", "esmm"),
+}
+
+
+@pytest.fixture(scope="session")
+def smoke_training(tmall_marts: Settings) -> Settings:
+    """The marts warehouse with smoke-sized training (one epoch, small towers)."""
+    return tmall_marts.with_overrides(training=replace(tmall_marts.training, **SMOKE_TRAINING))
+
+
+@pytest.fixture(scope="session")
+def trained_tmall(smoke_training: Settings, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
+    """One training run through TRAINED_DAY (the report), and a copy of the models it published, taken before any
+    test changes the champions (tests that need a trained warehouse of their own start from that copy)."""
+    import shutil
+
+    from training import run
+
+    report = run.run(smoke_training, TRAINED_DAY)
+    snapshot = tmp_path_factory.mktemp("trained") / "models"
+    shutil.copytree(smoke_training.warehouse_root / "models", snapshot)
+    return report, snapshot
+
+
 def read_table(root: Path, days: list[date] | None = None) -> pd.DataFrame:
     """Read partitions of a Parquet table with pandas (ds restored from the directory names)."""
     frames = []
@@ -119,3 +154,48 @@ def corrupt_real_rows(day_file: Path, out: Path, n_rows: int) -> list[int]:
             broken.append(i + 2)
     out.write_text(header + "\n" + "\n".join(lines) + "\n")
     return broken
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, seconds: float = 30) -> None:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {seconds}s")
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    binary = shutil.which("redis-server")
+    assert binary, "redis-server is required (make test installs it; apt-get install redis-server)"
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    wait_for_port(port)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)

@@ -26,6 +26,7 @@ Baselines share the backbone and differ only in the head:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -184,6 +185,15 @@ class OrdinalTwoTower(nn.Module):
             return F.binary_cross_entropy_with_logits(logits, targets, reduction="sum") / len(categories)
         exceed = torch.clamp(self._exceed(logits), PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR)
         return F.binary_cross_entropy(exceed, targets, reduction="sum") / len(categories)
+
+    def head(self) -> dict[str, Any]:
+        """What turns unified embeddings into P(k > c) without torch (nightrec.scoring.level_probabilities)."""
+        out: dict[str, Any] = {"kind": self.kind, "gamma": float(self.gamma), "boundaries": self.boundaries}
+        with torch.no_grad():
+            out["cut_points"] = [float(a) for a in self.cuts().cpu()]
+            if hasattr(self, "bias"):
+                out["bias"] = [float(b) for b in self.bias.cpu()]
+        return out
 
     @staticmethod
     def unified(sub_embeddings: torch.Tensor) -> torch.Tensor:

@@ -456,6 +456,7 @@ def run(settings: Settings, last_day: date | None = None, seed: int | None = Non
                 "version": version,
                 "embeddings_as_of": str(export_day),
                 "architecture": architecture(kind, prepared, settings),
+                **({"head": outcome.model.head()} if hasattr(outcome.model, "head") else {}),
             },
         )
         if decision["publish"]:

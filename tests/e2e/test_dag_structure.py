@@ -83,7 +83,11 @@ def test_nightly_runs_land_ingest_sequences_dbt_publish_record_on_one_day_interv
     assert dag.get_task("publish_marts").downstream_task_ids == {"feast_apply"}
     assert dag.get_task("feast_apply").downstream_task_ids == {"feast_materialize"}
     assert dag.get_task("feast_materialize").downstream_task_ids == {"train"}
-    assert dag.get_task("train").downstream_task_ids == {"record_run"}
+    assert dag.get_task("train").downstream_task_ids == {"score_topk"}
+    assert dag.get_task("score_topk").application.endswith("spark_jobs/score_topk.py")
+    assert dag.get_task("score_topk").downstream_task_ids == {"publish_topk"}
+    assert dag.get_task("publish_topk").downstream_task_ids == {"record_run"}
+    assert not any(t.startswith("dbt.topk_current") for t in dag.task_ids)  # built by publish_topk, not the group
     assert dag.get_task("validate_marts").downstream_task_ids == {"publish_marts"}
     assert {"dbt.training_examples_model_build", "dbt.user_features_model_build"} <= dag.get_task(
         "validate_marts"
@@ -111,7 +115,7 @@ def test_nightly_runs_land_ingest_sequences_dbt_publish_record_on_one_day_interv
 
 def test_bootstrap_takes_a_range_as_params(dagbag, tmall):
     dag = dagbag.dags["bootstrap"]
-    assert "train" not in dag.task_ids  # the history is built once; the first nightly run trains on it
+    assert not {"train", "score_topk", "publish_topk"} & set(dag.task_ids)  # the first nightly run trains on it
     assert dag.get_task("feast_materialize").downstream_task_ids == {"record_run"}
     assert type(dag.timetable).__name__ == "NullTimetable"  # schedule=None: triggered, never scheduled
     assert dag.params["start"] == tmall.history_start.isoformat()

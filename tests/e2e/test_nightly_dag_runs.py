@@ -222,3 +222,36 @@ def test_each_night_trains_gates_and_publishes_models(airflow_run, tmall):
         "not worse than the champion beyond the tolerance",
         "worse than the champion",
     }
+
+
+def test_each_night_scores_and_publishes_top_k_lists(airflow_run, tmall):
+    """score_topk (spark-submit) and publish_topk ran after training each night: the current pointer names the last
+    night's version (the first night's kept for rollback), every known user has a list online and for analysts."""
+    import duckdb
+
+    from nightrec import feature_store, topk_publish
+    from nightrec.marts_publish import analyst_db_path
+    from tests.conftest import make_settings
+
+    warehouse, _, output = airflow_run
+    assert "[DAG TEST] end task task_id=publish_topk" in output
+    settings = make_settings(warehouse)
+    pointer = topk_publish.current(settings)
+    champion = json.loads((warehouse / "models" / "gnolr" / "champion.json").read_text())["version"]
+    assert pointer["path"] == f"ds={NIGHTS[-1]}/model=gnolr-{champion}"  # the smoke profile scores with gnolr
+    assert [h["ds"] for h in pointer["history"]] == [str(NIGHTS[0])]
+    k = 20  # conf/profiles/smoke.yaml
+    files = topk_publish.topk_root(settings) / "current" / "*.parquet"
+    users = duckdb.sql(
+        f"select count(*) from read_parquet('{warehouse}/marts/parquet/dim_users/*.parquet') "
+        f"where first_event_ds <= date '{NIGHTS[-1]}'"
+    ).fetchall()[0][0]
+    rows, listed = duckdb.sql(f"select count(*), count(distinct user_id) from read_parquet('{files}')").fetchall()[0]
+    assert (rows, listed) == (k * users, users)
+    manifest = json.loads(Warehouse(warehouse, tmall.name).run_manifest(NIGHTS[-1]).read_text())["stages"]["topk"]
+    assert manifest["counts"]["rows"] == rows and manifest["online_users"] == users
+    user = duckdb.sql(f"select user_id from read_parquet('{files}') order by user_id limit 1").fetchall()[0][0]
+    online = feature_store.online_features(settings, [{"user_id": user, "item_id": ""}], "topk")
+    assert len(online["user_topk__topk_item_ids"][0]) == k
+    with duckdb.connect(str(analyst_db_path(settings)), read_only=True) as con:
+        assert con.execute("select count(*) from marts.topk_current").fetchall()[0][0] == rows

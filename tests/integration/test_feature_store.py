@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ import pytest
 
 from nightrec import feature_store
 from nightrec.config import PROJECT_ROOT
+from tests.conftest import free_port, wait_for_port
 
 pytestmark = pytest.mark.spark
 
@@ -41,12 +41,6 @@ def applied(tmall_warehouse, marts):
     settings = tmall_warehouse.with_overrides(feast=replace(tmall_warehouse.feast, materialize_chunk_days=1))
     counts = feature_store.apply(settings)
     return settings, counts
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_apply_registers_the_repository(applied):
@@ -154,7 +148,7 @@ def test_redis_online_store_serves_the_same_values(applied, marts, redis_server,
 def test_http_feature_server_answers_lookups_and_rejects_malformed_requests(applied, marts):
     settings, _ = applied
     feature_store.materialize(settings, *DAYS)
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "NIGHTREC_WAREHOUSE_ROOT": str(settings.warehouse_root)}
     server = subprocess.Popen(
         [sys.executable, "-m", "nightrec.cli", "feast", "serve", "--port", str(port)],
@@ -243,58 +237,19 @@ def postgres():
         check=True,
         capture_output=True,
     )
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [*as_user, postgres_bin, "-D", str(data), "-p", str(port), "-h", "127.0.0.1", "-k", str(work)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    _wait_for_port(port)
+    wait_for_port(port)
     try:
         yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
     finally:
         server.terminate()
         server.wait(timeout=30)
         shutil.rmtree(work, ignore_errors=True)
-
-
-@pytest.fixture
-def redis_server(tmp_path):
-    binary = shutil.which("redis-server")
-    assert binary, "redis-server is required (make test installs it; apt-get install redis-server)"
-    port = _free_port()
-    server = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(tmp_path),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    _wait_for_port(port)
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
-
-
-def _wait_for_port(port: int, seconds: float = 30) -> None:
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {seconds}s")
 
 
 def test_production_variant_redis_postgres_registry_spark_offline(applied, marts, redis_server, postgres, monkeypatch):

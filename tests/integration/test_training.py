@@ -5,36 +5,29 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from datetime import date
 
 import duckdb
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from tests.conftest import SMOKE_TRAINING, TRAINED_DAY
 from training import registry, run
 
 pytestmark = pytest.mark.spark
 
-LAST_DAY = date(2014, 8, 15)
-SMOKE = {
-    "epochs": 1,
-    "negatives": 2,
-    "dim": 8,
-    "hidden": 32,
-    "batch_size": 2048,
-    "models": ("two_tower", "gnolr", "esmm"),
-}
+LAST_DAY = TRAINED_DAY
+SMOKE = SMOKE_TRAINING
 
 
 @pytest.fixture(scope="module")
-def smoke(tmall_marts):
-    return tmall_marts.with_overrides(training=replace(tmall_marts.training, **SMOKE))
+def smoke(smoke_training):
+    return smoke_training
 
 
 @pytest.fixture(scope="module")
-def first_run(smoke):
-    return run.run(smoke, LAST_DAY)
+def first_run(trained_tmall):
+    return trained_tmall[0]
 
 
 def _count(settings, what: str, where: str) -> int:

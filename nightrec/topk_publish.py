@@ -1,0 +1,174 @@
+"""Published top-k versions under serving/topk/ and the pointer readers follow.
+
+    serving/topk/ds=<D>/model=<name>-<version>/   part-*.parquet (user_id, rank, item_id, score, source,
+                                                  model_version[, p_at_least]) and _SUCCESS (counts)
+    serving/topk/current.json                     {"ds", "model_version", "path", "history": [earlier pointers]}
+    serving/topk/current -> ds=<D>/model=<...>    a relative symlink for readers that take a path (dbt, DuckDB)
+    serving/user_topk/ds=<D>/part-00000.parquet   one row per user with the lists: the Feast `user_topk` source
+                                                  (ds only in the path: Spark adds it from there)
+
+A version directory is complete before the pointer names it (written beside it and renamed into place), and the
+pointer and the link are each replaced by one rename, so a reader sees the old version or the new one, never half
+of either. Rolling back points both at the previous version in the history. A backfill of an earlier day writes its
+version but does not move the pointer backwards (DESIGN.md, "Landing and history").
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from nightrec.config import Settings
+from nightrec.errors import InputError
+from nightrec.storage import read_json, swap_into_place, temp_sibling, write_json_atomic
+
+POINTER = "current.json"
+LINK = "current"
+
+
+def topk_root(settings: Settings) -> Path:
+    return settings.warehouse_root / "serving" / "topk"
+
+
+def lists_root(settings: Settings) -> Path:
+    return settings.warehouse_root / "serving" / "user_topk"
+
+
+def version_dir(settings: Settings, day: date, model_version: str) -> Path:
+    return topk_root(settings) / f"ds={day.isoformat()}" / f"model={model_version}"
+
+
+def current(settings: Settings) -> dict[str, Any] | None:
+    path = topk_root(settings) / POINTER
+    return read_json(path) if path.exists() else None
+
+
+def _point(settings: Settings, pointer: dict[str, Any]) -> None:
+    root = topk_root(settings)
+    write_json_atomic(root / POINTER, pointer)
+    link_tmp = root / f".{LINK}.tmp-{os.getpid()}"
+    if link_tmp.is_symlink() or link_tmp.exists():
+        link_tmp.unlink()
+    link_tmp.symlink_to(Path(pointer["path"]))  # relative to serving/topk/: the warehouse may move
+    os.replace(link_tmp, root / LINK)
+
+
+def publish(settings: Settings, day: date, model_version: str, counts: dict[str, Any]) -> dict[str, Any]:
+    """Point readers at the written version ``ds=day/model=model_version``; returns the pointer now in force."""
+    target = version_dir(settings, day, model_version)
+    if not (target / "_SUCCESS").is_file():
+        raise InputError(f"No complete top-k version at {target} (no _SUCCESS): nothing to publish")
+    before = current(settings)
+    if before and date.fromisoformat(before["ds"]) > day:
+        print(f"top-k: {day} is older than the published {before['ds']}: written, pointer kept", flush=True)
+        return before
+    history: list[dict[str, Any]] = []
+    if before:
+        history = [*before.get("history", []), {k: v for k, v in before.items() if k != "history"}]
+        if before["path"] == str(target.relative_to(topk_root(settings))):
+            history = before.get("history", [])  # a rerun of the same version: nothing new to roll back to
+    pointer = {
+        "ds": day.isoformat(),
+        "model_version": model_version,
+        "path": str(target.relative_to(topk_root(settings))),
+        "counts": counts,
+        "publication": (before or {}).get("publication", 0) + 1,
+        "history": history[-settings.topk.keep_versions :],
+    }
+    _point(settings, pointer)
+    return pointer
+
+
+def rollback(settings: Settings) -> dict[str, Any]:
+    """Point readers at the previous published version; raise when there is none left to return to."""
+    now = current(settings)
+    if not now or not now.get("history"):
+        raise InputError(f"No earlier top-k version to roll back to under {topk_root(settings)}")
+    previous = now["history"][-1]
+    if not (topk_root(settings) / previous["path"] / "_SUCCESS").is_file():
+        raise InputError(f"The previous top-k version {previous['path']} is gone: cannot roll back")
+    # served_ds: the online lists of the latest day now carry this version (see write_online_lists)
+    pointer = {
+        **previous,
+        "served_ds": now.get("served_ds", now["ds"]),
+        "publication": now.get("publication", 0) + 1,
+        "history": now["history"][:-1],
+    }
+    _point(settings, pointer)
+    return pointer
+
+
+def served_day(pointer: dict[str, Any]) -> date:
+    """The day whose online lists show this pointer's version: its own day, or after a rollback the latest day."""
+    return date.fromisoformat(pointer.get("served_ds", pointer["ds"]))
+
+
+def feature_time(pointer: dict[str, Any]) -> datetime:
+    """served day + 1 at 00:00 UTC (known at the end of the day), plus one microsecond per publication.
+
+    The microseconds make every publication newer than the last: Redis (Feast) ignores a write whose timestamp is not
+    later than the stored one, so a same-day rerun or a rollback would otherwise never reach the online store.
+    """
+    day = served_day(pointer) + timedelta(days=1)
+    return datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(microseconds=int(pointer["publication"]))
+
+
+def write_online_lists(settings: Settings, pointer: dict[str, Any]) -> tuple[Path, int]:
+    """The published version as one row per user (the lists in rank order), the Feast `user_topk` source.
+
+    feature_ts: :func:`feature_time`.
+    """
+    import duckdb
+
+    day = served_day(pointer)
+    files = topk_root(settings) / pointer["path"] / "*.parquet"
+    target = lists_root(settings) / f"ds={day.isoformat()}"
+    staging = temp_sibling(target)
+    staging.mkdir(parents=True)
+    feature_ts = feature_time(pointer).replace(tzinfo=None).isoformat(sep=" ")
+    with duckdb.connect() as con:
+        con.execute("set timezone = 'UTC'")
+        con.execute(
+            f"""
+            copy (
+                select
+                    user_id,
+                    list(item_id order by rank) as topk_item_ids,
+                    list(score order by rank) as topk_scores,
+                    any_value(source) as topk_source,
+                    any_value(model_version) as topk_model_version,
+                    timestamp '{feature_ts}' as feature_ts
+                from read_parquet('{files}')
+                group by user_id
+                order by user_id
+            ) to '{staging / "part-00000.parquet"}' (format parquet)
+            """
+        )
+        users = con.execute(f"select count(*) from read_parquet('{staging / 'part-00000.parquet'}')").fetchall()[0][0]
+    swap_into_place(staging, target)
+    return target, int(users)
+
+
+def serve(settings: Settings) -> dict[str, Any]:
+    """Bring every reader to the current version: the online lists (written, registered, materialized) and the
+    analysts' `topk_current` mart. Run after each publication and rollback; rerunning it changes nothing."""
+    from nightrec import feature_store
+    from nightrec.marts_publish import publish_serving_marts
+
+    pointer = current(settings)
+    if pointer is None:
+        raise InputError(f"No published top-k under {topk_root(settings)}: run `nightrec topk score` first")
+    lists, users = write_online_lists(settings, pointer)
+    feature_store.apply(settings)  # registers user_topk once its first lists exist
+    materialized = feature_store.materialize_topk(settings, feature_time(pointer))
+    marts = publish_serving_marts(settings)
+    return {
+        "current": pointer["path"],
+        "served_ds": served_day(pointer).isoformat(),
+        "online_users": users,
+        "materialized_users": materialized,
+        "lists": str(lists),
+        "marts": marts,
+    }

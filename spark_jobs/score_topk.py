@@ -1,0 +1,289 @@
+"""Score and publish the top-k items of every eligible user from the champion's embeddings, for the day end - 1.
+
+For each user known to the warehouse on day D (dim_users, first event <= D): the k items with the highest inner
+product between the champion's user and item embeddings, computed blockwise inside Spark tasks (the item matrix is
+broadcast; each Arrow batch of users is one float32 matmul and a partial sort: nightrec.scoring.top_k). Ties go to
+the smaller item id. Bought items are left out when `topk.exclude_bought` is set, unavailable items where the source
+declares availability. Users the champion has no embedding for (cold start: first seen after its training data) get
+the day's most popular items (distinct users over 30 days), marked source = 'popular'.
+
+The version is written to serving/topk/ds=D/model=<model>-<version>/ beside its final place, checked (every eligible
+user, exactly min(k, eligible items) rows each), renamed into place and then published by the pointer swap in
+nightrec.topk_publish. Without a champion (training skipped: history too short) the job writes nothing and says so.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from nightrec import topk_publish
+from nightrec.adapters import load_adapter
+from nightrec.config import Settings
+from nightrec.errors import InputError, ReconciliationError
+from nightrec.scoring import level_probabilities, top_k
+from nightrec.storage import read_json, swap_into_place, temp_sibling, write_json_atomic
+from spark_jobs.common import build_spark, job_arguments, log, settings_from_args
+
+JOB = "score_topk"
+ORDINAL = {"gnolr", "bce", "esmm", "nolr"}
+
+
+def champion_version(settings: Settings) -> tuple[Path, dict[str, Any]] | None:
+    """The configured model's champion directory and manifest, or None before the first published model."""
+    model_root = settings.warehouse_root / "models" / settings.topk.model
+    pointer_file = model_root / "champion.json"
+    if not pointer_file.is_file():
+        return None
+    directory = model_root / read_json(pointer_file)["version"]
+    return directory, read_json(directory / "manifest.json")
+
+
+def item_matrix(directory: Path) -> tuple[list[str], np.ndarray]:
+    """The champion's item ids (sorted: the tie-break order) and their embeddings as one float32 matrix."""
+    table = pq.read_table(directory / "item_embeddings.parquet").sort_by("item_id")
+    column = table.column("embedding").combine_chunks()
+    width = column.type.list_size
+    matrix = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, width)
+    return table.column("item_id").to_pylist(), matrix
+
+
+def unavailable_items(settings: Settings, item_ids: list[str]) -> np.ndarray:
+    """True for items the source declares unavailable (bronze/item_attributes.available = false); none otherwise."""
+    mask = np.zeros(len(item_ids), dtype=bool)
+    if not load_adapter(settings.source).has_availability:
+        return mask
+    path = settings.warehouse_root / "bronze" / "item_attributes"
+    table = pq.read_table(path)
+    if "available" not in table.column_names:
+        raise InputError(f"The source declares availability but {path} has no 'available' column")
+    gone = {i for i, a in zip(table["item_id"].to_pylist(), table["available"].to_pylist(), strict=True) if a is False}
+    mask[[n for n, i in enumerate(item_ids) if i in gone]] = True
+    return mask
+
+
+def output_schema(ordinal: bool) -> str:
+    schema = "user_id string, rank int, item_id string, score float, source string, model_version string"
+    return schema + (", p_at_least array<float>" if ordinal else "")
+
+
+def score_batches(
+    batches: Iterator[pa.RecordBatch], shared: Any, k: int, model_version: str, head: dict[str, Any] | None
+) -> Iterator[pa.RecordBatch]:
+    """mapInArrow body: each batch of users (user_id, embedding, bought item ids) -> their ranked rows."""
+    item_ids, items, unavailable = shared.value
+    index = {item: n for n, item in enumerate(item_ids)}
+    item_ids = np.asarray(item_ids, dtype=object)
+    for batch in batches:
+        if batch.num_rows == 0:
+            continue
+        embedding = batch.column("embedding")
+        users = embedding.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(batch.num_rows, -1)
+        bought = [
+            np.asarray([index[i] for i in ids or [] if i in index], dtype=np.int64)
+            for ids in batch.column("bought_ids").to_pylist()
+        ]
+        best = top_k(users, items, k, bought, unavailable)
+        rows = np.repeat(np.arange(batch.num_rows), best.counts)
+        valid = np.arange(best.items.shape[1])[None, :] < best.counts[:, None]
+        chosen = best.items[valid]
+        columns: dict[str, pa.Array] = {
+            "user_id": pa.array(np.asarray(batch.column("user_id").to_pylist(), dtype=object)[rows], pa.string()),
+            "rank": pa.array(np.concatenate([np.arange(1, c + 1) for c in best.counts]), pa.int32())
+            if len(rows)
+            else pa.array([], pa.int32()),
+            "item_id": pa.array(item_ids[chosen], pa.string()),
+            "score": pa.array(best.scores[valid], pa.float32()),
+            "source": pa.array(["model"] * len(rows), pa.string()),
+            "model_version": pa.array([model_version] * len(rows), pa.string()),
+        }
+        if head is not None:
+            probabilities = level_probabilities(head, users[rows], items[chosen])
+            columns["p_at_least"] = pa.array(list(probabilities), pa.list_(pa.float32()))
+        yield pa.RecordBatch.from_pydict(columns)
+
+
+def _parquet(spark: SparkSession, settings: Settings, mart: str) -> DataFrame:
+    return spark.read.parquet(str(settings.warehouse_root / "marts" / "parquet" / mart))
+
+
+def popular_fallback(
+    spark: SparkSession,
+    settings: Settings,
+    day: date,
+    cold: DataFrame,
+    bought: DataFrame,
+    item_ids: list[str],
+    unavailable: np.ndarray,
+    model_version: str,
+    ordinal: bool,
+) -> DataFrame:
+    """The most popular items of the day (distinct users over 30 days) for users without an embedding."""
+    gone = [i for i, u in zip(item_ids, unavailable, strict=True) if u]
+    popular = (
+        _parquet(spark, settings, "item_features")
+        .where(F.col("ds") == F.lit(day))
+        .where(~F.col("item_id").isin(gone) if gone else F.lit(True))
+        .select("item_id", F.col("n_users_30d").cast("float").alias("score"), "n_events_30d")
+    )
+    # Enough popular items that every user keeps k after their own purchases are removed.
+    most_bought = bought.select(F.max(F.size("bought_ids"))).first()[0] or 0
+    head = popular.orderBy(F.desc("score"), F.desc("n_events_30d"), "item_id").limit(settings.topk.k + most_bought)
+    ranked = (
+        cold.crossJoin(F.broadcast(head))
+        .join(bought, "user_id", "left")
+        .where(F.col("bought_ids").isNull() | ~F.array_contains(F.col("bought_ids"), F.col("item_id")))
+        .withColumn(
+            "rank",
+            F.row_number().over(
+                Window.partitionBy("user_id").orderBy(F.desc("score"), F.desc("n_events_30d"), "item_id")
+            ),
+        )
+        .where(F.col("rank") <= settings.topk.k)
+        .select(
+            "user_id",
+            F.col("rank").cast("int"),
+            "item_id",
+            "score",
+            F.lit("popular").alias("source"),
+            F.lit(model_version).alias("model_version"),
+        )
+    )
+    if ordinal:
+        ranked = ranked.withColumn("p_at_least", F.lit(None).cast("array<float>"))
+    return ranked
+
+
+def run(spark: SparkSession, settings: Settings, day: date) -> dict[str, Any]:
+    """Score, check, write and publish the top-k of day ``day``; returns the counts (or why nothing was done)."""
+    found = champion_version(settings)
+    if found is None:
+        log(JOB, f"no published {settings.topk.model} model yet (training skipped?): no top-k for {day}")
+        return {"skipped": f"no champion of {settings.topk.model}"}
+    directory, manifest = found
+    model_version = f"{settings.topk.model}-{manifest['version']}"
+    head = manifest.get("head") if settings.topk.model in ORDINAL else None
+    k = settings.topk.k
+    item_ids, items = item_matrix(directory)
+    unavailable = unavailable_items(settings, item_ids)
+    log(JOB, f"{day}: {model_version}, {len(item_ids):,} items x dim {items.shape[1]}, k = {k}")
+
+    users = (
+        _parquet(spark, settings, "dim_users").where(F.col("first_event_ds") <= F.lit(day)).select("user_id").distinct()
+    )
+    buyers = F.lit(load_adapter(settings.source).max_level)
+    if settings.topk.exclude_bought:
+        bought = (
+            _parquet(spark, settings, "fct_interactions")
+            .where((F.col("ds") <= F.lit(day)) & (F.col("max_level_reached") == buyers))
+            .groupBy("user_id")
+            .agg(F.sort_array(F.collect_set("item_id")).alias("bought_ids"))
+        )
+    else:
+        bought = spark.createDataFrame([], "user_id string, bought_ids array<string>")
+    shared = spark.sparkContext.broadcast((item_ids, items, unavailable))
+    embeddings = spark.read.parquet(str(directory / "user_embeddings.parquet"))
+    with_embedding = (
+        users.join(embeddings, "user_id").join(bought, "user_id", "left").select("user_id", "embedding", "bought_ids")
+    )
+    scored = with_embedding.mapInArrow(
+        lambda batches: score_batches(batches, shared, k, model_version, head),
+        output_schema(head is not None),
+    )
+    cold = users.join(embeddings.select("user_id"), "user_id", "left_anti")
+    fallback = popular_fallback(
+        spark, settings, day, cold, bought, item_ids, unavailable, model_version, head is not None
+    )
+    table = scored.unionByName(fallback)
+
+    target = topk_publish.version_dir(settings, day, model_version)
+    staging = temp_sibling(target)
+    partitions = int(spark.conf.get("spark.sql.shuffle.partitions"))
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(settings.topk.users_per_batch))
+    table.repartition(partitions, "user_id").sortWithinPartitions("user_id", "rank").write.parquet(str(staging))
+
+    catalogue = spark.createDataFrame(
+        [(i,) for i, gone in zip(item_ids, unavailable, strict=True) if not gone], "item_id string"
+    )
+    counts = check_version(spark, staging, users, bought, catalogue, k)
+    counts.update(
+        {"model_version": model_version, "k": k, "items": len(item_ids), "exclude_bought": settings.topk.exclude_bought}
+    )
+    write_json_atomic(staging / "_SUCCESS", counts)
+    swap_into_place(staging, target)
+    pointer = topk_publish.publish(settings, day, model_version, counts)
+    log(JOB, f"{day}: {counts['rows']:,} rows for {counts['users']:,} users -> {target} (current: {pointer['path']})")
+    return {**counts, "path": str(target), "current": pointer["path"]}
+
+
+def check_version(
+    spark: SparkSession, written: Path, users: DataFrame, bought: DataFrame, catalogue: DataFrame, k: int
+) -> dict[str, Any]:
+    """Every eligible user has exactly min(k, eligible items) rows with ranks 1..n; raise before publishing if not.
+
+    A model user's eligible items: the available catalogue less their bought items in it (when excluded).
+    """
+    out = spark.read.parquet(str(written))
+    per_user = out.groupBy("user_id").agg(
+        F.count("*").alias("n"),
+        F.max("rank").alias("max_rank"),
+        F.sum((F.col("source") == "popular").cast("int")).alias("popular"),
+    )
+    bought_in_catalogue = (
+        bought.select("user_id", F.explode("bought_ids").alias("item_id"))
+        .join(catalogue, "item_id")
+        .groupBy("user_id")
+        .agg(F.count("*").alias("n_bought"))
+    )
+    eligible = F.lit(catalogue.count()) - F.coalesce("n_bought", F.lit(0))
+    expected = users.join(bought_in_catalogue, "user_id", "left").select(
+        "user_id", F.least(F.lit(k), eligible).alias("want")
+    )
+    joined = expected.join(per_user, "user_id", "full_outer")
+    bad = joined.where(
+        F.col("want").isNull() | (F.coalesce("n", F.lit(0)) != F.col("want")) | (F.col("max_rank") != F.col("n"))
+    )
+    # Fallback users can have fewer popular items than k (a small catalogue day): count what the day offers them.
+    bad = bad.where(~((F.col("popular") == F.col("n")) & (F.col("n") > 0) & (F.col("max_rank") == F.col("n"))))
+    problems = bad.limit(5).collect()
+    totals = joined.agg(
+        F.count("n").alias("users"),
+        F.sum("n").alias("rows"),
+        F.sum(F.when(F.col("popular") > 0, 1).otherwise(0)).alias("cold_start_users"),
+        F.count("want").alias("eligible_users"),
+    ).first()
+    if problems:
+        raise ReconciliationError(
+            "top-k check failed (want = min(k, eligible items) rows per eligible user, ranks 1..n): "
+            + "; ".join(json.dumps(r.asDict(), default=str) for r in problems)
+        )
+    return {
+        "users": int(totals["users"] or 0),
+        "eligible_users": int(totals["eligible_users"] or 0),
+        "rows": int(totals["rows"] or 0),
+        "cold_start_users": int(totals["cold_start_users"] or 0),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = job_arguments(__doc__.splitlines()[0], argv)
+    settings = settings_from_args(args)
+    spark = build_spark(settings, f"{JOB}:{settings.source}")
+    try:
+        run(spark, settings, args.end - timedelta(days=1))
+    finally:
+        spark.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,205 @@
+"""Top-k tables on the real Tmall marts from trained (smoke) models: the Spark job, its publication, the online
+lists and the analysts' mart, reruns, a crash before publishing, exclusions and rollback."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+from datetime import date
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from nightrec import feature_store, topk_publish
+from nightrec.marts_publish import analyst_db_path
+from spark_jobs import score_topk
+from tests.conftest import TRAINED_DAY
+
+pytestmark = pytest.mark.spark
+
+K = 30
+FIRST_DAY = date(2014, 8, 14)
+
+
+@pytest.fixture(scope="module")
+def settings(smoke_training, trained_tmall, tmp_path_factory):
+    """A copy of the marts warehouse with the models exactly as the training run published them."""
+    root = tmp_path_factory.mktemp("topk") / "warehouse"
+    shutil.copytree(smoke_training.warehouse_root, root, symlinks=True, ignore=shutil.ignore_patterns("models"))
+    shutil.copytree(trained_tmall[1], root / "models")
+    base = smoke_training.with_overrides(warehouse_root=root)
+    return base.with_overrides(topk=replace(base.topk, k=K, model="gnolr", exclude_bought=False))
+
+
+@pytest.fixture(scope="module")
+def published(spark, settings):
+    """Two nights scored and published: FIRST_DAY, then TRAINED_DAY (served online and to analysts)."""
+    first = score_topk.run(spark, settings, FIRST_DAY)
+    second = score_topk.run(spark, settings, TRAINED_DAY)
+    served = topk_publish.serve(settings)
+    return first, second, served
+
+
+def _current(settings) -> pd.DataFrame:
+    return pd.read_parquet(topk_publish.topk_root(settings) / "current").sort_values(["user_id", "rank"])
+
+
+def _mart(settings, name: str) -> str:
+    return f"read_parquet('{settings.warehouse_root / 'marts' / 'parquet' / name}/*.parquet')"
+
+
+def test_every_known_user_gets_k_ranked_items(settings, published):
+    table = _current(settings)
+    users = duckdb.sql(
+        f"select user_id from {_mart(settings, 'dim_users')} where first_event_ds <= date '{TRAINED_DAY}'"
+    ).df()
+    assert set(table["user_id"]) == set(users["user_id"])
+    per_user = table.groupby("user_id")
+    assert (per_user.size() == K).all()  # 7k items, nothing excluded: min(k, eligible) = k
+    assert (per_user["rank"].apply(lambda r: r.tolist() == list(range(1, K + 1)))).all()
+    assert (per_user["score"].apply(lambda s: (np.diff(s.to_numpy()) <= 0).all())).all()
+    assert not table.duplicated(["user_id", "item_id"]).any()
+    items = duckdb.sql(f"select item_id from {_mart(settings, 'dim_items')}").df()
+    assert set(table["item_id"]) <= set(items["item_id"])
+    assert published[1]["rows"] == len(table) == K * len(users)
+    assert published[1]["current"] == f"ds={TRAINED_DAY}/model=gnolr-{TRAINED_DAY}"
+
+
+def test_model_lists_are_the_best_inner_products_and_carry_ordered_level_probabilities(settings, published):
+    table = _current(settings)
+    model_dir = settings.warehouse_root / "models" / "gnolr" / str(TRAINED_DAY)
+    users = pq.read_table(model_dir / "user_embeddings.parquet").to_pandas().set_index("user_id")
+    items = pq.read_table(model_dir / "item_embeddings.parquet").to_pandas().sort_values("item_id")
+    matrix = np.stack(items["embedding"].to_numpy()).astype(np.float32)
+    ids = items["item_id"].to_numpy()
+    for user in sorted(users.index)[:25]:
+        scores = matrix @ np.asarray(users.loc[user, "embedding"], dtype=np.float32)
+        order = sorted(range(len(ids)), key=lambda n: (-scores[n], ids[n]))[:K]  # independent full sort
+        got = table[table["user_id"] == user]
+        assert got["item_id"].tolist() == ids[order].tolist()
+        assert np.allclose(got["score"], scores[order], atol=1e-5)
+        assert (got["source"] == "model").all()
+    probs = np.stack(table.loc[table["source"] == "model", "p_at_least"].to_numpy())
+    assert probs.shape[1] == 4 and ((probs >= 0) & (probs <= 1)).all() and (np.diff(probs, axis=1) <= 0).all()
+
+
+def test_users_without_an_embedding_get_the_days_popular_items(settings, published):
+    table = _current(settings)
+    embeddings = settings.warehouse_root / "models" / "gnolr" / str(TRAINED_DAY) / "user_embeddings.parquet"
+    embedded = set(pq.read_table(embeddings)["user_id"].to_pylist())
+    cold = table[~table["user_id"].isin(embedded)]
+    assert len(cold) and (cold["source"] == "popular").all()
+    assert published[1]["cold_start_users"] == cold["user_id"].nunique()
+    popular = (
+        duckdb.sql(
+            f"select item_id from {_mart(settings, 'item_features')} where ds = date '{TRAINED_DAY}' "
+            f"order by n_users_30d desc, n_events_30d desc, item_id limit {K}"
+        )
+        .df()["item_id"]
+        .tolist()
+    )
+    for _, rows in cold.groupby("user_id"):
+        assert rows["item_id"].tolist() == popular
+
+
+def test_a_rerun_gives_the_same_table_and_the_first_night_stays_for_rollback(spark, settings, published):
+    before = _current(settings).reset_index(drop=True)
+    score_topk.run(spark, settings, TRAINED_DAY)
+    after = _current(settings).reset_index(drop=True)
+    pd.testing.assert_frame_equal(before, after)
+    pointer = topk_publish.current(settings)
+    assert [h["ds"] for h in pointer["history"]] == [str(FIRST_DAY)]  # the rerun added no history entry
+    assert not list(topk_publish.topk_root(settings).rglob(".tmp-*"))
+
+
+def test_the_online_store_and_the_analysts_mart_serve_the_current_lists(settings, published):
+    table = _current(settings)
+    user = table["user_id"].iloc[0]
+    online = feature_store.online_features(settings, [{"user_id": user, "item_id": ""}], "topk")
+    assert online["user_topk__topk_item_ids"][0] == table[table["user_id"] == user]["item_id"].tolist()
+    unknown = feature_store.online_features(settings, [{"user_id": "no-such-user", "item_id": ""}], "topk")
+    assert unknown["user_topk__topk_item_ids"] == [None]
+    with duckdb.connect(str(analyst_db_path(settings)), read_only=True) as con:
+        n, users, models = con.execute(
+            "select count(*), count(distinct user_id), count(distinct model_version) from marts.topk_current"
+        ).fetchall()[0]
+    assert (n, users, models) == (len(table), table["user_id"].nunique(), 1)
+    assert published[2]["materialized_users"] == table["user_id"].nunique()
+
+
+def test_a_crash_between_write_and_publish_leaves_the_previous_version_visible(spark, settings, published, monkeypatch):
+    before = _current(settings).reset_index(drop=True)
+    pointer = topk_publish.current(settings)
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("killed before publishing")
+
+    monkeypatch.setattr(topk_publish, "publish", crash)
+    other = settings.with_overrides(topk=replace(settings.topk, model="two_tower"))
+    with pytest.raises(RuntimeError, match="killed before publishing"):
+        score_topk.run(spark, other, TRAINED_DAY)
+    assert topk_publish.current(settings) == pointer
+    pd.testing.assert_frame_equal(_current(settings).reset_index(drop=True), before)
+    written = topk_publish.version_dir(settings, TRAINED_DAY, f"two_tower-{TRAINED_DAY}")
+    assert json.loads((written / "_SUCCESS").read_text())["rows"] > 0  # written whole, just not published
+
+
+def test_excluding_bought_items_leaves_none_and_counts_what_is_left(spark, settings, published):
+    # k close to the catalogue, so that removing a buyer's items changes how many rows the buyer gets
+    excluding = settings.with_overrides(topk=replace(settings.topk, model="two_tower", exclude_bought=True, k=7200))
+    result = score_topk.run(spark, excluding, TRAINED_DAY)
+    table = _current(settings)
+    bought = duckdb.sql(
+        f"select distinct user_id, item_id from {_mart(settings, 'fct_interactions')} "
+        f"where ds <= date '{TRAINED_DAY}' and max_level_reached = 4"
+    ).df()
+    assert len(bought) and not len(table.merge(bought, on=["user_id", "item_id"]))
+    embeddings = settings.warehouse_root / "models" / "two_tower" / str(TRAINED_DAY) / "item_embeddings.parquet"
+    catalogue = set(pq.read_table(embeddings)["item_id"].to_pylist())
+    n_items = len(catalogue)
+    per_buyer = bought[bought["item_id"].isin(catalogue)].groupby("user_id").size()  # only these can be excluded
+    model_users = table[table["source"] == "model"].groupby("user_id").size()
+    for user, n in model_users.items():
+        assert n == min(7200, n_items - per_buyer.get(user, 0)), user
+    assert result["rows"] == len(table)
+
+
+def test_rollback_returns_every_reader_to_the_previous_version(settings, published):
+    newest = topk_publish.current(settings)  # the exclude-bought two_tower lists of the test above
+    assert newest["model_version"] == f"two_tower-{TRAINED_DAY}"
+    topk_publish.serve(settings)
+    user = _current(settings)["user_id"].iloc[0]
+    before = feature_store.online_features(settings, [{"user_id": user, "item_id": ""}], "topk")
+    assert len(before["user_topk__topk_item_ids"][0]) > K  # online: the long lists
+    back = topk_publish.rollback(settings)
+    assert back["path"] == newest["history"][-1]["path"] == f"ds={TRAINED_DAY}/model=gnolr-{TRAINED_DAY}"
+    served = topk_publish.serve(settings)
+    assert served["served_ds"] == str(TRAINED_DAY)
+    table = _current(settings)
+    assert (table["model_version"] == f"gnolr-{TRAINED_DAY}").all()
+    for user in (table["user_id"].iloc[0], table.loc[table["source"] == "popular", "user_id"].iloc[0]):
+        online = feature_store.online_features(settings, [{"user_id": user, "item_id": ""}], "topk")
+        expected = table[table["user_id"] == user]["item_id"].tolist()
+        assert online["user_topk__topk_item_ids"][0] == expected and len(expected) == K
+    with duckdb.connect(str(analyst_db_path(settings)), read_only=True) as con:
+        assert con.execute("select count(*) from marts.topk_current").fetchall()[0][0] == len(table)
+
+
+def test_a_same_day_rerun_reaches_a_redis_online_store(spark, settings, published, redis_server, monkeypatch):
+    """Redis (through Feast) drops writes that are not newer than the stored row: each publication's lists carry one
+    more microsecond, so a rerun of the same day with other lists replaces them online."""
+    monkeypatch.setenv("NIGHTREC_REDIS", redis_server)
+    redis = settings.with_overrides(feast=replace(settings.feast, variant="redis"))
+    topk_publish.serve(redis)
+    user = _current(settings)["user_id"].iloc[0]
+    first = feature_store.online_features(redis, [{"user_id": user, "item_id": ""}], "topk")["user_topk__topk_item_ids"]
+    assert len(first[0]) == K
+    shorter = redis.with_overrides(topk=replace(redis.topk, k=K - 5))
+    score_topk.run(spark, shorter, TRAINED_DAY)  # the same day and model version: the same feature day
+    topk_publish.serve(redis)
+    again = feature_store.online_features(redis, [{"user_id": user, "item_id": ""}], "topk")["user_topk__topk_item_ids"]
+    assert again[0] == first[0][: K - 5]
