@@ -232,7 +232,7 @@ def load_adapter(name: str, sources_dir: Path | None = None) -> SourceAdapter:
             first_of=first_of,
         )
 
-    return SourceAdapter(
+    adapter = SourceAdapter(
         name=name,
         description=str(raw.get("description") or ""),
         bundled_events=PROJECT_ROOT / _req(bundled, "events", where),
@@ -252,3 +252,9 @@ def load_adapter(name: str, sources_dir: Path | None = None) -> SourceAdapter:
         has_availability=bool(raw.get("has_availability", False)),
         credit=str(raw.get("credit") or ""),
     )
+    if adapter.has_availability and not (adapter.item_attributes and "available" in adapter.item_attributes.columns):
+        raise ConfigError(
+            f"{where} declares has_availability but attributes.items.columns maps no 'available' column "
+            "(the item file's yes/no availability)"
+        )
+    return adapter

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from nightrec.adapters import AttributeFile, SourceAdapter
-from nightrec.contract import ITEM_ATTRIBUTE_SCHEMA, USER_ATTRIBUTE_SCHEMA
+from nightrec.contract import FALSE_WORDS, ITEM_ATTRIBUTE_SCHEMA, TRUE_WORDS, USER_ATTRIBUTE_SCHEMA
 from nightrec.errors import InputError, ReconciliationError
 from nightrec.storage import swap_into_place, temp_sibling, write_json_atomic
 from nightrec.warehouse import Warehouse
@@ -101,6 +101,13 @@ def _canonical(entity: str, attr: AttributeFile, path: Path, schema: pa.Schema) 
             values = values.where(values != "", None)
         if pa.types.is_integer(schema.field(name).type):  # e.g. H&M writes ages as "21.0"
             values = pd.to_numeric(values, errors="coerce").round().astype("Int32")
+        elif pa.types.is_boolean(schema.field(name).type) and column:
+            words = values.str.lower()
+            unknown = values.notna() & ~words.isin(TRUE_WORDS | FALSE_WORDS)
+            if unknown.any():
+                sample = sorted(set(values[unknown]))[:5]
+                raise InputError(f"{path}: column {column!r} ({name}) holds values that are not yes/no: {sample}")
+            values = words.map(lambda w: None if w is None else w in TRUE_WORDS).astype(object)
         out[name] = values
     return pa.Table.from_pandas(out, schema=schema, preserve_index=False), bad, len(raw)
 

@@ -198,7 +198,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"  marts as Parquet     {root}/marts/parquet/\n"
         f"  zones                {root}/bronze/events, bronze/quarantine, silver/sequences\n"
         f"  run manifests        {root}/_runs/ds=D/manifest.json  (`nightrec status` for every day)\n"
-        f"  models               {root}/models/<model>/champion.json  (`nightrec train` retrains and compares)"
+        f"  models               {root}/models/<model>/champion.json  (`nightrec train` retrains and compares)\n"
+        f"  top-k lists          {root}/serving/topk/current  (`nightrec topk show --user U`; mart topk_current;\n"
+        "                       `nightrec feast lookup --service topk --user U`)"
     )
     return 0
 

@@ -69,8 +69,11 @@ ITEM_ATTRIBUTE_SCHEMA = pa.schema(
         ("subcategory", pa.string()),
         ("colour", pa.string()),
         ("tags", pa.string()),  # every value of a multi-valued attribute, "|"-separated (MovieLens genres)
+        ("available", pa.bool_()),  # only where the adapter declares has_availability; null = not declared
     ]
 )
+TRUE_WORDS = frozenset({"true", "t", "yes", "y", "1"})
+FALSE_WORDS = frozenset({"false", "f", "no", "n", "0"})
 USER_ATTRIBUTE_SCHEMA = pa.schema(
     [
         ("user_id", pa.string()),

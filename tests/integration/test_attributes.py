@@ -61,7 +61,7 @@ def test_tmall_gets_empty_tables_with_the_same_columns(tmp_path):
     wh, adapter = _landed(tmp_path, "tmall_brand")
     assert ingest_attributes(adapter, wh)["items"] == {"rows": 0, "kept": 0, "rejected": 0}
     items = pd.read_parquet(wh.bronze_item_attributes())
-    assert list(items.columns) == ["item_id", "item_name", "category", "subcategory", "colour", "tags"]
+    assert list(items.columns) == ["item_id", "item_name", "category", "subcategory", "colour", "tags", "available"]
     assert len(items) == 0
 
 
@@ -137,3 +137,32 @@ def test_hm_marts_carry_item_and_user_attributes(tmp_path, spark):
     got = feats.set_index("user_id")["top_category_90d"]
     assert got.dropna().to_dict() == expected.loc[expected.index.isin(got.index)].to_dict()
     assert got.notna().sum() > 0
+
+
+def test_a_declared_availability_column_becomes_yes_no_and_rejects_other_words(tmp_path):
+    """Real MovieLens rows with an availability column added (no bundled source has one)."""
+    from dataclasses import replace
+
+    from nightrec.errors import InputError
+
+    wh, adapter = _landed(tmp_path, "movielens")
+    attrs = adapter.item_attributes
+    declared = replace(
+        adapter, has_availability=True, item_attributes=replace(attrs, columns={**attrs.columns, "available": "stock"})
+    )
+    landed = wh.raw_attributes() / attrs.path.name
+    frame = pd.read_csv(landed, dtype=str, keep_default_na=False)
+    words = ["yes", "No", "1", "false", ""]
+    frame["stock"] = [words[n % len(words)] for n in range(len(frame))]
+    frame.to_csv(landed, index=False)
+    ingest_attributes(declared, wh)
+    kept = pd.read_parquet(wh.bronze_item_attributes()).set_index("item_id")
+    expected = {"yes": True, "No": False, "1": True, "false": False, "": None}
+    for item_id, word in zip(frame["movieId"].head(10), frame["stock"].head(10), strict=True):
+        assert kept.loc[item_id, "available"] == expected[word] or (
+            expected[word] is None and pd.isna(kept.loc[item_id, "available"])
+        )
+    frame.loc[3, "stock"] = "maybe"
+    frame.to_csv(landed, index=False)
+    with pytest.raises(InputError, match=r"'stock' \(available\) holds values that are not yes/no: \['maybe'\]"):
+        ingest_attributes(declared, wh)

@@ -203,3 +203,28 @@ def test_a_same_day_rerun_reaches_a_redis_online_store(spark, settings, publishe
     topk_publish.serve(redis)
     again = feature_store.online_features(redis, [{"user_id": user, "item_id": ""}], "topk")["user_topk__topk_item_ids"]
     assert again[0] == first[0][: K - 5]
+
+
+def test_items_the_source_declares_unavailable_are_never_listed(spark, settings, published, monkeypatch):
+    """No bundled source declares availability: declare it for Tmall and mark one user's best items unavailable."""
+    import pyarrow as pa
+
+    from nightrec.adapters import load_adapter
+
+    tmall = replace(load_adapter("tmall_brand"), has_availability=True)
+    monkeypatch.setattr(score_topk, "load_adapter", lambda name: tmall)
+    table = _current(settings)
+    user = table.loc[table["source"] == "model", "user_id"].iloc[0]
+    gone = table[table["user_id"] == user]["item_id"].head(3).tolist()
+    snapshot = settings.warehouse_root / "bronze" / "item_attributes"
+    shutil.rmtree(snapshot)
+    snapshot.mkdir()
+    items = sorted(set(table["item_id"]))
+    available = pa.table({"item_id": items, "available": [i not in gone for i in items]})
+    pq.write_table(available, snapshot / "part-00000.parquet")
+    result = score_topk.run(spark, settings, TRAINED_DAY)
+    after = _current(settings)
+    assert not after["item_id"].isin(gone).any()
+    assert (after.groupby("user_id").size() == K).all() and result["rows"] == len(after)
+    kept = table[(table["user_id"] == user) & ~table["item_id"].isin(gone)]["item_id"].tolist()
+    assert after[after["user_id"] == user]["item_id"].tolist()[: len(kept)] == kept  # the rest move up

@@ -60,6 +60,7 @@ def _write(tmp_path: Path, name: str, mutate) -> Path:
         ),
         (lambda d: d.update(nightly_start="2015-01-01"), "must lie inside history"),
         (lambda d: d.update(colour="blue"), r"Unknown key\(s\) \['colour'\]"),
+        (lambda d: d.update(has_availability=True), "declares has_availability but .* no 'available' column"),
     ],
 )
 def test_invalid_adapters_fail_with_the_field_named(tmp_path: Path, mutate, message):
