@@ -66,14 +66,13 @@ def scaled_marts(source: Path, factor: int, target: Path) -> dict[str, int]:
     return rows
 
 
-def one_run(warehouse: Path, variant: str, chunk_rows: int | None = None) -> dict:
+def one_run(warehouse: Path, variant: str) -> dict:
     """Apply and materialize the whole history of ``warehouse`` into the ``variant`` online store (this process)."""
     from nightrec import feature_store
     from nightrec.adapters import load_adapter
 
     base = load_settings().with_overrides(warehouse_root=warehouse)
-    feast = replace(base.feast, variant=variant)
-    settings = base.with_overrides(feast=replace(feast, materialize_chunk_rows=chunk_rows) if chunk_rows else feast)
+    settings = base.with_overrides(feast=replace(base.feast, variant=variant))
     adapter = load_adapter(settings.source)
     feature_store.apply(settings)
     t0 = time.time()
@@ -84,7 +83,6 @@ def one_run(warehouse: Path, variant: str, chunk_rows: int | None = None) -> dic
         "seconds": seconds,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "chunk_days": settings.feast.materialize_chunk_days,
-        "chunk_rows": settings.feast.materialize_chunk_rows,
         "chunks": len(chunks),
     }
 
@@ -101,11 +99,10 @@ def main() -> None:
     parser.add_argument("--factors", default="1,100", help="comma-separated up-scaling factors")
     parser.add_argument("--stores", default="local,redis", help="Feast variants: local (SQLite), redis")
     parser.add_argument("--workdir", type=Path, default=PROJECT_ROOT / ".bench", help="scratch directory")
-    parser.add_argument("--chunk-rows", type=int, help="feast.materialize_chunk_rows (default: the profile's)")
     parser.add_argument("--one", nargs=2, metavar=("WAREHOUSE", "VARIANT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print("RESULT " + json.dumps(one_run(Path(args.one[0]), args.one[1], args.chunk_rows)), flush=True)
+        print("RESULT " + json.dumps(one_run(Path(args.one[0]), args.one[1])), flush=True)
         return
 
     names = {"local": "SQLite", "redis": "Redis"}
@@ -127,8 +124,7 @@ def main() -> None:
             for variant in args.stores.split(","):
                 subprocess.run(["redis-cli", "-p", str(port), "flushall"], check=True, stdout=subprocess.DEVNULL)
                 proc = subprocess.run(
-                    [sys.executable, __file__, "--one", str(warehouse), variant]
-                    + (["--chunk-rows", str(args.chunk_rows)] if args.chunk_rows else []),
+                    [sys.executable, __file__, "--one", str(warehouse), variant],
                     env=env,
                     cwd=PROJECT_ROOT,
                     capture_output=True,
@@ -144,11 +140,11 @@ def main() -> None:
         redis.terminate()
         shutil.rmtree(redis_dir, ignore_errors=True)
 
-    print("\n| factor | online store | feature rows | chunks (max days / rows) | seconds | rows/s | peak RSS MiB |")
+    print("\n| factor | online store | feature rows | chunks (days each) | seconds | rows/s | peak RSS MiB |")
     print("|---|---|---|---|---|---|---|")
     for factor, store, r in table:
         print(
-            f"| {factor} | {store} | {r['rows']:,} | {r['chunks']} ({r['chunk_days']} / {r['chunk_rows']:,}) | "
+            f"| {factor} | {store} | {r['rows']:,} | {r['chunks']} ({r['chunk_days']}) | "
             f"{r['seconds']:.1f} | "
             f"{r['rows'] / r['seconds']:,.0f} | {r['peak_rss_mib']:,.0f} |"
         )

@@ -96,15 +96,11 @@ class FeastSettings:
     :param variant: which ``feature_repo/feature_store.<variant>.yaml`` to use: ``local`` (SQLite online store,
         DuckDB offline store, file registry), ``redis`` (Redis online store) or ``production`` (Redis, Postgres
         registry, Spark offline store); connection strings come from NIGHTREC_REDIS / NIGHTREC_FEAST_REGISTRY.
-    :param materialize_chunk_days: data days per materialization call at most (progress per chunk).
-    :param materialize_chunk_rows: feature rows per materialization call at most (a day is never split). Feast holds
-        a call's rows in memory as Python objects: 1.5 million rows of the Tmall views took 8.5 GB
-        (benchmarks/feast_materialize.py, 100x copy), so chunks are bounded by rows as well as by days.
+    :param materialize_chunk_days: data days per materialization call (progress per chunk).
     """
 
     variant: str = "local"
     materialize_chunk_days: int = 14
-    materialize_chunk_rows: int = 400_000
 
 
 @dataclass(frozen=True)
@@ -336,8 +332,8 @@ def _validate(s: Settings, where: Path) -> None:
         raise ConfigError(
             f"feast.variant {s.feast.variant!r} in {where} has no feature_repo/feature_store.<variant>.yaml"
         )
-    if s.feast.materialize_chunk_days < 1 or s.feast.materialize_chunk_rows < 1:
-        raise ConfigError(f"feast.materialize_chunk_days and materialize_chunk_rows must be >= 1 in {where}")
+    if s.feast.materialize_chunk_days < 1:
+        raise ConfigError(f"feast.materialize_chunk_days must be >= 1 in {where}")
     t = s.training
     if t.device not in {"auto", "cpu", "cuda"}:
         raise ConfigError(f"training.device must be auto, cpu or cuda (got {t.device!r}) in {where}")

@@ -105,17 +105,16 @@ class MaterializeChunk:
 
 
 def materialize(settings: Settings, start: date, end: date, views: tuple[str, ...] = VIEWS) -> list[MaterializeChunk]:
-    """Write the features of ``views`` for the data days [start, end) to the online store, chunk by chunk.
-
-    A chunk is a run of whole days with at most ``feast.materialize_chunk_days`` days and, unless one day alone is
-    bigger, at most ``feast.materialize_chunk_rows`` feature rows: Feast's memory grows with a call's rows.
-    """
+    """Write the features of ``views`` for the data days [start, end) to the online store, chunk by chunk."""
     if end <= start:
         raise InputError(f"Empty materialization range [{start}, {end})")
     store = open_store(settings)
+    step = timedelta(days=settings.feast.materialize_chunk_days)
     chunks: list[MaterializeChunk] = []
+    lo = start
     total_days = (end - start).days
-    for lo, hi in chunk_days(_rows_per_day(settings, views, start, end), start, end, settings):
+    while lo < end:
+        hi = min(lo + step, end)
         window = materialization_window(lo, hi)
         rows = _rows_in_window(settings, views, *window)
         t0 = time.time()
@@ -128,41 +127,8 @@ def materialize(settings: Settings, start: date, end: date, views: tuple[str, ..
             f"{sum(rows.values()):,} feature rows in {chunk.seconds:.1f}s",
             flush=True,
         )
+        lo = hi
     return chunks
-
-
-def chunk_days(rows_per_day: dict[date, int], start: date, end: date, settings: Settings) -> list[tuple[date, date]]:
-    """[lo, hi) day ranges covering [start, end): at most chunk_days days and, beyond one day, chunk_rows rows."""
-    max_days, max_rows = settings.feast.materialize_chunk_days, settings.feast.materialize_chunk_rows
-    out: list[tuple[date, date]] = []
-    lo, rows, day = start, 0, start
-    while day < end:
-        n = rows_per_day.get(day, 0)
-        if day > lo and ((day - lo).days >= max_days or rows + n > max_rows):
-            out.append((lo, day))
-            lo, rows = day, 0
-        rows += n
-        day += timedelta(days=1)
-    out.append((lo, end))
-    return out
-
-
-def _rows_per_day(settings: Settings, views: tuple[str, ...], start: date, end: date) -> dict[date, int]:
-    """Feature rows per data day D (feature_ts = D+1 00:00) of ``views`` in [start, end)."""
-    import duckdb
-
-    lo, hi = materialization_window(start, end)
-    out: dict[date, int] = {}
-    with duckdb.connect() as con:
-        con.execute("set timezone = 'UTC'")
-        for view in views:
-            for day, n in con.execute(
-                f"select cast(feature_ts as date) - 1 as d, count(*) from read_parquet('{view_files(settings, view)}') "
-                "where feature_ts between ? and ? group by d",
-                [lo.replace(tzinfo=None), hi.replace(tzinfo=None)],
-            ).fetchall():
-                out[day] = out.get(day, 0) + int(n)
-    return out
 
 
 def materialize_topk(settings: Settings, at: datetime) -> int:
