@@ -18,7 +18,6 @@ import json
 import os
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,8 @@ import time
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
+
+from feast_serving import _free_port  # benchmarks/ is on sys.path when a script here runs
 
 from nightrec.config import PROJECT_ROOT, load_settings
 from nightrec.feature_store import VIEW_EXPORTS
@@ -85,12 +86,6 @@ def one_run(warehouse: Path, variant: str) -> dict:
         "chunk_days": settings.feast.materialize_chunk_days,
         "chunks": len(chunks),
     }
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main() -> None:

@@ -64,15 +64,14 @@ def publish(settings: Settings, day: date, model_version: str, counts: dict[str,
     if before and date.fromisoformat(before["ds"]) > day:
         print(f"top-k: {day} is older than the published {before['ds']}: written, pointer kept", flush=True)
         return before
-    history: list[dict[str, Any]] = []
-    if before:
-        history = [*before.get("history", []), {k: v for k, v in before.items() if k != "history"}]
-        if before["path"] == str(target.relative_to(topk_root(settings))):
-            history = before.get("history", [])  # a rerun of the same version: nothing new to roll back to
+    path = str(target.relative_to(topk_root(settings)))
+    history = list((before or {}).get("history", []))
+    if before and before["path"] != path:  # a rerun of the same version adds nothing to roll back to
+        history.append({k: v for k, v in before.items() if k != "history"})
     pointer = {
         "ds": day.isoformat(),
         "model_version": model_version,
-        "path": str(target.relative_to(topk_root(settings))),
+        "path": path,
         "counts": counts,
         "publication": (before or {}).get("publication", 0) + 1,
         "history": history[-settings.topk.keep_versions :],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -172,6 +173,17 @@ def wait_for_port(port: int, seconds: float = 30) -> None:
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {seconds}s")
 
 
+@contextlib.contextmanager
+def serving(server: subprocess.Popen, port: int, stop_seconds: float = 30) -> Iterator[None]:
+    """While a started server process listens on ``port``; it is stopped afterwards, whatever happens."""
+    try:
+        wait_for_port(port)
+        yield
+    finally:
+        server.terminate()
+        server.wait(timeout=stop_seconds)
+
+
 @pytest.fixture
 def redis_server(tmp_path):
     binary = shutil.which("redis-server")
@@ -193,9 +205,5 @@ def redis_server(tmp_path):
         ],
         stdout=subprocess.DEVNULL,
     )
-    wait_for_port(port)
-    try:
+    with serving(server, port):
         yield f"127.0.0.1:{port}"
-    finally:
-        server.terminate()
-        server.wait(timeout=10)

@@ -20,7 +20,7 @@ import pytest
 
 from nightrec import feature_store
 from nightrec.config import PROJECT_ROOT
-from tests.conftest import free_port, wait_for_port
+from tests.conftest import free_port, serving
 
 pytestmark = pytest.mark.spark
 
@@ -243,12 +243,10 @@ def postgres():
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    wait_for_port(port)
     try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+        with serving(server, port):
+            yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
     finally:
-        server.terminate()
-        server.wait(timeout=30)
         shutil.rmtree(work, ignore_errors=True)
 
 
