@@ -19,6 +19,8 @@ import torch
 from training import ordinal, trainer
 from training.data import Batch
 
+ATTRIBUTE_VALUES = (20, 130, 50)  # H&M-like category, subcategory and colour vocabularies (0 = unknown)
+
 
 def synthetic_batches(rows: int, batch_size: int, seed: int, users: int, items: int, length: int) -> list[Batch]:
     rng = np.random.default_rng(seed)
@@ -36,6 +38,7 @@ def synthetic_batches(rows: int, batch_size: int, seed: int, users: int, items: 
                 seq_gaps=np.where(levels > 0, rng.integers(1, 17, (n, length)), 0),
                 item=rng.integers(1, items, n),
                 item_dense=rng.normal(size=(n, 14)).astype(np.float32),
+                item_attrs=np.stack([rng.integers(0, v, n) for v in ATTRIBUTE_VALUES], axis=1),
                 category=rng.choice(5, n, p=[0.8, 0.17, 0.005, 0.005, 0.02]),
             )
         )
@@ -58,7 +61,16 @@ def main() -> None:
         device, mixed = trainer.pick_device(name)
         torch.manual_seed(0)
         model = ordinal.OrdinalTwoTower(
-            "gnolr", args.users, args.items, 36, 14, [0.2, 0.03, 0.025, 0.02], dim=16, hidden=64, sequence_length=50
+            "gnolr",
+            args.users,
+            args.items,
+            36,
+            14,
+            [0.2, 0.03, 0.025, 0.02],
+            dim=16,
+            hidden=64,
+            sequence_length=50,
+            item_attribute_values=ATTRIBUTE_VALUES,
         )
         with tempfile.TemporaryDirectory() as tmp:
             result = trainer.fit(

@@ -133,6 +133,9 @@ class TrainingSettings:
     :param ranker: train the LightGBM LambdaRank re-ranker over the candidates of the baselines and models.
     :param champion_tolerance: how much worse than the champion (absolute, on the gate metric) a new model may be and
         still be published.
+    :param refit: when a model is published, train it again on every day through E (as many epochs as early
+        stopping chose) and export that model's embeddings: the served lists then know the users and items of the
+        last eval_days + ranker_days days. The held-out model is kept (evaluated.pt) for the gate's re-scoring.
     """
 
     device: str = "auto"
@@ -154,6 +157,7 @@ class TrainingSettings:
     temperature: float = 0.05
     ranker: bool = True
     champion_tolerance: float = 0.005
+    refit: bool = True
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -168,9 +169,13 @@ def historical_features(settings: Settings, entity_df: Any, service: str = "trai
     :raises ReconciliationError: the offline store returned a different number of rows than it was given.
     """
     store = open_store(settings)
-    out = store.get_historical_features(
-        entity_df=entity_df, features=store.get_feature_service(service), full_feature_names=True
-    ).to_df()
+    with warnings.catch_warnings():
+        # ibis (under Feast's DuckDB store) calls a method this DuckDB deprecates, once per call: noise in
+        # every training log, nothing a user can act on
+        warnings.filterwarnings("ignore", message=".*fetch_arrow_table", category=DeprecationWarning)
+        out = store.get_historical_features(
+            entity_df=entity_df, features=store.get_feature_service(service), full_feature_names=True
+        ).to_df()
     if len(out) != len(entity_df):
         raise ReconciliationError(
             f"get_historical_features returned {len(out):,} rows for {len(entity_df):,} entity rows: a training set "

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -30,6 +31,9 @@ EXAMPLES_MART = "training_examples"
 USER_VIEWS = ("user_features__", "user_sequence__")
 ITEM_VIEWS = ("item_features__",)
 SEQUENCE_COLUMNS = ("user_sequence__seq_item_ids", "user_sequence__seq_levels", "user_sequence__seq_gap_seconds")
+# Item attributes the item tower embeds (canonical names, nightrec/contract.py), read from the dim_items export.
+ITEM_ATTRIBUTES = ("category", "subcategory", "colour")
+ITEMS_MART = "dim_items"
 
 
 def midnight(d: date) -> datetime:
@@ -89,6 +93,70 @@ class Vocabulary:
 
     def index(self, values: pd.Series) -> np.ndarray:
         return values.astype(str).map(self.lookup()).fillna(0).to_numpy(np.int64)
+
+
+@dataclass(frozen=True)
+class ItemAttributes:
+    """Each item's values of ITEM_ATTRIBUTES as indices into per-attribute vocabularies (0 = null or a value no
+    training item has: its embedding would never be trained). Attributes describe the item, not behaviour, so the
+    dim_items snapshot is read whole (no point in time). Items the source has no attributes for get zeros, and a
+    source without attribute files (Tmall) gets vocabularies of size 1: the tower adds nothing for them."""
+
+    values: dict[str, tuple[str, ...]]  # attribute -> its known values (index 1..n)
+    by_item: dict[str, tuple[int, ...]]  # item id -> one index per attribute (items with at least one value)
+
+    @classmethod
+    def load(
+        cls, settings: Settings, training_items: Vocabulary, values: dict[str, tuple[str, ...]] | None = None
+    ) -> ItemAttributes:
+        """The vocabularies of the values training items have (or the given ones: a model's), items indexed."""
+        path = settings.warehouse_root / "marts" / "parquet" / ITEMS_MART
+        if not any(path.glob("*.parquet")):
+            raise InputError(f"No export of mart '{ITEMS_MART}' under {path}: run the marts first (`nightrec nightly`)")
+        frame = pq.read_table(path, columns=["item_id", *ITEM_ATTRIBUTES]).to_pandas()
+        frame["item_id"] = frame["item_id"].astype(str)
+        if values is None:
+            trained = frame[frame["item_id"].isin(set(training_items.ids))]
+            values = {a: tuple(sorted(trained[a].dropna().astype(str).unique())) for a in ITEM_ATTRIBUTES}
+        return cls.of(frame, {a: tuple(values.get(a, ())) for a in ITEM_ATTRIBUTES})
+
+    @classmethod
+    def of(cls, frame: pd.DataFrame, values: dict[str, tuple[str, ...]]) -> ItemAttributes:
+        """Index the items of `frame` (item_id and the attribute columns) with the given vocabularies."""
+        columns = []
+        for a in ITEM_ATTRIBUTES:
+            lookup = {v: i + 1 for i, v in enumerate(values[a])}
+            columns.append(frame[a].map(lambda v, lookup=lookup: lookup.get(str(v), 0) if pd.notna(v) else 0))
+        indexed = np.stack([c.to_numpy(np.int64) for c in columns], axis=1).reshape(len(frame), len(columns))
+        known = indexed.any(axis=1)
+        ids = frame["item_id"].astype(str).to_numpy()[known]
+        return cls(values, {i: tuple(int(x) for x in row) for i, row in zip(ids, indexed[known], strict=True)})
+
+    def cardinalities(self) -> list[int]:
+        """Embedding rows per attribute (0 included)."""
+        return [len(self.values[a]) + 1 for a in ITEM_ATTRIBUTES]
+
+    def index(self, item_ids: pd.Series) -> np.ndarray:
+        """(rows x len(ITEM_ATTRIBUTES)) indices for these item ids."""
+        unknown = (0,) * len(ITEM_ATTRIBUTES)
+        rows = [self.by_item.get(i, unknown) for i in item_ids.astype(str)]
+        return np.asarray(rows, dtype=np.int32).reshape(len(rows), len(ITEM_ATTRIBUTES))
+
+    def remap_to(self, target: dict[str, tuple[str, ...]]) -> list[np.ndarray]:
+        """Per attribute, an array mapping this vocabulary's indices to `target`'s (a model trained on other days)."""
+        out = []
+        for a in ITEM_ATTRIBUTES:
+            lookup = {v: i + 1 for i, v in enumerate(target.get(a, ()))}
+            out.append(np.array([0] + [lookup.get(v, 0) for v in self.values[a]], dtype=np.int64))
+        return out
+
+
+class Vocabularies(NamedTuple):
+    """What a model's inputs are indexed with: its users, items and item attribute values."""
+
+    users: Vocabulary
+    items: Vocabulary
+    attributes: ItemAttributes
 
 
 def reindex(source: Vocabulary, target: Vocabulary) -> np.ndarray:
@@ -184,6 +252,7 @@ def fetch_features(
     examples: pd.DataFrame,
     users: Vocabulary,
     items: Vocabulary,
+    attributes: ItemAttributes,
     out_dir: Path,
     columns: tuple[list[str], list[str]] | None = None,
     label: str = "examples",
@@ -192,6 +261,7 @@ def fetch_features(
     """Point-in-time features for `examples` (user_id, item_id, category, example_ts, ds), `feature_chunk_days` days
     per Feast call, encoded and written as one Parquet file per chunk under `out_dir`.
 
+    :param attributes: the item attribute vocabularies the item tower embeds (ItemAttributes.load).
     :param columns: the user and item feature columns to encode (a model's, at inference); taken from the first
         chunk when not given.
     :param shuffle_seed: write each chunk's rows in a seeded random order, so that every row group is a sample of
@@ -224,6 +294,7 @@ def fetch_features(
         user_dense = encode_dense(feats, columns[0])
         item_dense = encode_dense(feats, columns[1])
         seq_items, seq_levels, seq_gaps = encode_sequences(feats, items, settings.pipeline.sequence_length)
+        item_attrs = attributes.index(chunk["item_id"])
         table = pa.table(
             {
                 "user_id": chunk["user_id"].astype(str),
@@ -234,6 +305,7 @@ def fetch_features(
                 "ds": chunk["ds"],
                 "user_dense": pa.FixedSizeListArray.from_arrays(user_dense.ravel(), user_dense.shape[1]),
                 "item_dense": pa.FixedSizeListArray.from_arrays(item_dense.ravel(), item_dense.shape[1]),
+                "item_attrs": pa.FixedSizeListArray.from_arrays(item_attrs.ravel(), item_attrs.shape[1]),
                 "seq_items": pa.FixedSizeListArray.from_arrays(seq_items.ravel(), seq_items.shape[1]),
                 "seq_levels": pa.FixedSizeListArray.from_arrays(seq_levels.ravel(), seq_levels.shape[1]),
                 "seq_gaps": pa.FixedSizeListArray.from_arrays(seq_gaps.ravel(), seq_gaps.shape[1]),
@@ -277,6 +349,7 @@ class Batch:
     seq_gaps: np.ndarray
     item: np.ndarray
     item_dense: np.ndarray
+    item_attrs: np.ndarray
     category: np.ndarray
 
     def __len__(self) -> int:
@@ -297,6 +370,7 @@ def _table_batch(table: pa.Table) -> Batch:
         seq_gaps=matrix("seq_gaps", np.int64),
         item=table.column("item").to_numpy(),
         item_dense=matrix("item_dense", np.float32),
+        item_attrs=matrix("item_attrs", np.int64),
         category=table.column("category").to_numpy(),
     )
 

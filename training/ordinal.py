@@ -120,6 +120,7 @@ class OrdinalTwoTower(nn.Module):
         gamma: float = 5.0,
         learnable_cut_points: bool = False,
         sequence_length: int = 0,
+        item_attribute_values: Sequence[int] = (),
     ) -> None:
         super().__init__()
         if kind not in MODELS:
@@ -127,7 +128,16 @@ class OrdinalTwoTower(nn.Module):
         self.kind, self.gamma = kind, gamma
         self.boundaries = len(base_rates)
         self.user, self.item = user_and_item_towers(
-            n_users, n_items, n_user_dense, n_item_dense, self.boundaries, sequence_length, dim, self.boundaries, hidden
+            n_users,
+            n_items,
+            n_user_dense,
+            n_item_dense,
+            self.boundaries,
+            sequence_length,
+            dim,
+            self.boundaries,
+            hidden,
+            item_attribute_values,
         )
         initial = cut_points(base_rates)
         self.cuts = CutPoints(initial, learnable_cut_points)
@@ -165,7 +175,7 @@ class OrdinalTwoTower(nn.Module):
         return self.user(x.user, x.user_dense, (x.seq_items, x.seq_levels, x.seq_gaps))
 
     def item_vectors(self, x: Inputs) -> torch.Tensor:
-        return self.item(x.item, x.item_dense)
+        return self.item(x.item, x.item_dense, attributes=x.item_attrs)
 
     def forward(self, x: Inputs) -> torch.Tensor:
         """P(k > c) (B x T) for a batch of (user, item) pairs."""

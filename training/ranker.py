@@ -138,7 +138,7 @@ def feature_matrix(
     at: date,
     columns: tuple[list[str], list[str]],
     work_dir: Path,
-    vocabularies: tuple[data.Vocabulary, data.Vocabulary],
+    vocabularies: data.Vocabularies,
 ) -> tuple[np.ndarray, list[str]]:
     """Candidate features plus the Feast user and item features as of `at` (rows in `frame` order)."""
     pairs = frame[["user_id", "item_id"]].assign(category=0, example_ts=data.midnight(at), ds=at)
@@ -188,7 +188,7 @@ def train_and_rank(
     eval_users: list[str],
     eval_models: list[EmbeddingSource],
     columns: tuple[list[str], list[str]],
-    vocabularies: tuple[data.Vocabulary, data.Vocabulary],
+    vocabularies: data.Vocabularies,
     work_dir: Path,
     k: int,
     seed: int,

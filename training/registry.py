@@ -1,7 +1,9 @@
 """Model directories and champion pointers under <warehouse>/models/.
 
     models/<name>/<version>/   weights.pt, user_embeddings.parquet, item_embeddings.parquet, metrics.json,
-                               manifest.json (data range, config, code version, vocabularies, feature columns)
+                               manifest.json (data range, config, code version, vocabularies, feature columns),
+                               evaluated.pt when the served model is a refit on every day (training.refit): the
+                               held-out model that metrics.json describes
     models/<name>/champion.json   {"version": ..., "metric": ..., "value": ...}: the published model
 
 A version directory is written beside its target and renamed into place, so a reader sees a whole model or none;
@@ -25,6 +27,7 @@ from nightrec.config import PROJECT_ROOT
 from nightrec.storage import read_json, swap_into_place, temp_sibling, write_json_atomic
 
 CHAMPION_FILE = "champion.json"
+EVALUATED_FILE = "evaluated.pt"
 
 
 def models_root(warehouse_root: Path) -> Path:
@@ -84,14 +87,25 @@ def write_model(
     item_embeddings: pa.Table,
     metrics: dict[str, Any],
     manifest: dict[str, Any],
+    evaluated: dict[str, Any] | None = None,
 ) -> Path:
-    """An embedding model's version: weights, user and item embeddings, metrics, manifest."""
+    """An embedding model's version: weights, user and item embeddings, metrics, manifest; and, when the served
+    model is a refit on every day, the held-out model the metrics belong to (evaluated.pt, re-scored by the gate)."""
     writers: dict[str, Callable[[Path], None]] = {
         "weights.pt": lambda path: torch.save(state_dict, path),
         "user_embeddings.parquet": lambda path: pq.write_table(user_embeddings, path),
         "item_embeddings.parquet": lambda path: pq.write_table(item_embeddings, path),
     }
+    if evaluated is not None:
+        writers[EVALUATED_FILE] = lambda path: torch.save(evaluated, path)
     return write_version(warehouse_root, name, version, writers, metrics, manifest)
+
+
+def evaluated_weights(directory: Path) -> dict[str, Any]:
+    """The weights whose metrics a version reports: evaluated.pt when the served model is a refit, else weights.pt
+    (each with its vocabularies and, since refits exist, its architecture)."""
+    path = directory / EVALUATED_FILE
+    return torch.load(path if path.exists() else directory / "weights.pt", map_location="cpu", weights_only=False)
 
 
 def champion(warehouse_root: Path, name: str) -> dict[str, Any] | None:

@@ -44,6 +44,7 @@ class Prepared:
     levels: int
     users: data.Vocabulary
     items: data.Vocabulary
+    attributes: data.ItemAttributes
     train: data.FeatureFiles
     validation: data.FeatureFiles
     evaluation: data.FeatureFiles
@@ -58,6 +59,29 @@ class Prepared:
     ranker_examples: pd.DataFrame = field(default_factory=pd.DataFrame)
     negatives: dict[str, dict[str, int]] = field(default_factory=dict)
     work_dir: Path = Path()
+
+    @property
+    def vocabularies(self) -> data.Vocabularies:
+        return data.Vocabularies(self.users, self.items, self.attributes)
+
+
+@dataclass
+class RefitData:
+    """Every day through E as one training set (training.refit): what the served model learns from."""
+
+    levels: int
+    users: data.Vocabulary
+    items: data.Vocabulary
+    attributes: data.ItemAttributes
+    train: data.FeatureFiles
+    base_rates: list[float]
+    item_counts: np.ndarray
+    data_range: tuple[date, date]
+    work_dir: Path
+
+    @property
+    def vocabularies(self) -> data.Vocabularies:
+        return data.Vocabularies(self.users, self.items, self.attributes)
 
 
 def last_data_day(settings: Settings) -> date:
@@ -83,6 +107,7 @@ def prepare(settings: Settings, last_day: date, seed: int, work_dir: Path) -> Pr
     if train_ex.empty or eval_ex.empty:
         raise InputError(f"No training or evaluation examples for split {split} under {settings.warehouse_root}")
     users, items = data.Vocabulary.of(train_ex["user_id"]), data.Vocabulary.of(train_ex["item_id"])
+    attributes = data.ItemAttributes.load(settings, items)
     popularity = train_ex["item_id"].value_counts().sort_index()
     rng = np.random.default_rng(seed)
     frames, negatives = {}, {}
@@ -97,7 +122,7 @@ def prepare(settings: Settings, last_day: date, seed: int, work_dir: Path) -> Pr
         files[name] = data.cached_features(
             out,
             lambda frame=frame, out=out, name=name, columns=columns: data.fetch_features(
-                settings, frame, users, items, out, columns, name, shuffle_seed=seed
+                settings, frame, users, items, attributes, out, columns, name, shuffle_seed=seed
             ),
         )
         columns = (files[name].user_columns, files[name].item_columns)
@@ -111,6 +136,7 @@ def prepare(settings: Settings, last_day: date, seed: int, work_dir: Path) -> Pr
         levels=adapter.max_level,
         users=users,
         items=items,
+        attributes=attributes,
         train=files["train"],
         validation=files["validation"],
         evaluation=files["evaluation"],
@@ -131,7 +157,7 @@ def prepare(settings: Settings, last_day: date, seed: int, work_dir: Path) -> Pr
 Model = ordinal.OrdinalTwoTower | RetrievalTwoTower
 
 
-def architecture(kind: str, prepared: Prepared, settings: Settings) -> dict[str, Any]:
+def architecture(kind: str, prepared: Prepared | RefitData, settings: Settings) -> dict[str, Any]:
     """Everything needed to rebuild a model before loading its weights (kept in its manifest)."""
     t = settings.training
     return {
@@ -143,6 +169,7 @@ def architecture(kind: str, prepared: Prepared, settings: Settings) -> dict[str,
         "levels": prepared.levels,
         "base_rates": prepared.base_rates,
         "sequence_length": settings.pipeline.sequence_length,
+        "item_attribute_values": prepared.attributes.cardinalities(),
         "dim": t.retrieval_dim if kind == "two_tower" else t.dim,
         "hidden": t.hidden,
         "gamma": t.gamma,
@@ -160,6 +187,7 @@ def build_model(spec: dict[str, Any], item_counts: np.ndarray | None = None) -> 
         "dim": spec["dim"],
         "hidden": spec["hidden"],
         "sequence_length": spec["sequence_length"],
+        "item_attribute_values": spec.get("item_attribute_values", ()),  # () for models trained before attributes
     }
     if spec["kind"] == "two_tower":
         counts = np.zeros(spec["n_items"]) if item_counts is None else item_counts  # a loaded model brings log Q
@@ -205,30 +233,32 @@ def score_exposures(
     model: Model,
     files: data.FeatureFiles,
     device: torch.device,
-    vocabularies: tuple[data.Vocabulary, data.Vocabulary] | None = None,
-    files_items: data.Vocabulary | None = None,
+    vocabularies: data.Vocabularies | None = None,
+    files_vocabularies: data.Vocabularies | None = None,
 ) -> np.ndarray:
     """P(k > c) (rows x T) for every row of the feature files, in file order.
 
-    :param vocabularies: the model's user and item vocabularies when they are not the ones the files were indexed
-        with (re-scoring an earlier champion); the users, the items and the items of the behaviour sequences are
-        then re-indexed into the model's vocabularies.
-    :param files_items: the item vocabulary the files' sequences were indexed with (needed with `vocabularies`).
+    :param vocabularies: the model's vocabularies when they are not the ones the files were indexed with
+        (re-scoring an earlier champion); the users, the items, the items of the behaviour sequences and the item
+        attribute values are then re-indexed into the model's vocabularies.
+    :param files_vocabularies: the vocabularies the files were written with (needed with `vocabularies`).
     """
     model.eval().to(device)
     remap = None
     if vocabularies is not None:
-        if files_items is None:
-            raise ValueError("re-indexing sequences needs the item vocabulary the files were written with")
+        if files_vocabularies is None:
+            raise ValueError("re-indexing needs the vocabularies the files were written with")
         ids = data.read_all(files, ["user_id", "item_id"])
-        sequence_items = data.reindex(files_items, vocabularies[1])
-        remap = (vocabularies[0].index(ids["user_id"]), vocabularies[1].index(ids["item_id"]), sequence_items)
+        sequence_items = data.reindex(files_vocabularies.items, vocabularies.items)
+        attribute_values = files_vocabularies.attributes.remap_to(vocabularies.attributes.values)
+        remap = (vocabularies.users.index(ids["user_id"]), vocabularies.items.index(ids["item_id"]), sequence_items)
     out, offset = [], 0
     for batch in data.batches(files, 8192):
         if remap is not None:
             batch.user = remap[0][offset : offset + len(batch)]
             batch.item = remap[1][offset : offset + len(batch)]
             batch.seq_items = remap[2][batch.seq_items]
+            batch.item_attrs = np.stack([m[batch.item_attrs[:, a]] for a, m in enumerate(attribute_values)], axis=1)
         offset += len(batch)
         out.append(model(trainer.to_tensors(batch, device)).float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, model.boundaries))
@@ -237,7 +267,7 @@ def score_exposures(
 @torch.no_grad()
 def embed(
     model: Model,
-    vocabularies: tuple[data.Vocabulary, data.Vocabulary],
+    vocabularies: data.Vocabularies,
     columns: tuple[list[str], list[str]],
     settings: Settings,
     side: str,
@@ -258,9 +288,9 @@ def embed(
     )
     # The features of these ids at this time do not depend on the model: one Feast call serves every model of the
     # run (evaluation, ranker and export embed the same users and items), keyed by what the encoding depends on.
-    key = hashlib.sha256(
-        "\n".join([side, str(at), *ids, "|", *vocabularies[0].ids, "|", *vocabularies[1].ids]).encode()
-    ).hexdigest()[:16]
+    parts = [side, str(at), *ids, "|", *vocabularies.users.ids, "|", *vocabularies.items.ids]
+    parts += [v for a in data.ITEM_ATTRIBUTES for v in ("|", *vocabularies.attributes.values[a])]
+    key = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
     out = work_dir / "features" / f"embed-{side}-{at}-{key}"
     files = data.cached_features(
         out, lambda: data.fetch_features(settings, frame, *vocabularies, out, columns, label=f"{side}s at {at}")
@@ -322,14 +352,14 @@ class ModelOutcome:
 
 def evaluate_model(
     model: Model,
-    vocabularies: tuple[data.Vocabulary, data.Vocabulary],
+    vocabularies: data.Vocabularies,
     prepared: Prepared,
     settings: Settings,
     device: torch.device,
 ) -> tuple[dict[str, Any], np.ndarray, dict[str, list[str]]]:
     """Ordinal and retrieval metrics of a model on this run's evaluation window."""
-    own = vocabularies == (prepared.users, prepared.items)
-    exceed = score_exposures(model, prepared.evaluation, device, None if own else vocabularies, prepared.items)
+    own = vocabularies == prepared.vocabularies
+    exceed = score_exposures(model, prepared.evaluation, device, None if own else vocabularies, prepared.vocabularies)
     users = sorted(prepared.relevant)
     t_day = prepared.split.evaluation[0]
     source = embedding_source(
@@ -343,7 +373,7 @@ def train_and_evaluate(
     kind: str, prepared: Prepared, settings: Settings, seed: int, device: torch.device, mixed: bool
 ) -> ModelOutcome:
     model, fit = train_model(kind, prepared, settings, seed, device, mixed)
-    result, exceed, recommended = evaluate_model(model, (prepared.users, prepared.items), prepared, settings, device)
+    result, exceed, recommended = evaluate_model(model, prepared.vocabularies, prepared, settings, device)
     result["train_samples_per_s"] = fit.train_samples_per_s
     return ModelOutcome(kind, result, asdict(fit), exceed, recommended, model)
 
@@ -357,16 +387,20 @@ def rescore_champion(
         return None, "no champion yet"
     directory = registry.model_dir(settings.warehouse_root, kind, pointer["version"])
     manifest = json.loads((directory / "manifest.json").read_text())
-    columns, spec = manifest["feature_columns"], manifest.get("architecture")
+    # the held-out model the champion's metrics came from (a refit has seen this window's days)
+    weights = registry.evaluated_weights(directory)
+    columns, spec = manifest["feature_columns"], weights.get("architecture", manifest.get("architecture"))
     if (columns["user"], columns["item"]) != (prepared.train.user_columns, prepared.train.item_columns):
         return None, f"champion {pointer['version']} was trained on other feature columns"
     if spec is None or spec["sequence_length"] != settings.pipeline.sequence_length:
         return None, f"champion {pointer['version']} has another architecture or sequence length"
-    weights = torch.load(directory / "weights.pt", map_location="cpu", weights_only=False)
     users, items = data.Vocabulary(tuple(weights["users"])), data.Vocabulary(tuple(weights["items"]))
+    # a champion from before item attributes has none: its towers ignore the attribute indices
+    values = weights.get("item_attributes") or {a: () for a in data.ITEM_ATTRIBUTES}
+    attributes = data.ItemAttributes.load(settings, items, values)
     model = build_model(spec)
     model.load_state_dict(weights["state_dict"])
-    result, _, _ = evaluate_model(model, (users, items), prepared, settings, device)
+    result, _, _ = evaluate_model(model, data.Vocabularies(users, items, attributes), prepared, settings, device)
     return result, f"champion {pointer['version']} re-scored on this window"
 
 
@@ -435,18 +469,29 @@ def run(settings: Settings, last_day: date | None = None, seed: int | None = Non
         "feature_columns": {"user": prepared.train.user_columns, "item": prepared.train.item_columns},
     }
     trained: dict[str, Model] = {}
+    refit: RefitData | None = None
     for kind in t.models:
         outcome = train_and_evaluate(kind, prepared, settings, seed, device, mixed)
         champion_metrics, why = rescore_champion(kind, prepared, settings, device)
         decision = gate(outcome.metrics, champion_metrics, t.champion_tolerance, why)
+        served, served_vocabularies, refit_record = outcome.model, prepared.vocabularies, None
+        evaluated = None
+        if t.refit and decision["publish"]:
+            refit = refit or prepare_refit(settings, last_day, seed, prepared)
+            served, refit_record = refit_model(kind, refit, settings, seed, device, mixed, outcome.fit["best_epoch"])
+            served_vocabularies = refit.vocabularies
+            evaluated = weights_record(outcome.model, prepared.vocabularies, architecture(kind, prepared, settings))
         export_day = last_day + timedelta(days=1)
-        users, items = list(prepared.users.ids), list(prepared.items.ids)
-        exported = embedding_source(outcome.model, kind, prepared, settings, users, items, export_day, device)
+        users, items = list(served_vocabularies.users.ids), list(served_vocabularies.items.ids)
+        exported = embedding_source(
+            served, kind, prepared, settings, users, items, export_day, device, served_vocabularies
+        )
+        spec = architecture(kind, refit if refit_record else prepared, settings)
         path = registry.write_model(
             settings.warehouse_root,
             kind,
             version,
-            {"state_dict": outcome.model.state_dict(), "users": prepared.users.ids, "items": prepared.items.ids},
+            weights_record(served, served_vocabularies, spec),
             registry.embeddings_table(users, exported.user_vectors, "user_id"),
             registry.embeddings_table(items, exported.item_vectors, "item_id"),
             {"metrics": outcome.metrics, "gate": decision, "fit": outcome.fit},
@@ -455,9 +500,11 @@ def run(settings: Settings, last_day: date | None = None, seed: int | None = Non
                 "model": kind,
                 "version": version,
                 "embeddings_as_of": str(export_day),
-                "architecture": architecture(kind, prepared, settings),
-                **({"head": outcome.model.head()} if hasattr(outcome.model, "head") else {}),
+                "architecture": spec,
+                "served_model": refit_record or {"trained_on": report["split"]["train"], "refit": False},
+                **({"head": served.head()} if hasattr(served, "head") else {}),
             },
+            evaluated,
         )
         if decision["publish"]:
             registry.set_champion(
@@ -465,13 +512,89 @@ def run(settings: Settings, last_day: date | None = None, seed: int | None = Non
             )
         report["models"][kind] = {"metrics": outcome.metrics, "gate": decision, "path": str(path)}
         verdict = "published" if decision["publish"] else "kept the champion"
-        print(f"training: {kind} -> {path} ({verdict}: {decision['reason']})", flush=True)
+        served_from = " (served model refit on every day)" if refit_record else ""
+        print(f"training: {kind} -> {path} ({verdict}: {decision['reason']}){served_from}", flush=True)
         trained[kind] = outcome.model
     if t.ranker:
         report["models"]["ranker"] = run_ranker(prepared, settings, trained, manifest_base, version, seed, device)
     shutil.rmtree(work_dir, ignore_errors=True)  # features and checkpoints: only needed to resume this run
     report["seconds"] = round(time.time() - started, 1)
     return report
+
+
+def weights_record(model: Model, vocabularies: data.Vocabularies, spec: dict[str, Any]) -> dict[str, Any]:
+    """What weights.pt (and evaluated.pt) hold: everything needed to rebuild the model and index its inputs."""
+    return {
+        "state_dict": model.state_dict(),
+        "users": vocabularies.users.ids,
+        "items": vocabularies.items.ids,
+        "item_attributes": vocabularies.attributes.values,
+        "architecture": spec,
+    }
+
+
+def prepare_refit(settings: Settings, last_day: date, seed: int, prepared: Prepared) -> RefitData:
+    """Every day of the history through E as training examples (real exposures and sampled negatives, as in
+    `prepare`), with vocabularies of their own and features fetched with the held-out run's feature columns."""
+    t = settings.training
+    start, end = load_adapter(settings.source).history_start, last_day + timedelta(days=1)
+    examples = data.load_examples(settings, start, end)
+    users, items = data.Vocabulary.of(examples["user_id"]), data.Vocabulary.of(examples["item_id"])
+    attributes = data.ItemAttributes.load(settings, items)
+    popularity = examples["item_id"].value_counts().sort_index()
+    sampled = data.sample_negatives(examples, popularity, t.negatives, np.random.default_rng([seed, 1]))
+    frame = pd.concat([examples, sampled.rows], ignore_index=True)
+    out = prepared.work_dir / "features" / "refit"
+    columns = (prepared.train.user_columns, prepared.train.item_columns)
+    files = data.cached_features(
+        out,
+        lambda: data.fetch_features(settings, frame, users, items, attributes, out, columns, "refit", seed),
+    )
+    return RefitData(
+        levels=prepared.levels,
+        users=users,
+        items=items,
+        attributes=attributes,
+        train=files,
+        base_rates=ordinal.exceed_rates(frame["category"].to_numpy(), prepared.levels).tolist(),
+        item_counts=np.bincount(items.index(examples["item_id"]), minlength=len(items)),
+        data_range=(start, end),
+        work_dir=prepared.work_dir,
+    )
+
+
+def refit_model(
+    kind: str, refit: RefitData, settings: Settings, seed: int, device: torch.device, mixed: bool, epochs: int
+) -> tuple[Model, dict[str, Any]]:
+    """The model trained again on every day for `epochs` epochs (the held-out run's best), no early stopping."""
+    t = settings.training
+    epochs = max(epochs, 1)
+    trainer.seed_everything(seed)
+    model = build_model(architecture(kind, refit, settings), refit.item_counts)
+    result = trainer.fit(
+        model,
+        _loss,
+        train=lambda epoch: data.batches(refit.train, t.batch_size, shuffle=True, seed=seed * 1000 + epoch),
+        validation=None,
+        device=device,
+        mixed_precision=mixed,
+        epochs=epochs,
+        learning_rate=t.learning_rate,
+        patience=epochs,
+        checkpoint_dir=refit.work_dir / "checkpoints" / f"{kind}-refit-seed{seed}",
+        name=f"{kind} (refit)",
+        batches_per_epoch=-(-refit.train.rows // t.batch_size),
+    )
+    record = {
+        "refit": True,
+        "trained_on": [str(d) for d in refit.data_range],
+        "epochs": result.epochs_run,
+        "rows": refit.train.rows,
+        "users": len(refit.users) - 1,
+        "items": len(refit.items) - 1,
+        "train_samples_per_s": result.train_samples_per_s,
+    }
+    return model, record
 
 
 RANKER_SOURCES = ("two_tower", "gnolr")  # the retrieval models whose candidates and scores the ranker uses
@@ -486,11 +609,11 @@ def embedding_source(
     items: list[str],
     at: date,
     device: torch.device,
-    vocabularies: tuple[data.Vocabulary, data.Vocabulary] | None = None,
+    vocabularies: data.Vocabularies | None = None,
 ) -> ranker.EmbeddingSource:
     """A model's user and item embeddings at `at` (features through at - 1); `vocabularies` are the model's when
     they are not this run's (a champion)."""
-    vocabularies = vocabularies or (prepared.users, prepared.items)
+    vocabularies = vocabularies or prepared.vocabularies
     columns = (prepared.train.user_columns, prepared.train.item_columns)
     args = (model, vocabularies, columns, settings)
     user_vectors = embed(*args, "user", users, at, prepared.work_dir, device)
@@ -523,7 +646,7 @@ def fit_ranker(
         eval_users,
         eval_sources,
         (prepared.train.user_columns, prepared.train.item_columns),
-        (prepared.users, prepared.items),
+        prepared.vocabularies,
         prepared.work_dir,
         K,
         seed,

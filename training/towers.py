@@ -3,6 +3,7 @@ that maps ids, dense features (and, for users, the sequence) to L2-normalised su
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -23,6 +24,7 @@ class Inputs(NamedTuple):
     seq_gaps: torch.Tensor  # (B, N) its gap bucket
     item: torch.Tensor  # (B,) item index
     item_dense: torch.Tensor  # (B, I) encoded item features
+    item_attrs: torch.Tensor  # (B, A) item attribute value indices, 0 = unknown
     category: torch.Tensor  # (B,) ordinal category (0 = sampled, untouched)
 
 
@@ -59,25 +61,44 @@ class SequenceEncoder(nn.Module):
 
 
 class Tower(nn.Module):
-    """Ids, dense features and (for users) the sequence -> a shared MLP -> `heads` L2-normalised sub-embeddings of
-    size `dim` (one matmul for all heads). Id 0 is every id unseen in training."""
+    """Ids, dense features, categorical attributes (items) and the sequence (users) -> a shared MLP -> `heads`
+    L2-normalised sub-embeddings of size `dim` (one matmul for all heads). Id 0 is every id unseen in training;
+    attribute value 0 is unknown. Attributes give an item unseen in training (id 0) a place of its own: its
+    category's, colour's, ... embeddings."""
 
     def __init__(
-        self, n_ids: int, n_dense: int, dim: int, heads: int, hidden: int, sequence: SequenceEncoder | None = None
+        self,
+        n_ids: int,
+        n_dense: int,
+        dim: int,
+        heads: int,
+        hidden: int,
+        sequence: SequenceEncoder | None = None,
+        attribute_values: Sequence[int] = (),
     ) -> None:
         super().__init__()
         self.heads, self.dim = heads, dim
         self.ids = nn.Embedding(n_ids, hidden)
         self.dense = nn.Linear(n_dense, hidden) if n_dense else None
+        self.attributes = nn.ModuleList(nn.Embedding(n, hidden, padding_idx=0) for n in attribute_values)
+        for table in self.attributes:
+            nn.init.normal_(table.weight[1:], std=0.05)
         self.sequence = sequence
         self.shared = nn.Sequential(nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
         self.out = nn.Linear(hidden, heads * dim)
         nn.init.normal_(self.ids.weight, std=0.05)
 
     def forward(
-        self, ids: torch.Tensor, dense: torch.Tensor | None, sequence: tuple[torch.Tensor, ...] | None = None
+        self,
+        ids: torch.Tensor,
+        dense: torch.Tensor | None,
+        sequence: tuple[torch.Tensor, ...] | None = None,
+        attributes: torch.Tensor | None = None,
     ) -> torch.Tensor:
         h = self.ids(ids)
+        if attributes is not None and attributes.shape[1]:
+            for n, table in enumerate(self.attributes):
+                h = h + table(attributes[:, n])
         if self.dense is not None and dense is not None and dense.shape[1]:
             h = h + self.dense(dense)
         if self.sequence is not None and sequence is not None and sequence[0].shape[1]:
@@ -95,9 +116,11 @@ def user_and_item_towers(
     dim: int,
     heads: int,
     hidden: int,
+    item_attribute_values: Sequence[int] = (),
 ) -> tuple[Tower, Tower]:
-    """An item tower and a user tower whose sequence encoder shares the item tower's id table."""
-    item = Tower(n_items, n_item_dense, dim, heads, hidden)
+    """An item tower (with one embedding table per item attribute) and a user tower whose sequence encoder shares
+    the item tower's id table."""
+    item = Tower(n_items, n_item_dense, dim, heads, hidden, attribute_values=item_attribute_values)
     encoder = SequenceEncoder(item.ids, levels, sequence_length, hidden) if sequence_length else None
     user = Tower(n_users, n_user_dense, dim, heads, hidden, encoder)
     return user, item

@@ -66,7 +66,7 @@ def fit(
     model: nn.Module,
     loss_fn: Callable[[nn.Module, Inputs], torch.Tensor],
     train: Callable[[int], Iterable[Batch]],
-    validation: Callable[[], Iterable[Batch]],
+    validation: Callable[[], Iterable[Batch]] | None,
     *,
     device: torch.device,
     mixed_precision: bool,
@@ -82,7 +82,8 @@ def fit(
 
     :param loss_fn: (model, tensors of a batch) -> mean loss.
     :param train: epoch number -> batches of that epoch (shuffled by the caller with the epoch as seed).
-    :param validation: -> validation batches.
+    :param validation: -> validation batches; None trains exactly `epochs` epochs and keeps the last weights (a refit
+        on every day, for as many epochs as early stopping chose on held-out days).
     """
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     last, best = checkpoint_dir / "last.pt", checkpoint_dir / "best.pt"
@@ -126,20 +127,23 @@ def fit(
         elapsed = time.perf_counter() - t0
         seen += rows
         busy += elapsed
-        val_loss = evaluate_loss(model, loss_fn, validation(), device, mixed_precision)
+        val_loss = evaluate_loss(model, loss_fn, validation(), device, mixed_precision) if validation else float("nan")
         state["epoch"] = epoch
         state["history"].append(
             {"epoch": epoch, "train_loss": total / max(rows, 1), "validation_loss": val_loss, "seconds": elapsed}
         )
-        if val_loss < state["best_loss"]:
+        if validation is None:
+            state.update(best_epoch=epoch)
+        elif val_loss < state["best_loss"]:
             state.update(best_loss=val_loss, best_epoch=epoch, bad_epochs=0)
             _save_atomic({"model": model.state_dict()}, best)
         else:
             state["bad_epochs"] += 1
         _save_atomic({"model": model.state_dict(), "optimiser": optimiser.state_dict(), "state": state}, last)
+        validated = f"validation loss {val_loss:.4f}, " if validation else ""
         print(
-            f"{name} epoch {epoch}: train loss {total / max(rows, 1):.4f}, validation loss {val_loss:.4f}, "
-            f"{rows / elapsed:,.0f} samples/s{' (best)' if state['best_epoch'] == epoch else ''}",
+            f"{name} epoch {epoch}: train loss {total / max(rows, 1):.4f}, {validated}"
+            f"{rows / elapsed:,.0f} samples/s{' (best)' if validation and state['best_epoch'] == epoch else ''}",
             flush=True,
         )
     if best.exists():

@@ -10,6 +10,8 @@ of the diagonal. Sampled untouched items (category 0) in the shared training fil
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 from torch import nn
@@ -33,12 +35,13 @@ class RetrievalTwoTower(nn.Module):
         hidden: int = 64,
         temperature: float = 0.05,
         sequence_length: int = 0,
+        item_attribute_values: Sequence[int] = (),
     ) -> None:
         super().__init__()
         self.temperature = temperature
         self.boundaries = levels
         self.user, self.item = user_and_item_towers(
-            n_users, n_items, n_user_dense, n_item_dense, levels, sequence_length, dim, 1, hidden
+            n_users, n_items, n_user_dense, n_item_dense, levels, sequence_length, dim, 1, hidden, item_attribute_values
         )
         counts = np.asarray(item_counts, dtype=np.float64) + 1.0  # every item at least once: log Q is finite
         self.register_buffer("log_q", torch.as_tensor(np.log(counts / counts.sum()), dtype=torch.float32))
@@ -47,7 +50,7 @@ class RetrievalTwoTower(nn.Module):
         return self.user(x.user, x.user_dense, (x.seq_items, x.seq_levels, x.seq_gaps))
 
     def item_vectors(self, x: Inputs) -> torch.Tensor:
-        return self.item(x.item, x.item_dense)
+        return self.item(x.item, x.item_dense, attributes=x.item_attrs)
 
     @staticmethod
     def unified(sub_embeddings: torch.Tensor) -> torch.Tensor:

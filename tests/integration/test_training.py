@@ -141,7 +141,8 @@ def test_an_earlier_champion_with_another_vocabulary_is_rescored_on_the_same_row
             order = torch.as_tensor([0, *range(len(vocabulary) - 1, 0, -1)])  # new index j holds old row order[j]
             table.weight.copy_(table.weight[order])
     expected = run.score_exposures(model, prepared.evaluation, device)
-    got = run.score_exposures(permuted, prepared.evaluation, device, (users, items), prepared.items)
+    own = prepared.vocabularies
+    got = run.score_exposures(permuted, prepared.evaluation, device, own._replace(users=users, items=items), own)
     assert np.allclose(got, expected, atol=1e-5)
     # without re-indexing the permuted model's scores differ: the check above is not vacuous
     assert not np.allclose(run.score_exposures(permuted, prepared.evaluation, device), expected, atol=1e-3)

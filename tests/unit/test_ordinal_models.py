@@ -98,7 +98,7 @@ def test_each_model_learns_an_ordinal_signal(kind):
     none = torch.zeros((6000, 0))
     empty = torch.zeros((6000, 0), dtype=torch.long)
     u, i, k = torch.as_tensor(users + 1), torch.as_tensor(items + 1), torch.as_tensor(categories)
-    batch = Inputs(u, none, empty, empty, empty, i, none, k)
+    batch = Inputs(u, none, empty, empty, empty, i, none, empty, k)
     for _ in range(150):
         optimiser.zero_grad()
         loss = model.batch_loss(batch)
