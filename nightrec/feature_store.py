@@ -8,10 +8,12 @@ and never from wall-clock time (``materialize-incremental`` on historical data w
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -119,7 +121,8 @@ def materialize(settings: Settings, start: date, end: date, views: tuple[str, ..
         window = materialization_window(lo, hi)
         rows = _rows_in_window(settings, views, *window)
         t0 = time.time()
-        store.materialize(start_date=window[0], end_date=window[1], feature_views=list(views))
+        with _quiet_offline_store():
+            store.materialize(start_date=window[0], end_date=window[1], feature_views=list(views))
         chunk = MaterializeChunk((lo, hi - timedelta(days=1)), rows, time.time() - t0)
         chunks.append(chunk)
         done = (hi - start).days
@@ -139,7 +142,8 @@ def materialize_topk(settings: Settings, at: datetime) -> int:
     hi = lo + timedelta(seconds=1)
     rows = _rows_in_window(settings, (TOPK_VIEW,), lo, hi)[TOPK_VIEW]
     t0 = time.time()
-    store.materialize(start_date=lo, end_date=hi, feature_views=[TOPK_VIEW])
+    with _quiet_offline_store():
+        store.materialize(start_date=lo, end_date=hi, feature_views=[TOPK_VIEW])
     print(f"feast materialize: {TOPK_VIEW} at {at.isoformat()}: {rows:,} users in {time.time() - t0:.1f}s", flush=True)
     return rows
 
@@ -161,6 +165,15 @@ def _rows_in_window(settings: Settings, views: tuple[str, ...], lo: datetime, hi
     return out
 
 
+@contextlib.contextmanager
+def _quiet_offline_store() -> Iterator[None]:
+    """ibis (under Feast's DuckDB offline store) calls a method this DuckDB deprecates, once per query: noise in every
+    training and materialization log, nothing a user can act on."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*fetch_arrow_table", category=DeprecationWarning)
+        yield
+
+
 def historical_features(settings: Settings, entity_df: Any, service: str = "training") -> Any:
     """Point-in-time features for ``entity_df`` (user_id, item_id, event_timestamp): one output row per input row.
 
@@ -169,10 +182,7 @@ def historical_features(settings: Settings, entity_df: Any, service: str = "trai
     :raises ReconciliationError: the offline store returned a different number of rows than it was given.
     """
     store = open_store(settings)
-    with warnings.catch_warnings():
-        # ibis (under Feast's DuckDB store) calls a method this DuckDB deprecates, once per call: noise in
-        # every training log, nothing a user can act on
-        warnings.filterwarnings("ignore", message=".*fetch_arrow_table", category=DeprecationWarning)
+    with _quiet_offline_store():
         out = store.get_historical_features(
             entity_df=entity_df, features=store.get_feature_service(service), full_feature_names=True
         ).to_df()
