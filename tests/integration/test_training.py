@@ -30,6 +30,13 @@ def first_run(trained_tmall):
     return trained_tmall[0]
 
 
+@pytest.fixture(scope="module")
+def prepared(smoke, tmp_path_factory):
+    """The first run's split, examples and features, prepared once for the tests that train single models (each
+    trains with its own seed: checkpoints are per model and seed)."""
+    return run.prepare(smoke, LAST_DAY, seed=0, work_dir=tmp_path_factory.mktemp("prepared"))
+
+
 def _count(settings, what: str, where: str) -> int:
     """An independent count over the examples mart (DuckDB SQL, not the training code)."""
     path = settings.warehouse_root / "marts" / "parquet" / "training_examples" / "*.parquet"
@@ -107,10 +114,9 @@ def test_a_rerun_rescores_the_champion_on_the_same_window_and_is_reproducible(sm
         )
 
 
-def test_a_killed_run_resumes_after_its_last_finished_epoch(smoke, tmp_path):
+def test_a_killed_run_resumes_after_its_last_finished_epoch(smoke, prepared):
     import torch
 
-    prepared = run.prepare(smoke, LAST_DAY, seed=0, work_dir=tmp_path)
     device = torch.device("cpu")
     _, first = run.train_model("gnolr", prepared, smoke, 0, device, False)  # epochs=1: "killed" after epoch 1
     assert first.epochs_run == 1 and first.resumed_from_epoch == 0
@@ -121,7 +127,7 @@ def test_a_killed_run_resumes_after_its_last_finished_epoch(smoke, tmp_path):
     assert resumed.history[0] == first.history[0]  # epoch 1 was not run again
 
 
-def test_an_earlier_champion_with_another_vocabulary_is_rescored_on_the_same_rows(smoke, tmp_path):
+def test_an_earlier_champion_with_another_vocabulary_is_rescored_on_the_same_rows(smoke, prepared):
     """Re-scoring a champion re-indexes users, items and the items inside the sequences into its own vocabulary: a
     copy of a model whose vocabularies (and embedding rows) are permuted must give exactly the same scores."""
     import copy
@@ -130,9 +136,8 @@ def test_an_earlier_champion_with_another_vocabulary_is_rescored_on_the_same_row
 
     from training import data
 
-    prepared = run.prepare(smoke, LAST_DAY, seed=0, work_dir=tmp_path)
     device = torch.device("cpu")
-    model, _ = run.train_model("gnolr", prepared, smoke, 0, device, False)
+    model, _ = run.train_model("gnolr", prepared, smoke, 1, device, False)
     users = data.Vocabulary(tuple(reversed(prepared.users.ids)))
     items = data.Vocabulary(tuple(reversed(prepared.items.ids)))
     permuted = copy.deepcopy(model)
