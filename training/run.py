@@ -474,19 +474,19 @@ def run(settings: Settings, last_day: date | None = None, seed: int | None = Non
         outcome = train_and_evaluate(kind, prepared, settings, seed, device, mixed)
         champion_metrics, why = rescore_champion(kind, prepared, settings, device)
         decision = gate(outcome.metrics, champion_metrics, t.champion_tolerance, why)
-        served, served_vocabularies, refit_record = outcome.model, prepared.vocabularies, None
-        evaluated = None
+        served, served_vocabularies, refit_record, evaluated = outcome.model, prepared.vocabularies, None, None
+        spec = architecture(kind, prepared, settings)
         if t.refit and decision["publish"]:
             refit = refit or prepare_refit(settings, last_day, seed, prepared)
             served, refit_record = refit_model(kind, refit, settings, seed, device, mixed, outcome.fit["best_epoch"])
             served_vocabularies = refit.vocabularies
-            evaluated = weights_record(outcome.model, prepared.vocabularies, architecture(kind, prepared, settings))
+            evaluated = weights_record(outcome.model, prepared.vocabularies, spec)
+            spec = architecture(kind, refit, settings)
         export_day = last_day + timedelta(days=1)
         users, items = list(served_vocabularies.users.ids), list(served_vocabularies.items.ids)
         exported = embedding_source(
             served, kind, prepared, settings, users, items, export_day, device, served_vocabularies
         )
-        spec = architecture(kind, refit if refit_record else prepared, settings)
         path = registry.write_model(
             settings.warehouse_root,
             kind,
