@@ -64,12 +64,47 @@ def test_the_guard_keeps_unordered_probabilities_finite_and_reports_them_ordered
     assert exceed[0, 1] > exceed[0, 0]
     probs = ordinal.category_probabilities(exceed)
     assert probs[0, 1].item() == pytest.approx(ordinal.PROBABILITY_FLOOR)
-    loss = model.loss_from_logits(model.exceed_logits(user, item), torch.tensor([1]))
+    logits = model.exceed_logits(user, item).detach().requires_grad_()
+    loss = model.loss_from_logits(logits, torch.tensor([1]))
+    # nested NLL (the floor keeps it finite) + the hinge: logits -2.5 and 5 * 0.5 - 1 = 1.5 are 4.0 out of order
     assert torch.isfinite(loss) and loss.item() == pytest.approx(
-        -math.log(_sigmoid(-2.5)) - math.log(ordinal.PROBABILITY_FLOOR), rel=1e-4
+        -math.log(_sigmoid(-2.5)) - math.log(ordinal.PROBABILITY_FLOOR) + 4.0, rel=1e-4
     )
+    loss.backward()
+    # the clamped term passes no gradient; the hinge pulls the upper boundary down and the lower one up
+    assert logits.grad[0, 1] > 0 and logits.grad[0, 0] < 0
     reported = ordinal.monotone(exceed.detach().numpy())
     assert reported[0, 1] <= reported[0, 0]
+
+
+def test_order_violation_is_zero_for_ordered_logits_and_sums_the_rises():
+    logits = torch.tensor([[2.0, 1.0, -3.0], [0.0, 0.5, 2.5], [1.0, 1.0, 1.0]])
+    assert ordinal.order_violation(logits).tolist() == pytest.approx([0.0, 2.5, 0.0])
+
+
+def test_with_close_base_rates_the_guard_keeps_gnolr_ordered():
+    """Categories whose upper base rates nearly coincide (as Tmall's collect, cart and buy): trained with the
+    guard, GNOLR's exceedance probabilities stay ordered; the floor alone let the last boundary overtake."""
+    rng = np.random.default_rng(1)
+    pos_u, pos_i = rng.uniform(size=40), rng.uniform(size=30)
+    users, items = rng.integers(0, 40, 6000), rng.integers(0, 30, 6000)
+    closeness = 1 - np.abs(pos_u[users] - pos_i[items]) + rng.normal(0, 0.05, 6000)
+    categories = np.digitize(closeness, [0.55, 0.9, 0.905])  # k > 1 and k > 2 almost equally frequent
+    rates = ordinal.exceed_rates(categories, 3)
+    assert rates[1] - rates[2] < 0.02
+    u, i, k = torch.as_tensor(users + 1), torch.as_tensor(items + 1), torch.as_tensor(categories)
+    none, empty = torch.zeros((6000, 0)), torch.zeros((6000, 0), dtype=torch.long)
+    batch = Inputs(u, none, empty, empty, empty, i, none, empty, k)
+    torch.manual_seed(0)
+    model = ordinal.OrdinalTwoTower("gnolr", 41, 31, 0, 0, rates, dim=8, hidden=32)
+    optimiser = torch.optim.Adam(model.parameters(), lr=0.02)
+    for _ in range(150):
+        optimiser.zero_grad()
+        model.batch_loss(batch).backward()
+        optimiser.step()
+    with torch.no_grad():
+        exceed = model(batch).numpy()
+    assert (exceed[:, 1:] <= exceed[:, :-1] + 1e-6).mean() > 0.99
 
 
 def test_learnable_cut_points_start_at_the_base_rates_and_keep_their_order():
