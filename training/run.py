@@ -16,6 +16,7 @@ import hashlib
 import json
 import shutil
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -205,27 +206,60 @@ def _loss(model: torch.nn.Module, inputs: Inputs) -> torch.Tensor:
     return model.batch_loss(inputs)
 
 
+def _fit(
+    kind: str,
+    source: Prepared | RefitData,
+    settings: Settings,
+    seed: int,
+    device: torch.device,
+    mixed: bool,
+    *,
+    validation: Callable[[], Iterator[data.Batch]] | None,
+    epochs: int,
+    patience: int,
+    label: str,
+) -> tuple[Model, trainer.FitResult]:
+    """A fresh model of `kind` trained on `source.train` (checkpoints under its work dir, named by label and seed)."""
+    t = settings.training
+    trainer.seed_everything(seed)
+    model = build_model(architecture(kind, source, settings), source.item_counts)
+    result = trainer.fit(
+        model,
+        _loss,
+        train=lambda epoch: data.batches(source.train, t.batch_size, shuffle=True, seed=seed * 1000 + epoch),
+        validation=validation,
+        device=device,
+        mixed_precision=mixed,
+        epochs=epochs,
+        learning_rate=t.learning_rate,
+        patience=patience,
+        checkpoint_dir=source.work_dir / "checkpoints" / f"{label}-seed{seed}",
+        name=label,
+        batches_per_epoch=-(-source.train.rows // t.batch_size),
+    )
+    return model, result
+
+
 def train_model(
     kind: str, prepared: Prepared, settings: Settings, seed: int, device: torch.device, mixed: bool
 ) -> tuple[Model, trainer.FitResult]:
     t = settings.training
-    trainer.seed_everything(seed)
-    model = build_model(architecture(kind, prepared, settings), prepared.item_counts)
-    result = trainer.fit(
-        model,
-        _loss,
-        train=lambda epoch: data.batches(prepared.train, t.batch_size, shuffle=True, seed=seed * 1000 + epoch),
-        validation=lambda: data.batches(prepared.validation, 8192),
-        device=device,
-        mixed_precision=mixed,
+
+    def validation() -> Iterator[data.Batch]:
+        return data.batches(prepared.validation, 8192)
+
+    return _fit(
+        kind,
+        prepared,
+        settings,
+        seed,
+        device,
+        mixed,
+        validation=validation,
         epochs=t.epochs,
-        learning_rate=t.learning_rate,
         patience=t.patience,
-        checkpoint_dir=prepared.work_dir / "checkpoints" / f"{kind}-seed{seed}",
-        name=kind,
-        batches_per_epoch=-(-prepared.train.rows // t.batch_size),
+        label=kind,
     )
-    return model, result
 
 
 @torch.no_grad()
@@ -567,23 +601,18 @@ def refit_model(
     kind: str, refit: RefitData, settings: Settings, seed: int, device: torch.device, mixed: bool, epochs: int
 ) -> tuple[Model, dict[str, Any]]:
     """The model trained again on every day for `epochs` epochs (the held-out run's best), no early stopping."""
-    t = settings.training
     epochs = max(epochs, 1)
-    trainer.seed_everything(seed)
-    model = build_model(architecture(kind, refit, settings), refit.item_counts)
-    result = trainer.fit(
-        model,
-        _loss,
-        train=lambda epoch: data.batches(refit.train, t.batch_size, shuffle=True, seed=seed * 1000 + epoch),
+    model, result = _fit(
+        kind,
+        refit,
+        settings,
+        seed,
+        device,
+        mixed,
         validation=None,
-        device=device,
-        mixed_precision=mixed,
         epochs=epochs,
-        learning_rate=t.learning_rate,
         patience=epochs,
-        checkpoint_dir=refit.work_dir / "checkpoints" / f"{kind}-refit-seed{seed}",
-        name=f"{kind} (refit)",
-        batches_per_epoch=-(-refit.train.rows // t.batch_size),
+        label=f"{kind}-refit",
     )
     record = {
         "refit": True,
