@@ -4,7 +4,8 @@ Needs a warehouse whose marts are exported (`make demo` builds ./warehouse). For
 repository, materializes the whole history (the bootstrap's job, in the profile's chunks), then times
 `get_online_features` for the `serving` service (all three views, list features included) with 1 and 100 entities
 through the SDK, and 1 entity through the HTTP feature server (`nightrec feast serve`, one kept-alive client
-connection). Starts its own Redis.
+connection). Starts its own Redis. The redis variant's store is nightrec.feast_redis.OnePassRedisOnlineStore; a last
+row times Feast's own RedisOnlineStore over the same Redis keys (SDK only), for comparison.
 
     python benchmarks/feast_serving.py --warehouse warehouse
 """
@@ -33,6 +34,7 @@ import pandas as pd
 from nightrec import feature_store
 from nightrec.adapters import load_adapter
 from nightrec.config import PROJECT_ROOT, load_settings
+from nightrec.feast_redis import STORE_TYPE
 
 
 def _free_port() -> int:
@@ -107,6 +109,39 @@ def _http(settings, rows: list[dict], repeat: int) -> tuple[float, float]:
         server.wait(timeout=20)
 
 
+def _lookups(store, pairs: list[dict], repeat: int) -> tuple[tuple[float, float], ...]:
+    """SDK p50/p99 for 1 entity, 100 entities and one user with 100 candidate items, for the `serving` service."""
+    service = store.get_feature_service("serving")
+    # A serving process freezes its start-up heap; without this, collections of the benchmark's own objects
+    # (the marts it read) show up as 200 ms p99 spikes that a feature server does not have.
+    gc.collect()
+    gc.freeze()
+
+    def lookup(rows: list[dict]) -> None:
+        store.get_online_features(features=service, entity_rows=rows, full_feature_names=True).to_dict()
+
+    def ranking_request(n: int) -> list[dict]:
+        # one user and n candidate items: what a re-ranking service asks for
+        user = random.choice(pairs)["user_id"]
+        return [{"user_id": user, "item_id": p["item_id"]} for p in random.sample(pairs, n)]
+
+    return (
+        _time(lambda: lookup(random.sample(pairs, 1)), repeat),
+        _time(lambda: lookup(random.sample(pairs, 100)), max(repeat // 3, 30)),
+        _time(lambda: lookup(ranking_request(100)), max(repeat // 3, 30)),
+    )
+
+
+def _feasts_redis_store(settings):
+    """The redis variant's store with Feast's RedisOnlineStore in place of the one-pass store (same Redis keys)."""
+    from feast import FeatureStore
+
+    text = feature_store.store_yaml(settings).read_text()
+    plain = Path(tempfile.mkdtemp()) / "feature_store.yaml"
+    plain.write_text(text.replace(f"type: {STORE_TYPE}", "type: redis"))
+    return FeatureStore(repo_path=str(feature_store.FEATURE_REPO), fs_yaml_file=plain)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--warehouse", type=Path, default=PROJECT_ROOT / "warehouse", help="a built warehouse")
@@ -139,41 +174,27 @@ def main() -> None:
             chunks = feature_store.materialize(settings, adapter.history_start, adapter.history_end + timedelta(days=1))
             seconds = time.time() - t0
             rows = sum(sum(c.rows.values()) for c in chunks)
-            store_obj = feature_store.open_store(settings)
-            service = store_obj.get_feature_service("serving")
-            # A serving process freezes its start-up heap; without this, collections of the benchmark's own objects
-            # (the marts it read) show up as 200 ms p99 spikes that a feature server does not have.
-            gc.collect()
-            gc.freeze()
-
-            def lookup(rows: list[dict], store_obj=store_obj, service=service) -> None:
-                store_obj.get_online_features(features=service, entity_rows=rows, full_feature_names=True).to_dict()
-
-            def ranking_request(n: int) -> list[dict]:
-                # one user and n candidate items: what a re-ranking service asks for
-                user = random.choice(pairs)["user_id"]
-                return [{"user_id": user, "item_id": p["item_id"]} for p in random.sample(pairs, n)]
-
-            sdk1 = _time(lambda: lookup(random.sample(pairs, 1)), args.repeat)
-            sdk100 = _time(lambda: lookup(random.sample(pairs, 100)), max(args.repeat // 3, 30))
-            rank100 = _time(lambda: lookup(ranking_request(100)), max(args.repeat // 3, 30))
+            sdk1, sdk100, rank100 = _lookups(feature_store.open_store(settings), pairs, args.repeat)
             http1 = _http(settings, random.sample(pairs, 1), args.repeat)
-            table.append((store, rows, seconds, sdk1, sdk100, rank100, http1))
+            table.append((store, f"{rows:,}", f"{seconds:.1f}", f"{rows / seconds:,.0f}", sdk1, sdk100, rank100, http1))
+        # Feast's own RedisOnlineStore over the same keys: what nightrec.feast_redis's one-pass read saves
+        feasts = _lookups(_feasts_redis_store(settings), pairs, args.repeat)
+        table.append(("Redis, Feast's RedisOnlineStore", "(same keys)", "-", "-", *feasts, None))
     finally:
         redis.terminate()
         shutil.rmtree(redis_dir, ignore_errors=True)
 
+    service = feature_store.open_store(settings).get_feature_service("serving")
     n_features = sum(len(p.features) for p in service.feature_view_projections)
     print(f"\nFeast on {base.warehouse_root} ({adapter.name}; serving = 3 views, {n_features} features incl. lists)")
     print("SDK 100 = 100 distinct users and items; 1x100 = one user and 100 candidate items (a ranking request)")
     print("| online store | materialized rows | seconds | rows/s | SDK 1 p50/p99 ms | SDK 100 p50/p99 ms", end="")
     print(" | SDK 1x100 p50/p99 ms | HTTP 1 p50/p99 ms |")
     print("|---|---|---|---|---|---|---|---|")
-    for store, rows, seconds, sdk1, sdk100, rank100, http1 in table:
-        print(
-            f"| {store} | {rows:,} | {seconds:.1f} | {rows / seconds:,.0f} | {sdk1[0]:.2f}/{sdk1[1]:.2f} | "
-            f"{sdk100[0]:.2f}/{sdk100[1]:.2f} | {rank100[0]:.2f}/{rank100[1]:.2f} | {http1[0]:.2f}/{http1[1]:.2f} |"
-        )
+    for store, rows, seconds, rate, sdk1, sdk100, rank100, http1 in table:
+        cells = [f"{p50:.2f}/{p99:.2f}" for p50, p99 in (sdk1, sdk100, rank100)]
+        cells.append(f"{http1[0]:.2f}/{http1[1]:.2f}" if http1 else "-")
+        print(f"| {store} | {rows} | {seconds} | {rate} | {' | '.join(cells)} |")
 
 
 if __name__ == "__main__":

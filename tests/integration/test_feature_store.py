@@ -145,6 +145,79 @@ def test_redis_online_store_serves_the_same_values(applied, marts, redis_server,
     assert feature_store.online_features(redis_settings, rows) == feature_store.online_features(settings, rows)
 
 
+def test_one_pass_redis_store_answers_exactly_as_feasts_redis_store_with_fewer_reads(
+    applied, marts, redis_server, monkeypatch, tmp_path
+):
+    """The redis and production variants use nightrec.feast_redis.OnePassRedisOnlineStore. Over the same Redis keys,
+    Feast's own RedisOnlineStore must give the identical response proto and dict, through the sync and the async
+    (HTTP feature server) path, while the store sends one HMGET per entity for the two user views instead of two."""
+    import asyncio
+
+    import redis
+    from feast import FeatureStore
+
+    from nightrec.feast_redis import OnePassRedisOnlineStore
+
+    settings, _ = applied
+    monkeypatch.setenv("NIGHTREC_REDIS", redis_server)
+    redis_settings = settings.with_overrides(feast=replace(settings.feast, variant="redis"))
+    feature_store.materialize(redis_settings, *DAYS)  # written through the one-pass store (Feast's write path)
+    ours = feature_store.open_store(redis_settings)
+    yaml_text = feature_store.store_yaml(redis_settings).read_text()
+    assert "type: nightrec.feast_redis.OnePassRedisOnlineStore" in yaml_text
+    stock_yaml = tmp_path / "feature_store.yaml"
+    stock_yaml.write_text(yaml_text.replace("type: nightrec.feast_redis.OnePassRedisOnlineStore", "type: redis"))
+    feasts = FeatureStore(repo_path=str(feature_store.FEATURE_REPO), fs_yaml_file=stock_yaml)
+    assert type(ours._get_provider().online_store) is OnePassRedisOnlineStore
+    assert type(feasts._get_provider().online_store).__name__ == "RedisOnlineStore"
+
+    sequences = marts["user_sequences"]
+    active = set(sequences.loc[sequences["ds"] == date(2014, 8, 15), "user_id"])  # a sequence row in the window
+    feats = marts["user_features"]
+    last = feats[(feats["ds"] == date(2014, 8, 15)) & feats["user_id"].isin(active)].head(40)
+    pairs = list(zip(last["user_id"], last["top_item_90d"], strict=True))
+    pairs += [("nobody", "nothing"), pairs[0], pairs[0], (pairs[1][0], "nothing"), ("nobody", pairs[2][1])]
+    rows = {"user_id": [u for u, _ in pairs], "item_id": [i for _, i in pairs]}
+    requests = [
+        {"features": ours.get_feature_service("serving"), "full_feature_names": True},
+        {"features": ours.get_feature_service("training"), "full_feature_names": True},  # all 3 views, every feature
+        {"features": ["user_sequence:seq_levels", "item_features:n_users_7d", "user_features:top_item_90d"]},
+    ]
+    expected = [feasts.get_online_features(entity_rows=rows, **request) for request in requests]
+    for request, want in zip(requests, expected, strict=True):
+        got = ours.get_online_features(entity_rows=rows, **request)
+        assert got.proto == want.proto
+        assert got.to_dict(include_event_timestamps=True) == want.to_dict(include_event_timestamps=True)
+
+    async def read_async() -> list:  # one event loop: the store keeps its async client
+        return [await ours.get_online_features_async(entity_rows=rows, **request) for request in requests]
+
+    assert [r.proto for r in asyncio.run(read_async())] == [r.proto for r in expected]
+    served = got.to_dict()
+    assert all(served["seq_levels"][: len(last)]) and served["n_users_7d"][0] is not None  # values, not only nulls
+    assert served["seq_levels"][len(last)] is None and served["top_item_90d"][len(last)] is None  # unknown user
+
+    # reads: Feast's store sends one HMGET per (entity, view); this one per entity for the views keyed alike
+    client = redis.Redis.from_url(f"redis://{redis_server}")
+    users, items = len(set(rows["user_id"])), len(set(rows["item_id"]))
+
+    def hmgets(store) -> int:
+        before = client.info("commandstats").get("cmdstat_hmget", {}).get("calls", 0)
+        store.get_online_features(
+            features=store.get_feature_service("serving"), entity_rows=rows, full_feature_names=True
+        )
+        return client.info("commandstats")["cmdstat_hmget"]["calls"] - before
+
+    assert hmgets(feasts) == 2 * users + items
+    assert hmgets(ours) == users + items  # inside one script call per entity type
+
+    # where scripts are not allowed (a Redis cluster, the GLIDE client) the same HMGETs go through one pipeline
+    monkeypatch.setattr(OnePassRedisOnlineStore, "_scripts_allowed", staticmethod(lambda cfg: False))
+    for request, want in zip(requests, expected, strict=True):
+        assert ours.get_online_features(entity_rows=rows, **request).proto == want.proto
+    assert hmgets(ours) == users + items
+
+
 def test_http_feature_server_answers_lookups_and_rejects_malformed_requests(applied, marts):
     settings, _ = applied
     feature_store.materialize(settings, *DAYS)
