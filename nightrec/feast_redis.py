@@ -9,7 +9,8 @@ teardown) and builds the same response, but for reads:
 
 - views keyed by the same entity share one Redis hash (``user_features`` and ``user_sequence`` both live under the
   user's key), so it sends one HMGET per entity for all of them, and (on a single Redis server) sends them as one
-  server-side script call per entity key type, whose one reply hiredis parses in C;
+  server-side script call per entity key type, whose one reply hiredis parses in C (a server whose ACL refuses
+  scripts gets the HMGETs as one pipeline instead, after one warning);
 - a single-column entity key (string or int64, what this project's entities are) is serialized directly;
 - each FeatureVector of the response is assembled as protobuf wire bytes from the stored value bytes and parsed once,
   in C, instead of being parsed value by value and copied;
@@ -23,6 +24,7 @@ Feast's store on a real Redis server, value for value.
 
 from __future__ import annotations
 
+import logging
 import struct
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -43,6 +45,9 @@ from feast.protos.feast.types.Value_pb2 import ValueType  # the int enum Feast's
 from feast.type_map import feast_value_type_to_python_type
 from feast.value_type import ValueType as FeatureType
 from google.protobuf.timestamp_pb2 import Timestamp
+from redis.exceptions import ResponseError
+
+logger = logging.getLogger(__name__)
 
 STORE_TYPE = "nightrec.feast_redis.OnePassRedisOnlineStore"
 
@@ -165,6 +170,7 @@ class OnePassRedisOnlineStore(RedisOnlineStore):
         super().__init__()
         self._normalised_ts: dict[bytes | None, bytes] = {}
         self._hmget_script = None  # registered on first use (redis-py's Script: EVALSHA, loaded when missing)
+        self._scripts_refused = False
 
     # -- reads -------------------------------------------------------------------------------------------------------
 
@@ -206,15 +212,20 @@ class OnePassRedisOnlineStore(RedisOnlineStore):
         GLIDE client) one server-side script per group runs them: redis-py would otherwise pack and parse each of the
         hundreds of replies in Python, which was the largest cost left in a 100-entity lookup."""
         cfg = config.online_store
-        if not self._scripts_allowed(cfg):
+        if self._scripts_refused or not self._scripts_allowed(cfg):
             return self._read_hash_fields(config, [(k, g.fields) for g in groups for k in g.redis_keys])
         client = self._get_client(cfg)
         if self._hmget_script is None:
             self._hmget_script = client.register_script(_HMGET_ALL)
-        with client.pipeline(transaction=False) as pipe:
-            for group in groups:
-                self._hmget_script(keys=group.redis_keys, args=group.fields, client=pipe)
-            return [reply for group_replies in pipe.execute() for reply in group_replies]
+        try:
+            with client.pipeline(transaction=False) as pipe:
+                for group in groups:
+                    self._hmget_script(keys=group.redis_keys, args=group.fields, client=pipe)
+                return [reply for group_replies in pipe.execute() for reply in group_replies]
+        except ResponseError as exc:  # e.g. NOPERM: an ACL that denies scripting; the pipeline needs only HMGET
+            self._scripts_refused = True
+            logger.warning("Redis refused the lookup script (%s); reading with one pipeline of HMGETs from now on", exc)
+            return self._hmget_groups(config, groups)
 
     @staticmethod
     def _scripts_allowed(cfg: RedisOnlineStoreConfig) -> bool:

@@ -146,12 +146,13 @@ def test_redis_online_store_serves_the_same_values(applied, marts, redis_server,
 
 
 def test_one_pass_redis_store_answers_exactly_as_feasts_redis_store_with_fewer_reads(
-    applied, marts, redis_server, monkeypatch, tmp_path
+    applied, marts, redis_server, monkeypatch, tmp_path, caplog
 ):
     """The redis and production variants use nightrec.feast_redis.OnePassRedisOnlineStore. Over the same Redis keys,
     Feast's own RedisOnlineStore must give the identical response proto and dict, through the sync and the async
     (HTTP feature server) path, while the store sends one HMGET per entity for the two user views instead of two."""
     import asyncio
+    import logging
 
     import redis
     from feast import FeatureStore
@@ -211,11 +212,22 @@ def test_one_pass_redis_store_answers_exactly_as_feasts_redis_store_with_fewer_r
     assert hmgets(feasts) == 2 * users + items
     assert hmgets(ours) == users + items  # inside one script call per entity type
 
+    # a server whose ACL refuses scripts: one warning, then the same HMGETs through one pipeline
+    client.acl_setuser("default", enabled=True, nopass=True, keys=["*"], commands=["+@all", "-@scripting"])
+    with caplog.at_level(logging.WARNING, logger="nightrec.feast_redis"):
+        for request, want in zip(requests, expected, strict=True):
+            assert ours.get_online_features(entity_rows=rows, **request).proto == want.proto
+    warnings = [r.getMessage() for r in caplog.records if r.name == "nightrec.feast_redis"]
+    assert len(warnings) == 1 and "refused the lookup script" in warnings[0]
+    assert hmgets(ours) == users + items
+    client.acl_setuser("default", enabled=True, nopass=True, keys=["*"], commands=["+@all"])
+
     # where scripts are not allowed (a Redis cluster, the GLIDE client) the same HMGETs go through one pipeline
+    fresh = feature_store.open_store(redis_settings)
     monkeypatch.setattr(OnePassRedisOnlineStore, "_scripts_allowed", staticmethod(lambda cfg: False))
     for request, want in zip(requests, expected, strict=True):
-        assert ours.get_online_features(entity_rows=rows, **request).proto == want.proto
-    assert hmgets(ours) == users + items
+        assert fresh.get_online_features(entity_rows=rows, **request).proto == want.proto
+    assert hmgets(fresh) == users + items
 
 
 def test_http_feature_server_answers_lookups_and_rejects_malformed_requests(applied, marts):
