@@ -28,7 +28,7 @@ import logging
 import struct
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from feast import FeatureView, RepoConfig, utils
 from feast.infra.online_stores.helpers import _mmh3
@@ -149,6 +149,18 @@ def _python_value(value: ValueProto, feature_type: FeatureType | None) -> object
     return feast_value_type_to_python_type(value, feature_type)
 
 
+class _ReadRequest(NamedTuple):
+    """The arguments Feast's OnlineStore.get_online_features passes to the per-view read, in its order."""
+
+    config: RepoConfig
+    grouped_refs: list
+    join_key_values: dict
+    entity_name_to_join_key_map: dict
+    online_features_response: object
+    full_feature_names: bool
+    include_feature_view_version_metadata: bool
+
+
 class _Group:
     """The requested views that share one entity key: one HMGET per unique entity for all their fields."""
 
@@ -182,30 +194,13 @@ class OnePassRedisOnlineStore(RedisOnlineStore):
         response = await super().get_online_features_async(*args, **kwargs)
         return PlainOnlineResponse(response.proto, response._feature_types)
 
-    def _read_features_per_fv(
-        self,
-        config: RepoConfig,
-        grouped_refs,
-        join_key_values,
-        entity_name_to_join_key_map,
-        online_features_response,
-        full_feature_names: bool,
-        include_feature_view_version_metadata: bool,
-    ) -> None:
-        groups = self._plan(config, grouped_refs, join_key_values, entity_name_to_join_key_map)
-        if groups is None or include_feature_view_version_metadata:
-            super()._read_features_per_fv(
-                config,
-                grouped_refs,
-                join_key_values,
-                entity_name_to_join_key_map,
-                online_features_response,
-                full_feature_names,
-                include_feature_view_version_metadata,
-            )
+    def _read_features_per_fv(self, *args, **kwargs) -> None:
+        request = _ReadRequest(*args, **kwargs)
+        groups = self._plan(request)
+        if groups is None:
+            super()._read_features_per_fv(*request)
             return
-        replies = self._hmget_groups(config, groups)
-        self._fill(groups, replies, online_features_response, full_feature_names)
+        self._fill(groups, self._hmget_groups(request.config, groups), request)
 
     def _hmget_groups(self, config: RepoConfig, groups: list[_Group]) -> list:
         """Every group's HMGETs. On a single Redis server (not a cluster, whose keys live on several nodes; not the
@@ -231,42 +226,27 @@ class OnePassRedisOnlineStore(RedisOnlineStore):
     def _scripts_allowed(cfg: RedisOnlineStoreConfig) -> bool:
         return cfg.redis_type != RedisType.redis_cluster and cfg.client == RedisClient.redis
 
-    async def _read_features_per_fv_async(
-        self,
-        config: RepoConfig,
-        grouped_refs,
-        join_key_values,
-        entity_name_to_join_key_map,
-        online_features_response,
-        full_feature_names: bool,
-        include_feature_view_version_metadata: bool,
-    ) -> None:
-        groups = self._plan(config, grouped_refs, join_key_values, entity_name_to_join_key_map)
-        if groups is None or include_feature_view_version_metadata:
-            await super()._read_features_per_fv_async(
-                config,
-                grouped_refs,
-                join_key_values,
-                entity_name_to_join_key_map,
-                online_features_response,
-                full_feature_names,
-                include_feature_view_version_metadata,
-            )
+    async def _read_features_per_fv_async(self, *args, **kwargs) -> None:
+        request = _ReadRequest(*args, **kwargs)
+        groups = self._plan(request)
+        if groups is None:
+            await super()._read_features_per_fv_async(*request)
             return
-        client = await self._get_client_async(config.online_store)
+        client = await self._get_client_async(request.config.online_store)
         async with client.pipeline(transaction=False) as pipe:
             for group in groups:
                 for key in group.redis_keys:
                     pipe.hmget(key, group.fields)
             replies = await pipe.execute()
-        self._fill(groups, replies, online_features_response, full_feature_names)
+        self._fill(groups, replies, request)
 
-    def _plan(
-        self, config: RepoConfig, grouped_refs, join_key_values, entity_name_to_join_key_map
-    ) -> list[_Group] | None:
+    def _plan(self, request: _ReadRequest) -> list[_Group] | None:
         """The HMGETs to send, grouped by entity key; None where Feast's own path must answer."""
+        if request.include_feature_view_version_metadata:
+            return None
+        config = request.config
         by_key: dict[tuple[str, ...], list[tuple[int, FeatureView, list[str]]]] = {}
-        for position, (table, requested) in enumerate(grouped_refs):
+        for position, (table, requested) in enumerate(request.grouped_refs):
             if table.projection.join_key_map:
                 return None
             if _versioned_fv_name(table, config) != table.name:
@@ -277,7 +257,7 @@ class OnePassRedisOnlineStore(RedisOnlineStore):
         groups = []
         for join_keys, tables in by_key.items():
             entities, idxs, n_rows = utils._get_unique_entities(
-                tables[0][1], join_key_values, entity_name_to_join_key_map
+                tables[0][1], request.join_key_values, request.entity_name_to_join_key_map
             )
             keys = self._redis_keys(join_keys, entities, project, config.entity_key_serialization_version)
             if keys is None:
@@ -301,10 +281,9 @@ class OnePassRedisOnlineStore(RedisOnlineStore):
             keys.append(prefix + suffix + project)
         return keys
 
-    def _fill(
-        self, groups: list[_Group], replies: Sequence[Sequence[bytes | None]], response, full_feature_names: bool
-    ) -> None:
+    def _fill(self, groups: list[_Group], replies: Sequence[Sequence[bytes | None]], request: _ReadRequest) -> None:
         """Append one FeatureVector per requested feature, in request order, as Feast's Redis store would."""
+        response, full_feature_names = request.online_features_response, request.full_feature_names
         per_view: dict[int, tuple[list[str], list[bytes]]] = {}  # by position in the request: Feast's order
         offset = 0
         for group in groups:
