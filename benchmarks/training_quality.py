@@ -8,7 +8,10 @@ and the LightGBM ranker, and scores the retrieval baselines. It prints:
 - the full table: every model x every metric, mean (and standard deviation) over the seeds, and CPU samples/s;
 - GNOLR minus each ordinal baseline (independent BCE, ESMM, Neural OLR): AUC per level boundary on real exposures;
 - the best retrieval model (the ranker, which the top-k tables publish) minus each retrieval baseline: Recall@20 and
-  NDCG@20 on next-period purchases.
+  NDCG@20 on next-period purchases;
+- a GNOLR diagnostic: the real evaluation exposures per category, each boundary's room (the cosine up to which
+  P(k > c) stays at or below P(k > c - 1), training/ordinal.py `order_room`) and the spread of each sub-embedding's
+  cosine on those exposures; a boundary with almost no room scores, in effect, like the one before it.
 
 Intervals: the evaluation exposures (or buyers) are resampled with replacement, the same resample for both sides of
 a difference and for every seed; each replicate's difference is averaged over seeds.
@@ -27,9 +30,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from nightrec.config import PROJECT_ROOT, load_settings
-from training import data, metrics, run, trainer
+from training import data, metrics, ordinal, run, trainer
 
 
 def _aligned_real(prepared: run.Prepared, exceed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -38,6 +42,17 @@ def _aligned_real(prepared: run.Prepared, exceed: np.ndarray) -> tuple[np.ndarra
     frame["row"] = np.arange(len(frame))
     real = frame[frame["category"] > 0].sort_values(["user_id", "item_id", "ds"], kind="stable")
     return real["category"].to_numpy(), exceed[real["row"].to_numpy()]
+
+
+def _cosine_spread(model: torch.nn.Module, prepared: run.Prepared, device: torch.device) -> np.ndarray:
+    """Standard deviation of each sub-embedding's cosine over the real evaluation exposures (T,)."""
+    parts = []
+    with torch.no_grad():
+        for batch in data.batches(prepared.evaluation, 8192):
+            x = trainer.to_tensors(batch, device)
+            real = x.category >= 1
+            parts.append(model.cosines(model.user_vectors(x), model.item_vectors(x))[real].float().cpu().numpy())
+    return np.concatenate(parts).std(axis=0)
 
 
 def _ci(samples: np.ndarray) -> str:
@@ -62,6 +77,7 @@ def main() -> None:
     table: dict[str, list[dict[str, float]]] = {}
     exposures: dict[str, list[np.ndarray]] = {}  # model -> per seed, aligned P(k > c) of the real exposures
     per_user: dict[str, list[dict[str, np.ndarray]]] = {}
+    rooms, spreads = [], []  # GNOLR per seed: order_room per boundary, cosine spread per sub-embedding
     categories = None
     levels = 0
     started = time.time()
@@ -79,6 +95,10 @@ def main() -> None:
                 table.setdefault(kind, []).append(outcome.metrics)
                 categories, aligned = _aligned_real(prepared, outcome.exceed)
                 exposures.setdefault(kind, []).append(aligned)
+                if kind == "gnolr":
+                    head = outcome.model.head()
+                    rooms.append(ordinal.order_room(head["cut_points"], head["gamma"]))
+                    spreads.append(_cosine_spread(outcome.model, prepared, device))
                 per_user.setdefault(kind, []).append(
                     metrics.per_user_ranking(outcome.recommended, prepared.relevant, run.K)
                 )
@@ -147,6 +167,16 @@ def main() -> None:
 
             samples = np.array([diff(idx) for idx in resamples])
             print(f"  gnolr - {other:<5} c{c}: {diff(slice(None)):+.4f} {_ci(samples)}")
+
+    if rooms:
+        counts = np.bincount(categories, minlength=levels + 1)[1:]
+        print("\nGNOLR's room per boundary and its sub-embeddings' cosine spread (mean over seeds)")
+        by_level = ", ".join(f"k={k} {n:,}" for k, n in enumerate(counts, 1))
+        print(f"  real evaluation exposures by highest level: {by_level}")
+        room, spread = np.mean(rooms, axis=0), np.mean(spreads, axis=0)
+        print(f"  cosine std on those exposures, sub-embedding 0: {spread[0]:.3f}")
+        for c in range(1, levels):
+            print(f"  boundary c{c}: room (a_c - a_c-1) / gamma {room[c - 1]:.3f}, cosine std {spread[c]:.3f}")
 
     users = len(per_user["own_history"][0]["users"])
     user_resamples = [rng.integers(0, users, users) for _ in range(args.bootstrap)]

@@ -106,6 +106,16 @@ def order_violation(logits: torch.Tensor) -> torch.Tensor:
     return F.relu(logits[:, 1:] - logits[:, :-1]).sum(1)
 
 
+def order_room(cuts: Sequence[float], gamma: float) -> np.ndarray:
+    """The largest cosine sub-embedding c (c = 1..T-1) can contribute while GNOLR's P(k > c) stays at or below
+    P(k > c - 1): (a_c - a_{c-1}) / gamma. Where neighbouring boundaries have nearly the same base rate (on Tmall few
+    exposures end at collect or cart, most that pass click end at buy, so k > 1, k > 2 and k > 3 are nearly the same
+    set) this is a few hundredths, and the guard holds that sub-embedding's cosine near zero: the boundary's score is,
+    in effect, the previous boundary's. A diagnostic; benchmarks/training_quality.py prints it."""
+    a = np.asarray(cuts, dtype=np.float64)
+    return (a[1:] - a[:-1]) / gamma
+
+
 def nested_ordinal_nll(exceed: torch.Tensor, categories: torch.Tensor) -> torch.Tensor:
     """GNOLR's nested loss per example: sum over sub-tasks s = 1..T of the ordinal likelihood over categories 0..s,
     where the label is min(k, s) (category s stands for k >= s)."""

@@ -144,3 +144,25 @@ def test_each_model_learns_an_ordinal_signal(kind):
     assert exceed.shape == (6000, 3) and np.all((exceed > 0) & (exceed < 1))
     aucs = metrics.auc_per_level(categories, exceed, boundaries=[0, 1, 2])
     assert min(aucs.values()) > 0.85, aucs
+
+
+def test_order_room_is_the_cut_point_gap_over_gamma_and_gnolr_stays_ordered_inside_it():
+    rates = [0.2, 0.016, 0.0135, 0.013]
+    cuts = ordinal.cut_points(rates)
+    room = ordinal.order_room(cuts, 5.0)
+    expected = np.diff(np.log((1 - np.array(rates)) / np.array(rates))) / 5.0
+    assert room == pytest.approx(expected)
+    assert room[0] > 0.5 and room[2] < 0.01  # click -> collect+ has room; cart+ -> buy almost none
+    # a cosine at the room keeps P(k > c) <= P(k > c - 1); one just above it breaks the order at that boundary
+    model = ordinal.OrdinalTwoTower("gnolr", 2, 2, 0, 0, rates, dim=2, hidden=4, gamma=5.0)
+    user = torch.tensor([[[1.0, 0.0]] * 4])  # unit sub-embeddings: an item's first coordinate is the cosine
+
+    def exceed(c: int, cosine: float) -> torch.Tensor:
+        cosines = [cosine if j == c else 0.0 for j in range(4)]
+        item = torch.tensor([[[x, math.sqrt(1 - x * x)] for x in cosines]])
+        return model.exceed(user, item)[0].detach()
+
+    for c in range(1, 4):
+        inside, outside = exceed(c, float(room[c - 1]) - 1e-4), exceed(c, float(room[c - 1]) + 1e-3)
+        assert inside[c] <= inside[c - 1]
+        assert outside[c] > outside[c - 1]
