@@ -124,7 +124,8 @@ class TrainingSettings:
     :param epochs: maximum passes over the training examples.
     :param batch_size: examples per optimisation step.
     :param learning_rate: Adam's learning rate.
-    :param patience: epochs without a better validation loss before training stops early.
+    :param patience: epochs without a better validation criterion before training stops early (the ordinal models:
+        mean AUC over the level boundaries on the validation days; the two-tower model: validation loss).
     :param feature_chunk_days: days of examples per ``get_historical_features`` call (bounded memory).
     :param models: the models trained each run: ``two_tower`` (retrieval, sampled softmax), ``gnolr`` and its
         baselines ``bce``, ``esmm``, ``nolr``.

@@ -218,6 +218,7 @@ def _fit(
     epochs: int,
     patience: int,
     label: str,
+    validation_score: Callable[[torch.nn.Module], float] | None = None,
 ) -> tuple[Model, trainer.FitResult]:
     """A fresh model of `kind` trained on `source.train` (checkpoints under its work dir, named by label and seed)."""
     t = settings.training
@@ -236,6 +237,7 @@ def _fit(
         checkpoint_dir=source.work_dir / "checkpoints" / f"{label}-seed{seed}",
         name=label,
         batches_per_epoch=-(-source.train.rows // t.batch_size),
+        validation_score=validation_score,
     )
     return model, result
 
@@ -248,6 +250,9 @@ def train_model(
     def validation() -> Iterator[data.Batch]:
         return data.batches(prepared.validation, 8192)
 
+    def score(model: torch.nn.Module) -> float:
+        return validation_auc(prepared, score_exposures(model, prepared.validation, device))
+
     return _fit(
         kind,
         prepared,
@@ -259,6 +264,7 @@ def train_model(
         epochs=t.epochs,
         patience=t.patience,
         label=kind,
+        validation_score=score if kind in ordinal.MODELS else None,
     )
 
 
@@ -338,14 +344,30 @@ def embed(
     return np.concatenate(vectors)
 
 
+def boundary_aucs(categories: np.ndarray, exceed: np.ndarray, levels: int) -> dict[str, float]:
+    """AUC of P(k > c) at every level boundary: c >= 1 over the real exposures, c = 0 (a real exposure against a
+    sampled item) over every row."""
+    real = categories >= 1
+    out = {f"auc_c{c}": v for c, v in metrics.auc_per_level(categories[real], exceed[real], range(1, levels)).items()}
+    out["auc_sampled_c0"] = metrics.auc(categories > 0, exceed[:, 0])
+    return out
+
+
+def validation_auc(prepared: Prepared, exceed: np.ndarray) -> float:
+    """The ordinal models' early-stopping score: the mean of `boundary_aucs` on the validation days (the ranker's
+    window, before evaluation). Their loss weighs the sampled boundary most (it is in every term of GNOLR's nested
+    loss and has the most positives for the others), so a falling validation loss can hide falling AUCs at the
+    level boundaries that evaluation reports."""
+    categories = data.read_all(prepared.validation, ["category"])["category"].to_numpy()
+    values = [v for v in boundary_aucs(categories, exceed, prepared.levels).values() if not np.isnan(v)]
+    return float(np.mean(values)) if values else float("nan")
+
+
 def ordinal_metrics(prepared: Prepared, exceed: np.ndarray) -> dict[str, float]:
     frame = data.read_all(prepared.evaluation, ["user_id", "category"])
     categories = frame["category"].to_numpy()
     real = categories >= 1
-    out: dict[str, float] = {}
-    for c, value in metrics.auc_per_level(categories[real], exceed[real], range(1, prepared.levels)).items():
-        out[f"auc_c{c}"] = value
-    out["auc_sampled_c0"] = metrics.auc(categories > 0, exceed[:, 0])
+    out = boundary_aucs(categories, exceed, prepared.levels)
     top = prepared.levels - 1
     if top >= 1:
         out["gauc_top"] = metrics.gauc(frame["user_id"].to_numpy()[real], categories[real] > top, exceed[real, top])

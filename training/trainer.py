@@ -2,8 +2,12 @@
 
 Device: ``auto`` takes CUDA when a GPU is visible (with bfloat16 autocast: mixed precision without a loss scaler) and
 the CPU otherwise; ``--device`` / ``training.device`` forces one. A checkpoint is written atomically after every epoch
-(weights, optimiser, epoch, best validation loss, patience left); a run started again with the same checkpoint
+(weights, optimiser, epoch, best validation criterion, patience left); a run started again with the same checkpoint
 directory resumes after the last finished epoch, so a killed nightly run loses at most one epoch.
+
+Early stopping watches the validation loss, or a validation score when the caller gives one (the ordinal models:
+their AUC per level boundary, which is what evaluation reports; their loss is dominated by the boundary between a
+sampled and a real exposure).
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ class FitResult:
     epochs_run: int
     best_epoch: int
     best_validation_loss: float
+    best_validation_score: float  # nan without a validation score
     train_samples_per_s: float
     resumed_from_epoch: int
     history: list[dict[str, float]] = field(default_factory=list)
@@ -76,26 +81,31 @@ def fit(
     checkpoint_dir: Path,
     name: str,
     batches_per_epoch: int | None = None,
+    validation_score: Callable[[nn.Module], float] | None = None,
 ) -> FitResult:
-    """Train with Adam until `epochs` or until the validation loss has not improved for `patience` epochs; the model
-    ends with its best weights.
+    """Train with Adam until `epochs` or until the validation criterion has not improved for `patience` epochs; the
+    model ends with its best weights.
 
     :param loss_fn: (model, tensors of a batch) -> mean loss.
     :param train: epoch number -> batches of that epoch (shuffled by the caller with the epoch as seed).
     :param validation: -> validation batches; None trains exactly `epochs` epochs and keeps the last weights (a refit
         on every day, for as many epochs as early stopping chose on held-out days).
+    :param validation_score: model -> a validation score, higher is better; when given it picks the best epoch and
+        stops early instead of the validation loss (both are recorded per epoch).
     """
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     last, best = checkpoint_dir / "last.pt", checkpoint_dir / "best.pt"
     model.to(device)
     optimiser = torch.optim.Adam(model.parameters(), lr=learning_rate)
-    state = {"epoch": 0, "best_loss": float("inf"), "best_epoch": 0, "bad_epochs": 0, "history": []}
+    # "best" is the criterion, lower is better: the validation loss, or minus the validation score
+    state = {"epoch": 0, "best": float("inf"), "best_epoch": 0, "bad_epochs": 0, "history": []}
     resumed = 0
     if last.exists():
         saved = torch.load(last, map_location=device, weights_only=False)
         model.load_state_dict(saved["model"])
         optimiser.load_state_dict(saved["optimiser"])
         state = saved["state"]
+        state.setdefault("best", state.pop("best_loss", float("inf")))  # a checkpoint written before the score
         resumed = state["epoch"]
         print(f"{name}: resuming after epoch {resumed} from {last}", flush=True)
     autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=mixed_precision)
@@ -128,19 +138,28 @@ def fit(
         seen += rows
         busy += elapsed
         val_loss = evaluate_loss(model, loss_fn, validation(), device, mixed_precision) if validation else float("nan")
+        score = float(validation_score(model)) if validation and validation_score else float("nan")
         state["epoch"] = epoch
         state["history"].append(
-            {"epoch": epoch, "train_loss": total / max(rows, 1), "validation_loss": val_loss, "seconds": elapsed}
+            {
+                "epoch": epoch,
+                "train_loss": total / max(rows, 1),
+                "validation_loss": val_loss,
+                "validation_score": score,
+                "seconds": elapsed,
+            }
         )
+        criterion = -score if validation_score else val_loss
         if validation is None:
             state.update(best_epoch=epoch)
-        elif val_loss < state["best_loss"]:
-            state.update(best_loss=val_loss, best_epoch=epoch, bad_epochs=0)
+        elif criterion < state["best"] or state["best_epoch"] == 0:  # the first epoch is the best so far (nan too)
+            state.update(best=criterion, best_epoch=epoch, bad_epochs=0)
             _save_atomic({"model": model.state_dict()}, best)
         else:
             state["bad_epochs"] += 1
         _save_atomic({"model": model.state_dict(), "optimiser": optimiser.state_dict(), "state": state}, last)
         validated = f"validation loss {val_loss:.4f}, " if validation else ""
+        validated += f"validation score {score:.4f}, " if validation and validation_score else ""
         print(
             f"{name} epoch {epoch}: train loss {total / max(rows, 1):.4f}, {validated}"
             f"{rows / elapsed:,.0f} samples/s{' (best)' if validation and state['best_epoch'] == epoch else ''}",
@@ -148,10 +167,12 @@ def fit(
         )
     if best.exists():
         model.load_state_dict(torch.load(best, map_location=device, weights_only=False)["model"])
+    at_best = next((h for h in state["history"] if h["epoch"] == state["best_epoch"]), {})
     return FitResult(
         epochs_run=state["epoch"],
         best_epoch=state["best_epoch"],
-        best_validation_loss=state["best_loss"],
+        best_validation_loss=at_best.get("validation_loss", float("nan")),
+        best_validation_score=at_best.get("validation_score", float("nan")),
         train_samples_per_s=seen / busy if busy else float("nan"),
         resumed_from_epoch=resumed,
         history=state["history"],

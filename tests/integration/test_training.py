@@ -151,3 +151,24 @@ def test_an_earlier_champion_with_another_vocabulary_is_rescored_on_the_same_row
     assert np.allclose(got, expected, atol=1e-5)
     # without re-indexing the permuted model's scores differ: the check above is not vacuous
     assert not np.allclose(run.score_exposures(permuted, prepared.evaluation, device), expected, atol=1e-3)
+
+
+def test_ordinal_models_keep_the_epoch_with_the_best_validation_auc(smoke, prepared):
+    """The score early stopping watches is the mean AUC over the level boundaries on the validation days, and the
+    model comes back with the weights of the epoch that scored best (recomputed here from the validation rows)."""
+    import torch
+
+    from training import data, metrics
+
+    device = torch.device("cpu")
+    longer = smoke.with_overrides(training=replace(smoke.training, epochs=2, patience=5))
+    model, fit = run.train_model("bce", prepared, longer, 3, device, False)
+    scores = [h["validation_score"] for h in fit.history]
+    assert len(scores) == 2 and all(0.0 < s < 1.0 for s in scores)
+    assert fit.best_epoch == 1 + int(np.argmax(scores)) and fit.best_validation_score == max(scores)
+    categories = data.read_all(prepared.validation, ["category"])["category"].to_numpy()
+    exceed = run.score_exposures(model, prepared.validation, device)
+    real = categories >= 1
+    aucs = [metrics.auc(categories > 0, exceed[:, 0])]
+    aucs += [metrics.auc(categories[real] > c, exceed[real, c]) for c in range(1, prepared.levels)]
+    assert np.mean(aucs) == pytest.approx(max(scores), abs=1e-9)
