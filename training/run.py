@@ -250,8 +250,11 @@ def train_model(
     def validation() -> Iterator[data.Batch]:
         return data.batches(prepared.validation, 8192)
 
+    # read once: the score runs after every epoch and the validation categories do not change
+    categories = data.read_all(prepared.validation, ["category"])["category"].to_numpy()
+
     def score(model: torch.nn.Module) -> float:
-        return validation_auc(prepared, score_exposures(model, prepared.validation, device))
+        return validation_auc(categories, score_exposures(model, prepared.validation, device), prepared.levels)
 
     return _fit(
         kind,
@@ -353,13 +356,12 @@ def boundary_aucs(categories: np.ndarray, exceed: np.ndarray, levels: int) -> di
     return out
 
 
-def validation_auc(prepared: Prepared, exceed: np.ndarray) -> float:
+def validation_auc(categories: np.ndarray, exceed: np.ndarray, levels: int) -> float:
     """The ordinal models' early-stopping score: the mean of `boundary_aucs` on the validation days (the ranker's
-    window, before evaluation). Their loss weighs the sampled boundary most (it is in every term of GNOLR's nested
-    loss and has the most positives for the others), so a falling validation loss can hide falling AUCs at the
-    level boundaries that evaluation reports."""
-    categories = data.read_all(prepared.validation, ["category"])["category"].to_numpy()
-    values = [v for v in boundary_aucs(categories, exceed, prepared.levels).values() if not np.isnan(v)]
+    window, before evaluation), given their categories and P(k > c). Their loss weighs the sampled boundary most (it
+    is in every term of GNOLR's nested loss and has the most positives for the others), so a falling validation loss
+    can hide falling AUCs at the level boundaries that evaluation reports."""
+    values = [v for v in boundary_aucs(categories, exceed, levels).values() if not np.isnan(v)]
     return float(np.mean(values)) if values else float("nan")
 
 
