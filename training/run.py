@@ -250,11 +250,13 @@ def train_model(
     def validation() -> Iterator[data.Batch]:
         return data.batches(prepared.validation, 8192)
 
-    # read once: the score runs after every epoch and the validation categories do not change
-    categories = data.read_all(prepared.validation, ["category"])["category"].to_numpy()
+    score = None
+    if kind in ordinal.MODELS:  # the two-tower model stops on its loss and needs no categories
+        # read once: the score runs after every epoch and the validation categories do not change
+        categories = data.read_all(prepared.validation, ["category"])["category"].to_numpy()
 
-    def score(model: torch.nn.Module) -> float:
-        return validation_auc(categories, score_exposures(model, prepared.validation, device), prepared.levels)
+        def score(model: torch.nn.Module) -> float:
+            return validation_auc(categories, score_exposures(model, prepared.validation, device), prepared.levels)
 
     return _fit(
         kind,
@@ -267,7 +269,7 @@ def train_model(
         epochs=t.epochs,
         patience=t.patience,
         label=kind,
-        validation_score=score if kind in ordinal.MODELS else None,
+        validation_score=score,
     )
 
 
