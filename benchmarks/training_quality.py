@@ -140,6 +140,8 @@ def main() -> None:
     print(
         f"\nTraining quality on {settings.warehouse_root} ({settings.source}), data through {last_day}, seeds {seeds}"
     )
+    split = settings.training
+    print(f"evaluation: the last {split.eval_days} days; ranker: the {split.ranker_days} days before; models: earlier")
     print(f"device {device}; mean over seeds (std); AUCs on real exposures; retrieval vs next-period purchases")
     print("| model | " + " | ".join(keys) + " |")
     print("|---" * (len(keys) + 1) + "|")
