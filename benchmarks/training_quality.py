@@ -63,22 +63,30 @@ def _ci(samples: np.ndarray) -> str:
     return f"[{lo:+.4f}, {hi:+.4f}]"
 
 
+def _positive(text: str) -> int:
+    """An argparse type: a whole number >= 1 (the settings' own check does not run on these overrides)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--warehouse", type=Path, default=PROJECT_ROOT / "warehouse", help="a built warehouse")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (at least 3 for the quality bar)")
-    parser.add_argument("--epochs", type=int, help="maximum epochs (default: the profile's)")
+    parser.add_argument("--epochs", type=_positive, help="maximum epochs (default: the profile's)")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap replicates")
     parser.add_argument(
         "--eval-days",
-        type=int,
+        type=_positive,
         help="days in the evaluation window (default: the profile's; MovieLens has too few recent users for 30)",
     )
-    parser.add_argument("--ranker-days", type=int, help="days in the ranker's window (default: the profile's)")
+    parser.add_argument("--ranker-days", type=_positive, help="days in the ranker's window (default: the profile's)")
     args = parser.parse_args()
     settings = load_settings().with_overrides(warehouse_root=args.warehouse.resolve())
     overrides = {"epochs": args.epochs, "eval_days": args.eval_days, "ranker_days": args.ranker_days}
-    chosen = {key: value for key, value in overrides.items() if value}
+    chosen = {key: value for key, value in overrides.items() if value is not None}
     if chosen:
         settings = settings.with_overrides(training=replace(settings.training, **chosen))
     seeds = [int(s) for s in args.seeds.split(",")]
