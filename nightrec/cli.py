@@ -233,7 +233,6 @@ def cmd_sql(args: argparse.Namespace) -> int:
 
 
 def cmd_feast(args: argparse.Namespace) -> int:
-    import subprocess
     from dataclasses import replace
 
     from nightrec import feature_store
@@ -273,7 +272,9 @@ def cmd_feast(args: argparse.Namespace) -> int:
             "10000000",
         ]
         print(f"feature server on http://{args.host}:{args.port} (POST /get-online-features)", flush=True)
-        return subprocess.run(cmd, env=env).returncode
+        # exec, not a child: a supervisor's SIGTERM (Airflow, systemd, a test) must reach the server itself; as a child
+        # of this process it outlived a terminated wrapper and kept serving its port
+        os.execve(cmd[0], cmd, env)
     return 0
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -259,6 +260,9 @@ def test_http_feature_server_answers_lookups_and_rejects_malformed_requests(appl
     finally:
         server.terminate()
         server.wait(timeout=20)
+    # a terminated `nightrec feast serve` takes its server down with it: nothing keeps listening on the port
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
 
 
 def _post(url: str, body: dict, wait: float) -> dict:
