@@ -267,8 +267,6 @@ def fetch_features(
     :param shuffle_seed: write each chunk's rows in a seeded random order, so that every row group is a sample of
         its days (real exposures and sampled negatives mixed); row order is kept when None (inference).
     """
-    from nightrec import feature_store
-
     out_dir.mkdir(parents=True, exist_ok=True)
     days = sorted(examples["ds"].unique())
     step = settings.training.feature_chunk_days
@@ -279,21 +277,16 @@ def fetch_features(
         chunk = examples[examples["ds"].isin(chunk_days)].reset_index(drop=True)
         if shuffle_seed is not None:
             chunk = chunk.take(np.random.default_rng([shuffle_seed, n]).permutation(len(chunk))).reset_index(drop=True)
-        entity_df = pd.DataFrame(
-            {
-                "user_id": chunk["user_id"].astype(str),
-                "item_id": chunk["item_id"].astype(str),
-                "event_timestamp": pd.to_datetime(chunk["example_ts"]).dt.tz_localize("UTC"),
-                "row_id": np.arange(len(chunk)),
-            }
-        )
         t0 = time.time()
-        feats = feature_store.historical_features(settings, entity_df).sort_values("row_id").reset_index(drop=True)
+        user_keys, item_keys = EntityKeys.of(chunk, "user_id"), EntityKeys.of(chunk, "item_id")
+        user_feats, item_feats = _features_per_key(settings, user_keys, item_keys)
         if columns is None:
-            columns = (numeric_feature_columns(feats, USER_VIEWS), numeric_feature_columns(feats, ITEM_VIEWS))
-        user_dense = encode_dense(feats, columns[0])
-        item_dense = encode_dense(feats, columns[1])
-        seq_items, seq_levels, seq_gaps = encode_sequences(feats, items, settings.pipeline.sequence_length)
+            columns = (numeric_feature_columns(user_feats, USER_VIEWS), numeric_feature_columns(item_feats, ITEM_VIEWS))
+        user_dense = encode_dense(user_feats, columns[0])[user_keys.row_key]
+        item_dense = encode_dense(item_feats, columns[1])[item_keys.row_key]
+        seq_items, seq_levels, seq_gaps = (
+            a[user_keys.row_key] for a in encode_sequences(user_feats, items, settings.pipeline.sequence_length)
+        )
         item_attrs = attributes.index(chunk["item_id"])
         table = pa.table(
             {
@@ -323,6 +316,48 @@ def fetch_features(
     assert columns is not None or not paths
     user_cols, item_cols = columns if columns is not None else ([], [])
     return FeatureFiles(paths, rows, user_cols, item_cols)
+
+
+@dataclass(frozen=True)
+class EntityKeys:
+    """The distinct (id, example time) pairs of one entity in a chunk, and which of them each chunk row has."""
+
+    ids: pd.Series
+    times: pd.Series
+    row_key: np.ndarray  # chunk row -> index into ids/times
+
+    @classmethod
+    def of(cls, chunk: pd.DataFrame, column: str) -> EntityKeys:
+        keys = pd.DataFrame({"id": chunk[column].astype(str), "ts": pd.to_datetime(chunk["example_ts"])})
+        row_key = keys.groupby(["id", "ts"], sort=False, dropna=False).ngroup().to_numpy()
+        first = keys.drop_duplicates().reset_index(drop=True)  # ngroup numbers groups in order of first appearance
+        return cls(first["id"], first["ts"], row_key)
+
+
+def _features_per_key(settings: Settings, users: EntityKeys, items: EntityKeys) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The user views' features per distinct (user, time) and the item views' per distinct (item, time), from one
+    point-in-time Feast call.
+
+    Every feature view joins on its own entity and time, so a row's user features do not depend on its item: asking
+    once per distinct key and spreading the answer over the rows is the same training set. Examples repeat keys a lot
+    (a user's exposures and sampled negatives share user and day; ranker candidates share one time), and the offline
+    join costs per entity row: 94,000 candidate rows took 7 s, their 7,700 distinct keys 0.5 s. The rows asking for
+    one entity carry an empty id for the other, which no feature row has (ids are never empty: ingest quarantines
+    them), so its views come back null and cost nothing.
+    """
+    from nightrec import feature_store
+
+    n_users, n_items = len(users.ids), len(items.ids)
+    entity_df = pd.DataFrame(
+        {
+            "user_id": pd.concat([users.ids, pd.Series([""] * n_items)], ignore_index=True),
+            "item_id": pd.concat([pd.Series([""] * n_users), items.ids], ignore_index=True),
+            "event_timestamp": pd.concat([users.times, items.times], ignore_index=True).dt.tz_localize("UTC"),
+            "row_id": np.arange(n_users + n_items),
+        }
+    )
+    feats = feature_store.historical_features(settings, entity_df).sort_values("row_id").reset_index(drop=True)
+    return feats.iloc[:n_users].reset_index(drop=True), feats.iloc[n_users:].reset_index(drop=True)
 
 
 def cached_features(out: Path, fetch: Callable[[], FeatureFiles]) -> FeatureFiles:

@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import duckdb
 import numpy as np
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
@@ -172,3 +173,49 @@ def test_ordinal_models_keep_the_epoch_with_the_best_validation_auc(smoke, prepa
     aucs = [metrics.auc(categories > 0, exceed[:, 0])]
     aucs += [metrics.auc(categories[real] > c, exceed[real, c]) for c in range(1, prepared.levels)]
     assert np.mean(aucs) == pytest.approx(max(scores), abs=1e-9)
+
+
+def test_features_fetched_per_distinct_key_equal_a_join_per_example_row(smoke, prepared, tmp_path):
+    """fetch_features asks Feast once per distinct (user, day) and (item, day) and spreads the answer over the rows;
+    the encoded files must equal those of a point-in-time join per example row (real examples with their sampled
+    negatives, two chunks, keys repeated within and across days)."""
+    from nightrec import feature_store
+    from training import data
+
+    examples = prepared.train_examples
+    days = sorted(examples["ds"].unique())[-4:]
+    real = examples[examples["ds"].isin(days)].reset_index(drop=True)
+    popularity = examples["item_id"].value_counts().sort_index()
+    negatives = data.sample_negatives(real, popularity, 2, np.random.default_rng(0)).rows
+    frame = pd.concat([real, negatives], ignore_index=True)
+    assert frame.duplicated(["user_id", "ds"]).any() and frame.duplicated(["item_id", "ds"]).any()
+    two_day_chunks = smoke.with_overrides(training=replace(smoke.training, feature_chunk_days=2))
+    files = data.fetch_features(two_day_chunks, frame, *prepared.vocabularies, tmp_path / "per-key")
+    assert len(files.paths) == 2 and files.rows == len(frame)
+    got = pq.read_table(files.paths[0]).to_pandas()
+
+    first = frame[frame["ds"].isin(days[:2])].reset_index(drop=True)
+    entity_df = (
+        first[["user_id", "item_id"]]
+        .astype(str)
+        .assign(event_timestamp=pd.to_datetime(first["example_ts"]).dt.tz_localize("UTC"), row_id=np.arange(len(first)))
+    )
+    feats = feature_store.historical_features(smoke, entity_df).sort_values("row_id").reset_index(drop=True)
+    expected = {
+        "user_dense": data.encode_dense(feats, files.user_columns),
+        "item_dense": data.encode_dense(feats, files.item_columns),
+        **dict(
+            zip(
+                ("seq_items", "seq_levels", "seq_gaps"),
+                data.encode_sequences(feats, prepared.items, smoke.pipeline.sequence_length),
+                strict=True,
+            )
+        ),
+    }
+    assert files.user_columns == data.numeric_feature_columns(feats, data.USER_VIEWS)
+    assert files.item_columns == data.numeric_feature_columns(feats, data.ITEM_VIEWS)
+    assert got["user_id"].tolist() == first["user_id"].astype(str).tolist()
+    assert got["item_id"].tolist() == first["item_id"].astype(str).tolist()
+    for name, want in expected.items():
+        assert np.array_equal(np.stack(got[name].to_numpy()), want), name
+    assert expected["user_dense"][:, -1].sum() > 0 and expected["seq_items"].any()  # real features, not all padding
