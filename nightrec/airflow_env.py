@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from nightrec.config import PROJECT_ROOT, Settings
@@ -67,6 +71,30 @@ _LOG_RECORD = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
 _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Failed|Failure)\w*: ")
 
 
+@contextmanager
+def forwarding_termination(proc: subprocess.Popen) -> Iterator[None]:
+    """While `proc` runs, SIGTERM and SIGHUP sent to this process are passed on to it, and this process waits for it.
+
+    A supervisor (systemd, a CI timeout, a test) stops `nightrec nightly` by signalling it, not its children; without
+    this the `airflow dags test` child, its tasks and their spark-submit would go on writing the warehouse after the
+    command had ended. Ctrl-C needs nothing: the terminal sends SIGINT to the whole foreground process group.
+    """
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+
+    def forward(signum: int, _frame: object) -> None:
+        if proc.poll() is None:
+            proc.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def run_airflow(settings: Settings, args: list[str], check: bool = True, quiet: bool = False) -> int:
     """Run one `airflow` CLI command in the project's environment.
 
@@ -77,7 +105,8 @@ def run_airflow(settings: Settings, args: list[str], check: bool = True, quiet: 
     cmd = [str(VENV_BIN / "airflow"), *args]
     env = airflow_environment(settings)
     if not quiet:
-        rc = subprocess.run(cmd, env=env, cwd=PROJECT_ROOT).returncode
+        with subprocess.Popen(cmd, env=env, cwd=PROJECT_ROOT) as proc, forwarding_termination(proc):
+            rc = proc.wait()
     else:
         log_dir = settings.airflow.home / "logs" / "cli"
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -90,6 +119,7 @@ def run_airflow(settings: Settings, args: list[str], check: bool = True, quiet: 
             subprocess.Popen(
                 cmd, env=env, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
             ) as proc,
+            forwarding_termination(proc),
         ):
             assert proc.stdout is not None
             for line in proc.stdout:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -22,18 +24,21 @@ pytestmark = [pytest.mark.e2e, pytest.mark.spark]
 NIGHTS = [date(2014, 8, 14), date(2014, 8, 15)]
 
 
-def nightrec(args: list[str], warehouse: Path, airflow_home: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = {
+def _env(warehouse: Path, airflow_home: Path) -> dict[str, str]:
+    return {
         **os.environ,
         "NIGHTREC_WAREHOUSE_ROOT": str(warehouse),
         "NIGHTREC_AIRFLOW_HOME": str(airflow_home),
         "NIGHTREC_SPARK_MASTER": "local[2]",
         "NIGHTREC_PROFILE": "smoke",  # the local profile with one-epoch training
     }
+
+
+def nightrec(args: list[str], warehouse: Path, airflow_home: Path, check: bool = True) -> subprocess.CompletedProcess:
     proc = subprocess.run(
         [sys.executable, "-m", "nightrec.cli", *args],
         cwd=PROJECT_ROOT,
-        env=env,
+        env=_env(warehouse, airflow_home),
         capture_output=True,
         text=True,
         timeout=900,
@@ -255,3 +260,51 @@ def test_each_night_scores_and_publishes_top_k_lists(airflow_run, tmall):
     assert len(online["user_topk__topk_item_ids"][0]) == k
     with duckdb.connect(str(analyst_db_path(settings)), read_only=True) as con:
         assert con.execute("select count(*) from marts.topk_current").fetchall()[0][0] == rows
+
+
+def _cmdline(process) -> str:
+    import psutil
+
+    try:
+        return " ".join(process.cmdline())
+    except psutil.Error:  # it ended meanwhile
+        return ""
+
+
+def test_a_terminated_run_takes_airflow_and_spark_submit_down_with_it(tmp_path):
+    """A supervisor stops `nightrec bootstrap` with SIGTERM to the command, not to its children: the signal must reach
+    `airflow dags test`, and through it the running spark-submit, so nothing goes on writing the warehouse."""
+    import psutil
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nightrec.cli", "bootstrap"],
+        cwd=PROJECT_ROOT,
+        env=_env(tmp_path / "warehouse", tmp_path / "airflow"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if "starting task_id=ingest_events" in line:
+                break
+        else:
+            pytest.fail(f"the bootstrap ended before ingest (exit {proc.wait()})")
+        wrapper = psutil.Process(proc.pid)
+        deadline = time.monotonic() + 180
+        while not any("SparkSubmit" in _cmdline(c) for c in wrapper.children(recursive=True)):
+            assert time.monotonic() < deadline, "spark-submit's JVM did not start"
+            time.sleep(0.5)
+        descendants = wrapper.children(recursive=True)
+        assert any("airflow" in _cmdline(c) for c in descendants)
+        proc.send_signal(signal.SIGTERM)
+        rest, _ = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0
+    # the command returned only once its run had stopped: a supervisor may start the next one right away
+    _, alive = psutil.wait_procs(descendants, timeout=1)
+    assert not alive, [_cmdline(p) for p in alive]
+    assert "failed" in rest
