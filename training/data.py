@@ -328,10 +328,9 @@ class EntityKeys:
 
     @classmethod
     def of(cls, chunk: pd.DataFrame, column: str) -> EntityKeys:
-        keys = pd.DataFrame({"id": chunk[column].astype(str), "ts": pd.to_datetime(chunk["example_ts"])})
-        row_key = keys.groupby(["id", "ts"], sort=False, dropna=False).ngroup().to_numpy()
-        first = keys.drop_duplicates().reset_index(drop=True)  # ngroup numbers groups in order of first appearance
-        return cls(first["id"], first["ts"], row_key)
+        keys = pd.MultiIndex.from_arrays([chunk[column].astype(str), pd.to_datetime(chunk["example_ts"])])
+        row_key, distinct = keys.factorize()
+        return cls(pd.Series(distinct.get_level_values(0)), pd.Series(distinct.get_level_values(1)), row_key)
 
 
 def _features_per_key(settings: Settings, users: EntityKeys, items: EntityKeys) -> tuple[pd.DataFrame, pd.DataFrame]:
