@@ -27,7 +27,7 @@ def _utc(d) -> datetime:
 
 with DAG(
     dag_id="nightly",
-    description=f"Nightly warehouse build for {adapter.name}: land, ingest, sequences",
+    description=f"Nightly build for {adapter.name}: ingest, sequences, marts, features, training, top-k",
     # One data interval = one UTC day (Airflow 3's @daily would give start == end).
     schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
     start_date=_utc(adapter.nightly_start),
