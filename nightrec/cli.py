@@ -25,6 +25,7 @@ Step by step:
   nightrec nightly --day 2014-08-14      # the nightly DAG for one day (Airflow logical date = day + 1)
   nightrec backfill --start 2014-08-14 --end 2014-08-15   # the nightly DAG for each day, inclusive
   nightrec status                        # per-day reconciliation: raw = bronze + quarantine + re-delivered
+  nightrec report --day 2014-08-15       # one day's run: quality, features, models and their gate, top-k
   nightrec airflow dags list             # any airflow command, in the project's environment
 """
 
@@ -166,6 +167,19 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from nightrec.run_report import last_reported_day, report
+    from nightrec.warehouse import Warehouse
+
+    s = _settings(args)
+    wh = Warehouse(s.warehouse_root, load_adapter(s.source).name)
+    day = args.day or last_reported_day(wh)
+    if day is None:
+        raise NightrecError(f"No run manifests under {wh.runs()} yet: run `nightrec demo` (or the nightly DAG) first")
+    print(report(wh, day))
+    return 0
+
+
 def _quality(stages: dict) -> str:
     """ok / warn (warnings recorded) / FAIL (a critical expectation) / - (not run) per boundary."""
     marks = []
@@ -190,6 +204,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"\n== done in {time.time() - t0:.0f}s. Reconciliation of the last days:")
     args.start, args.end, args.all = adapter.nightly_start - timedelta(days=3), adapter.history_end, False
     cmd_status(args)
+    from nightrec.run_report import report
+    from nightrec.warehouse import Warehouse
+
+    print(f"\n== The last night's run (`nightrec report --day {adapter.history_end}`):")
+    print(report(Warehouse(s.warehouse_root, adapter.name), adapter.history_end))
     root = s.warehouse_root
     print(
         "\nWhere to look:\n"
@@ -197,7 +216,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"  dbt docs             {root}/docs/dbt/index.html\n"
         f"  marts as Parquet     {root}/marts/parquet/\n"
         f"  zones                {root}/bronze/events, bronze/quarantine, silver/sequences\n"
-        f"  run manifests        {root}/_runs/ds=D/manifest.json  (`nightrec status` for every day)\n"
+        f"  run manifests        {root}/_runs/ds=D/manifest.json  (`nightrec report --day D`, `nightrec status`)\n"
+        f"  data quality         {root}/docs/gx/index.html  (Great Expectations Data Docs)\n"
+        f"  features             {root}/feast/  (`nightrec feast lookup --user U --item I`, `nightrec feast serve`)\n"
         f"  models               {root}/models/<model>/champion.json  (`nightrec train` retrains and compares)\n"
         f"  top-k lists          {root}/serving/topk/current  (`nightrec topk show --user U`; mart topk_current;\n"
         "                       `nightrec feast lookup --service topk --user U`)"
@@ -425,6 +446,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--end", type=d, help="last day, inclusive (default: last day of the history)")
     p.add_argument("--all", action="store_true", help="also list days not ingested yet")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser(
+        "report",
+        parents=[common],
+        help="one day's run from its manifest: reconciliation, quality, features, training, top-k",
+        description="Print what the runs of day D recorded in <warehouse>/_runs/ds=D/manifest.json: ingest "
+        "reconciliation, sequences, the Great Expectations results, Feast materialization, the models trained and "
+        "their gate decisions, the top-k version published. A stage the day did not run is named as such.",
+    )
+    p.add_argument("--day", type=d, help="the data day D (default: the latest day with a run manifest)")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("dbt", parents=[common], help="run dbt (default: build) on the duckdb or spark target")
     p.add_argument("--target", choices=["duckdb", "spark", "spark_thrift"], help="dbt target (default: the profile's)")

@@ -1,6 +1,6 @@
 """The run manifest of one day: counts per zone, quarantine reasons, timings (DESIGN.md, "A run manifest per ds").
 
-Each job merges its own section into ``_runs/ds=D/manifest.json``; the later HTML run report reads it.
+Each job merges its own section into ``_runs/ds=D/manifest.json``; ``run_report`` lays it out (`nightrec report`).
 """
 
 from __future__ import annotations

@@ -176,9 +176,38 @@ def test_a_corrupted_delivery_stops_the_nightly_run_before_ingest(airflow_run, t
     manifest = json.loads(wh.run_manifest(day).read_text())["stages"]
     assert manifest["quality_raw"]["success"] is False
     assert manifest["quality_marts"]["success"] is True  # from the earlier, clean run
+    report = nightrec(["report", "--day", str(day)], warehouse, home).stdout
+    assert "raw: FAILED" in report and "marts: ok" in report
+    assert "[critical] raw.events: expect_column_values_to_not_be_null(column='user_id')" in report
     out = nightrec(["airflow", "dags", "list-runs", "nightly", "-o", "json"], warehouse, home).stdout
     runs = next(json.loads(line) for line in out.splitlines() if line.startswith("[{"))
     assert {r["logical_date"][:10]: r["state"] for r in runs}[str(day + timedelta(days=1))] == "failed"
+
+
+def test_the_run_report_reads_each_stage_back_from_the_manifest(airflow_run, tmall):
+    """`nightrec report` shows what the night recorded (reconciliation, quality, features, every model's gate, the
+    published lists) and names the stages a bootstrap day did not run."""
+    warehouse, home, _ = airflow_run
+    wh = Warehouse(warehouse, tmall.name)
+    stages = json.loads(wh.run_manifest(NIGHTS[-1]).read_text())["stages"]
+    report = nightrec(["report"], warehouse, home).stdout  # the latest day with a manifest: the last night
+    assert report.startswith(f"Run of {tmall.name} for {NIGHTS[-1]} (Airflow nightly, {stages['airflow']['run_id']})")
+    ingest = stages["ingest_events"]
+    assert f"{ingest['raw_rows']:,} raw rows = {ingest['bronze_rows']:,} bronze" in report and "reconciled" in report
+    assert "raw: ok" in report and "bronze: ok" in report and "marts: ok" in report
+    assert f"user_features {stages['feast_materialize']['rows']['user_features']:,}" in report
+    for name, model in stages["training"]["models"].items():
+        state = "published" if model["published"] else "champion kept"
+        assert f"{name:<10} ndcg@20 {model['ndcg@20']:.4f}  {state}: {model['reason']}" in report
+    counts = stages["topk"]["counts"]
+    assert f"{counts['model_version']}: {counts['rows']:,} rows for {counts['users']:,} users" in report
+
+    boot_day = NIGHTS[0] - timedelta(days=10)
+    boot = nightrec(["report", "--day", str(boot_day)], warehouse, home).stdout
+    assert "(Airflow bootstrap," in boot
+    assert "training   not run on this day" in boot and "top-k      not run on this day" in boot
+    missing = nightrec(["report", "--day", "2000-01-01"], warehouse, home).stdout
+    assert "No run manifest for 2000-01-01" in missing
 
 
 def test_the_dag_materializes_features_for_online_lookups(airflow_run, tmall):
