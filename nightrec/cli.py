@@ -181,12 +181,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def _quality(stages: dict) -> str:
-    """ok / warn (warnings recorded) / FAIL (a critical expectation) / - (not run) per boundary."""
-    marks = []
-    for boundary in ("raw", "bronze", "marts"):
-        q = stages.get(f"quality_{boundary}")
-        marks.append("-" if q is None else "FAIL" if not q["success"] else "warn" if q["warnings"] else "ok")
-    return "/".join(marks)
+    from nightrec.run_report import quality_mark
+
+    return "/".join(quality_mark(stages.get(f"quality_{boundary}")) for boundary in ("raw", "bronze", "marts"))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -216,7 +213,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"  dbt docs             {root}/docs/dbt/index.html\n"
         f"  marts as Parquet     {root}/marts/parquet/\n"
         f"  zones                {root}/bronze/events, bronze/quarantine, silver/sequences\n"
-        f"  run manifests        {root}/_runs/ds=D/manifest.json  (`nightrec report --day D`, `nightrec status`)\n"
+        f"  run report           {root}/docs/runs/index.html  (`nightrec report --day D`; `nightrec status`)\n"
         f"  data quality         {root}/docs/gx/index.html  (Great Expectations Data Docs)\n"
         f"  features             {root}/feast/  (`nightrec feast lookup --user U --item I`, `nightrec feast serve`)\n"
         f"  models               {root}/models/<model>/champion.json  (`nightrec train` retrains and compares)\n"

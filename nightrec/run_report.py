@@ -1,4 +1,5 @@
-"""One day's run read back from its run manifest, as text: what `nightrec report` and the demo print.
+"""One day's run read back from its run manifest: as text (`nightrec report`, the end of the demo) and as the HTML
+pages the DAG's last task writes under ``docs/runs/`` (one per day and an index of every day).
 
 The manifest (``_runs/ds=D/manifest.json``, see ``run_manifest``) is the record; this module only lays it out, so
 the report says what the tasks wrote and nothing more. A stage with no section is reported as not run on that day:
@@ -9,10 +10,13 @@ own (the range's validation is recorded on its last day). Sections a run writes 
 
 from __future__ import annotations
 
+import html
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 from nightrec.run_manifest import read_run_manifest
+from nightrec.storage import write_text_atomic
 from nightrec.warehouse import Warehouse
 
 NOT_RUN = "not run on this day"
@@ -20,12 +24,7 @@ NOT_RUN = "not run on this day"
 
 def last_reported_day(warehouse: Warehouse) -> date | None:
     """The latest day with a run manifest, or None when nothing has run yet."""
-    days = [
-        date.fromisoformat(p.parent.name.removeprefix("ds="))
-        for p in warehouse.runs().glob("ds=*/manifest.json")
-        if p.parent.name.startswith("ds=")
-    ]
-    return max(days, default=None)
+    return max(_manifest_days(warehouse), default=None)
 
 
 def report(warehouse: Warehouse, ds: date) -> str:
@@ -37,23 +36,114 @@ def report(warehouse: Warehouse, ds: date) -> str:
 
 
 def render(doc: dict[str, Any]) -> str:
-    stages: dict[str, Any] = doc.get("stages", {})
-    airflow = stages.get("airflow")
+    lines = [_header(doc)]
+    for title, section in _sections(doc):
+        lines.append(f"  {title:<10} {section[0]}")
+        lines.extend(f"  {'':<10} {more}" for more in section[1:])
+    return "\n".join(lines)
+
+
+def html_root(warehouse: Warehouse) -> Path:
+    return warehouse.root / "docs" / "runs"
+
+
+def write_html(warehouse: Warehouse, days: list[date]) -> Path:
+    """Write the page of each day in ``days`` that has a manifest, then the index of every day; returns the index.
+
+    Each file is replaced atomically, so a reader sees a whole page, old or new.
+    """
+    root = html_root(warehouse)
+    for ds in days:
+        doc = read_run_manifest(warehouse, ds)
+        if doc is not None:
+            write_text_atomic(root / f"ds={ds.isoformat()}.html", render_html(doc))
+    docs = [read_run_manifest(warehouse, ds) for ds in _manifest_days(warehouse)]
+    write_text_atomic(root / "index.html", render_index([d for d in docs if d is not None]))
+    return root / "index.html"
+
+
+def render_html(doc: dict[str, Any]) -> str:
+    rows = "\n".join(
+        f"<tr><th>{html.escape(title)}</th><td>{'<br>'.join(html.escape(line) for line in section)}</td></tr>"
+        for title, section in _sections(doc)
+    )
+    body = (
+        f"<h1>{html.escape(_header(doc))}</h1>\n<table>\n{rows}\n</table>\n"
+        '<p><a href="index.html">every day</a> · <a href="../gx/index.html">Data Docs</a> · '
+        '<a href="../dbt/index.html">dbt docs</a></p>'
+    )
+    return _page(f"nightrec run {doc.get('ds')}", body)
+
+
+def render_index(docs: list[dict[str, Any]]) -> str:
+    """One row per day, newest first: the reconciliation, quality per boundary, models published, top-k version."""
+    head = "<tr><th>day</th><th>DAG</th><th>raw</th><th>bronze</th><th>quarantined</th><th>reconciled</th>"
+    head += "<th>quality raw/bronze/marts</th><th>models published</th><th>top-k</th></tr>"
+    rows = []
+    for doc in sorted(docs, key=lambda d: d["ds"], reverse=True):
+        st = doc.get("stages", {})
+        ing = st.get("ingest_events") or {}
+        counts = [ing.get(k, "") for k in ("raw_rows", "bronze_rows", "quarantined_rows")]
+        ok = ing and ing["raw_rows"] == ing["bronze_rows"] + ing["quarantined_rows"] + ing["redelivered_rows"]
+        quality = "/".join(quality_mark(st.get(f"quality_{b}")) for b in ("raw", "bronze", "marts"))
+        training = st.get("training") or {}
+        published = ", ".join(sorted(n for n, m in training.get("models", {}).items() if m["published"]))
+        topk = (st.get("topk") or {}).get("counts", {}).get("model_version", "")
+        link = f'<a href="ds={html.escape(doc["ds"])}.html">{html.escape(doc["ds"])}</a>'
+        cells = [
+            (st.get("airflow") or {}).get("dag_id", ""),
+            *[f"{c:,}" if isinstance(c, int) else "" for c in counts],
+            ("yes" if ok else "NO") if ing else "",
+            quality,
+            (published or "none") if "models" in training else training.get("skipped", ""),
+            topk,
+        ]
+        rows.append(f"<tr><td>{link}</td>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
+    source = html.escape(str(docs[0].get("source"))) if docs else ""
+    body = f"<h1>nightrec runs {source}</h1>\n<table>\n{head}\n" + "\n".join(rows) + "\n</table>"
+    return _page("nightrec runs", body)
+
+
+def _page(title: str, body: str) -> str:
+    style = (
+        "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+        "th,td{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top;font-size:14px}"
+    )
+    return (
+        f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{style}</style></head>\n<body>\n{body}\n</body></html>\n"
+    )
+
+
+def quality_mark(q: dict[str, Any] | None) -> str:
+    """ok / warn (warnings recorded) / FAIL (a critical expectation) / - (not run) for one boundary's section."""
+    return "-" if q is None else "FAIL" if not q["success"] else "warn" if q["warnings"] else "ok"
+
+
+def _manifest_days(warehouse: Warehouse) -> list[date]:
+    return sorted(
+        date.fromisoformat(p.parent.name.removeprefix("ds="))
+        for p in warehouse.runs().glob("ds=*/manifest.json")
+        if p.parent.name.startswith("ds=")
+    )
+
+
+def _header(doc: dict[str, Any]) -> str:
+    airflow = doc.get("stages", {}).get("airflow")
     header = f"Run of {doc.get('source')} for {doc.get('ds')}"
-    if airflow:
-        header += f" (Airflow {airflow['dag_id']}, {airflow['run_id']})"
-    lines = [header]
-    for title, section in [
+    return header + (f" (Airflow {airflow['dag_id']}, {airflow['run_id']})" if airflow else "")
+
+
+def _sections(doc: dict[str, Any]) -> list[tuple[str, list[str]]]:
+    stages: dict[str, Any] = doc.get("stages", {})
+    return [
         ("ingest", _ingest(stages.get("ingest_events"))),
         ("sequences", _sequences(stages.get("build_sequences"))),
         ("quality", _quality(stages)),
         ("features", _features(stages.get("feast_materialize"))),
         ("training", _training(stages.get("training"))),
         ("top-k", _topk(stages.get("topk"))),
-    ]:
-        lines.append(f"  {title:<10} {section[0]}")
-        lines.extend(f"  {'':<10} {more}" for more in section[1:])
-    return "\n".join(lines)
+    ]
 
 
 def _ingest(s: dict[str, Any] | None) -> list[str]:

@@ -85,12 +85,17 @@ def clean_stale_temporaries(directory: Path, name: str = "") -> list[Path]:
     return removed
 
 
-def write_json_atomic(path: Path, doc: dict[str, Any]) -> None:
-    """Write a JSON document so that readers see the old or the new file, never a partial one."""
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write a text file so that readers see the old or the new file, never a partial one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_sibling(path)
-    tmp.write_text(json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n")
+    tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def write_json_atomic(path: Path, doc: dict[str, Any]) -> None:
+    """Write a JSON document so that readers see the old or the new file, never a partial one."""
+    write_text_atomic(path, json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def read_json(path: Path) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 from typing import Any
 
+from nightrec import run_report
 from nightrec.adapters import days_between, load_adapter
 from nightrec.config import load_settings
 from nightrec.errors import HistoryTooShort, NothingToProcess, QualityCheckFailed, ReconciliationError
@@ -90,7 +91,8 @@ def validate_boundary(boundary: str, start: str, end: str, dag_id: str, run_id: 
 
 
 def record_run(start: str, end: str, dag_id: str, run_id: str) -> dict[str, Any]:
-    """Check every day of the run reconciled, stamp the run manifests with the Airflow run and print a summary."""
+    """Check every day of the run reconciled, stamp the run manifests with the Airflow run, write the HTML run report
+    (``docs/runs/``) and print a summary."""
     settings = load_settings()
     adapter = load_adapter(settings.source)
     warehouse = Warehouse(settings.warehouse_root, adapter.name)
@@ -107,7 +109,8 @@ def record_run(start: str, end: str, dag_id: str, run_id: str) -> dict[str, Any]
             totals[k] += ingest[k]
         totals["sequence_users"] += seq["users"]
         update_run_manifest(warehouse, ds, "airflow", {"dag_id": dag_id, "run_id": run_id})
-    print(f"{adapter.name} [{lo}, {end}): {totals}", flush=True)
+    index = run_report.write_html(warehouse, days_between(lo, date.fromisoformat(end)))
+    print(f"{adapter.name} [{lo}, {end}): {totals}; run report {index}", flush=True)
     return totals
 
 

@@ -209,6 +209,18 @@ def test_the_run_report_reads_each_stage_back_from_the_manifest(airflow_run, tma
     missing = nightrec(["report", "--day", "2000-01-01"], warehouse, home).stdout
     assert "No run manifest for 2000-01-01" in missing
 
+    # the DAGs' record_run task wrote the same as HTML: a page per day and an index of every day, newest first
+    pages = warehouse / "docs" / "runs"
+    days = sorted(p.parent.name.removeprefix("ds=") for p in wh.runs().glob("ds=*/manifest.json"))
+    assert sorted(p.stem.removeprefix("ds=") for p in pages.glob("ds=*.html")) == days
+    index = (pages / "index.html").read_text()
+    links = [line.split('href="ds=')[1][:10] for line in index.splitlines() if 'href="ds=' in line]
+    assert links == days[::-1]
+    last_night = (pages / f"ds={NIGHTS[-1]}.html").read_text()
+    for name in stages["training"]["models"]:
+        assert f"{name:<10} ndcg@20" in last_night
+    assert f"{counts['rows']:,} rows for {counts['users']:,} users" in last_night
+
 
 def test_the_dag_materializes_features_for_online_lookups(airflow_run, tmall):
     """feast apply + materialize ran inside both DAGs: a user's online features are their latest day's marts row."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nightrec.run_report import render
+from nightrec.run_report import render, render_html, render_index
 
 
 def _manifest(**stages) -> dict:
@@ -49,3 +49,14 @@ def test_quality_warnings_and_failures_are_listed_with_their_expectation():
     assert "raw: 1 warning(s), 9/10 expectations on 1 table" in text
     assert "marts: FAILED" in text and "[critical] raw.events: expect_x(column='user_id'): 3 of 100 rows" in text
     assert "Data Docs: /w/docs/gx/index.html" in text
+
+
+def test_html_pages_escape_what_the_manifest_quotes():
+    """Findings quote raw rows; a page must show them as text, not run them as markup."""
+    finding = {"table": "raw.events", "expectation": "expect_x", "summary": "<script>alert(1)</script> & more"}
+    quality = {"success": False, "tables": {}, "critical": [finding], "warnings": []}
+    page = render_html(_manifest(quality_raw=quality))
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt; &amp; more" in page
+    index = render_index([_manifest(quality_raw=quality, training={"models": {}})])
+    assert '<a href="ds=2014-08-15.html">2014-08-15</a>' in index
+    assert "<td>FAIL/-/-</td>" in index and "<td>none</td>" in index
