@@ -134,7 +134,8 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from nightrec.run_manifest import read_run_manifest
+    from nightrec.run_manifest import read_run_manifest, reconciles
+    from nightrec.run_report import quality_marks
     from nightrec.warehouse import Warehouse
 
     s = _settings(args)
@@ -156,11 +157,11 @@ def cmd_status(args: argparse.Namespace) -> int:
             if args.all:
                 print(f"{ds!s:<11} (not ingested)")
             continue
-        ok = ing["raw_rows"] == ing["bronze_rows"] + ing["quarantined_rows"] + ing["redelivered_rows"]
+        ok = reconciles(ing)
         print(
             f"{ds!s:<11} {ing['raw_rows']:>7} {ing['bronze_rows']:>7} {ing['quarantined_rows']:>6} "
             f"{ing['redelivered_rows']:>6} {'yes' if ok else 'NO':>3} {(seq or {}).get('users', '-'):>9}  "
-            f"{_quality(st):<24}  {ing['quarantine_reasons'] or ''}"
+            f"{quality_marks(st):<24}  {ing['quarantine_reasons'] or ''}"
         )
     if missing:
         print(f"({missing} day(s) in [{start}, {end}] not ingested yet{'' if args.all else '; --all lists them'})")
@@ -178,12 +179,6 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise NightrecError(f"No run manifests under {wh.runs()} yet: run `nightrec demo` (or the nightly DAG) first")
     print(report(wh, day))
     return 0
-
-
-def _quality(stages: dict) -> str:
-    from nightrec.run_report import quality_mark
-
-    return "/".join(quality_mark(stages.get(f"quality_{boundary}")) for boundary in ("raw", "bronze", "marts"))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

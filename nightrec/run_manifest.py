@@ -25,3 +25,21 @@ def update_run_manifest(warehouse: Warehouse, ds: date, section: str, content: d
 def read_run_manifest(warehouse: Warehouse, ds: date) -> dict[str, Any] | None:
     path = warehouse.run_manifest(ds)
     return read_json(path) if path.is_file() else None
+
+
+def manifest_days(warehouse: Warehouse) -> list[date]:
+    """Every day with a run manifest, in order."""
+    return sorted(
+        date.fromisoformat(p.parent.name.removeprefix("ds="))
+        for p in warehouse.runs().glob("ds=*/manifest.json")
+        if p.parent.name.startswith("ds=")
+    )
+
+
+def accounted_rows(ingest: dict[str, Any]) -> int:
+    """The raw rows an ingest section accounts for: bronze + quarantined + re-delivered (DESIGN.md: every raw row)."""
+    return ingest["bronze_rows"] + ingest["quarantined_rows"] + ingest["redelivered_rows"]
+
+
+def reconciles(ingest: dict[str, Any]) -> bool:
+    return accounted_rows(ingest) == ingest["raw_rows"]

@@ -15,16 +15,19 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from nightrec.run_manifest import read_run_manifest
+from nightrec.run_manifest import accounted_rows, manifest_days, read_run_manifest, reconciles
 from nightrec.storage import write_text_atomic
 from nightrec.warehouse import Warehouse
 
 NOT_RUN = "not run on this day"
+# the quality sections in the order the DAG validates them: the keys of quality.suites.SUITES, not imported here
+# (that module pulls in pandas and GX, and `nightrec status` needs neither)
+BOUNDARIES = ("raw", "bronze", "marts")
 
 
 def last_reported_day(warehouse: Warehouse) -> date | None:
     """The latest day with a run manifest, or None when nothing has run yet."""
-    return max(_manifest_days(warehouse), default=None)
+    return max(manifest_days(warehouse), default=None)
 
 
 def report(warehouse: Warehouse, ds: date) -> str:
@@ -53,12 +56,11 @@ def write_html(warehouse: Warehouse, days: list[date]) -> Path:
     Each file is replaced atomically, so a reader sees a whole page, old or new.
     """
     root = html_root(warehouse)
+    docs = {ds: read_run_manifest(warehouse, ds) for ds in manifest_days(warehouse)}
     for ds in days:
-        doc = read_run_manifest(warehouse, ds)
-        if doc is not None:
-            write_text_atomic(root / f"ds={ds.isoformat()}.html", render_html(doc))
-    docs = [read_run_manifest(warehouse, ds) for ds in _manifest_days(warehouse)]
-    write_text_atomic(root / "index.html", render_index([d for d in docs if d is not None]))
+        if docs.get(ds) is not None:
+            write_text_atomic(root / f"ds={ds.isoformat()}.html", render_html(docs[ds]))
+    write_text_atomic(root / "index.html", render_index([d for d in docs.values() if d is not None]))
     return root / "index.html"
 
 
@@ -84,8 +86,6 @@ def render_index(docs: list[dict[str, Any]]) -> str:
         st = doc.get("stages", {})
         ing = st.get("ingest_events") or {}
         counts = [ing.get(k, "") for k in ("raw_rows", "bronze_rows", "quarantined_rows")]
-        ok = ing and ing["raw_rows"] == ing["bronze_rows"] + ing["quarantined_rows"] + ing["redelivered_rows"]
-        quality = "/".join(quality_mark(st.get(f"quality_{b}")) for b in ("raw", "bronze", "marts"))
         training = st.get("training") or {}
         published = ", ".join(sorted(n for n, m in training.get("models", {}).items() if m["published"]))
         topk = (st.get("topk") or {}).get("counts", {}).get("model_version", "")
@@ -93,8 +93,8 @@ def render_index(docs: list[dict[str, Any]]) -> str:
         cells = [
             (st.get("airflow") or {}).get("dag_id", ""),
             *[f"{c:,}" if isinstance(c, int) else "" for c in counts],
-            ("yes" if ok else "NO") if ing else "",
-            quality,
+            ("yes" if reconciles(ing) else "NO") if ing else "",
+            quality_marks(st),
             (published or "none") if "models" in training else training.get("skipped", ""),
             topk,
         ]
@@ -115,17 +115,13 @@ def _page(title: str, body: str) -> str:
     )
 
 
-def quality_mark(q: dict[str, Any] | None) -> str:
-    """ok / warn (warnings recorded) / FAIL (a critical expectation) / - (not run) for one boundary's section."""
-    return "-" if q is None else "FAIL" if not q["success"] else "warn" if q["warnings"] else "ok"
-
-
-def _manifest_days(warehouse: Warehouse) -> list[date]:
-    return sorted(
-        date.fromisoformat(p.parent.name.removeprefix("ds="))
-        for p in warehouse.runs().glob("ds=*/manifest.json")
-        if p.parent.name.startswith("ds=")
-    )
+def quality_marks(stages: dict[str, Any]) -> str:
+    """raw/bronze/marts, each ok / warn (warnings recorded) / FAIL (a critical expectation) / - (not run)."""
+    marks = []
+    for boundary in BOUNDARIES:
+        q = stages.get(f"quality_{boundary}")
+        marks.append("-" if q is None else "FAIL" if not q["success"] else "warn" if q["warnings"] else "ok")
+    return "/".join(marks)
 
 
 def _header(doc: dict[str, Any]) -> str:
@@ -149,8 +145,7 @@ def _sections(doc: dict[str, Any]) -> list[tuple[str, list[str]]]:
 def _ingest(s: dict[str, Any] | None) -> list[str]:
     if not s:
         return [NOT_RUN]
-    accounted = s["bronze_rows"] + s["quarantined_rows"] + s["redelivered_rows"]
-    verdict = "reconciled" if accounted == s["raw_rows"] else f"NOT RECONCILED ({accounted} accounted for)"
+    verdict = "reconciled" if reconciles(s) else f"NOT RECONCILED ({accounted_rows(s)} accounted for)"
     lines = [
         f"{s['raw_rows']:,} raw rows = {s['bronze_rows']:,} bronze + {s['quarantined_rows']:,} quarantined + "
         f"{s['redelivered_rows']:,} re-delivered: {verdict}"
@@ -169,7 +164,7 @@ def _sequences(s: dict[str, Any] | None) -> list[str]:
 
 def _quality(stages: dict[str, Any]) -> list[str]:
     lines, docs = [], None
-    for boundary in ("raw", "bronze", "marts"):
+    for boundary in BOUNDARIES:
         q = stages.get(f"quality_{boundary}")
         if q is None:
             lines.append(f"{boundary}: {NOT_RUN}")

@@ -9,7 +9,7 @@ from nightrec import run_report
 from nightrec.adapters import days_between, load_adapter
 from nightrec.config import load_settings
 from nightrec.errors import HistoryTooShort, NothingToProcess, QualityCheckFailed, ReconciliationError
-from nightrec.run_manifest import read_run_manifest, update_run_manifest
+from nightrec.run_manifest import read_run_manifest, reconciles, update_run_manifest
 from nightrec.warehouse import Warehouse
 
 
@@ -103,7 +103,7 @@ def record_run(start: str, end: str, dag_id: str, run_id: str) -> dict[str, Any]
         ingest, seq = doc["stages"].get("ingest_events"), doc["stages"].get("build_sequences")
         if ingest is None or seq is None:
             raise ReconciliationError(f"Run manifest of {ds} lacks {'ingest' if ingest is None else 'sequences'}")
-        if ingest["raw_rows"] != ingest["bronze_rows"] + ingest["quarantined_rows"] + ingest["redelivered_rows"]:
+        if not reconciles(ingest):
             raise ReconciliationError(f"{ds}: raw rows do not reconcile: {ingest}")
         for k in ("raw_rows", "bronze_rows", "quarantined_rows", "redelivered_rows"):
             totals[k] += ingest[k]
