@@ -86,7 +86,8 @@ user_features = FeatureView(
     ttl=DAILY_TTL,
     schema=_user_fields,
     source=_user_source,
-    description="Recency, frequency, counts and shares per level over 7/30/90 days, top item and category.",
+    description="Recency, frequency, counts and shares per level over 7/30/90 days, breadth and repurchase over 90 "
+    "days, top item and category.",
 )
 item_features = FeatureView(
     name="item_features",
@@ -94,7 +95,8 @@ item_features = FeatureView(
     ttl=DAILY_TTL,
     schema=_item_fields,
     source=_item_source,
-    description="Popularity over 7/30/90 days and level-to-level conversion over 30 days.",
+    description="Popularity and buyers over 7/30/90 days, the 7-day trend, level-to-level conversion over 30 days, "
+    "repurchase over 365 days.",
 )
 user_sequence = FeatureView(
     name="user_sequence",

@@ -24,6 +24,7 @@ MARTS = (
     "dim_items",
     "user_features",
     "item_features",
+    "user_item_features",
     "user_sequences",
 )
 SERVING_MARTS = ("topk_current",)  # dbt models tagged `serving`: built after the top-k is published

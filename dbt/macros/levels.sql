@@ -19,3 +19,8 @@
 {% macro known_at(ds_col='ds') -%}
     cast({{ dbt.dateadd('day', 1, ds_col) }} as timestamp)
 {%- endmacro %}
+
+{#- The median of a numeric column as double (both engines interpolate between the two middle values). -#}
+{% macro median(column) -%}
+    cast(median({{ column }}) as double)
+{%- endmacro %}

@@ -14,7 +14,14 @@ from nightrec.marts_publish import MARTS
 from nightrec.warehouse import Warehouse
 
 # Marts with one partition per day D; the run checks only its own days of them.
-DAILY_MARTS = {"fct_interactions", "training_examples", "user_features", "item_features", "user_sequences"}
+DAILY_MARTS = {
+    "fct_interactions",
+    "training_examples",
+    "user_features",
+    "item_features",
+    "user_item_features",
+    "user_sequences",
+}
 
 
 def _relation(settings: Settings, name: str) -> str:

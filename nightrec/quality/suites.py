@@ -232,6 +232,24 @@ def marts_suites(
             ],
         ),
         TableSuite(
+            "marts.user_item_features",
+            f"marts.user_item_features {span}",
+            marts["user_item_features"],
+            [
+                *not_null("user_id", "item_id", "ds", "n_days_total", "n_events_total", "first_ds", "interest_14d"),
+                Check(gxe.ExpectCompoundColumnsToBeUnique(column_list=["user_id", "item_id", "ds"])),
+                Check(gxe.ExpectTableRowCountToEqual(value=len(fct)), why="one pair state per fct_interactions row"),
+                sums_equal("n_events", run_bronze["events"]),
+                Check(gxe.ExpectColumnValuesToBeBetween(column="n_days_total", min_value=1)),
+                Check(
+                    gxe.ExpectColumnPairValuesAToBeGreaterThanB(
+                        column_A="n_events_total", column_B="n_events", or_equal=True
+                    ),
+                    why="the pair's events through D include D's",
+                ),
+            ],
+        ),
+        TableSuite(
             "marts.user_sequences",
             f"marts.user_sequences {span}",
             marts["user_sequences"],

@@ -1,9 +1,11 @@
 {{ config(**incremental_by_ds()) }}
 
 {#- One row per (user, day D) for users active in the 90 days up to D: behaviour through the end of D, so the
-    row is known at D+1 00:00 (feature_ts; DESIGN.md, "Feature time, no leakage"). -#}
+    row is known at D+1 00:00 (feature_ts; DESIGN.md, "Feature time, no leakage"). Breadth and repurchase over 90
+    days: distinct items touched and bought, and the share of bought items bought on two or more days. -#}
 
 {%- set windows = [7, 30, 90] %}
+{%- set top_level = var('max_level') | int %}
 
 with
 
@@ -75,10 +77,25 @@ item_counts_90d as (
         calendar.ds,
         user_item_days.user_id,
         user_item_days.item_id,
-        cast(sum(user_item_days.n_events) as bigint) as n_events
+        cast(sum(user_item_days.n_events) as bigint) as n_events,
+        sum(case when user_item_days.max_level = {{ top_level }} then 1 else 0 end) as n_purchase_days
 
     {{ trailing_window_join('user_item_days', 90) }}
     group by calendar.ds, user_item_days.user_id, user_item_days.item_id
+
+),
+
+breadth_90d as (
+
+    select
+        ds,
+        user_id,
+        count(*) as n_items_90d,
+        sum(case when n_purchase_days >= 1 then 1 else 0 end) as n_items_bought_90d,
+        sum(case when n_purchase_days >= 2 then 1 else 0 end) as n_items_rebought_90d
+
+    from item_counts_90d
+    group by ds, user_id
 
 ),
 
@@ -154,6 +171,11 @@ final as (
         {%- endfor %}
         {%- endfor %}
 
+        ---------- breadth and repurchase
+        breadth_90d.n_items_90d,
+        breadth_90d.n_items_bought_90d,
+        {{ ratio('breadth_90d.n_items_rebought_90d', 'breadth_90d.n_items_bought_90d') }} as repurchase_rate_90d,
+
         ---------- taste
         top_item.top_item_90d,
         top_category.top_category_90d,
@@ -166,6 +188,9 @@ final as (
     inner join top_item
         on windowed_counts.user_id = top_item.user_id
         and windowed_counts.ds = top_item.ds
+    inner join breadth_90d
+        on windowed_counts.user_id = breadth_90d.user_id
+        and windowed_counts.ds = breadth_90d.ds
     left join top_category
         on windowed_counts.user_id = top_category.user_id
         and windowed_counts.ds = top_category.ds
