@@ -211,7 +211,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"  run report           {root}/docs/runs/index.html  (`nightrec report --day D`; `nightrec status`)\n"
         f"  data quality         {root}/docs/gx/index.html  (Great Expectations Data Docs)\n"
         f"  features             {root}/feast/  (`nightrec feast lookup --user U --item I`, `nightrec feast serve`)\n"
-        f"  models               {root}/models/<model>/champion.json  (`nightrec train` retrains and compares)\n"
+        f"  models and ranker    {root}/models/<model>/<day>/metrics.json  (every list beside the baselines; the\n"
+        "                       night's decision: models/ranker/<day>/metrics.json `lists`; `nightrec train` reruns)\n"
+        f"  candidates           {root}/candidates/ds=<day>/anchor=<A>/  (what each list was ranked from)\n"
         f"  top-k lists          {root}/serving/topk/current  (`nightrec topk show --user U`; mart topk_current;\n"
         "                       `nightrec feast lookup --service topk --user U`)"
     )
@@ -294,6 +296,7 @@ def cmd_feast(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
+    from training import ranker
     from training import run as training_run
 
     s = _settings(args)
@@ -302,16 +305,28 @@ def cmd_train(args: argparse.Namespace) -> int:
         changes["models"] = tuple(args.models.split(","))
     if changes:
         s = s.with_overrides(training=replace(s.training, **changes))
-    report = training_run.run(s, args.day, args.seed)
-    rows = [("model", "gate", "recall@20", "ndcg@20", "auc per level (real exposures)")]
-    for name, m in {**{k: {"metrics": v} for k, v in report["baselines"].items()}, **report["models"]}.items():
-        metrics = m["metrics"]
-        gate = "baseline" if "gate" not in m else ("published" if m["gate"]["publish"] else "kept champion")
-        aucs = " ".join(f"{k[4:]}={v:.3f}" for k, v in metrics.items() if k.startswith("auc_c"))
-        rows.append((name, gate, f"{metrics['recall@20']:.4f}", f"{metrics['ndcg@20']:.4f}", aucs))
-    for row in rows:
-        print(f"{row[0]:<14} {row[1]:<14} {row[2]:>10} {row[3]:>8}  {row[4]}")
+    day = args.day or training_run.last_data_day(s)
+    report = training_run.run(s, day, args.seed)
+    print(f"{'model':<12} {'gate':<14} {'metric':<10} {'value':>8}  reason")
+    for name, m in report["models"].items():
+        gate = m["gate"]
+        state = "published" if gate["publish"] else "kept champion"
+        print(f"{name:<12} {state:<14} {gate['metric']:<10} {gate['new']:>8.4f}  {gate['reason']}")
     print(f"models under {s.warehouse_root / 'models'}; {report['seconds']} s")
+    if not s.training.ranker:
+        return 0
+    from nightrec.anchors import plan_for
+    from spark_jobs import build_candidates
+    from spark_jobs.common import build_spark
+
+    plan = plan_for(s, load_adapter(s.source).history_start, day)
+    spark = build_spark(s, "build_candidates")
+    try:
+        build_candidates.run(spark, s, plan, day.isoformat())
+    finally:
+        spark.stop()
+    result = ranker.run(s, day, args.seed, plan=plan)
+    print(f"ranker under {result['path']}; {result['seconds']} s")
     return 0
 
 
@@ -353,11 +368,12 @@ def cmd_topk(args: argparse.Namespace) -> int:
 
             files = topk_publish.topk_root(s) / "current" / "*.parquet"
             rows = duckdb.sql(
-                f"select rank, item_id, score, source from read_parquet('{files}') where user_id = ? order by rank",
+                f"select rank, item_id, score, source, sources from read_parquet('{files}') where user_id = ? "
+                "order by rank",
                 params=[args.user],
             ).fetchall()
-            for rank, item, score, source in rows[: args.limit]:
-                print(f"{rank:>4}  {item:<24} {score:10.4f}  {source}")
+            for rank, item, score, source, sources in rows[: args.limit]:
+                print(f"{rank:>4}  {item:<24} {score:10.4f}  {source:<12} {','.join(sources or [])}")
             if not rows:
                 print(f"user {args.user!r} has no list in {pointer['path']}")
     return 0
@@ -478,25 +494,30 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "train",
         parents=[common],
-        help="train, evaluate and gate the models on the marts (what the DAG's train task runs)",
-        description="Train the two-tower retrieval model, GNOLR and its baselines, and the LightGBM re-ranker on the "
-        "examples through --day (default: the last day in the marts); evaluate them with the retrieval baselines on "
-        "the last training.eval_days days; publish each model that is not worse than its champion. Writes "
-        "<warehouse>/models/<model>/<day>/ and prints the comparison.",
+        help="train the models and the ranker of the lists on the marts (the DAG's train, build_candidates and "
+        "train_ranker tasks)",
+        description="Train the embedding models of training.models (two-tower retrieval, GNOLR; the ordinal baselines "
+        "bce, esmm, nolr on request) on the examples through --day (default: the last day in the marts), each stopped "
+        "and gated on the metric of its use; build the night's candidates (Spark, local) and train the LightGBM ranker "
+        "of the published lists; judge the ranker, the baselines (popularity, own history, co-visitation) and each "
+        "model's own list on the last training.eval_days days (next 30 days from the cut-off, next 7 days refreshed); "
+        "decide what the night publishes. Writes <warehouse>/models/<model>/<day>/ and prints the comparison.",
     )
     p.add_argument("--day", type=d, help="the last data day E (default: the last day of the training_examples mart)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="force a device (default: training.device)")
     p.add_argument("--seed", type=int, help="seed (default: training.seed)")
     p.add_argument("--epochs", type=int, help="maximum epochs (default: training.epochs)")
-    p.add_argument("--models", help="comma-separated subset of two_tower,gnolr,bce,esmm,nolr")
+    p.add_argument("--models", help="comma-separated embedding models (two_tower,gnolr,bce,esmm,nolr,bce_paper,...)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
         "topk",
         parents=[common],
         help="precomputed top-k lists: score and publish, show, roll back",
-        description="score: rank the items of every user from the topk.model champion's embeddings for --day "
-        "(default: the last day of the marts), write serving/topk/ds=D/model=V/, publish it by swapping the "
+        description="score: rank every user's list for --day (default: the last day of the marts): with topk.model "
+        "ranker (the default) the night's candidates by the ranker or the baseline the night decided on, with a model "
+        "name that model's champion's embeddings over the whole catalogue; write serving/topk/ds=D/model=V/, "
+        "publish it by swapping the "
         "`current` pointer, then bring the online lists (Feast view user_topk, service topk) and the analysts' "
         "topk_current mart to it (what the DAG's score_topk and publish_topk tasks run). rollback: point everything "
         "at the previously published version. show: the pointer, its history, and with --user that user's list.",

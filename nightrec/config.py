@@ -28,6 +28,21 @@ import yaml
 from nightrec.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# The embedding models training/ can train: the two-tower retrieval model, GNOLR and its ordinal baselines (the
+# `_paper` heads score sigmoid(cos) with no scale or bias, as the GNOLR paper's baselines do).
+MODEL_KINDS = ("two_tower", "gnolr", "bce", "esmm", "nolr", "bce_paper", "esmm_paper")
+ORDINAL_KINDS = MODEL_KINDS[1:]
+# The candidate sources of the published lists (RankerSettings.sources); the models among them are embedding models.
+CANDIDATE_SOURCES = (
+    "history",
+    "covisitation",
+    "transitions",
+    "popular_7d",
+    "popular_30d",
+    "trending",
+    "two_tower",
+    "gnolr",
+)
 PROFILES_DIR = PROJECT_ROOT / "conf" / "profiles"
 SOURCES_DIR = PROJECT_ROOT / "conf" / "sources"
 
@@ -108,13 +123,14 @@ class TrainingSettings:
     """Nightly training (training/): splits, sampling, model sizes, optimisation and the champion gate.
 
     Splits (no leakage): with the run's last data day E, evaluation uses the days [T, E] where T = E - eval_days + 1;
-    the LightGBM ranker trains on candidates from [T - ranker_days, T); retrieval and ordinal models train on the days
-    before T - ranker_days.
+    the retrieval and ordinal models train on the days before C = T - ranker_days and stop early on [C, T); the
+    ranker's anchors on or after C carry their scores (older anchors have none; see RankerSettings).
 
     :param device: ``auto`` (CUDA with mixed precision when a GPU is present, else CPU), ``cpu`` or ``cuda``.
     :param seed: seed for sampling, initialisation and batch order.
-    :param eval_days: days at the end of the data kept for evaluation.
-    :param ranker_days: days before the evaluation window whose candidates train the ranker.
+    :param eval_days: days at the end of the data kept for evaluation (the fixed cut-off T of the 30-day horizon).
+    :param ranker_days: days before T on which the models stop early (the two-tower model on Recall@20 of the
+        purchases in them, the ordinal models on their AUC per level); the models train on the days before.
     :param negatives: sampled items the user did not touch per real exposure (the lowest ordinal category),
         drawn by popularity.
     :param dim: size of each sub-embedding (a tower gives one per level boundary).
@@ -125,24 +141,29 @@ class TrainingSettings:
     :param batch_size: examples per optimisation step.
     :param learning_rate: Adam's learning rate.
     :param patience: epochs without a better validation criterion before training stops early (the ordinal models:
-        mean AUC over the level boundaries on the validation days; the two-tower model: validation loss).
+        mean AUC over the level boundaries on the validation days; the two-tower model: Recall@20 of the validation
+        days' purchases).
     :param feature_chunk_days: days of examples per ``get_historical_features`` call (bounded memory).
-    :param models: the models trained each run: ``two_tower`` (retrieval, sampled softmax), ``gnolr`` and its
-        baselines ``bce``, ``esmm``, ``nolr``.
+    :param models: the embedding models trained each run: ``two_tower`` (retrieval, sampled softmax) and ``gnolr``
+        (ordinal), the candidate sources and scores the ranker uses; GNOLR's baselines ``bce``, ``esmm``, ``nolr`` (and
+        their paper-style heads ``bce_paper``, ``esmm_paper``) are for benchmarks/training_quality.py.
     :param retrieval_dim: embedding size of the two-tower retrieval model.
     :param temperature: softmax temperature of the two-tower retrieval model.
-    :param ranker: train the LightGBM LambdaRank re-ranker over the candidates of the baselines and models.
+    :param ranker: train the LightGBM ranker of the published lists (RankerSettings) after the models.
     :param champion_tolerance: how much worse than the champion (absolute, on the gate metric) a new model may be and
         still be published.
-    :param refit: when a model is published, train it again on every day through E (as many epochs as early
-        stopping chose) and export that model's embeddings: the served lists then know the users and items of the
-        last eval_days + ranker_days days. The held-out model is kept (evaluated.pt) for the gate's re-scoring.
+    :param refit: train each model again on every day through E (as many epochs as early stopping chose) and export
+        that model's embeddings for E + 1: they then know the users and items of the last eval_days + ranker_days
+        days, which single-model lists (topk.model set to a model) need. Off by default: the ranker's lists score
+        every anchor, E + 1 included, with the held-out model, the one whose scores the ranker learned from, and a
+        refit costs a second training of every model (66 s of a 195 s Tmall night on 2 cores). The held-out model is
+        kept (evaluated.pt) beside a refit: its metrics are reported and the gate re-scores it.
     """
 
     device: str = "auto"
     seed: int = 0
     eval_days: int = 30
-    ranker_days: int = 14
+    ranker_days: int = 28
     negatives: int = 4
     dim: int = 16
     hidden: int = 64
@@ -153,12 +174,60 @@ class TrainingSettings:
     learning_rate: float = 0.003
     patience: int = 2
     feature_chunk_days: int = 30
-    models: tuple[str, ...] = ("two_tower", "gnolr", "bce", "esmm", "nolr")
+    models: tuple[str, ...] = ("two_tower", "gnolr")
     retrieval_dim: int = 32
     temperature: float = 0.05
     ranker: bool = True
     champion_tolerance: float = 0.005
-    refit: bool = True
+    refit: bool = False
+
+
+@dataclass(frozen=True)
+class RankerSettings:
+    """The published lists: candidates from several sources, features, a LightGBM ranker (training/ranker.py) over
+    anchors (spark_jobs/build_candidates.py builds them; nightrec/anchors.py plans them).
+
+    An anchor A is a day on which lists are made from the data before it. Training anchors lie on a grid A = S -
+    horizon_days - k * anchor_every_days (S = E + 1, the day the published lists are for), each labelled with the
+    highest level every candidate reached in [A, A + horizon_days); the ranker evaluated on the held-out window
+    uses only the anchors whose labels end by its start T, the published one every anchor.
+
+    :param sources: candidate sources, merged and deduplicated: ``history`` (every item of the user's history, no
+        cap), ``covisitation`` (items engaged the same day by the same users as the user's last active day's items,
+        30 days), ``transitions`` (items bought within 7 days after the user's recent items, 60 days),
+        ``popular_7d`` and ``popular_30d`` (distinct users), ``trending`` (7 days against the 30-day average),
+        ``two_tower`` and ``gnolr`` (each model's top items by inner product; gnolr's with log q(item) added back).
+    :param candidates_per_source: items each source but ``history`` proposes (``popular_30d`` at least topk.k, so a
+        list can always be filled).
+    :param horizon_days: a training anchor's label window.
+    :param anchor_every_days: spacing of the training anchors.
+    :param max_anchors: the most recent training anchors used.
+    :param min_history_days: an anchor needs this many days of data before it.
+    :param objective: LightGBM objective: ``binary`` (purchase or not; the default, picked on validation by
+        benchmarks/training_quality.py --select), ``lambdarank`` or ``rank_xendcg``.
+    :param label_gain: lambdarank's gain per label 0..L (the highest level reached in the window); empty: purchases
+        only.
+    :param num_leaves: LightGBM leaves per tree.
+    :param learning_rate: LightGBM learning rate.
+    :param rounds: boosting rounds.
+    :param min_data_in_leaf: LightGBM's minimum rows per leaf.
+    :param refresh_every_days: spacing of the evaluation anchors of the 7-day horizon inside the held-out window (the
+        nightly report's; benchmarks/training_quality.py refreshes every night).
+    """
+
+    sources: tuple[str, ...] = CANDIDATE_SOURCES
+    candidates_per_source: int = 50
+    horizon_days: int = 7
+    anchor_every_days: int = 7
+    max_anchors: int = 52
+    min_history_days: int = 28
+    objective: str = "binary"
+    label_gain: tuple[float, ...] = ()
+    num_leaves: int = 7
+    learning_rate: float = 0.02
+    rounds: int = 300
+    min_data_in_leaf: int = 50
+    refresh_every_days: int = 7
 
 
 @dataclass(frozen=True)
@@ -166,15 +235,17 @@ class TopkSettings:
     """Precomputed top-k lists (spark_jobs/score_topk.py), published to serving/topk/ and the online store.
 
     :param k: items per user (fewer only where fewer items are eligible).
-    :param model: the model whose champion's user and item embeddings score the lists (``two_tower``, ``gnolr``,
-        ``bce``, ``esmm`` or ``nolr``); ordinal models also give per-level probabilities.
+    :param model: ``ranker`` (the default): the night's candidates ranked by the LightGBM ranker, or the best baseline's
+        list when the ranker does not beat it on the held-out window; or one model whose champion's user and item
+        embeddings score the whole catalogue (``two_tower``, ``gnolr``, ``bce``, ``esmm``, ``nolr``; ordinal models also
+        give per-level probabilities).
     :param exclude_bought: leave out items the user already bought (off by default: people rebuy).
     :param users_per_batch: users scored per Arrow batch inside a Spark task (bounds the score matrix in memory).
     :param keep_versions: published versions kept on disk besides the current one (rollback targets).
     """
 
     k: int = 100
-    model: str = "two_tower"
+    model: str = "ranker"
     exclude_bought: bool = False
     users_per_batch: int = 2048
     keep_versions: int = 3
@@ -209,6 +280,7 @@ class Settings:
     :param quality: data quality checks.
     :param feast: the feature store.
     :param training: nightly model training.
+    :param ranker: the candidate -> rank pipeline of the published lists.
     :param topk: the precomputed top-k lists.
     :param dbt_target: ``duckdb`` (default, embedded) or ``spark``.
     :param run_date: the day D a one-off command processes, if given.
@@ -223,6 +295,7 @@ class Settings:
     quality: QualitySettings = field(default_factory=QualitySettings)
     feast: FeastSettings = field(default_factory=FeastSettings)
     training: TrainingSettings = field(default_factory=TrainingSettings)
+    ranker: RankerSettings = field(default_factory=RankerSettings)
     topk: TopkSettings = field(default_factory=TopkSettings)
     dbt_target: str = "duckdb"
     run_date: date | None = None
@@ -241,6 +314,7 @@ _TOP_KEYS = {
     "quality",
     "feast",
     "training",
+    "ranker",
     "topk",
     "dbt_target",
     "run_date",
@@ -295,6 +369,10 @@ def load_settings(profile: str | None = None, env: dict[str, str] | None = None)
     training_kw = _section(raw, "training", TrainingSettings, path)
     if "models" in training_kw:
         training_kw["models"] = tuple(training_kw["models"])
+    ranker_kw = _section(raw, "ranker", RankerSettings, path)
+    for key in ("sources", "label_gain"):
+        if key in ranker_kw:
+            ranker_kw[key] = tuple(ranker_kw[key])
     topk_kw = _section(raw, "topk", TopkSettings, path)
     if "NIGHTREC_FEAST_VARIANT" in env:
         feast_kw["variant"] = env["NIGHTREC_FEAST_VARIANT"]
@@ -316,6 +394,7 @@ def load_settings(profile: str | None = None, env: dict[str, str] | None = None)
         quality=QualitySettings(**quality_kw),
         feast=FeastSettings(**feast_kw),
         training=TrainingSettings(**training_kw),
+        ranker=RankerSettings(**ranker_kw),
         topk=TopkSettings(**topk_kw),
         dbt_target=str(raw.get("dbt_target") or "duckdb"),
         run_date=run_date,
@@ -347,13 +426,34 @@ def _validate(s: Settings, where: Path) -> None:
             "training: eval_days, ranker_days, epochs, batch_size, dim, hidden and feature_chunk_days must be >= 1 "
             f"in {where}"
         )
-    unknown_models = set(t.models) - {"two_tower", "gnolr", "bce", "esmm", "nolr"}
+    unknown_models = set(t.models) - set(MODEL_KINDS)
     if unknown_models:
-        raise ConfigError(f"training.models: unknown {sorted(unknown_models)} in {where}")
+        raise ConfigError(f"training.models: unknown {sorted(unknown_models)} in {where}; known: {list(MODEL_KINDS)}")
+    r = s.ranker
+    unknown_sources = set(r.sources) - set(CANDIDATE_SOURCES)
+    if unknown_sources or not r.sources:
+        raise ConfigError(
+            f"ranker.sources: unknown {sorted(unknown_sources)} in {where}; known: {list(CANDIDATE_SOURCES)}"
+        )
+    if "popular_30d" not in r.sources:
+        raise ConfigError(f"ranker.sources must include popular_30d (the fill of every list and baseline) in {where}")
+    if min(r.candidates_per_source, r.horizon_days, r.anchor_every_days, r.max_anchors, r.rounds) < 1:
+        raise ConfigError(
+            f"ranker: candidates_per_source, horizon_days, anchor_every_days, max_anchors and rounds must be >= 1 in "
+            f"{where}"
+        )
+    if r.min_history_days < 1 or r.refresh_every_days < 1 or r.num_leaves < 2 or r.min_data_in_leaf < 1:
+        raise ConfigError(
+            f"ranker: min_history_days, refresh_every_days, min_data_in_leaf must be >= 1, num_leaves >= 2 in {where}"
+        )
+    if r.objective not in {"lambdarank", "rank_xendcg", "binary"}:
+        raise ConfigError(
+            f"ranker.objective must be lambdarank, rank_xendcg or binary (got {r.objective!r}) in {where}"
+        )
     if min(s.topk.k, s.topk.users_per_batch) < 1 or s.topk.keep_versions < 1:
         raise ConfigError(f"topk: k, users_per_batch and keep_versions must be >= 1 in {where}")
-    if s.topk.model not in {"two_tower", "gnolr", "bce", "esmm", "nolr"}:
-        raise ConfigError(f"topk.model must be one of the trained models (got {s.topk.model!r}) in {where}")
+    if s.topk.model not in {"ranker", *MODEL_KINDS}:
+        raise ConfigError(f"topk.model must be ranker or one of {list(MODEL_KINDS)} (got {s.topk.model!r}) in {where}")
     if s.dbt_target not in {"duckdb", "spark", "spark_thrift"}:
         raise ConfigError(f"dbt_target must be duckdb, spark or spark_thrift (got {s.dbt_target!r}) in {where}")
     if not (SOURCES_DIR / f"{s.source}.yaml").is_file():

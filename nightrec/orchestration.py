@@ -1,7 +1,8 @@
 """Task wiring shared by the nightly and bootstrap DAGs.
 
 land -> validate_raw -> attributes -> ingest -> validate_bronze -> sequences -> dbt -> validate_marts -> publish
--> feast_apply -> feast_materialize -> [nightly only: train -> score_topk -> publish_topk] -> record.
+-> feast_apply -> feast_materialize -> [nightly only: train -> build_candidates -> train_ranker -> score_topk ->
+publish_topk] -> record.
 
 Both DAGs run the same job CLIs; they differ only in the day range [start, end) they pass. The DAG files in
 dags/ call :func:`pipeline` inside their ``with DAG(...)`` block. Airflow is imported inside the functions so
@@ -86,8 +87,9 @@ def _max_level(settings: Settings) -> int:
 def pipeline(settings: Settings, start: str, end: str, train: bool = True) -> None:
     """Add the pipeline's tasks to the DAG; a failed critical quality check stops everything after it.
 
-    :param train: add the `train`, `score_topk` and `publish_topk` tasks (the nightly DAG). The bootstrap DAG builds
-        the history without them: the nightly run that follows it trains on that history (one training per night).
+    :param train: add the `train`, `build_candidates`, `train_ranker`, `score_topk` and `publish_topk` tasks (the
+        nightly DAG). The bootstrap DAG builds the history without them: the nightly run that follows it trains on that
+        history (one training per night).
     """
     from airflow.sdk import task
 
@@ -142,6 +144,12 @@ def pipeline(settings: Settings, start: str, end: str, train: bool = True) -> No
 
         return train_models(start, end)
 
+    @task(task_id="train_ranker")
+    def train_ranker(start: str, end: str) -> dict:
+        from nightrec.tasks import train_ranker as rank
+
+        return rank(start, end)
+
     @task(task_id="publish_topk")
     def publish_topk(start: str, end: str) -> dict:
         from nightrec.tasks import publish_topk as serve_topk
@@ -171,6 +179,8 @@ def pipeline(settings: Settings, start: str, end: str, train: bool = True) -> No
         served = (
             served
             >> train_models(start, end)
+            >> spark_job(settings, "build_candidates", start, end)
+            >> train_ranker(start, end)
             >> spark_job(settings, "score_topk", start, end)
             >> publish_topk(start, end)
         )

@@ -80,7 +80,7 @@ def render_html(doc: dict[str, Any]) -> str:
 def render_index(docs: list[dict[str, Any]]) -> str:
     """One row per day, newest first: the reconciliation, quality per boundary, models published, top-k version."""
     head = "<tr><th>day</th><th>DAG</th><th>raw</th><th>bronze</th><th>quarantined</th><th>reconciled</th>"
-    head += "<th>quality raw/bronze/marts</th><th>models published</th><th>top-k</th></tr>"
+    head += "<th>quality raw/bronze/marts</th><th>models published</th><th>lists</th><th>top-k</th></tr>"
     rows = []
     for doc in sorted(docs, key=lambda d: d["ds"], reverse=True):
         st = doc.get("stages", {})
@@ -96,6 +96,7 @@ def render_index(docs: list[dict[str, Any]]) -> str:
             ("yes" if reconciles(ing) else "NO") if ing else "",
             quality_marks(st),
             (published or "none") if "models" in training else training.get("skipped", ""),
+            ((st.get("ranker") or {}).get("lists") or {}).get("lists", ""),
             topk,
         ]
         rows.append(f"<tr><td>{link}</td>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
@@ -138,6 +139,7 @@ def _sections(doc: dict[str, Any]) -> list[tuple[str, list[str]]]:
         ("quality", _quality(stages)),
         ("features", _features(stages.get("feast_materialize"))),
         ("training", _training(stages.get("training"))),
+        ("lists", _lists(stages.get("ranker"))),
         ("top-k", _topk(stages.get("topk"))),
     ]
 
@@ -198,12 +200,46 @@ def _training(s: dict[str, Any] | None) -> list[str]:
     split = s["split"]
     lines = [
         f"version {s['version']} in {s['seconds']} s; models on [{split['train'][0]}, {split['train'][1]}), "
-        f"ranker on [{split['ranker'][0]}, {split['ranker'][1]}), evaluated on "
+        f"validated on [{split['validation'][0]}, {split['validation'][1]}), evaluated on "
         f"[{split['evaluation'][0]}, {split['evaluation'][1]})"
     ]
     for name, m in sorted(s["models"].items()):
         state = "published" if m["published"] else "champion kept"
-        lines.append(f"{name:<10} ndcg@20 {m['ndcg@20']:.4f}  {state}: {m['reason']}")
+        lines.append(f"{name:<10} {m['metric']} {m['value']:.4f}  {state}: {m['reason']}")
+    return lines
+
+
+LIST_METRICS = ("recall@20", "ndcg@20")
+
+
+def _lists(s: dict[str, Any] | None) -> list[str]:
+    """The ranker's run: every list (ranker, baselines, models) on the same held-out window at both horizons, the
+    champion gate and what the night publishes."""
+    if not s:
+        return [NOT_RUN]
+    if "skipped" in s:
+        return [f"skipped: {s['skipped']}"]
+    t = s["training"]
+    lines = [
+        f"ranker {s['version']} in {s['seconds']} s: evaluated booster on {len(t['held_out']['anchors'])} anchors "
+        f"({t['held_out']['purchases']:,} purchases), published booster on {len(t['served']['anchors'])} "
+        f"({t['served']['purchases']:,})",
+        f"{'list':<13} {'recall@20/ndcg@20, next 30 days':>32} {'next 7 days, refreshed':>24}",
+    ]
+    published = (s.get("lists") or {}).get("lists")
+    order = ["ranker", "popularity", "own_history", "covisitation"]  # then the models' own lists
+    for name in sorted(s["metrics"], key=lambda n: (order.index(n) if n in order else len(order), n)):
+        row = s["metrics"][name]
+        cells = [
+            "/".join(f"{row[h][m]:.4f}" for m in LIST_METRICS) + f" ({row[h]['users']:,})" if h in row else "-"
+            for h in ("30d", "7d")
+        ]
+        mark = "*" if name == published else " "
+        lines.append(f"{name + mark:<13} {cells[0]:>32} {cells[1]:>24}")
+    gate = s["gate"]
+    lines.append(f"champion gate: {'published' if gate['publish'] else 'champion kept'}: {gate['reason']}")
+    if s.get("lists"):
+        lines.append(f"publishes {s['lists']['lists']} (*): {s['lists']['reason']}")
     return lines
 
 
@@ -213,8 +249,9 @@ def _topk(s: dict[str, Any] | None) -> list[str]:
     if "counts" not in s:
         return [f"nothing published: {s.get('skipped', 'no lists scored')}"]
     c = s["counts"]
+    eligible = f", {c['items']:,} items eligible" if "items" in c else ""
     return [
         f"{c['model_version']}: {c['rows']:,} rows for {c['users']:,} users (k {c['k']}, "
-        f"{c['cold_start_users']:,} cold-start users on popular items), {c['items']:,} items eligible",
+        f"{c['cold_start_users']:,} cold-start users on popular items){eligible}",
         f"current -> {s['current']}; online store: {s.get('online_users', 0):,} users",
     ]

@@ -160,10 +160,11 @@ def feast_materialize(start: str, end: str) -> dict[str, Any]:
 
 
 def train_models(start: str, end: str) -> dict[str, Any]:
-    """Nightly training for the run's last data day (end - 1): the models, the ranker, the champion gate.
+    """Nightly training of the embedding models for the run's last data day (end - 1): each stopped, evaluated and
+    gated on the metric of its use, with the embeddings the candidate job reads.
 
-    A warehouse whose history is shorter than the evaluation and ranker windows gets no models: the reason is
-    printed and recorded in the run manifest (the rest of the run stays valid).
+    A warehouse whose history is shorter than the evaluation, validation and ranker windows gets no models: the
+    reason (naming the settings that decide it) is printed and recorded in the run manifest.
     """
     from training import run as training_run
 
@@ -185,12 +186,49 @@ def train_models(start: str, end: str) -> dict[str, Any]:
         "split": report["split"],
         "seconds": report["seconds"],
         "models": {
-            name: {"published": m["gate"]["publish"], "reason": m["gate"]["reason"], "ndcg@20": m["metrics"]["ndcg@20"]}
+            name: {
+                "published": m["gate"]["publish"],
+                "reason": m["gate"]["reason"],
+                "metric": m["gate"]["metric"],
+                "value": m["gate"].get("new"),
+            }
             for name, m in report["models"].items()
         },
     }
     update_run_manifest(warehouse, last_day, "training", summary)
     return summary
+
+
+def train_ranker(start: str, end: str) -> dict[str, Any]:
+    """After build_candidates: train the ranker of the published lists, judge every list (ranker, baselines, models)
+    on the held-out window at both horizons, gate it and decide what the night publishes (recorded in the run
+    manifest's ``ranker`` section)."""
+    from training import ranker
+
+    settings = load_settings()
+    days = run_days(start, end)
+    if not days:
+        return {"skipped": "no days in the run"}
+    last_day = days[-1]
+    warehouse = Warehouse(settings.warehouse_root, load_adapter(settings.source).name)
+    if not settings.training.ranker:
+        summary: dict[str, Any] = {"skipped": "training.ranker is off"}
+    elif not (warehouse.candidates(last_day) / "_SUCCESS").is_file():
+        summary = {"skipped": f"no candidates for {last_day} (build_candidates skipped: history too short?)"}
+    else:
+        report = ranker.run(settings, last_day)
+        summary = {
+            "version": report["version"],
+            "seconds": report["seconds"],
+            "metrics": report["metrics"],
+            "gate": report["gate"],
+            "lists": report["lists"],
+            "training": report["training"],
+        }
+    if "skipped" in summary:
+        print(f"ranker skipped: {summary['skipped']}", flush=True)
+    update_run_manifest(warehouse, last_day, "ranker", summary)
+    return {k: v for k, v in summary.items() if k != "metrics"}
 
 
 def publish_topk(start: str, end: str) -> dict[str, Any]:

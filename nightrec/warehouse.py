@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import Any
+
+CHAMPION_FILE = "champion.json"
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,28 @@ class Warehouse:
         """Each dbt target writes under its own root (DESIGN.md, "dbt on two targets")."""
         return self.root / "marts" / target
 
+    def mart_export(self, name: str) -> Path:
+        """The Parquet export of a default-target mart (what Feast, training and the Spark jobs read)."""
+        return self.root / "marts" / "parquet" / name
+
+    def models(self) -> Path:
+        return self.root / "models"
+
+    def model_dir(self, kind: str, version: str) -> Path:
+        """One trained version of a model (training/registry.py writes it)."""
+        return self.models() / kind / version
+
+    def champion_pointer(self, kind: str) -> Path:
+        return self.models() / kind / CHAMPION_FILE
+
+    def anchor_embeddings(self, kind: str, version: str, day: date) -> Path:
+        """A model version's user and item embeddings as of anchor `day` (features through day - 1)."""
+        return self.model_dir(kind, version) / "anchors" / f"ds={day.isoformat()}"
+
+    def candidates(self, night: date) -> Path:
+        """The candidates and features of every anchor of the night of data day `night` (anchor=<day>/)."""
+        return self.root / "candidates" / f"ds={night.isoformat()}"
+
     def ensure_layout(self) -> None:
         """Create the directories engines expect to exist (DuckDB will not create its file's parent)."""
         for path in (self.raw(), self.marts("duckdb"), self.marts("spark"), self.root / "analytics"):
@@ -59,3 +84,12 @@ class Warehouse:
 
 def partition(table_root: Path, ds: date) -> Path:
     return table_root / f"ds={ds.isoformat()}"
+
+
+def champion(warehouse: Warehouse, kind: str) -> dict[str, Any] | None:
+    """A model's champion pointer ({"version", "metrics", "gate"}), or None before its first publication. Torch-free:
+    training, the Spark jobs and the report share it."""
+    import json
+
+    path = warehouse.champion_pointer(kind)
+    return json.loads(path.read_text()) if path.is_file() else None

@@ -92,10 +92,23 @@ SMOKE_TRAINING = {
 }
 
 
+# The smoke profile's ranker: five anchors a fortnight apart (two before the held-out window), few candidates, rounds.
+SMOKE_RANKER = {
+    "anchor_every_days": 14,
+    "max_anchors": 5,
+    "refresh_every_days": 14,
+    "candidates_per_source": 20,
+    "rounds": 60,
+}
+
+
 @pytest.fixture(scope="session")
 def smoke_training(tmall_marts: Settings) -> Settings:
-    """The marts warehouse with smoke-sized training (one epoch, small towers)."""
-    return tmall_marts.with_overrides(training=replace(tmall_marts.training, **SMOKE_TRAINING))
+    """The marts warehouse with smoke-sized training (one epoch, small towers, a small ranker)."""
+    return tmall_marts.with_overrides(
+        training=replace(tmall_marts.training, **SMOKE_TRAINING),
+        ranker=replace(tmall_marts.ranker, **SMOKE_RANKER),
+    )
 
 
 @pytest.fixture(scope="session")

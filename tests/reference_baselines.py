@@ -1,7 +1,11 @@
-"""Retrieval baselines every model must beat: popularity, item co-visitation and the user's own history.
+"""The retrieval baselines written plainly in pandas: popularity, item co-visitation and the user's own history.
 
-All three see only exposures before the evaluation start T (the same information the models have) and return, per
-user, a ranked list of K items from the catalogue. Ties break by item id, so lists are deterministic.
+An independent implementation the tests hold the product's baselines to: spark_jobs/build_candidates.py proposes
+their candidates with their scores and nightrec.ranking ranks them (what the nightly evaluation and, when the ranker
+does not beat them, the published lists use); the lists must equal these on real data.
+
+All three see only exposures before the anchor T and return, per user, a ranked list of K items from the catalogue.
+Ties break by item id (scores are rounded to 1e-9 first, so sums that are equal in exact arithmetic tie).
 """
 
 from __future__ import annotations
@@ -67,7 +71,7 @@ def own_history(history: History, users: list[str], k: int) -> dict[str, list[st
     then popular items."""
     popular = popular_items(history, k)
     scored = history.with_recency()
-    totals = scored[scored["user_id"].isin(users)].groupby(["user_id", "item_id"])["decayed"].sum()
+    totals = scored[scored["user_id"].isin(users)].groupby(["user_id", "item_id"])["decayed"].sum().round(9)
     out = {}
     by_user = {u: s.droplevel(0) for u, s in totals.groupby(level=0)}
     for user in users:

@@ -43,24 +43,25 @@ def midnight(d: date) -> datetime:
 
 @dataclass(frozen=True)
 class Split:
-    """Day ranges (start inclusive, end exclusive) of one run's temporal split."""
+    """Day ranges (start inclusive, end exclusive) of one run's temporal split: the models train on `train`, stop
+    early on `validation` and are evaluated on `evaluation` (the held-out window [T, E])."""
 
     train: tuple[date, date]
-    ranker: tuple[date, date]
+    validation: tuple[date, date]
     evaluation: tuple[date, date]
 
 
 def split_for(first_day: date, last_day: date, t: TrainingSettings) -> Split:
-    """Evaluate on the last `eval_days` days, train the ranker on the `ranker_days` before, the models on the rest."""
+    """Evaluate on the last `eval_days` days, validate on the `ranker_days` before, train on the rest."""
     end = last_day + timedelta(days=1)
     eval_start = end - timedelta(days=t.eval_days)
-    ranker_start = eval_start - timedelta(days=t.ranker_days)
-    if ranker_start <= first_day:
+    validation_start = eval_start - timedelta(days=t.ranker_days)
+    if validation_start <= first_day:
         raise HistoryTooShort(
-            f"Data {first_day}..{last_day} is too short for eval_days={t.eval_days} and ranker_days={t.ranker_days}: "
-            "no days are left to train on"
+            f"Data {first_day}..{last_day} is too short for training.eval_days={t.eval_days} and "
+            f"training.ranker_days={t.ranker_days}: no days are left to train on; lower them or deliver more history"
         )
-    return Split((first_day, ranker_start), (ranker_start, eval_start), (eval_start, end))
+    return Split((first_day, validation_start), (validation_start, eval_start), (eval_start, end))
 
 
 def load_examples(settings: Settings, start: date, end: date) -> pd.DataFrame:

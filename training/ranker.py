@@ -1,221 +1,405 @@
-"""The LightGBM LambdaRank re-ranker over the union of candidates from the retrieval baselines and models.
+"""The ranker of the published lists: LightGBM over the night's candidates (spark_jobs/build_candidates.py), trained
+on leak-free anchors, judged beside the baselines and the models on the held-out window at two horizons, gated
+against its champion and against the best baseline.
 
-Candidates for a user at time t: the top `CANDIDATES` items of each source (own history, co-visitation, popularity,
-and each retrieval model's embeddings), all computed from exposures before t. Features per (user, item): the rank in
-each source (CANDIDATES + 1 when absent), each model's score, the user's history with the item (exposures, highest
-level, days since the last one, the decayed own-history score), and the user's and the item's Feast features as of
-t (point in time, through t - 1).
+Training (nightrec/anchors.py): every training anchor A contributes its candidates with features from before A and
+the label = the highest level the user reached on the item in [A, A + horizon) (0 if untouched); users without a
+purchase among their candidates teach a ranking objective nothing and are left out. The ranker that is evaluated
+learns from the anchors whose label windows end by T, the one that is published from every anchor (label windows end
+by S, the day after the last data day). LambdaRank's gain is purchases only by default (ranker.label_gain).
 
-Training (no leakage): t = T - ranker_days, candidates from history before t and models trained before t; the label
-of a candidate is the highest level the user reached on the item in [t, T) (0 when untouched), so LambdaRank's gains
-favour purchases. Evaluation: t = T, the same features, ranked for the users who buy in [T, E].
+Evaluation, on the candidates of the evaluation anchors (the same kernel, nightrec.ranking.rank_users, as the
+published lists): the next 30 days' purchases from the fixed cut-off T, and the next 7 days' with the lists refreshed
+(anchors T, T + refresh, ... inside the held-out window; every night in the benchmark). Every list is scored on the
+same users: the ranker, each baseline (popularity, own history, co-visitation) and each model source's own list.
+
+Decision: a new ranker replaces its champion unless it is worse on this window's NDCG@20 (30 days) beyond
+training.champion_tolerance; the night publishes the ranker's lists only if that ranker beats the best baseline's
+NDCG@20 on the same window, else that baseline's list (with popular fill) and says why.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import time
+from dataclasses import asdict, dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
+from nightrec import ranking
+from nightrec.adapters import load_adapter
+from nightrec.anchors import AnchorPlan, Window, plan_for
 from nightrec.config import Settings
-from training import data, retrieval_baselines
+from nightrec.errors import InputError
+from nightrec.warehouse import Warehouse, champion
+from training import metrics, registry
 
-CANDIDATES = 50
-# Small trees, a slow rate: the ranker window holds ~600 users with a positive candidate. On the Tmall split
-# (3-epoch models, seed 0) 31 leaves x 200 rounds at 0.05 gave Recall@20 0.139 (below own history's 0.152);
-# 7 leaves x 300 rounds at 0.02 gave 0.159.
-LGB_PARAMS: dict[str, Any] = {
-    "objective": "lambdarank",
-    "metric": "ndcg",
-    "learning_rate": 0.02,
-    "num_leaves": 7,
-    "min_data_in_leaf": 50,
-    "feature_fraction": 0.8,
-    "bagging_fraction": 0.8,
-    "bagging_freq": 1,
-    "deterministic": True,
-    "num_threads": 2,
-    "verbose": -1,
-}
-ROUNDS = 300
+K = 20
+GATE_METRIC = "ndcg@20"
+HORIZONS = ("30d", "7d")
+EVALUATED_FILE = ranking.EVALUATED_BOOSTER
+SERVED_FILE = ranking.SERVED_BOOSTER
 
 
 @dataclass
-class EmbeddingSource:
-    """A retrieval model's unified embeddings at one time t: rows of `users`/`items` in the given order."""
+class Behaviour:
+    """The pair-days of the warehouse (user_item_features): labels, purchases and history statistics per anchor."""
 
-    name: str
-    users: dict[str, int]
-    user_vectors: np.ndarray
-    items: list[str]
-    item_vectors: np.ndarray
+    pairs: pd.DataFrame  # user_id, item_id, ds, max_level_reached
+    top_level: int
 
-    def top(self, users: list[str], k: int) -> dict[str, list[str]]:
-        """The k items with the largest inner product per user (users without a vector are left out); ties by
-        item order."""
-        known = [u for u in users if u in self.users]
-        if not known:
-            return {}
-        scores = self.user_vectors[[self.users[u] for u in known]] @ self.item_vectors.T
-        k = min(k, len(self.items))
-        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        out = {}
-        for row, user in enumerate(known):
-            cand = part[row]
-            out[user] = [self.items[j] for j in cand[np.lexsort((cand, -scores[row, cand]))]]
-        return out
+    @classmethod
+    def load(cls, settings: Settings) -> Behaviour:
+        path = Warehouse(settings.warehouse_root, settings.source).mart_export("user_item_features")
+        if not any(path.glob("*.parquet")):
+            raise InputError(f"No export of mart 'user_item_features' under {path}: run the marts first")
+        frame = pq.read_table(path, columns=["user_id", "item_id", "ds", "max_level_reached"]).to_pandas()
+        frame["ds"] = pd.to_datetime(frame["ds"]).dt.date
+        return cls(frame, load_adapter(settings.source).max_level)
 
-    def scores(self, users: pd.Series, items: pd.Series) -> np.ndarray:
-        item_index = {item: n for n, item in enumerate(self.items)}
-        u = users.map(self.users).to_numpy()
-        i = items.map(item_index).to_numpy()
-        ok = ~(pd.isna(u) | pd.isna(i))
-        out = np.full(len(users), np.nan, np.float32)
-        out[ok] = np.einsum(
-            "ij,ij->i", self.user_vectors[u[ok].astype(int)], self.item_vectors[i[ok].astype(int)]
-        ).astype(np.float32)
-        return out
+    def window(self, w: Window) -> pd.DataFrame:
+        return self.pairs[(self.pairs["ds"] >= w.day) & (self.pairs["ds"] < w.end)]
 
-
-def candidate_lists(
-    history: retrieval_baselines.History, users: list[str], models: list[EmbeddingSource]
-) -> dict[str, dict[str, list[str]]]:
-    lists = {name: fn(history, users, CANDIDATES) for name, fn in retrieval_baselines.BASELINES.items()}
-    for model in models:
-        lists[model.name] = model.top(users, CANDIDATES)
-    return lists
-
-
-def candidate_frame(
-    history: retrieval_baselines.History, users: list[str], models: list[EmbeddingSource]
-) -> pd.DataFrame:
-    """One row per (user, candidate item) with the rank of the item in every source and each model's score."""
-    lists = candidate_lists(history, users, models)
-    rows = {(u, i) for source in lists.values() for u, items in source.items() for i in items}
-    frame = pd.DataFrame(sorted(rows), columns=["user_id", "item_id"])
-    for name, source in lists.items():
-        ranks = {(u, i): r + 1 for u, items in source.items() for r, i in enumerate(items)}
-        frame[f"rank_{name}"] = [
-            ranks.get(key, CANDIDATES + 1) for key in zip(frame["user_id"], frame["item_id"], strict=True)
-        ]
-    for model in models:
-        frame[f"score_{model.name}"] = model.scores(frame["user_id"], frame["item_id"])
-    return frame
-
-
-def history_features(history: retrieval_baselines.History, frame: pd.DataFrame) -> pd.DataFrame:
-    per_pair = (
-        history.with_recency()
-        .groupby(["user_id", "item_id"])
-        .agg(
-            hist_exposures=("category", "size"),
-            hist_max_level=("category", "max"),
-            hist_days_since=("age", "min"),
-            hist_score=("decayed", "sum"),
+    def labels(self, w: Window) -> pd.DataFrame:
+        """user_id, item_id, label: the highest level reached on the pair in the window."""
+        return (
+            self.window(w)
+            .groupby(["user_id", "item_id"], as_index=False)["max_level_reached"]
+            .max()
+            .rename(columns={"max_level_reached": "label"})
         )
-    )
-    out = frame.merge(per_pair.reset_index(), on=["user_id", "item_id"], how="left")
-    out[["hist_exposures", "hist_max_level", "hist_score"]] = out[
-        ["hist_exposures", "hist_max_level", "hist_score"]
-    ].fillna(0)
-    out["hist_days_since"] = out["hist_days_since"].fillna(9999)
-    return out
 
+    def purchases(self, w: Window) -> dict[str, set[str]]:
+        bought = self.window(w)
+        bought = bought[bought["max_level_reached"] == self.top_level]
+        return {str(u): set(g.astype(str)) for u, g in bought.groupby("user_id")["item_id"]}
 
-def labels(exposures: pd.DataFrame, frame: pd.DataFrame) -> np.ndarray:
-    """The highest level each candidate pair reached in the label window (0 when untouched)."""
-    best = exposures.groupby(["user_id", "item_id"])["category"].max().rename("label").reset_index()
-    return frame.merge(best, on=["user_id", "item_id"], how="left")["label"].fillna(0).astype(int).to_numpy()
-
-
-def feature_matrix(
-    settings: Settings,
-    frame: pd.DataFrame,
-    at: date,
-    columns: tuple[list[str], list[str]],
-    work_dir: Path,
-    vocabularies: data.Vocabularies,
-) -> tuple[np.ndarray, list[str]]:
-    """Candidate features plus the Feast user and item features as of `at` (rows in `frame` order)."""
-    pairs = frame[["user_id", "item_id"]].assign(category=0, example_ts=data.midnight(at), ds=at)
-    files = data.fetch_features(settings, pairs, *vocabularies, work_dir, columns, label=f"ranker candidates at {at}")
-    dense = data.read_all(files, ["user_dense", "item_dense"])
-    user_dense = np.stack(dense["user_dense"].to_numpy()) if len(dense) else np.zeros((0, len(columns[0]) + 1))
-    item_dense = np.stack(dense["item_dense"].to_numpy()) if len(dense) else np.zeros((0, len(columns[1]) + 1))
-    own = [c for c in frame.columns if c.startswith(("rank_", "score_", "hist_"))]
-    names = (
-        own
-        + [f"user:{c}" for c in columns[0]]
-        + ["user:present"]
-        + [f"item:{c}" for c in columns[1]]
-        + ["item:present"]
-    )
-    matrix = np.hstack([frame[own].to_numpy(np.float32), user_dense, item_dense]).astype(np.float32)
-    return matrix, names
+    def before(self, day: date) -> tuple[list[str], dict[str, int], int]:
+        """The catalogue (items seen before `day`), distinct users per item and the number of users: what coverage,
+        novelty and exposure fairness are measured against."""
+        seen = self.pairs[self.pairs["ds"] < day]
+        return (
+            sorted(seen["item_id"].astype(str).unique()),
+            seen.groupby("item_id")["user_id"].nunique().to_dict(),
+            int(seen["user_id"].nunique()),
+        )
 
 
 @dataclass
-class RankerOutcome:
-    booster: Any
-    feature_names: list[str]
-    recommended: dict[str, list[str]]
-    train_groups: int
-    train_rows: int
-    eval_frame: pd.DataFrame
-    eval_matrix: np.ndarray
+class Candidates:
+    """One night's candidate tables (anchor=<day>/ under `root`)."""
 
-    def rank_with(self, booster: Any, k: int) -> dict[str, list[str]]:
-        """Top k per evaluation user under another booster (the champion, re-scored on the same candidates)."""
-        return rank(self.eval_frame, booster.predict(self.eval_matrix), k)
+    root: Path
 
+    def table(self, day: date) -> pa.Table:
+        path = self.root / f"anchor={day.isoformat()}"
+        if not path.is_dir():
+            raise InputError(f"No candidates for anchor {day} under {self.root}: run spark_jobs/build_candidates.py")
+        return pq.read_table(path)
 
-def rank(frame: pd.DataFrame, scores: np.ndarray, k: int) -> dict[str, list[str]]:
-    ordered = frame[["user_id", "item_id"]].assign(score=scores)
-    ordered = ordered.sort_values(["user_id", "score", "item_id"], ascending=[True, False, True], kind="stable")
-    return {u: g["item_id"].head(k).astype(str).tolist() for u, g in ordered.groupby("user_id", sort=False)}
+    def summary(self) -> dict[str, Any]:
+        return json.loads((self.root / "_SUCCESS").read_text())
 
 
-def train_and_rank(
-    settings: Settings,
-    train_history: retrieval_baselines.History,
-    label_exposures: pd.DataFrame,
-    train_models: list[EmbeddingSource],
-    eval_history: retrieval_baselines.History,
-    eval_users: list[str],
-    eval_models: list[EmbeddingSource],
-    columns: tuple[list[str], list[str]],
-    vocabularies: data.Vocabularies,
-    work_dir: Path,
-    k: int,
-    seed: int,
-) -> RankerOutcome:
-    """Fit LambdaRank on the ranker window's candidates and rank the evaluation users' candidates."""
+@dataclass
+class TrainingSet:
+    features: np.ndarray  # rows x features, float32
+    labels: np.ndarray  # the highest level reached in the label window
+    groups: np.ndarray  # rows per (anchor, user), in row order
+    names: list[str]
+    anchors: list[str]
+    positives: int
+
+
+def training_set(
+    candidates: Candidates, behaviour: Behaviour, windows: tuple[Window, ...], names: list[str]
+) -> TrainingSet:
+    """The candidates of the given training anchors with their labels; users without a purchase among their
+    candidates are left out (a ranking objective learns nothing from them)."""
+    parts, labels, groups, used = [], [], [], []
+    for w in windows:
+        frame = candidates.table(w.day).select(["user_id", "item_id", *names]).to_pandas()
+        frame = frame.merge(behaviour.labels(w), on=["user_id", "item_id"], how="left")
+        frame["label"] = frame["label"].fillna(0).astype(np.int64)
+        bought = frame.groupby("user_id")["label"].transform("max") == behaviour.top_level
+        frame = frame[bought].sort_values(["user_id", "item_id"], kind="stable")
+        if frame.empty:
+            continue
+        parts.append(frame[names].to_numpy(np.float32))
+        labels.append(frame["label"].to_numpy())
+        groups.append(frame.groupby("user_id", sort=False).size().to_numpy())
+        used.append(str(w.day))
+    if not parts:
+        raise InputError(f"No training anchor has a buyer with a purchase among their candidates ({windows})")
+    y = np.concatenate(labels)
+    return TrainingSet(np.vstack(parts), y, np.concatenate(groups), names, used, int((y == behaviour.top_level).sum()))
+
+
+def lgb_params(settings: Settings, top_level: int, seed: int) -> dict[str, Any]:
+    r = settings.ranker
+    params: dict[str, Any] = {
+        "objective": r.objective,
+        "learning_rate": r.learning_rate,
+        "num_leaves": r.num_leaves,
+        "min_data_in_leaf": r.min_data_in_leaf,
+        "feature_fraction": 0.8,
+        "bagging_fraction": 0.8,
+        "bagging_freq": 1,
+        "deterministic": True,
+        "num_threads": 2,
+        "seed": seed,
+        "verbose": -1,
+    }
+    if r.objective == "lambdarank":
+        params["label_gain"] = list(r.label_gain) or [0.0] * top_level + [1.0]  # purchases only
+        params["lambdarank_truncation_level"] = K
+    return params
+
+
+def fit(settings: Settings, data: TrainingSet, top_level: int, seed: int) -> Any:
+    """A LightGBM booster on the training set (binary and XE-NDCG learn purchase or not)."""
     import lightgbm as lgb
 
-    train_users = sorted(label_exposures["user_id"].astype(str).unique())
-    frame = history_features(train_history, candidate_frame(train_history, train_users, train_models))
-    frame["label"] = labels(label_exposures, frame)
-    useful = frame.groupby("user_id")["label"].transform("max") > 0  # a user with no positive candidate teaches nothing
-    frame = frame[useful].reset_index(drop=True)
-    x, names = feature_matrix(settings, frame, train_history.until, columns, work_dir / "ranker-train", vocabularies)
-    groups = frame.groupby("user_id", sort=False).size().to_numpy()  # frame is sorted by user: groups are contiguous
-    booster = lgb.train(
-        {**LGB_PARAMS, "eval_at": [k], "seed": seed},
-        lgb.Dataset(x, label=frame["label"].to_numpy(), group=groups, feature_name=[_safe(n) for n in names]),
-        num_boost_round=ROUNDS,
+    params = lgb_params(settings, top_level, seed)
+    label = data.labels if params["objective"] == "lambdarank" else (data.labels == top_level).astype(np.int64)
+    dataset = lgb.Dataset(
+        data.features,
+        label=label,
+        group=None if params["objective"] == "binary" else data.groups,
+        feature_name=data.names,
+        free_raw_data=True,
     )
-    eval_frame = history_features(eval_history, candidate_frame(eval_history, eval_users, eval_models))
-    x_eval, _ = feature_matrix(
-        settings, eval_frame, eval_history.until, columns, work_dir / "ranker-eval", vocabularies
-    )
-    recommended = rank(eval_frame, booster.predict(x_eval), k)
-    return RankerOutcome(booster, names, recommended, len(groups), len(frame), eval_frame, x_eval)
+    return lgb.train(params, dataset, num_boost_round=settings.ranker.rounds)
 
 
-def _safe(name: str) -> str:
-    """LightGBM rejects some characters in feature names (JSON specials)."""
-    return "".join(ch if ch.isalnum() or ch in "_:" else "_" for ch in name).replace(":", "__")
+@dataclass
+class Judged:
+    """Every list's metrics per horizon, and the per-user figures behind them (for paired bootstraps)."""
+
+    table: dict[str, dict[str, dict[str, float]]]  # list -> horizon -> metric -> value
+    per_user: dict[str, dict[str, dict[str, np.ndarray]]]  # list -> horizon -> recall/ndcg/keys
+
+
+def judge(candidates: Candidates, behaviour: Behaviour, plan: AnchorPlan, scorers: dict[str, ranking.Scorer]) -> Judged:
+    """Score every list at the evaluation anchors: 30 days from T, and 7 days from each refresh anchor."""
+    table: dict[str, dict[str, dict[str, float]]] = {name: {} for name in scorers}
+    per_user: dict[str, dict[str, dict[str, np.ndarray]]] = {name: {} for name in scorers}
+    for horizon, windows in (("30d", (plan.eval_long,)), ("7d", plan.eval_short)):
+        collected: dict[str, list[tuple[dict[str, np.ndarray], dict[str, float]]]] = {name: [] for name in scorers}
+        for w in windows:
+            relevant = behaviour.purchases(w)
+            catalogue, item_users, n_users = behaviour.before(w.day)
+            grouped = _grouped(candidates, w.day, set(relevant))
+            for name, scorer in scorers.items():
+                lists = ranking.lists_of(ranking.rank_users(grouped, scorer, K))
+                users = metrics.per_user_ranking(lists, relevant, K)
+                users["keys"] = np.array([f"{w.day}|{u}" for u in users["users"]], dtype=object)
+                fairness = metrics.exposure_fairness(lists, catalogue, K)
+                shape = {
+                    f"coverage@{K}": metrics.coverage(lists, len(catalogue), K),
+                    f"novelty@{K}": metrics.novelty(lists, item_users, n_users, K),
+                    f"gini_corrected@{K}": fairness.gini_corrected,
+                    f"entropy_corrected@{K}": fairness.entropy_corrected,
+                }
+                collected[name].append((users, shape))
+        for name, parts in collected.items():
+            if not parts:
+                continue
+            joined = {key: np.concatenate([p[0][key] for p in parts]) for key in ("recall", "ndcg", "rr", "keys")}
+            per_user[name][horizon] = joined
+            shape_mean = {key: float(np.mean([p[1][key] for p in parts])) for key in parts[0][1]}
+            table[name][horizon] = {
+                "users": len(joined["keys"]),
+                "anchors": len(parts),
+                f"recall@{K}": float(joined["recall"].mean()) if len(joined["keys"]) else float("nan"),
+                f"ndcg@{K}": float(joined["ndcg"].mean()) if len(joined["keys"]) else float("nan"),
+                f"mrr@{K}": float(joined["rr"].mean()) if len(joined["keys"]) else float("nan"),
+                **shape_mean,
+            }
+    return Judged(table, per_user)
+
+
+def _grouped(candidates: Candidates, day: date, users: set[str]) -> pa.Table:
+    table = candidates.table(day)
+    keep = np.isin(np.asarray(table.column("user_id").to_pylist(), dtype=object), list(users))
+    return ranking.group_by_user(table.filter(pa.array(keep)))
+
+
+def list_scorers(booster_text: str | None, sources: tuple[str, ...]) -> dict[str, ranking.Scorer]:
+    """The ranker (when given), the baselines and each model source's own list."""
+    scorers: dict[str, ranking.Scorer] = {}
+    if booster_text is not None:
+        scorers["ranker"] = ranking.BoosterScorer(booster_text)
+    scorers.update({name: ranking.baseline_scorer(name) for name in ranking.BASELINES})
+    scorers.update({m: ranking.SourceScorer(m, (m,)) for m in ranking.MODEL_SOURCES if m in sources})
+    return scorers
+
+
+def best_baseline(table: dict[str, dict[str, dict[str, float]]]) -> str:
+    """The baseline with the highest NDCG@20 over the next 30 days (ties: the simpler, in BASELINES' order)."""
+    return max(
+        ranking.BASELINES, key=lambda name: (table[name]["30d"][GATE_METRIC], -list(ranking.BASELINES).index(name))
+    )
+
+
+def decide(table: dict[str, dict[str, dict[str, float]]], ranker_version: str | None) -> dict[str, Any]:
+    """What the night publishes: the ranker's lists if they beat the best baseline on the window, else its list."""
+    baseline = best_baseline(table)
+    floor = table[baseline]["30d"][GATE_METRIC]
+    if ranker_version is None or "ranker" not in table:
+        return {"lists": baseline, "reason": "no ranker", "baseline": baseline, "baseline_value": floor}
+    value = table["ranker"]["30d"][GATE_METRIC]
+    beats = value > floor
+    return {
+        "lists": "ranker" if beats else baseline,
+        "ranker_version": ranker_version,
+        "metric": GATE_METRIC,
+        "ranker_value": value,
+        "baseline": baseline,
+        "baseline_value": floor,
+        "reason": (
+            f"the ranker beats {baseline} on the held-out window"
+            if beats
+            else f"the ranker does not beat {baseline} on the held-out window ({value:.4f} <= {floor:.4f}): "
+            f"{baseline}'s list is published"
+        ),
+    }
+
+
+def champion_booster(settings: Settings, names: list[str], version: str) -> tuple[str | None, str | None, str]:
+    """(version, evaluated booster text) of the ranker's champion, if it reads the same features, and why not."""
+    wh = Warehouse(settings.warehouse_root, settings.source)
+    pointer = champion(wh, "ranker")
+    if pointer is None:
+        return None, None, "no champion yet"
+    if pointer["version"] == version:  # a rerun of the champion's own night replaces it
+        return None, None, f"a rerun of the champion's night {version}"
+    directory = wh.model_dir("ranker", pointer["version"])
+    path = directory / EVALUATED_FILE
+    if not path.is_file():
+        return None, None, f"champion {pointer['version']} has no evaluated booster"
+    manifest = json.loads((directory / "manifest.json").read_text())
+    if manifest.get("feature_names") != names:
+        return None, None, f"champion {pointer['version']} used other features"
+    return pointer["version"], path.read_text(), f"champion {pointer['version']} re-scored on this window"
+
+
+def run(
+    settings: Settings,
+    last_day: date,
+    seed: int | None = None,
+    version: str | None = None,
+    plan: AnchorPlan | None = None,
+    candidates_root: Path | None = None,
+    gate_champions: bool = True,
+) -> dict[str, Any]:
+    """Train, judge, gate and write the night's ranker; returns the report (also the version's metrics.json).
+
+    :param gate_champions: compare with the champion, move its pointer and decide the night's lists (the nightly
+        run); off, the version is written and judged only (the benchmark's seeds).
+    """
+    import lightgbm as lgb
+
+    started = time.time()
+    seed = settings.training.seed if seed is None else seed
+    version = version or last_day.isoformat()
+    adapter = load_adapter(settings.source)
+    plan = plan or plan_for(settings, adapter.history_start, last_day)
+    wh = Warehouse(settings.warehouse_root, settings.source)
+    candidates = Candidates(candidates_root or wh.candidates(last_day))
+    behaviour = Behaviour.load(settings)
+    names = ranking.feature_names(adapter.max_level, settings.ranker.sources)
+
+    held_out = training_set(candidates, behaviour, plan.ranker_anchors(plan.evaluation), names)
+    evaluated = fit(settings, held_out, adapter.max_level, seed)
+    print(
+        f"ranker: held-out booster on {len(held_out.anchors)} anchors, {len(held_out.labels):,} candidates of "
+        f"{len(held_out.groups):,} buyers ({held_out.positives:,} purchases)",
+        flush=True,
+    )
+    scorers = list_scorers(evaluated.model_to_string(), settings.ranker.sources)
+    champion_version, champion_text, why = (None, None, "not gated (benchmark)")
+    if gate_champions:
+        champion_version, champion_text, why = champion_booster(settings, names, version)
+        if champion_text is not None:
+            scorers["champion"] = ranking.BoosterScorer(champion_text, name="champion")
+    judged = judge(candidates, behaviour, plan, scorers)
+    table = judged.table
+    champion_30d = table["champion"]["30d"] if "champion" in table else None
+    gate = registry.gate(table["ranker"]["30d"], champion_30d, settings.training.champion_tolerance, why, GATE_METRIC)
+    serving = training_set(candidates, behaviour, plan.ranker_anchors(plan.serve), names)
+    served = fit(settings, serving, adapter.max_level, seed)
+    chosen = version if gate["publish"] else champion_version
+    ranked = table["ranker"] if gate["publish"] or "champion" not in table else table["champion"]
+    decision = decide({**table, "ranker": ranked}, chosen) if gate_champions else {}
+    table.pop("champion", None)
+    report = {
+        "version": version,
+        "plan": plan.describe(),
+        "metrics": table,
+        "gate": gate,
+        "lists": decision,
+        "training": {
+            "held_out": {
+                "anchors": held_out.anchors,
+                "rows": len(held_out.labels),
+                "buyers": len(held_out.groups),
+                "purchases": held_out.positives,
+            },
+            "served": {
+                "anchors": serving.anchors,
+                "rows": len(serving.labels),
+                "buyers": len(serving.groups),
+                "purchases": serving.positives,
+            },
+        },
+    }
+    importance = dict(zip(names, served.feature_importance("gain").tolist(), strict=True))
+    path = registry.write_version(
+        settings.warehouse_root,
+        "ranker",
+        version,
+        {
+            SERVED_FILE: lambda p: served.save_model(str(p)),
+            EVALUATED_FILE: lambda p: evaluated.save_model(str(p)),
+        },
+        report,
+        {
+            "model": "ranker",
+            "version": version,
+            "source": settings.source,
+            "seed": seed,
+            "config": asdict(settings.ranker),
+            "params": lgb_params(settings, adapter.max_level, seed),
+            "feature_names": names,
+            "feature_importance_gain": importance,
+            "candidates": str(candidates.root),
+            "plan": plan.describe(),
+            "lightgbm": lgb.__version__,
+            "code_version": registry.code_version(),
+        },
+    )
+    if gate_champions and gate["publish"]:
+        registry.set_champion(settings.warehouse_root, "ranker", {"version": version, "metrics": table, "gate": gate})
+    report["path"] = str(path)
+    report["seconds"] = round(time.time() - started, 1)
+    _print_table(table, decision)
+    return report
+
+
+def _print_table(table: dict[str, dict[str, dict[str, float]]], decision: dict[str, Any]) -> None:
+    for horizon in HORIZONS:
+        cells = [
+            f"{name} {row[horizon][f'recall@{K}']:.4f}/{row[horizon][f'ndcg@{K}']:.4f}"
+            for name, row in table.items()
+            if horizon in row
+        ]
+        print(f"ranker: recall/ndcg@{K}, next {horizon}: " + ", ".join(cells), flush=True)
+    if decision:
+        print(f"ranker: publishes {decision['lists']}: {decision['reason']}", flush=True)

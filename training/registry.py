@@ -3,7 +3,8 @@
     models/<name>/<version>/   weights.pt, user_embeddings.parquet, item_embeddings.parquet, metrics.json,
                                manifest.json (data range, config, code version, vocabularies, feature columns),
                                evaluated.pt when the served model is a refit on every day (training.refit): the
-                               held-out model that metrics.json describes
+                               held-out model that metrics.json describes; anchors/ds=<A>/ the held-out model's
+                               user and item embeddings as of each anchor the candidate job scores with it
     models/<name>/champion.json   {"version": ..., "metric": ..., "value": ...}: the published model
 
 A version directory is written beside its target and renamed into place, so a reader sees a whole model or none;
@@ -23,10 +24,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from nightrec import warehouse
 from nightrec.config import PROJECT_ROOT
-from nightrec.storage import read_json, swap_into_place, temp_sibling, write_json_atomic
+from nightrec.storage import swap_into_place, temp_sibling, write_json_atomic
 
-CHAMPION_FILE = "champion.json"
+CHAMPION_FILE = warehouse.CHAMPION_FILE
 EVALUATED_FILE = "evaluated.pt"
 
 
@@ -71,6 +73,7 @@ def write_version(
     tmp = temp_sibling(target)
     tmp.mkdir(parents=True)
     for filename, write in writers.items():
+        (tmp / filename).parent.mkdir(parents=True, exist_ok=True)
         write(tmp / filename)
     write_json_atomic(tmp / "metrics.json", metrics)
     write_json_atomic(tmp / "manifest.json", manifest)
@@ -88,17 +91,30 @@ def write_model(
     metrics: dict[str, Any],
     manifest: dict[str, Any],
     evaluated: dict[str, Any] | None = None,
+    more: dict[str, Callable[[Path], None]] | None = None,
 ) -> Path:
-    """An embedding model's version: weights, user and item embeddings, metrics, manifest; and, when the served
-    model is a refit on every day, the held-out model the metrics belong to (evaluated.pt, re-scored by the gate)."""
+    """An embedding model's version: weights, user and item embeddings, metrics, manifest; when the served model is a
+    refit on every day, the held-out model the metrics belong to (evaluated.pt, re-scored by the gate); and `more`
+    files (relative path -> writer: the anchor embeddings)."""
     writers: dict[str, Callable[[Path], None]] = {
         "weights.pt": lambda path: torch.save(state_dict, path),
-        "user_embeddings.parquet": lambda path: pq.write_table(user_embeddings, path),
-        "item_embeddings.parquet": lambda path: pq.write_table(item_embeddings, path),
+        **table_writers("", user_embeddings, item_embeddings),
     }
     if evaluated is not None:
         writers[EVALUATED_FILE] = lambda path: torch.save(evaluated, path)
+    writers.update(more or {})
     return write_version(warehouse_root, name, version, writers, metrics, manifest)
+
+
+def table_writers(
+    prefix: str, user_embeddings: pa.Table, item_embeddings: pa.Table
+) -> dict[str, Callable[[Path], None]]:
+    """Writers of a pair of embedding tables under `prefix` (a relative directory; "" for the version itself)."""
+    base = f"{prefix}/" if prefix else ""
+    return {
+        f"{base}user_embeddings.parquet": lambda path: pq.write_table(user_embeddings, path),
+        f"{base}item_embeddings.parquet": lambda path: pq.write_table(item_embeddings, path),
+    }
 
 
 def evaluated_weights(directory: Path) -> dict[str, Any]:
@@ -109,8 +125,8 @@ def evaluated_weights(directory: Path) -> dict[str, Any]:
 
 
 def champion(warehouse_root: Path, name: str) -> dict[str, Any] | None:
-    path = models_root(warehouse_root) / name / CHAMPION_FILE
-    return read_json(path) if path.exists() else None
+    """The champion pointer (one lookup for training, the Spark jobs and the report: nightrec.warehouse.champion)."""
+    return warehouse.champion(warehouse.Warehouse(warehouse_root, ""), name)
 
 
 def set_champion(warehouse_root: Path, name: str, pointer: dict[str, Any]) -> None:
@@ -119,3 +135,26 @@ def set_champion(warehouse_root: Path, name: str, pointer: dict[str, Any]) -> No
 
 def model_dir(warehouse_root: Path, name: str, version: str) -> Path:
     return models_root(warehouse_root) / name / version
+
+
+def gate(
+    new: dict[str, Any],
+    champion_metrics: dict[str, Any] | None,
+    tolerance: float,
+    why_none: str = "no champion yet",
+    metric: str = "ndcg@20",
+) -> dict[str, Any]:
+    """Publish unless the new model is worse than the champion (re-scored on this window) by more than `tolerance`."""
+    value = float(new[metric])
+    if champion_metrics is None or metric not in champion_metrics:
+        return {"publish": True, "reason": why_none, "metric": metric, "new": value}
+    old = float(champion_metrics[metric])
+    publish = value >= old - tolerance
+    return {
+        "publish": publish,
+        "reason": "not worse than the champion beyond the tolerance" if publish else "worse than the champion",
+        "metric": metric,
+        "new": value,
+        "champion": old,
+        "tolerance": tolerance,
+    }

@@ -1,13 +1,24 @@
-"""One training run: prepare the split and features, train the ordinal models, score the retrieval baselines,
-evaluate everything on the same window, write the model directories and apply the champion gate.
+"""The night's embedding models: the split and its features, training stopped early on each model's use, the
+held-out evaluation, the champion gate, the refit on every day and the embeddings the candidate job reads.
 
-Evaluation (days [T, E]):
-- AUC per level boundary c on real exposures only (DESIGN.md: "Report AUCs on real exposures only"), for the
-  boundaries real exposures can tell apart (c = 1..L-1), and GAUC (per user) at the top boundary (a purchase);
-  the boundary between a real exposure and a sampled untouched item is reported separately as `auc_sampled_c0`.
-- Retrieval of next-period purchases: for every user who buys in [T, E], the top K of the catalogue (items seen
-  before T) by the unified embedding's inner product, against the items they bought: Recall/NDCG/MRR@K, coverage,
-  novelty and exposure fairness. The baselines (popularity, co-visitation, own history) get the same users.
+Split (training.data.split_for): with E the last data day and S = E + 1, the models train on the days before
+C = T - ranker_days, stop early on [C, T) and are evaluated on [T, E], T = S - eval_days.
+
+Each model is stopped and gated on the metric of its use:
+- ``two_tower`` retrieves: Recall@20 of the validation days' purchases (users embedded as of C, items its vocabulary)
+  picks its epoch; NDCG@20 of the held-out window's purchases gates it. Its in-batch loss is not the criterion (it
+  rose every epoch while retrieval improved).
+- the ordinal models (GNOLR, its baselines) classify how far an exposure goes: their mean AUC over the level
+  boundaries picks the epoch and gates them. GNOLR's retrieval adds log q(item) back to its score (trained against
+  items drawn by popularity q, its inner product alone prefers the long tail); both are reported.
+
+Retrieval ranks only the items a model trained on: an item it never saw has no vector of its own (id 0 is padding),
+so it stays out of that model's lists until a later night trains on it; other sources still propose it.
+
+Outputs per model (models/<kind>/<E>/, training/registry.py): the served model (a refit on every day through E when
+``training.refit``, else the held-out one) with its user and item embeddings as of S for every user known by E; the
+held-out model (evaluated.pt) with its embeddings as of every anchor from C to the last evaluation anchor
+(anchors/ds=A/), which the candidate job scores the ranker's anchors with; metrics, gate and manifest.
 """
 
 from __future__ import annotations
@@ -24,17 +35,24 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import torch
 
 from nightrec.adapters import load_adapter
-from nightrec.config import Settings
+from nightrec.anchors import AnchorPlan, plan_for
+from nightrec.config import ORDINAL_KINDS, Settings
 from nightrec.errors import InputError
-from training import data, metrics, ordinal, ranker, registry, retrieval_baselines, trainer
+from nightrec.warehouse import Warehouse
+from training import data, metrics, ordinal, registry, trainer
 from training.towers import Inputs
 from training.two_tower import RetrievalTwoTower
 
 K = 20  # the cut-off of the retrieval metrics (Recall@20, NDCG@20: the quality bar's)
-GATE_METRIC = "ndcg@20"
+
+
+def gate_metric(kind: str) -> str:
+    """The metric a model is gated on: its use's (retrieval for the two-tower model, classification otherwise)."""
+    return "ndcg@20" if kind == "two_tower" else "auc_mean"
 
 
 @dataclass
@@ -50,14 +68,13 @@ class Prepared:
     validation: data.FeatureFiles
     evaluation: data.FeatureFiles
     base_rates: list[float]
-    history: retrieval_baselines.History
-    catalogue: list[str]
-    relevant: dict[str, set[str]]
+    relevant: dict[str, set[str]]  # the held-out window's purchases per buyer
+    validation_relevant: dict[str, set[str]]  # the validation days' purchases per buyer
+    catalogue: list[str]  # items seen before T
     item_users: dict[str, int]
     n_history_users: int
     item_counts: np.ndarray = field(default_factory=lambda: np.zeros(0))
     train_examples: pd.DataFrame = field(default_factory=pd.DataFrame)
-    ranker_examples: pd.DataFrame = field(default_factory=pd.DataFrame)
     negatives: dict[str, dict[str, int]] = field(default_factory=dict)
     work_dir: Path = Path()
 
@@ -92,18 +109,25 @@ def last_data_day(settings: Settings) -> date:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    table = pq.read_table(settings.warehouse_root / "marts" / "parquet" / data.EXAMPLES_MART, columns=["ds"])
+    wh = Warehouse(settings.warehouse_root, settings.source)
+    table = pq.read_table(wh.mart_export(data.EXAMPLES_MART), columns=["ds"])
     return pc.max(table.column("ds")).as_py()
 
 
+def purchases(examples: pd.DataFrame, top_level: int) -> dict[str, set[str]]:
+    """Items each user bought (reached the top level on) in the examples."""
+    bought = examples[examples["category"] == top_level]
+    return {str(u): set(g.astype(str)) for u, g in bought.groupby("user_id")["item_id"]}
+
+
 def prepare(settings: Settings, last_day: date, seed: int, work_dir: Path) -> Prepared:
-    """Split, sample negatives (seeded) and fetch point-in-time features for the train, validation (the ranker's
-    window) and evaluation examples."""
+    """Split, sample negatives (seeded) and fetch point-in-time features for the train, validation and evaluation
+    examples."""
     t = settings.training
     adapter = load_adapter(settings.source)
     split = data.split_for(adapter.history_start, last_day, t)
     train_ex = data.load_examples(settings, *split.train)
-    val_ex = data.load_examples(settings, *split.ranker)
+    val_ex = data.load_examples(settings, *split.validation)
     eval_ex = data.load_examples(settings, *split.evaluation)
     if train_ex.empty or eval_ex.empty:
         raise InputError(f"No training or evaluation examples for split {split} under {settings.warehouse_root}")
@@ -129,9 +153,6 @@ def prepare(settings: Settings, last_day: date, seed: int, work_dir: Path) -> Pr
         columns = (files[name].user_columns, files[name].item_columns)
 
     before_t = pd.concat([train_ex, val_ex], ignore_index=True)
-    history = retrieval_baselines.History(before_t, split.evaluation[0])
-    bought = eval_ex[eval_ex["category"] == adapter.max_level]
-    relevant = {u: set(g.astype(str)) for u, g in bought.groupby("user_id")["item_id"]}
     return Prepared(
         split=split,
         levels=adapter.max_level,
@@ -142,14 +163,13 @@ def prepare(settings: Settings, last_day: date, seed: int, work_dir: Path) -> Pr
         validation=files["validation"],
         evaluation=files["evaluation"],
         base_rates=ordinal.exceed_rates(frames["train"]["category"].to_numpy(), adapter.max_level).tolist(),
-        history=history,
+        relevant=purchases(eval_ex, adapter.max_level),
+        validation_relevant=purchases(val_ex, adapter.max_level),
         catalogue=sorted(before_t["item_id"].astype(str).unique()),
-        relevant=relevant,
         item_users=before_t.groupby("item_id")["user_id"].nunique().to_dict(),
         n_history_users=before_t["user_id"].nunique(),
         item_counts=np.bincount(items.index(train_ex["item_id"]), minlength=len(items)),
         train_examples=train_ex,
-        ranker_examples=val_ex,
         negatives=negatives,
         work_dir=work_dir,
     )
@@ -202,6 +222,13 @@ def build_model(spec: dict[str, Any], item_counts: np.ndarray | None = None) -> 
     )
 
 
+def log_q(item_counts: np.ndarray) -> np.ndarray:
+    """log q(item) per vocabulary row (row 0 included): the share of the training examples the item had, each item
+    counted once more (finite for every item). GNOLR's negatives were drawn by it; its retrieval adds it back."""
+    counts = np.asarray(item_counts, dtype=np.float64) + 1.0
+    return np.log(counts / counts.sum())
+
+
 def _loss(model: torch.nn.Module, inputs: Inputs) -> torch.Tensor:
     return model.batch_loss(inputs)
 
@@ -219,6 +246,7 @@ def _fit(
     patience: int,
     label: str,
     validation_score: Callable[[torch.nn.Module], float] | None = None,
+    validation_loss: bool = True,
 ) -> tuple[Model, trainer.FitResult]:
     """A fresh model of `kind` trained on `source.train` (checkpoints under its work dir, named by label and seed)."""
     t = settings.training
@@ -238,6 +266,7 @@ def _fit(
         name=label,
         batches_per_epoch=-(-source.train.rows // t.batch_size),
         validation_score=validation_score,
+        validation_loss=validation_loss,
     )
     return model, result
 
@@ -245,13 +274,21 @@ def _fit(
 def train_model(
     kind: str, prepared: Prepared, settings: Settings, seed: int, device: torch.device, mixed: bool
 ) -> tuple[Model, trainer.FitResult]:
+    """Train on the training days; keep the epoch with the best validation score of the model's use."""
     t = settings.training
 
     def validation() -> Iterator[data.Batch]:
         return data.batches(prepared.validation, 8192)
 
-    score = None
-    if kind in ordinal.MODELS:  # the two-tower model stops on its loss and needs no categories
+    if kind == "two_tower":
+        day = prepared.split.validation[0]
+        buyers = sorted(prepared.validation_relevant)
+
+        def score(model: torch.nn.Module) -> float:
+            source = embedding_source(model, kind, prepared, settings, buyers, day, device)
+            return metrics.ranking_metrics(source.top(buyers, K), prepared.validation_relevant, K).recall
+
+    else:
         # read once: the score runs after every epoch and the validation categories do not change
         categories = data.read_all(prepared.validation, ["category"])["category"].to_numpy()
 
@@ -270,6 +307,9 @@ def train_model(
         patience=t.patience,
         label=kind,
         validation_score=score,
+        # the two-tower model's loss is kept as a record (it rose while retrieval improved); the ordinal models'
+        # would cost a pass over every validation row and sampled item per epoch, and their AUC decides anyway
+        validation_loss=kind == "two_tower",
     )
 
 
@@ -332,7 +372,7 @@ def embed(
         }
     )
     # The features of these ids at this time do not depend on the model: one Feast call serves every model of the
-    # run (evaluation, ranker and export embed the same users and items), keyed by what the encoding depends on.
+    # run (evaluation, validation, exports embed the same users and items), keyed by what the encoding depends on.
     parts = [side, str(at), *ids, "|", *vocabularies.users.ids, "|", *vocabularies.items.ids]
     parts += [v for a in data.ITEM_ATTRIBUTES for v in ("|", *vocabularies.attributes.values[a])]
     key = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
@@ -346,7 +386,68 @@ def embed(
         inputs = trainer.to_tensors(batch, device)
         tower = model.user_vectors(inputs) if side == "user" else model.item_vectors(inputs)
         vectors.append(model.unified(tower).float().cpu().numpy())
-    return np.concatenate(vectors)
+    return np.concatenate(vectors) if vectors else np.zeros((0, 0), np.float32)
+
+
+@dataclass
+class EmbeddingSource:
+    """A model's unified embeddings at one time: users and its vocabulary's items, and how it retrieves."""
+
+    name: str
+    users: dict[str, int]
+    user_vectors: np.ndarray
+    items: list[str]
+    item_vectors: np.ndarray
+    bias: np.ndarray  # added to every item's score (GNOLR: log q; zeros otherwise)
+    scale: float = 1.0  # GNOLR: gamma, so the bias is on the scale of its logits
+
+    def top(self, users: list[str], k: int) -> dict[str, list[str]]:
+        """The k items with the largest scale x inner product + bias per user (users without a vector are left out);
+        ties by item order."""
+        from nightrec.scoring import top_k
+
+        known = [u for u in users if u in self.users]
+        if not known or not self.items:
+            return {}
+        vectors = self.user_vectors[[self.users[u] for u in known]] * self.scale
+        # the bias as one more dimension: score = <[scale u, 1], [v, bias]>
+        best = top_k(
+            np.hstack([vectors, np.ones((len(known), 1), np.float32)]).astype(np.float32),
+            np.hstack([self.item_vectors, self.bias[:, None]]).astype(np.float32),
+            k,
+        )
+        return {u: [self.items[j] for j in best.items[n, : best.counts[n]]] for n, u in enumerate(known)}
+
+
+def item_bias(model: Model, kind: str, vocabularies: data.Vocabularies, counts: np.ndarray) -> tuple[np.ndarray, float]:
+    """(per-item bias over the vocabulary's items, scale) of a model's retrieval score."""
+    if kind != "gnolr":
+        return np.zeros(len(vocabularies.items) - 1), 1.0
+    return log_q(counts)[1:], float(model.gamma)
+
+
+def embedding_source(
+    model: Model,
+    kind: str,
+    prepared: Prepared,
+    settings: Settings,
+    users: list[str],
+    at: date,
+    device: torch.device,
+    vocabularies: data.Vocabularies | None = None,
+    counts: np.ndarray | None = None,
+) -> EmbeddingSource:
+    """A model's retrieval as of `at`: the given users and its own vocabulary's items (with features through at - 1);
+    `vocabularies` and `counts` are the model's when they are not this run's (a champion)."""
+    vocabularies = vocabularies or prepared.vocabularies
+    counts = prepared.item_counts if counts is None else counts
+    columns = (prepared.train.user_columns, prepared.train.item_columns)
+    items = list(vocabularies.items.ids)
+    args = (model, vocabularies, columns, settings)
+    user_vectors = embed(*args, "user", users, at, prepared.work_dir, device)
+    item_vectors = embed(*args, "item", items, at, prepared.work_dir, device)
+    bias, scale = item_bias(model, kind, vocabularies, counts)
+    return EmbeddingSource(kind, {u: n for n, u in enumerate(users)}, user_vectors, items, item_vectors, bias, scale)
 
 
 def boundary_aucs(categories: np.ndarray, exceed: np.ndarray, levels: int) -> dict[str, float]:
@@ -359,10 +460,10 @@ def boundary_aucs(categories: np.ndarray, exceed: np.ndarray, levels: int) -> di
 
 
 def validation_auc(categories: np.ndarray, exceed: np.ndarray, levels: int) -> float:
-    """The ordinal models' early-stopping score: the mean of `boundary_aucs` on the validation days (the ranker's
-    window, before evaluation), given their categories and P(k > c). Their loss weighs the sampled boundary most (it
-    is in every term of GNOLR's nested loss and has the most positives for the others), so a falling validation loss
-    can hide falling AUCs at the level boundaries that evaluation reports."""
+    """The ordinal models' early-stopping score: the mean of `boundary_aucs` on the validation days, given their
+    categories and P(k > c). Their loss weighs the sampled boundary most (it is in every term of GNOLR's nested loss
+    and has the most positives for the others), so a falling validation loss can hide falling AUCs at the level
+    boundaries that evaluation reports."""
     values = [v for v in boundary_aucs(categories, exceed, levels).values() if not np.isnan(v)]
     return float(np.mean(values)) if values else float("nan")
 
@@ -372,16 +473,19 @@ def ordinal_metrics(prepared: Prepared, exceed: np.ndarray) -> dict[str, float]:
     categories = frame["category"].to_numpy()
     real = categories >= 1
     out = boundary_aucs(categories, exceed, prepared.levels)
+    values = [v for v in out.values() if not np.isnan(v)]
+    out["auc_mean"] = float(np.mean(values)) if values else float("nan")
     top = prepared.levels - 1
     if top >= 1:
         out["gauc_top"] = metrics.gauc(frame["user_id"].to_numpy()[real], categories[real] > top, exceed[real, top])
     return out
 
 
-def retrieval_metrics(prepared: Prepared, recommended: dict[str, list[str]]) -> dict[str, float]:
+def retrieval_metrics(prepared: Prepared, recommended: dict[str, list[str]], prefix: str = "") -> dict[str, float]:
+    """Recall/NDCG/MRR@K of the held-out purchases, coverage, novelty and exposure fairness of the lists."""
     ranking = metrics.ranking_metrics(recommended, prepared.relevant, K)
     fairness = metrics.exposure_fairness(recommended, prepared.catalogue, K)
-    return {
+    out = {
         "eval_users": ranking.users,
         f"recall@{K}": ranking.recall,
         f"ndcg@{K}": ranking.ndcg,
@@ -393,11 +497,7 @@ def retrieval_metrics(prepared: Prepared, recommended: dict[str, list[str]]) -> 
         f"entropy@{K}": fairness.entropy,
         f"entropy_corrected@{K}": fairness.entropy_corrected,
     }
-
-
-def baseline_recommendations(prepared: Prepared) -> dict[str, dict[str, list[str]]]:
-    users = sorted(prepared.relevant)
-    return {name: fn(prepared.history, users, K) for name, fn in retrieval_baselines.BASELINES.items()}
+    return {f"{prefix}{key}": value for key, value in out.items()}
 
 
 @dataclass
@@ -412,28 +512,39 @@ class ModelOutcome:
 
 def evaluate_model(
     model: Model,
+    kind: str,
     vocabularies: data.Vocabularies,
     prepared: Prepared,
     settings: Settings,
     device: torch.device,
+    counts: np.ndarray | None = None,
 ) -> tuple[dict[str, Any], np.ndarray, dict[str, list[str]]]:
-    """Ordinal and retrieval metrics of a model on this run's evaluation window."""
+    """The model's metrics on this run's held-out window: AUC per level (ordinal models) and the retrieval of its
+    lists as of T over the items it trained on (GNOLR: with log q added back; its raw inner product's as
+    ``uncorrected_``)."""
     own = vocabularies == prepared.vocabularies
     exceed = score_exposures(model, prepared.evaluation, device, None if own else vocabularies, prepared.vocabularies)
     users = sorted(prepared.relevant)
-    t_day = prepared.split.evaluation[0]
     source = embedding_source(
-        model, "evaluated", prepared, settings, users, prepared.catalogue, t_day, device, vocabularies
+        model, kind, prepared, settings, users, prepared.split.evaluation[0], device, vocabularies, counts
     )
     recommended = source.top(users, K)
-    return {**ordinal_metrics(prepared, exceed), **retrieval_metrics(prepared, recommended)}, exceed, recommended
+    result = retrieval_metrics(prepared, recommended)
+    if kind in ORDINAL_KINDS:
+        result.update(ordinal_metrics(prepared, exceed))
+    if kind == "gnolr":
+        raw = EmbeddingSource(
+            kind, source.users, source.user_vectors, source.items, source.item_vectors, np.zeros(len(source.items))
+        )
+        result.update(retrieval_metrics(prepared, raw.top(users, K), prefix="uncorrected_"))
+    return result, exceed, recommended
 
 
 def train_and_evaluate(
     kind: str, prepared: Prepared, settings: Settings, seed: int, device: torch.device, mixed: bool
 ) -> ModelOutcome:
     model, fit = train_model(kind, prepared, settings, seed, device, mixed)
-    result, exceed, recommended = evaluate_model(model, prepared.vocabularies, prepared, settings, device)
+    result, exceed, recommended = evaluate_model(model, kind, prepared.vocabularies, prepared, settings, device)
     result["train_samples_per_s"] = fit.train_samples_per_s
     return ModelOutcome(kind, result, asdict(fit), exceed, recommended, model)
 
@@ -442,10 +553,11 @@ def rescore_champion(
     kind: str, prepared: Prepared, settings: Settings, device: torch.device
 ) -> tuple[dict[str, Any] | None, str]:
     """The current champion's metrics on this run's evaluation window, or None with the reason it cannot be scored."""
+    wh = Warehouse(settings.warehouse_root, settings.source)
     pointer = registry.champion(settings.warehouse_root, kind)
     if pointer is None:
         return None, "no champion yet"
-    directory = registry.model_dir(settings.warehouse_root, kind, pointer["version"])
+    directory = wh.model_dir(kind, pointer["version"])
     manifest = json.loads((directory / "manifest.json").read_text())
     # the held-out model the champion's metrics came from (a refit has seen this window's days)
     weights = registry.evaluated_weights(directory)
@@ -460,27 +572,10 @@ def rescore_champion(
     attributes = data.ItemAttributes.load(settings, items, values)
     model = build_model(spec)
     model.load_state_dict(weights["state_dict"])
-    result, _, _ = evaluate_model(model, data.Vocabularies(users, items, attributes), prepared, settings, device)
+    counts = np.asarray(weights.get("item_counts", np.zeros(len(items))), dtype=np.float64)
+    vocabularies = data.Vocabularies(users, items, attributes)
+    result, _, _ = evaluate_model(model, kind, vocabularies, prepared, settings, device, counts)
     return result, f"champion {pointer['version']} re-scored on this window"
-
-
-def gate(
-    new: dict[str, Any], champion_metrics: dict[str, Any] | None, tolerance: float, why_none: str = "no champion yet"
-) -> dict[str, Any]:
-    """Publish unless the new model is worse than the champion (re-scored on this window) by more than `tolerance`."""
-    value = float(new[GATE_METRIC])
-    if champion_metrics is None:
-        return {"publish": True, "reason": why_none, "metric": GATE_METRIC, "new": value}
-    old = float(champion_metrics[GATE_METRIC])
-    publish = value >= old - tolerance
-    return {
-        "publish": publish,
-        "reason": "not worse than the champion beyond the tolerance" if publish else "worse than the champion",
-        "metric": GATE_METRIC,
-        "new": value,
-        "champion": old,
-        "tolerance": tolerance,
-    }
 
 
 def run_key(settings: Settings, last_day: date, seed: int) -> str:
@@ -489,15 +584,52 @@ def run_key(settings: Settings, last_day: date, seed: int) -> str:
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def run(settings: Settings, last_day: date | None = None, seed: int | None = None) -> dict[str, Any]:
-    """The nightly training run; returns the report that also lands in models/<kind>/<version>/metrics.json."""
+def known_users(settings: Settings, before: date) -> list[str]:
+    """Every user with an exposure before `before`: who gets an embedding as of that day."""
+    start = load_adapter(settings.source).history_start
+    return sorted(data.load_examples(settings, start, before)["user_id"].astype(str).unique())
+
+
+def embedding_tables(
+    model: Model,
+    kind: str,
+    vocabularies: data.Vocabularies,
+    counts: np.ndarray,
+    prepared: Prepared,
+    settings: Settings,
+    at: date,
+    device: torch.device,
+) -> tuple[pa.Table, pa.Table]:
+    """The user embeddings of every user known by E and the item embeddings of the model's vocabulary (with log q for
+    GNOLR, whose candidates add it back), as of `at`. A user first seen after `at` (a buyer of a later label window)
+    has no features or sequence as of `at` yet: the vector the model gives a newcomer."""
+    users = known_users(settings, prepared.split.evaluation[1])
+    source = embedding_source(model, kind, prepared, settings, users, at, device, vocabularies, counts)
+    items = registry.embeddings_table(source.items, source.item_vectors, "item_id")
+    if kind == "gnolr":
+        items = items.append_column("log_q", pa.array(source.bias, pa.float64()))
+    return registry.embeddings_table(users, source.user_vectors, "user_id"), items
+
+
+def train_models(
+    settings: Settings,
+    last_day: date,
+    seed: int,
+    version: str,
+    plan: AnchorPlan | None,
+    gate_champions: bool = True,
+    work_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Train, evaluate (and gate) every model of `training.models` and write each as `version`, with the held-out
+    model's embeddings at the plan's anchors from C on and the served model's as of S.
+
+    :param gate_champions: compare with each model's champion and move its pointer (the nightly run); off, nothing
+        but the version directories is written (the benchmark's seeds).
+    """
     t = settings.training
-    seed = t.seed if seed is None else seed
-    last_day = last_day or last_data_day(settings)
     device, mixed = trainer.pick_device(t.device)
-    version = last_day.isoformat()
-    work_dir = (
-        registry.models_root(settings.warehouse_root) / "_work" / f"{version}-{run_key(settings, last_day, seed)}"
+    work_dir = work_dir or registry.models_root(settings.warehouse_root) / "_work" / (
+        f"{version}-{run_key(settings, last_day, seed)}"
     )
     started = time.time()
     print(f"training: data through {last_day}, device {device}{' (bf16 autocast)' if mixed else ''}", flush=True)
@@ -511,11 +643,8 @@ def run(settings: Settings, last_day: date | None = None, seed: int | None = Non
     report: dict[str, Any] = {
         "version": version,
         "split": {k: [str(d) for d in v] for k, v in asdict(prepared.split).items()},
+        "models": {},
     }
-    report["baselines"] = {
-        name: retrieval_metrics(prepared, rec) for name, rec in baseline_recommendations(prepared).items()
-    }
-    report["models"] = {}
     manifest_base = {
         "data_range": report["split"],
         "source": settings.source,
@@ -528,67 +657,99 @@ def run(settings: Settings, last_day: date | None = None, seed: int | None = Non
         "base_rates": prepared.base_rates,
         "feature_columns": {"user": prepared.train.user_columns, "item": prepared.train.item_columns},
     }
-    trained: dict[str, Model] = {}
+    serve = last_day + timedelta(days=1)
+    anchor_days = [d for d in (plan.embedded_days() if plan else []) if d < serve]
     refit: RefitData | None = None
+    report["stage_seconds"] = {"prepare": round(time.time() - started, 1)}
     for kind in t.models:
+        clock = time.time()
         outcome = train_and_evaluate(kind, prepared, settings, seed, device, mixed)
-        champion_metrics, why = rescore_champion(kind, prepared, settings, device)
-        decision = gate(outcome.metrics, champion_metrics, t.champion_tolerance, why)
-        served, served_vocabularies, refit_record, evaluated = outcome.model, prepared.vocabularies, None, None
+        stages = {"train_and_evaluate": round(time.time() - clock, 1)}
+        clock = time.time()
+        metric = gate_metric(kind)
+        if gate_champions:
+            champion_metrics, why = rescore_champion(kind, prepared, settings, device)
+            decision = registry.gate(outcome.metrics, champion_metrics, t.champion_tolerance, why, metric)
+        else:
+            decision = {"publish": False, "reason": "not gated (benchmark)", "metric": metric}
         spec = architecture(kind, prepared, settings)
-        if t.refit and decision["publish"]:
+        held_out = weights_record(outcome.model, prepared.vocabularies, spec, prepared.item_counts)
+        writers: dict[str, Callable[[Path], None]] = {}
+        for day in anchor_days:  # the held-out model scores the ranker's anchors from C on
+            users, items = embedding_tables(
+                outcome.model, kind, prepared.vocabularies, prepared.item_counts, prepared, settings, day, device
+            )
+            writers.update(registry.table_writers(f"anchors/ds={day.isoformat()}", users, items))
+        stages["anchor_embeddings"] = round(time.time() - clock, 1)
+        clock = time.time()
+        served, vocabularies, counts, refit_record = outcome.model, prepared.vocabularies, prepared.item_counts, None
+        if t.refit:
             refit = refit or prepare_refit(settings, last_day, seed, prepared)
             served, refit_record = refit_model(kind, refit, settings, seed, device, mixed, outcome.fit["best_epoch"])
-            served_vocabularies = refit.vocabularies
-            evaluated = weights_record(outcome.model, prepared.vocabularies, spec)
-            spec = architecture(kind, refit, settings)
-        export_day = last_day + timedelta(days=1)
-        users, items = list(served_vocabularies.users.ids), list(served_vocabularies.items.ids)
-        exported = embedding_source(
-            served, kind, prepared, settings, users, items, export_day, device, served_vocabularies
-        )
+            vocabularies, counts, spec = refit.vocabularies, refit.item_counts, architecture(kind, refit, settings)
+        stages["refit"] = round(time.time() - clock, 1)
+        clock = time.time()
+        users, items = embedding_tables(served, kind, vocabularies, counts, prepared, settings, serve, device)
         path = registry.write_model(
             settings.warehouse_root,
             kind,
             version,
-            weights_record(served, served_vocabularies, spec),
-            registry.embeddings_table(users, exported.user_vectors, "user_id"),
-            registry.embeddings_table(items, exported.item_vectors, "item_id"),
+            weights_record(served, vocabularies, spec, counts),
+            users,
+            items,
             {"metrics": outcome.metrics, "gate": decision, "fit": outcome.fit},
             {
                 **manifest_base,
                 "model": kind,
                 "version": version,
-                "embeddings_as_of": str(export_day),
+                "embeddings_as_of": str(serve),
+                "anchor_embeddings": [str(d) for d in anchor_days],
                 "architecture": spec,
                 "served_model": refit_record or {"trained_on": report["split"]["train"], "refit": False},
                 **({"head": served.head()} if hasattr(served, "head") else {}),
+                **({"evaluated_head": outcome.model.head()} if hasattr(outcome.model, "head") else {}),
             },
-            evaluated,
+            held_out if refit_record else None,
+            writers,
         )
         if decision["publish"]:
             registry.set_champion(
                 settings.warehouse_root, kind, {"version": version, "metrics": outcome.metrics, "gate": decision}
             )
+        stages["export"] = round(time.time() - clock, 1)
+        report["stage_seconds"][kind] = stages
         report["models"][kind] = {"metrics": outcome.metrics, "gate": decision, "path": str(path)}
         verdict = "published" if decision["publish"] else "kept the champion"
         served_from = " (served model refit on every day)" if refit_record else ""
-        print(f"training: {kind} -> {path} ({verdict}: {decision['reason']}){served_from}", flush=True)
-        trained[kind] = outcome.model
-    if t.ranker:
-        report["models"]["ranker"] = run_ranker(prepared, settings, trained, manifest_base, version, seed, device)
+        print(
+            f"training: {kind} -> {path} ({verdict}: {decision['reason']}){served_from}; seconds {stages}", flush=True
+        )
     shutil.rmtree(work_dir, ignore_errors=True)  # features and checkpoints: only needed to resume this run
     report["seconds"] = round(time.time() - started, 1)
     return report
 
 
-def weights_record(model: Model, vocabularies: data.Vocabularies, spec: dict[str, Any]) -> dict[str, Any]:
-    """What weights.pt (and evaluated.pt) hold: everything needed to rebuild the model and index its inputs."""
+def run(settings: Settings, last_day: date | None = None, seed: int | None = None) -> dict[str, Any]:
+    """The nightly models: train, evaluate, gate and write every model of `training.models` for data day E, with the
+    embeddings the candidate job needs for the night's anchors (nightrec/anchors.py)."""
+    seed = settings.training.seed if seed is None else seed
+    last_day = last_day or last_data_day(settings)
+    adapter = load_adapter(settings.source)
+    plan = plan_for(settings, adapter.history_start, last_day) if settings.training.ranker else None
+    return train_models(settings, last_day, seed, last_day.isoformat(), plan)
+
+
+def weights_record(
+    model: Model, vocabularies: data.Vocabularies, spec: dict[str, Any], counts: np.ndarray
+) -> dict[str, Any]:
+    """What weights.pt (and evaluated.pt) hold: everything needed to rebuild the model, index its inputs and score
+    its retrieval (the item counts of its training examples: GNOLR's log q)."""
     return {
         "state_dict": model.state_dict(),
         "users": vocabularies.users.ids,
         "items": vocabularies.items.ids,
         "item_attributes": vocabularies.attributes.values,
+        "item_counts": np.asarray(counts, dtype=np.float64).tolist(),
         "architecture": spec,
     }
 
@@ -650,111 +811,3 @@ def refit_model(
         "train_samples_per_s": result.train_samples_per_s,
     }
     return model, record
-
-
-RANKER_SOURCES = ("two_tower", "gnolr")  # the retrieval models whose candidates and scores the ranker uses
-
-
-def embedding_source(
-    model: Model,
-    name: str,
-    prepared: Prepared,
-    settings: Settings,
-    users: list[str],
-    items: list[str],
-    at: date,
-    device: torch.device,
-    vocabularies: data.Vocabularies | None = None,
-) -> ranker.EmbeddingSource:
-    """A model's user and item embeddings at `at` (features through at - 1); `vocabularies` are the model's when
-    they are not this run's (a champion)."""
-    vocabularies = vocabularies or prepared.vocabularies
-    columns = (prepared.train.user_columns, prepared.train.item_columns)
-    args = (model, vocabularies, columns, settings)
-    user_vectors = embed(*args, "user", users, at, prepared.work_dir, device)
-    item_vectors = embed(*args, "item", items, at, prepared.work_dir, device)
-    return ranker.EmbeddingSource(name, {u: n for n, u in enumerate(users)}, user_vectors, items, item_vectors)
-
-
-def fit_ranker(
-    prepared: Prepared, settings: Settings, trained: dict[str, Model], seed: int, device: torch.device
-) -> ranker.RankerOutcome:
-    """Train LambdaRank on the ranker window's candidates and rank the evaluation buyers' candidates."""
-    t0, t_eval = prepared.split.ranker[0], prepared.split.evaluation[0]
-    label_users = sorted(prepared.ranker_examples["user_id"].astype(str).unique())
-    train_items = sorted(prepared.train_examples["item_id"].astype(str).unique())
-    eval_users = sorted(prepared.relevant)
-    sources = [k for k in RANKER_SOURCES if k in trained]
-    train_sources = [
-        embedding_source(trained[k], k, prepared, settings, label_users, train_items, t0, device) for k in sources
-    ]
-    eval_sources = [
-        embedding_source(trained[k], k, prepared, settings, eval_users, prepared.catalogue, t_eval, device)
-        for k in sources
-    ]
-    return ranker.train_and_rank(
-        settings,
-        retrieval_baselines.History(prepared.train_examples, t0),
-        prepared.ranker_examples,
-        train_sources,
-        prepared.history,
-        eval_users,
-        eval_sources,
-        (prepared.train.user_columns, prepared.train.item_columns),
-        prepared.vocabularies,
-        prepared.work_dir,
-        K,
-        seed,
-    )
-
-
-def run_ranker(
-    prepared: Prepared,
-    settings: Settings,
-    trained: dict[str, Model],
-    manifest_base: dict[str, Any],
-    version: str,
-    seed: int,
-    device: torch.device,
-) -> dict[str, Any]:
-    """Train the LambdaRank re-ranker on the ranker window, evaluate it like every retrieval model, gate, write."""
-    import lightgbm as lgb
-
-    outcome = fit_ranker(prepared, settings, trained, seed, device)
-    sources = [k for k in RANKER_SOURCES if k in trained]
-    result = retrieval_metrics(prepared, outcome.recommended)
-    result.update(train_groups=outcome.train_groups, train_rows=outcome.train_rows)
-    champion_metrics, why = None, "no champion yet"
-    pointer = registry.champion(settings.warehouse_root, "ranker")
-    if pointer is not None:
-        directory = registry.model_dir(settings.warehouse_root, "ranker", pointer["version"])
-        champion_names = json.loads((directory / "manifest.json").read_text())["feature_names"]
-        if champion_names == outcome.feature_names:
-            booster = lgb.Booster(model_file=str(directory / "model.txt"))
-            champion_metrics = retrieval_metrics(prepared, outcome.rank_with(booster, K))
-            why = f"champion {pointer['version']} re-scored on this window"
-        else:
-            why = f"champion {pointer['version']} used other features"
-    decision = gate(result, champion_metrics, settings.training.champion_tolerance, why)
-    path = registry.write_version(
-        settings.warehouse_root,
-        "ranker",
-        version,
-        {"model.txt": lambda p: outcome.booster.save_model(str(p))},
-        {"metrics": result, "gate": decision},
-        {
-            **manifest_base,
-            "model": "ranker",
-            "version": version,
-            "sources": [*retrieval_baselines.BASELINES, *sources],
-            "candidates_per_source": ranker.CANDIDATES,
-            "feature_names": outcome.feature_names,
-        },
-    )
-    if decision["publish"]:
-        registry.set_champion(
-            settings.warehouse_root, "ranker", {"version": version, "metrics": result, "gate": decision}
-        )
-    verdict = "published" if decision["publish"] else "kept the champion"
-    print(f"training: ranker -> {path} ({verdict}: {decision['reason']})", flush=True)
-    return {"metrics": result, "gate": decision, "path": str(path)}

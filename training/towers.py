@@ -62,9 +62,9 @@ class SequenceEncoder(nn.Module):
 
 class Tower(nn.Module):
     """Ids, dense features, categorical attributes (items) and the sequence (users) -> a shared MLP -> `heads`
-    L2-normalised sub-embeddings of size `dim` (one matmul for all heads). Id 0 is every id unseen in training;
-    attribute value 0 is unknown. Attributes give an item unseen in training (id 0) a place of its own: its
-    category's, colour's, ... embeddings."""
+    L2-normalised sub-embeddings of size `dim` (one matmul for all heads). Id 0 is every id unseen in training: its
+    row is zero and never trained (padding), so such a user or item is placed by its features, sequence and
+    attributes alone, not by one shared untrained vector; attribute value 0 is unknown."""
 
     def __init__(
         self,
@@ -78,7 +78,7 @@ class Tower(nn.Module):
     ) -> None:
         super().__init__()
         self.heads, self.dim = heads, dim
-        self.ids = nn.Embedding(n_ids, hidden)
+        self.ids = nn.Embedding(n_ids, hidden, padding_idx=0)
         self.dense = nn.Linear(n_dense, hidden) if n_dense else None
         self.attributes = nn.ModuleList(nn.Embedding(n, hidden, padding_idx=0) for n in attribute_values)
         for table in self.attributes:
@@ -86,7 +86,7 @@ class Tower(nn.Module):
         self.sequence = sequence
         self.shared = nn.Sequential(nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
         self.out = nn.Linear(hidden, heads * dim)
-        nn.init.normal_(self.ids.weight, std=0.05)
+        nn.init.normal_(self.ids.weight[1:], std=0.05)
 
     def forward(
         self,

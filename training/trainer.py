@@ -82,6 +82,7 @@ def fit(
     name: str,
     batches_per_epoch: int | None = None,
     validation_score: Callable[[nn.Module], float] | None = None,
+    validation_loss: bool = True,
 ) -> FitResult:
     """Train with Adam until `epochs` or until the validation criterion has not improved for `patience` epochs; the
     model ends with its best weights.
@@ -92,6 +93,8 @@ def fit(
         on every day, for as many epochs as early stopping chose on held-out days).
     :param validation_score: model -> a validation score, higher is better; when given it picks the best epoch and
         stops early instead of the validation loss (both are recorded per epoch).
+    :param validation_loss: compute the validation loss every epoch (recorded; the criterion without a score). Off,
+        it is recorded as nan: a pass over the validation rows saved where the score decides anyway.
     """
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     last, best = checkpoint_dir / "last.pt", checkpoint_dir / "best.pt"
@@ -137,7 +140,11 @@ def fit(
         elapsed = time.perf_counter() - t0
         seen += rows
         busy += elapsed
-        val_loss = evaluate_loss(model, loss_fn, validation(), device, mixed_precision) if validation else float("nan")
+        val_loss = (
+            evaluate_loss(model, loss_fn, validation(), device, mixed_precision)
+            if validation and (validation_loss or validation_score is None)
+            else float("nan")
+        )
         score = float(validation_score(model)) if validation and validation_score else float("nan")
         state["epoch"] = epoch
         state["history"].append(
@@ -158,7 +165,7 @@ def fit(
         else:
             state["bad_epochs"] += 1
         _save_atomic({"model": model.state_dict(), "optimiser": optimiser.state_dict(), "state": state}, last)
-        validated = f"validation loss {val_loss:.4f}, " if validation else ""
+        validated = f"validation loss {val_loss:.4f}, " if validation and not np.isnan(val_loss) else ""
         validated += f"validation score {score:.4f}, " if validation and validation_score else ""
         print(
             f"{name} epoch {epoch}: train loss {total / max(rows, 1):.4f}, {validated}"

@@ -61,15 +61,18 @@ def test_nightly_runs_land_ingest_sequences_dbt_publish_record_on_one_day_interv
         "dim_items",
         "user_features",
         "item_features",
+        "user_item_features",
         "user_sequences",
     ]
     detached = {  # tests with two parents run in their own task once both tables exist
         "dbt.relationships_fct_interactions_user_id__user_id__ref_dim_users__test",
         "dbt.relationships_fct_interactions_item_id__item_id__ref_dim_items__test",
+        "dbt.relationships_user_item_features_user_id__user_id__ref_dim_users__test",
     }
     assert dbt_tasks == {f"dbt.{m}_model_build" for m in models} | detached  # one task per model + its tests
     for test_task in detached:
-        assert "dbt.fct_interactions_model_build" in dag.get_task(test_task).upstream_task_ids
+        model = test_task.removeprefix("dbt.relationships_").split("_user_id__")[0].split("_item_id__")[0]
+        assert f"dbt.{model}_model_build" in dag.get_task(test_task).upstream_task_ids
     assert dag.get_task("build_sequences").downstream_task_ids == {  # the models that read the zones
         "dbt.stg_bronze__events_model_build",
         "dbt.stg_bronze__quarantine_model_build",
@@ -83,7 +86,11 @@ def test_nightly_runs_land_ingest_sequences_dbt_publish_record_on_one_day_interv
     assert dag.get_task("publish_marts").downstream_task_ids == {"feast_apply"}
     assert dag.get_task("feast_apply").downstream_task_ids == {"feast_materialize"}
     assert dag.get_task("feast_materialize").downstream_task_ids == {"train"}
-    assert dag.get_task("train").downstream_task_ids == {"score_topk"}
+    # the models, then the night's candidates (Spark), the ranker that decides the lists, then the lists
+    assert dag.get_task("train").downstream_task_ids == {"build_candidates"}
+    assert dag.get_task("build_candidates").application.endswith("spark_jobs/build_candidates.py")
+    assert dag.get_task("build_candidates").downstream_task_ids == {"train_ranker"}
+    assert dag.get_task("train_ranker").downstream_task_ids == {"score_topk"}
     assert dag.get_task("score_topk").application.endswith("spark_jobs/score_topk.py")
     assert dag.get_task("score_topk").downstream_task_ids == {"publish_topk"}
     assert dag.get_task("publish_topk").downstream_task_ids == {"record_run"}

@@ -129,7 +129,7 @@ def test_the_dag_builds_publishes_and_documents_the_marts(airflow_run, tmall):
     exported = read_parquet_dir(warehouse / "marts" / "parquet" / "fct_interactions")
     assert exported["n_events"].sum() == 182_880
     queries = split_queries((PROJECT_ROOT / "docs" / "analyst_queries.sql").read_text())
-    assert len(queries) == 5
+    assert len(queries) == 7
     with duckdb.connect(str(warehouse / "analytics" / "nightrec.duckdb"), read_only=True) as con:
         results = [con.sql(q).df() for q in queries]
         bronze_buys = con.execute("select count(*) from bronze.events where level = 4").fetchone()[0]
@@ -198,7 +198,14 @@ def test_the_run_report_reads_each_stage_back_from_the_manifest(airflow_run, tma
     assert f"user_features {stages['feast_materialize']['rows']['user_features']:,}" in report
     for name, model in stages["training"]["models"].items():
         state = "published" if model["published"] else "champion kept"
-        assert f"{name:<10} ndcg@20 {model['ndcg@20']:.4f}  {state}: {model['reason']}" in report
+        assert f"{name:<10} {model['metric']} {model['value']:.4f}  {state}: {model['reason']}" in report
+    ranked = stages["ranker"]
+    rows = {line.split()[0]: line.split()[1:3] for line in report.splitlines() if line.count("/") == 2}
+    for name, row in ranked["metrics"].items():  # every list beside the others, both horizons; * marks the published
+        label = name + ("*" if name == ranked["lists"]["lists"] else "")
+        thirty = row["30d"]
+        assert rows[label] == [f"{thirty['recall@20']:.4f}/{thirty['ndcg@20']:.4f}", f"({thirty['users']:,})"]
+    assert f"publishes {ranked['lists']['lists']} (*): {ranked['lists']['reason']}" in report
     counts = stages["topk"]["counts"]
     assert f"{counts['model_version']}: {counts['rows']:,} rows for {counts['users']:,} users" in report
 
@@ -206,6 +213,7 @@ def test_the_run_report_reads_each_stage_back_from_the_manifest(airflow_run, tma
     boot = nightrec(["report", "--day", str(boot_day)], warehouse, home).stdout
     assert "(Airflow bootstrap," in boot
     assert "training   not run on this day" in boot and "top-k      not run on this day" in boot
+    assert "lists      not run on this day" in boot
     missing = nightrec(["report", "--day", "2000-01-01"], warehouse, home).stdout
     assert "No run manifest for 2000-01-01" in missing
 
@@ -217,8 +225,9 @@ def test_the_run_report_reads_each_stage_back_from_the_manifest(airflow_run, tma
     links = [line.split('href="ds=')[1][:10] for line in index.splitlines() if 'href="ds=' in line]
     assert links == days[::-1]
     last_night = (pages / f"ds={NIGHTS[-1]}.html").read_text()
-    for name in stages["training"]["models"]:
-        assert f"{name:<10} ndcg@20" in last_night
+    for name, model in stages["training"]["models"].items():
+        assert f"{name:<10} {model['metric']}" in last_night
+    assert f"publishes {ranked['lists']['lists']}" in last_night
     assert f"{counts['rows']:,} rows for {counts['users']:,} users" in last_night
 
 
@@ -251,23 +260,35 @@ def read_parquet_dir(path):
 
 
 def test_each_night_trains_gates_and_publishes_models(airflow_run, tmall):
-    """The DAG's train task ran the smoke profile's models and the ranker for the night's last day, with the gate."""
+    """The DAG's train, build_candidates and train_ranker tasks ran the smoke profile's models, the night's
+    candidates and the ranker for the night's last day, with the gates and the night's decision."""
     warehouse, _, output = airflow_run
-    assert "[DAG TEST] end task task_id=train" in output
+    for task in ("train", "build_candidates", "train_ranker"):
+        assert f"[DAG TEST] end task task_id={task}" in output
     for model in ("two_tower", "gnolr", "ranker"):
         version = warehouse / "models" / model / str(NIGHTS[-1])
         assert (version / "manifest.json").exists() and (version / "metrics.json").exists()
         champion = json.loads((warehouse / "models" / model / "champion.json").read_text())
         assert champion["version"] in {str(NIGHTS[0]), str(NIGHTS[-1])}
-    manifest = json.loads(Warehouse(warehouse, tmall.name).run_manifest(NIGHTS[-1]).read_text())["stages"]
+    wh = Warehouse(warehouse, tmall.name)
+    assert (wh.candidates(NIGHTS[-1]) / "_SUCCESS").is_file()
+    manifest = json.loads(wh.run_manifest(NIGHTS[-1]).read_text())["stages"]
     training = manifest["training"]
     assert training["version"] == str(NIGHTS[-1]) and training["split"]["evaluation"] == ["2014-07-17", "2014-08-16"]
-    assert set(training["models"]) == {"two_tower", "gnolr", "ranker"}
+    assert set(training["models"]) == {"two_tower", "gnolr"}
     # a night after the first trained models: each gate compared against a champion, re-scored on this window
-    assert {m["reason"] for m in training["models"].values()} <= {
-        "not worse than the champion beyond the tolerance",
-        "worse than the champion",
+    reasons = {"not worse than the champion beyond the tolerance", "worse than the champion"}
+    assert {m["reason"] for m in training["models"].values()} <= reasons
+    ranked = manifest["ranker"]
+    # the rerun test ran this night again: its ranker replaced the champion it had published itself
+    rerun = f"a rerun of the champion's night {NIGHTS[-1]}"
+    assert ranked["gate"]["reason"] in {*reasons, rerun} and ranked["lists"]["lists"] in {
+        "ranker",
+        "own_history",
+        "covisitation",
+        "popularity",
     }
+    assert set(ranked["metrics"]) == {"ranker", "popularity", "own_history", "covisitation", "two_tower", "gnolr"}
 
 
 def test_each_night_scores_and_publishes_top_k_lists(airflow_run, tmall):
@@ -283,8 +304,10 @@ def test_each_night_scores_and_publishes_top_k_lists(airflow_run, tmall):
     assert "[DAG TEST] end task task_id=publish_topk" in output
     settings = make_settings(warehouse)
     pointer = topk_publish.current(settings)
-    champion = json.loads((warehouse / "models" / "gnolr" / "champion.json").read_text())["version"]
-    assert pointer["path"] == f"ds={NIGHTS[-1]}/model=gnolr-{champion}"  # the smoke profile scores with gnolr
+    decision = json.loads(Warehouse(warehouse, tmall.name).run_manifest(NIGHTS[-1]).read_text())["stages"]["ranker"]
+    lists = decision["lists"]
+    version = lists.get("ranker_version") if lists["lists"] == "ranker" else str(NIGHTS[-1])
+    assert pointer["path"] == f"ds={NIGHTS[-1]}/model={lists['lists']}-{version}"  # the night's decision
     assert [h["ds"] for h in pointer["history"]] == [str(NIGHTS[0])]
     k = 20  # conf/profiles/smoke.yaml
     files = topk_publish.topk_root(settings) / "current" / "*.parquet"

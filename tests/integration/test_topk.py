@@ -11,6 +11,7 @@ from datetime import date
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -31,8 +32,19 @@ def settings(smoke_training, trained_tmall, tmp_path_factory):
     root = tmp_path_factory.mktemp("topk") / "warehouse"
     shutil.copytree(smoke_training.warehouse_root, root, symlinks=True, ignore=shutil.ignore_patterns("models"))
     shutil.copytree(trained_tmall[1], root / "models")
+    # as if the champion were older than the users first seen after the evaluation start: they have no embedding
+    embeddings = root / "models" / "gnolr" / str(TRAINED_DAY) / "user_embeddings.parquet"
+    first_seen = duckdb.sql(
+        f"select user_id from {_mart_path(root, 'dim_users')} where first_event_ds >= date '2014-07-17'"
+    ).df()["user_id"]
+    table = pq.read_table(embeddings)
+    pq.write_table(table.filter(pa.array(~np.isin(table["user_id"].to_pylist(), first_seen))), embeddings)
     base = smoke_training.with_overrides(warehouse_root=root)
     return base.with_overrides(topk=replace(base.topk, k=K, model="gnolr", exclude_bought=False))
+
+
+def _mart_path(root, name: str) -> str:
+    return f"read_parquet('{root / 'marts' / 'parquet' / name}/*.parquet')"
 
 
 @pytest.fixture(scope="module")
@@ -207,8 +219,6 @@ def test_a_same_day_rerun_reaches_a_redis_online_store(spark, settings, publishe
 
 def test_items_the_source_declares_unavailable_are_never_listed(spark, settings, published, monkeypatch):
     """No bundled source declares availability: declare it for Tmall and mark one user's best items unavailable."""
-    import pyarrow as pa
-
     from nightrec.adapters import load_adapter
 
     tmall = replace(load_adapter("tmall_brand"), has_availability=True)

@@ -143,7 +143,13 @@ def test_each_model_learns_an_ordinal_signal(kind):
         exceed = model(batch).numpy()
     assert exceed.shape == (6000, 3) and np.all((exceed > 0) & (exceed < 1))
     aucs = metrics.auc_per_level(categories, exceed, boundaries=[0, 1, 2])
-    assert min(aucs.values()) > 0.85, aucs
+    if kind in ordinal.PAPER_HEADS:
+        # sigmoid(cos) with no scale or bias: it ranks, but its probabilities cannot leave [sigmoid(-1), sigmoid(1)]
+        assert min(aucs.values()) > 0.8, aucs
+        if kind == "bce_paper":
+            assert exceed.min() >= 1 / (1 + np.e) - 1e-6 and exceed.max() <= 1 / (1 + np.exp(-1)) + 1e-6
+    else:
+        assert min(aucs.values()) > 0.85, aucs
 
 
 def test_order_room_is_the_cut_point_gap_over_gamma_and_gnolr_stays_ordered_inside_it():

@@ -1,4 +1,4 @@
-"""Retrieval baselines on a hand-made history, and the champion gate's decision."""
+"""The reference baselines (tests/reference_baselines.py) on a hand-made history, and the champion gate."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from datetime import date
 
 import pandas as pd
 
-from training import retrieval_baselines as rb
-from training.run import gate
+from tests import reference_baselines as rb
+from training.registry import gate
 
 
 def _history() -> rb.History:

@@ -60,3 +60,37 @@ def test_html_pages_escape_what_the_manifest_quotes():
     index = render_index([_manifest(quality_raw=quality, training={"models": {}})])
     assert '<a href="ds=2014-08-15.html">2014-08-15</a>' in index
     assert "<td>FAIL/-/-</td>" in index and "<td>none</td>" in index
+
+
+def test_the_lists_section_sets_every_list_beside_the_others_and_says_what_was_published():
+    def row(recall: float, ndcg: float, users: int) -> dict:
+        return {"recall@20": recall, "ndcg@20": ndcg, "users": users}
+
+    ranker = {
+        "version": "2014-08-15",
+        "seconds": 12.5,
+        "training": {
+            "held_out": {"anchors": ["2014-07-05"] * 8, "purchases": 856},
+            "served": {"anchors": ["2014-08-09"] * 13, "purchases": 1494},
+        },
+        "metrics": {
+            "two_tower": {"30d": row(0.07, 0.0325, 524), "7d": row(0.085, 0.0363, 866)},
+            "own_history": {"30d": row(0.1525, 0.1043, 524), "7d": row(0.2221, 0.137, 866)},
+            "ranker": {"30d": row(0.1593, 0.1042, 524), "7d": row(0.2256, 0.1462, 866)},
+            "popularity": {"30d": row(0.0687, 0.0372, 524)},
+        },
+        "gate": {"publish": True, "reason": "no champion yet"},
+        "lists": {"lists": "own_history", "reason": "the ranker does not beat own_history on the held-out window"},
+    }
+    text = render(_manifest(ranker=ranker))
+    assert "ranker 2014-08-15 in 12.5 s: evaluated booster on 8 anchors (856 purchases), published booster on 13" in (
+        text
+    )
+    rows = {line.split()[0]: line.split()[1:] for line in text.splitlines()[1:] if "/" in line and "(" in line}
+    assert rows["own_history*"] == ["0.1525/0.1043", "(524)", "0.2221/0.1370", "(866)"]  # * marks the published
+    assert rows["popularity"] == ["0.0687/0.0372", "(524)", "-"]  # a horizon not judged
+    order = [line.split()[0] for line in text.splitlines() if line.split() and line.split()[0] in rows]
+    assert order == ["ranker", "popularity", "own_history*", "two_tower"]  # the ranker, the baselines, the models
+    assert "publishes own_history (*): the ranker does not beat own_history on the held-out window" in text
+    skipped = render(_manifest(ranker={"skipped": "no candidates for 2014-08-15"}))
+    assert "lists      skipped: no candidates for 2014-08-15" in skipped

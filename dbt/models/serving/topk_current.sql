@@ -26,6 +26,7 @@ final as (
         ---------- scores
         topk.score,
         topk.source,
+        topk.sources,
         topk.model_version,
 
         ---------- item attributes (null where the source has none)
