@@ -1,61 +1,56 @@
-"""Model quality on the real data: every model and baseline on the same temporal split, over several seeds, with
-paired-bootstrap 95% intervals. A benchmark, not a CI gate.
+"""List and model quality on the real data, over several seeds, with paired-bootstrap 95% intervals: the lists the
+nightly run publishes against the baselines a shop could run, at both horizons. A benchmark, not a CI gate.
 
 Needs a built warehouse whose marts are exported and whose Feast repository is applied (`make demo` builds
-./warehouse). For each seed it prepares the split (negatives are seeded), trains every model of `training.models`
-and the LightGBM ranker, and scores the retrieval baselines. It prints:
+./warehouse; `nightrec bootstrap --end <last day>` is enough). It runs the product's own pipeline for the warehouse's
+last data day E, once per seed, under a scratch version of the models and candidates (nothing the nightly run
+reads is changed): the embedding models (training/run.py), the candidates of every anchor (spark_jobs/
+build_candidates.py, a local Spark session), the ranker (training/ranker.py) and the kernel the published lists
+come from (nightrec/ranking.py). The 7-day horizon refreshes the lists every night of the held-out window (the
+nightly report refreshes weekly). Then it prints:
 
-- the full table: every model x every metric, mean (and standard deviation) over the seeds, and CPU samples/s;
-- GNOLR minus each ordinal baseline (independent BCE, ESMM, Neural OLR): AUC per level boundary on real exposures;
-- the best retrieval model (the ranker, which the top-k tables publish) minus each retrieval baseline: Recall@20 and
-  NDCG@20 on next-period purchases;
-- a GNOLR diagnostic: the real evaluation exposures per category, each boundary's room (the cosine up to which
-  P(k > c) stays at or below P(k > c - 1), training/ordinal.py `order_room`) and the spread of each sub-embedding's
-  cosine on those exposures; a boundary with almost no room scores, in effect, like the one before it.
+- the full table: every list (the published one, the ranker, the ranker without any model feature, each baseline,
+  each model source) x every metric at both horizons, mean (standard deviation) over the seeds;
+- the published lists and the ranker minus the best baseline of each horizon (and minus every other list):
+  Recall@20 and NDCG@20, mean over seeds with a paired bootstrap over users (each replicate resamples users; a
+  user's refreshed nights stay together; the same resample for both sides and every seed);
+- GNOLR against its ordinal baselines, both with our heads (a scale and a learned bias per head) and with the
+  paper's (sigmoid(cos), no scale, no bias): AUC per level boundary on real exposures, with intervals;
+- the seconds each stage took (a nightly run trains the models and the ranker once: these are its figures).
 
-Intervals: the evaluation exposures (or buyers) are resampled with replacement, the same resample for both sides of
-a difference and for every seed; each replicate's difference is averaged over seeds.
+    python benchmarks/training_quality.py --warehouse warehouse --seeds 0,1,2 [--json quality.json]
+    NIGHTREC_SOURCE=hm python benchmarks/training_quality.py --warehouse <an H&M warehouse>
 
-    python benchmarks/training_quality.py --warehouse warehouse --seeds 0,1,2
-
-Another source's warehouse (NIGHTREC_SOURCE names it) may need a longer evaluation window, e.g. MovieLens, whose
-last 30 days hold 877 ratings by 16 users: `--eval-days 730 --ranker-days 180`.
+`--select` first picks the ranker's objective and label gain on validation (the newest training anchors whose labels
+end before the held-out window, learning from the older ones) and prints that table.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
-from nightrec.config import PROJECT_ROOT, load_settings
-from training import data, metrics, ordinal, run, trainer
+from nightrec import ranking
+from nightrec.adapters import load_adapter
+from nightrec.anchors import AnchorPlan, plan_for
+from nightrec.config import PROJECT_ROOT, Settings, load_settings
+from nightrec.warehouse import Warehouse
+from training import data, metrics, ranker, run, trainer
 
-
-def _aligned_real(prepared: run.Prepared, exceed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Real evaluation exposures sorted by (user, item, day): the same rows in the same order for every seed."""
-    frame = data.read_all(prepared.evaluation, ["user_id", "item_id", "ds", "category"])
-    frame["row"] = np.arange(len(frame))
-    real = frame[frame["category"] > 0].sort_values(["user_id", "item_id", "ds"], kind="stable")
-    return real["category"].to_numpy(), exceed[real["row"].to_numpy()]
-
-
-def _cosine_spread(model: torch.nn.Module, prepared: run.Prepared, device: torch.device) -> np.ndarray:
-    """Standard deviation of each sub-embedding's cosine over the real evaluation exposures (T,)."""
-    parts = []
-    with torch.no_grad():
-        for batch in data.batches(prepared.evaluation, 8192):
-            x = trainer.to_tensors(batch, device)
-            real = x.category >= 1
-            parts.append(model.cosines(model.user_vectors(x), model.item_vectors(x))[real].float().cpu().numpy())
-    return np.concatenate(parts).std(axis=0)
+ORDINAL_COMPARISON = ("gnolr", "bce", "esmm", "nolr", "bce_paper", "esmm_paper")
+LIST_KEYS = ("recall@20", "ndcg@20", "mrr@20", "coverage@20", "novelty@20", "gini_corrected@20", "entropy_corrected@20")
+MODEL_FEATURES = ("two_tower", "gnolr")
 
 
 def _ci(samples: np.ndarray) -> str:
@@ -71,88 +66,298 @@ def _positive(text: str) -> int:
     return value
 
 
+def _setting(text: str) -> tuple[str, Any]:
+    """KEY=VALUE of a ranker setting, the value parsed as YAML (numbers, lists, words)."""
+    import yaml
+
+    key, _, value = text.partition("=")
+    parsed = yaml.safe_load(value)
+    return key, tuple(parsed) if isinstance(parsed, list) else parsed
+
+
+def _aligned_real(prepared: run.Prepared, exceed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Real evaluation exposures sorted by (user, item, day): the same rows in the same order for every seed."""
+    frame = data.read_all(prepared.evaluation, ["user_id", "item_id", "ds", "category"])
+    frame["row"] = np.arange(len(frame))
+    real = frame[frame["category"] > 0].sort_values(["user_id", "item_id", "ds"], kind="stable")
+    return real["category"].to_numpy(), exceed[real["row"].to_numpy()]
+
+
+class Timer:
+    def __init__(self) -> None:
+        self.seconds: dict[str, list[float]] = {}
+
+    def __call__(self, name: str, fn: Callable[[], Any]) -> Any:
+        t0 = time.time()
+        out = fn()
+        self.seconds.setdefault(name, []).append(time.time() - t0)
+        return out
+
+
+def without_models(names: list[str]) -> list[str]:
+    """The ranker's features less every model column (the ablation: what the embedding models add)."""
+    return [n for n in names if not any(n.endswith(f"__{m}") or n.startswith(f"{m}__") for m in MODEL_FEATURES)]
+
+
+def judge_seed(
+    settings: Settings, plan: AnchorPlan, candidates: ranker.Candidates, behaviour: ranker.Behaviour, seed: int
+) -> tuple[ranker.Judged, dict[str, Any]]:
+    """Train the evaluated ranker (and the ablation) on the anchors before T and judge every list."""
+    levels = behaviour.top_level
+    names = ranking.feature_names(levels, settings.ranker.sources)
+    anchors = plan.ranker_anchors(plan.evaluation)
+    full = ranker.fit(settings, ranker.training_set(candidates, behaviour, anchors, names), levels, seed)
+    reduced_names = without_models(names)
+    reduced = ranker.fit(settings, ranker.training_set(candidates, behaviour, anchors, reduced_names), levels, seed)
+    scorers = ranker.list_scorers(full.model_to_string(), settings.ranker.sources)
+    scorers["ranker_no_models"] = ranking.BoosterScorer(reduced.model_to_string(), name="ranker_no_models")
+    judged = ranker.judge(candidates, behaviour, plan, scorers)
+    decision = ranker.decide(judged.table, "benchmark")
+    published = decision["lists"]
+    judged.table["published"] = judged.table[published]
+    judged.per_user["published"] = judged.per_user[published]
+    importance = dict(zip(names, full.feature_importance("gain").tolist(), strict=True))
+    return judged, {"decision": decision, "importance": importance}
+
+
+def select_objective(settings: Settings, plan: AnchorPlan, candidates: ranker.Candidates, behaviour: ranker.Behaviour):
+    """Objective and label gain on validation, by cross-validation over the held-out anchors (all before T): each fold
+    leaves every fourth anchor out, learns on the others and judges the left-out anchors' lists against their label
+    windows' purchases. Anchors a week apart have disjoint label windows, and each anchor's features come from
+    before it, so a fold never sees the purchases it is judged on."""
+    levels = behaviour.top_level
+    names = ranking.feature_names(levels, settings.ranker.sources)
+    anchors = plan.ranker_anchors(plan.evaluation)
+    folds = [anchors[f::4] for f in range(min(4, len(anchors)))]
+    graded = tuple(float(2**lv - 1) for lv in range(levels + 1))
+    configs = {
+        "lambdarank, purchases only": {"objective": "lambdarank", "label_gain": ()},
+        "lambdarank, graded by level": {"objective": "lambdarank", "label_gain": graded},
+        "rank_xendcg (purchase)": {"objective": "rank_xendcg", "label_gain": ()},
+        "binary (purchase)": {"objective": "binary", "label_gain": ()},
+    }
+    print(
+        f"\nObjective on validation: {len(folds)}-fold over {len(anchors)} anchors before T (each fold judged on its "
+        "left-out anchors' next 7 days)"
+    )
+    print("| objective | recall@20 | ndcg@20 | buyer-weeks |")
+    print("|---|---|---|---|")
+    results = {}
+    for label, change in configs.items():
+        chosen = settings.with_overrides(ranker=replace(settings.ranker, **change))
+        recall, ndcg = [], []
+        for fold in folds:
+            learn = tuple(w for w in anchors if w not in fold)
+            booster = ranker.fit(chosen, ranker.training_set(candidates, behaviour, learn, names), levels, 0)
+            scorer = ranking.BoosterScorer(booster.model_to_string())
+            for w in fold:
+                relevant = behaviour.purchases(w)
+                grouped = ranker._grouped(candidates, w.day, set(relevant))
+                lists = ranking.lists_of(ranking.rank_users(grouped, scorer, 20))
+                users = metrics.per_user_ranking(lists, relevant, 20)
+                recall.append(users["recall"])
+                ndcg.append(users["ndcg"])
+        r, n = np.concatenate(recall), np.concatenate(ndcg)
+        results[label] = {"recall@20": float(r.mean()), "ndcg@20": float(n.mean()), "users": len(r)}
+        print(f"| {label} | {r.mean():.4f} | {n.mean():.4f} | {len(r):,} |")
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--warehouse", type=Path, default=PROJECT_ROOT / "warehouse", help="a built warehouse")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (at least 3 for the quality bar)")
     parser.add_argument("--epochs", type=_positive, help="maximum epochs (default: the profile's)")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap replicates")
+    parser.add_argument("--eval-days", type=_positive, help="days in the held-out window (default: the profile's)")
+    parser.add_argument("--ranker-days", type=_positive, help="the models' validation days (default: the profile's)")
+    parser.add_argument("--no-ordinal", action="store_true", help="skip the GNOLR comparison")
+    parser.add_argument("--select", action="store_true", help="first pick the ranker's objective on validation")
+    parser.add_argument("--json", type=Path, help="also write every figure here")
     parser.add_argument(
-        "--eval-days",
-        type=_positive,
-        help="days in the evaluation window (default: the profile's; MovieLens has too few recent users for 30)",
+        "--ranker",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a ranker setting (repeatable), e.g. --ranker max_anchors=52 --ranker objective=rank_xendcg",
     )
-    parser.add_argument("--ranker-days", type=_positive, help="days in the ranker's window (default: the profile's)")
     args = parser.parse_args()
     settings = load_settings().with_overrides(warehouse_root=args.warehouse.resolve())
     overrides = {"epochs": args.epochs, "eval_days": args.eval_days, "ranker_days": args.ranker_days}
     chosen = {key: value for key, value in overrides.items() if value is not None}
     if chosen:
         settings = settings.with_overrides(training=replace(settings.training, **chosen))
+    settings = settings.with_overrides(spark=replace(settings.spark, master="local[2]", shuffle_partitions=4))
+    if args.ranker:
+        settings = settings.with_overrides(ranker=replace(settings.ranker, **dict(_setting(a) for a in args.ranker)))
     seeds = [int(s) for s in args.seeds.split(",")]
     device, mixed = trainer.pick_device(settings.training.device)
     last_day = run.last_data_day(settings)
+    adapter = load_adapter(settings.source)
+    plan = plan_for(settings, adapter.history_start, last_day, refresh_every_days=1)
+    wh = Warehouse(settings.warehouse_root, settings.source)
     work = Path(tempfile.mkdtemp(prefix="nightrec-quality-"))
-    table: dict[str, list[dict[str, float]]] = {}
-    exposures: dict[str, list[np.ndarray]] = {}  # model -> per seed, aligned P(k > c) of the real exposures
-    per_user: dict[str, list[dict[str, np.ndarray]]] = {}
-    rooms, spreads = [], []  # GNOLR per seed: order_room per boundary, cosine spread per sub-embedding
-    categories = None
-    levels = 0
+    timer = Timer()
+    behaviour = ranker.Behaviour.load(settings)
+    judged_by_seed: list[ranker.Judged] = []
+    selection: dict[str, Any] = {}
+    extras: list[dict[str, Any]] = []
+    exposures: dict[str, list[np.ndarray]] = {}
+    ordinal_table: dict[str, list[dict[str, float]]] = {}
+    categories, levels = None, adapter.max_level
     started = time.time()
+    from spark_jobs import build_candidates
+    from spark_jobs.common import build_spark
+
+    spark = build_spark(settings, "training-quality")
     try:
         for seed in seeds:
-            prepared = run.prepare(settings, last_day, seed, work / f"seed-{seed}")
-            levels = prepared.levels
-            trained = {}
-            for name, recommended in run.baseline_recommendations(prepared).items():
-                table.setdefault(name, []).append(run.retrieval_metrics(prepared, recommended))
-                per_user.setdefault(name, []).append(metrics.per_user_ranking(recommended, prepared.relevant, run.K))
-            for kind in settings.training.models:
-                outcome = run.train_and_evaluate(kind, prepared, settings, seed, device, mixed)
-                trained[kind] = outcome.model
-                table.setdefault(kind, []).append(outcome.metrics)
-                categories, aligned = _aligned_real(prepared, outcome.exceed)
-                exposures.setdefault(kind, []).append(aligned)
-                if kind == "gnolr":
-                    head = outcome.model.head()
-                    rooms.append(ordinal.order_room(head["cut_points"], head["gamma"]))
-                    spreads.append(_cosine_spread(outcome.model, prepared, device))
-                per_user.setdefault(kind, []).append(
-                    metrics.per_user_ranking(outcome.recommended, prepared.relevant, run.K)
+            version = f"_quality-seed{seed}"
+            seed_work = work / f"seed-{seed}"
+            if not args.no_ordinal:
+                prepared = timer(
+                    "features", lambda seed=seed, seed_work=seed_work: run.prepare(settings, last_day, seed, seed_work)
                 )
-            ranked = run.fit_ranker(prepared, settings, trained, seed, device)
-            table.setdefault("ranker", []).append(run.retrieval_metrics(prepared, ranked.recommended))
-            per_user.setdefault("ranker", []).append(
-                metrics.per_user_ranking(ranked.recommended, prepared.relevant, run.K)
+                for kind in ORDINAL_COMPARISON:
+                    outcome = timer(
+                        kind,
+                        lambda kind=kind, prepared=prepared, seed=seed: run.train_and_evaluate(
+                            kind, prepared, settings, seed, device, mixed
+                        ),
+                    )
+                    ordinal_table.setdefault(kind, []).append(outcome.metrics)
+                    categories, aligned = _aligned_real(prepared, outcome.exceed)
+                    exposures.setdefault(kind, []).append(aligned)
+            timer(
+                "models (nightly: two_tower, gnolr, refit, anchor embeddings)",
+                lambda seed=seed, version=version, seed_work=seed_work: run.train_models(
+                    settings, last_day, seed, version, plan, False, seed_work
+                ),
             )
+            candidates = ranker.Candidates(work / f"candidates-{seed}")
+            timer(
+                "candidates (Spark)",
+                lambda version=version, candidates=candidates: build_candidates.run(
+                    spark, settings, plan, version, candidates.root
+                ),
+            )
+            if args.select and seed == seeds[0]:
+                selection = select_objective(settings, plan, candidates, behaviour)
+            judged, extra = timer(
+                "ranker (train and judge)",
+                lambda seed=seed, candidates=candidates: judge_seed(settings, plan, candidates, behaviour, seed),
+            )
+            judged_by_seed.append(judged)
+            extras.append(extra)
+            for kind in MODEL_FEATURES:
+                shutil.rmtree(wh.model_dir(kind, version), ignore_errors=True)
             print(f"seed {seed} done after {time.time() - started:.0f}s", flush=True)
     finally:
+        spark.stop()
         shutil.rmtree(work, ignore_errors=True)
+    report = print_report(settings, last_day, plan, seeds, judged_by_seed, extras, args.bootstrap)
+    if not args.no_ordinal:
+        report["ordinal"] = print_ordinal(ordinal_table, exposures, categories, levels, args.bootstrap)
+    report["seconds"] = {k: float(np.mean(v)) for k, v in timer.seconds.items()}
+    report["objective_selection"] = selection
+    print("\nSeconds per seed (mean), this machine:")
+    for name, values in timer.seconds.items():
+        print(f"  {name}: {np.mean(values):.1f}")
+    print(f"\n{time.time() - started:.0f}s in all")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2, default=str))
 
-    keys = [
-        "auc_c1",
-        "auc_c2",
-        "auc_c3",
+
+def print_report(
+    settings: Settings,
+    last_day: Any,
+    plan: AnchorPlan,
+    seeds: list[int],
+    judged: list[ranker.Judged],
+    extras: list[dict[str, Any]],
+    replicates: int,
+) -> dict[str, Any]:
+    print(f"\nList quality on {settings.warehouse_root} ({settings.source}), data through {last_day}, seeds {seeds}")
+    print(
+        f"held-out window [{plan.evaluation}, {plan.serve}): next 30 days from the cut-off, and next 7 days with "
+        f"the lists refreshed every night ({len(plan.eval_short)} nights); purchases; mean over seeds (std)"
+    )
+    names = list(judged[0].table)
+    out: dict[str, Any] = {"table": {}, "differences": {}, "decisions": [e["decision"] for e in extras]}
+    for horizon in ranker.HORIZONS:
+        users = judged[0].table[names[0]][horizon]["users"]
+        print(f"\nNext {horizon} ({users:,} buyer-{'nights' if horizon == '7d' else 'periods'}):")
+        print("| list | " + " | ".join(LIST_KEYS) + " |")
+        print("|---" * (len(LIST_KEYS) + 1) + "|")
+        for name in names:
+            frame = pd.DataFrame([j.table[name][horizon] for j in judged])
+            out["table"].setdefault(name, {})[horizon] = frame[list(LIST_KEYS)].mean().to_dict()
+            cells = [f"{frame[k].mean():.4f} ({frame[k].std(ddof=0):.4f})" for k in LIST_KEYS]
+            print(f"| {name} | " + " | ".join(cells) + " |")
+    rng = np.random.default_rng(0)
+    for horizon in ranker.HORIZONS:
+        keys = judged[0].per_user["ranker"][horizon]["keys"]
+        owners = np.array([k.split("|", 1)[1] for k in keys], dtype=object)
+        clusters, index = np.unique(owners, return_inverse=True)
+        draws = [rng.integers(0, len(clusters), len(clusters)) for _ in range(replicates)]
+        table = out["table"]
+        best = max(ranking.BASELINES, key=lambda n: table[n][horizon]["ndcg@20"])
+        print(
+            f"\nNext {horizon}: minus the best baseline ({best}) and the others, mean over seeds [95% paired bootstrap]"
+        )
+        for name in ("published", "ranker", "ranker_no_models"):
+            for other in [best, *[n for n in names if n not in (best, name, "published", "ranker_no_models")]]:
+                if name == other:
+                    continue
+                for metric in ("recall", "ndcg"):
+                    diff = np.mean(
+                        [j.per_user[name][horizon][metric] - j.per_user[other][horizon][metric] for j in judged],
+                        axis=0,
+                    )
+                    sums, counts = np.bincount(index, diff), np.bincount(index)
+                    samples = np.array([sums[d].sum() / counts[d].sum() for d in draws])
+                    label = f"{name} - {other}"
+                    out["differences"].setdefault(horizon, {})[f"{label} {metric}@20"] = {
+                        "mean": float(diff.mean()),
+                        "low": float(np.percentile(samples, 2.5)),
+                        "high": float(np.percentile(samples, 97.5)),
+                    }
+                    print(f"  {label:<40} {metric}@20: {diff.mean():+.4f} {_ci(samples)}")
+    decisions = [e["decision"]["lists"] for e in extras]
+    print(
+        f"\nPublished per seed (the night's rule: the ranker if it beats the best baseline's NDCG@20, 30 days): "
+        f"{decisions}"
+    )
+    importance = pd.DataFrame([e["importance"] for e in extras]).mean().sort_values(ascending=False)
+    print(
+        "Ranker features by gain (mean over seeds), top 15: "
+        + ", ".join(f"{n} {v:,.0f}" for n, v in importance.head(15).items())
+    )
+    out["importance"] = importance.to_dict()
+    return out
+
+
+def print_ordinal(
+    table: dict[str, list[dict[str, float]]],
+    exposures: dict[str, list[np.ndarray]],
+    categories: np.ndarray | None,
+    levels: int,
+    replicates: int,
+) -> dict[str, Any]:
+    keys = [f"auc_c{c}" for c in range(1, levels)] + [
         "auc_sampled_c0",
         "gauc_top",
         "recall@20",
         "ndcg@20",
-        "mrr@20",
-        "coverage@20",
-        "novelty@20",
-        "gini_corrected@20",
-        "entropy_corrected@20",
         "train_samples_per_s",
     ]
     print(
-        f"\nTraining quality on {settings.warehouse_root} ({settings.source}), data through {last_day}, seeds {seeds}"
+        "\nGNOLR and its ordinal baselines (our heads: scale and learned bias; _paper: sigmoid(cos), no scale, no "
+        "bias), on the held-out window's real exposures"
     )
-    split = settings.training
-    print(f"evaluation: the last {split.eval_days} days; ranker: the {split.ranker_days} days before; models: earlier")
-    print(f"device {device}; mean over seeds (std); AUCs on real exposures; retrieval vs next-period purchases")
     print("| model | " + " | ".join(keys) + " |")
     print("|---" * (len(keys) + 1) + "|")
+    out: dict[str, Any] = {"table": {}, "differences": {}}
     for name, rows in table.items():
         frame = pd.DataFrame(rows)
         cells = []
@@ -163,20 +368,19 @@ def main() -> None:
                 cells.append(f"{frame[key].mean():,.0f}")
             else:
                 cells.append(f"{frame[key].mean():.4f} ({frame[key].std(ddof=0):.4f})")
+        out["table"][name] = {k: float(frame[k].mean()) for k in keys if k in frame}
         print(f"| {name} | " + " | ".join(cells) + " |")
-
-    rng = np.random.default_rng(0)
-    assert categories is not None
+    if categories is None or levels < 2:
+        return out
+    rng = np.random.default_rng(1)
     n = len(categories)
-    resamples = [rng.integers(0, n, n) for _ in range(args.bootstrap)]
-    print("\nGNOLR minus each ordinal baseline, AUC per boundary on real exposures: mean [95% paired bootstrap]")
-    for other in ("bce", "esmm", "nolr"):
-        if other not in exposures or "gnolr" not in exposures:
-            continue
+    resamples = [rng.integers(0, n, n) for _ in range(replicates)]
+    print("\nGNOLR minus each baseline, AUC per boundary on real exposures: mean over seeds [95% paired bootstrap]")
+    for other in ORDINAL_COMPARISON[1:]:
         for c in range(1, levels):
             labels = categories > c
 
-            def diff(idx: np.ndarray | slice, c: int = c, other: str = other, labels: np.ndarray = labels) -> float:
+            def diff(idx: Any, c: int = c, other: str = other, labels: np.ndarray = labels) -> float:
                 return float(
                     np.mean(
                         [
@@ -187,29 +391,16 @@ def main() -> None:
                 )
 
             samples = np.array([diff(idx) for idx in resamples])
-            print(f"  gnolr - {other:<5} c{c}: {diff(slice(None)):+.4f} {_ci(samples)}")
-
-    if rooms:
-        counts = np.bincount(categories, minlength=levels + 1)[1:]
-        print("\nGNOLR's room per boundary and its sub-embeddings' cosine spread (mean over seeds)")
-        by_level = ", ".join(f"k={k} {n:,}" for k, n in enumerate(counts, 1))
-        print(f"  real evaluation exposures by highest level: {by_level}")
-        room, spread = np.mean(rooms, axis=0), np.mean(spreads, axis=0)
-        print(f"  cosine std on those exposures, sub-embedding 0: {spread[0]:.3f}")
-        for c in range(1, levels):
-            print(f"  boundary c{c}: room (a_c - a_c-1) / gamma {room[c - 1]:.3f}, cosine std {spread[c]:.3f}")
-
-    users = len(per_user["own_history"][0]["users"])
-    user_resamples = [rng.integers(0, users, users) for _ in range(args.bootstrap)]
-    print("\nRanker (the published blend) minus each retrieval baseline: mean [95% paired bootstrap]")
-    for other in ("popularity", "covisitation", "own_history", *[m for m in ("two_tower", "gnolr") if m in per_user]):
-        for metric in ("recall", "ndcg"):
-            a = np.mean([p[metric] for p in per_user["ranker"]], axis=0)
-            b = np.mean([p[metric] for p in per_user[other]], axis=0)
-            samples = np.array([np.mean(a[idx] - b[idx]) for idx in user_resamples])
-            print(f"  ranker - {other:<12} {metric}@20: {np.mean(a - b):+.4f} {_ci(samples)}")
-    print(f"\n{time.time() - started:.0f}s in all")
+            value = diff(slice(None))
+            out["differences"][f"gnolr - {other} c{c}"] = {
+                "mean": value,
+                "low": float(np.percentile(samples, 2.5)),
+                "high": float(np.percentile(samples, 97.5)),
+            }
+            print(f"  gnolr - {other:<11} c{c}: {value:+.4f} {_ci(samples)}")
+    return out
 
 
 if __name__ == "__main__":
+    torch.set_num_threads(2)
     main()
