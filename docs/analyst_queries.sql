@@ -46,3 +46,34 @@ select date_trunc('month', ds) as month, label, count(*) as exposures
 from marts.training_examples
 group by 1, 2
 order by 1, 2;
+
+-- 6. Open intent as of the latest day: brands a user carted after their last purchase of them (or never bought),
+--    from the latest state of each user and brand (user_item_features has one row per user, item and event day, and
+--    that state holds until the next event), with the own-history interest aged to the latest day
+with newest as (
+    select
+        *,
+        row_number() over (partition by user_id, item_id order by ds desc) as recency_rank,
+        (select max(ds) from marts.user_item_features) as as_of
+    from marts.user_item_features
+)
+select
+    user_id,
+    item_id,
+    last_ds_level_3 as last_cart,
+    last_ds_level_4 as last_buy,
+    n_days_total as active_days,
+    round(interest_14d * pow(0.5, date_diff('day', ds, as_of) / 14.0), 3) as interest_now
+from newest
+where recency_rank = 1
+    and last_ds_level_3 is not null
+    and (last_ds_level_4 is null or last_ds_level_3 > last_ds_level_4)
+order by last_cart desc, interest_now desc, user_id, item_id
+limit 10;
+
+-- 7. What fills the published lists: top-20 slots by the list's ranker (or baseline) and the sources that proposed
+--    each item (an item proposed by several sources counts once per source)
+select source, proposed_by, count(*) as slots
+from (select source, unnest(sources) as proposed_by from marts.topk_current where rank <= 20)
+group by source, proposed_by
+order by slots desc;
