@@ -33,7 +33,7 @@ with DAG(
     start_date=_utc(adapter.nightly_start),
     # Manual runs (`airflow dags test nightly D+1`) carry the interval END as logical date and Airflow creates
     # no task whose end_date precedes it, so end_date is the day after the data; a scheduled run for a day past
-    # the data is skipped by its land task with a message (see DESIGN.md, "Time").
+    # the data is skipped by its land task with a message (docs/architecture.md, "Time").
     end_date=_utc(adapter.history_end + timedelta(days=1)),
     catchup=True,
     max_active_runs=1,  # day D continues from day D-1's sequences

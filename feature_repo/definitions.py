@@ -3,8 +3,9 @@ feature services `training` and `serving`.
 
 Sources are the Parquet exports of the marts (``<warehouse>/marts/parquet/<model>/``, written by the DAG's
 publish_marts task). Each view's schema is read from its export when `feast apply` runs, because the columns follow
-the source's level map (a 4-level Tmall has rate_level_4_*, single-level H&M does not). Timestamps follow DESIGN.md,
-"Feature time, no leakage": every row carries feature_ts = D+1 00:00 UTC, the moment its day's behaviour is complete.
+the source's level map (a 4-level Tmall has rate_level_4_*, single-level H&M does not). Timestamps follow
+docs/architecture.md, "Feature time, no leakage": every row carries feature_ts = D+1 00:00 UTC, the moment its day's
+behaviour is complete.
 
 Run through nightrec (`nightrec feast apply`), which points Feast at the feature_store.yaml of the configured
 variant; plain `feast -f feature_repo/feature_store.local.yaml apply` works as well after `export

@@ -283,7 +283,7 @@ def cmd_feast(args: argparse.Namespace) -> int:
             "--port",
             str(args.port),
             "--no-access-log",
-            "--max-requests",  # the default restarts the worker every ~1000 requests (PITFALLS.md)
+            "--max-requests",  # the default restarts the worker every ~1000 requests (docs/architecture.md)
             "10000000",
         ]
         print(f"feature server on http://{args.host}:{args.port} (POST /get-online-features)", flush=True)

@@ -65,7 +65,7 @@ class SparkSettings:
     def all_conf(self) -> dict[str, str]:
         """The complete ``spark.*`` configuration the jobs run with."""
         base = {
-            # One clock for the whole warehouse: every timestamp is UTC (DESIGN.md, "Time").
+            # One clock for the whole warehouse: every timestamp is UTC (docs/architecture.md, "Time").
             "spark.sql.session.timeZone": "UTC",
             "spark.sql.shuffle.partitions": str(self.shuffle_partitions),
             # Parquet timestamps as UTC microseconds (not legacy INT96), as pandas, DuckDB and Feast expect.
@@ -273,7 +273,7 @@ class Settings:
 
     :param profile: the profile name the settings came from.
     :param warehouse_root: root of every data zone (raw, bronze, silver, marts, models, serving).
-    :param source: the source profile (one warehouse per source, see DESIGN.md).
+    :param source: the source profile (one warehouse per source, see docs/architecture.md).
     :param spark: Spark settings.
     :param pipeline: job behaviour.
     :param airflow: Airflow settings.

@@ -1,4 +1,4 @@
-"""The canonical event contract (DESIGN.md) and the quarantine contract, engine-neutral.
+"""The canonical event contract (docs/architecture.md, "Event contract") and the quarantine contract, engine-neutral.
 
 bronze/events/ds=D/ holds EVENT_COLUMNS; bronze/quarantine/ds=D/ holds QUARANTINE_COLUMNS. Types are given as
 Arrow types; Spark writes the same Parquet types (timestamps in microseconds, UTC).
@@ -58,9 +58,9 @@ class QuarantineReason(str, Enum):
     DUPLICATE_EVENT_ID = "duplicate_event_id"  # a source id seen before (first occurrence kept)
 
 
-# Attribute snapshots (DESIGN.md, "Items without attributes"): a source maps its own columns onto these names in its
-# adapter; a name it does not map is null. bronze/item_attributes/ and bronze/user_attributes/ are rewritten whole
-# from the latest delivered attribute file (they are snapshots, not daily partitions).
+# Attribute snapshots (docs/architecture.md, "Items without attributes"): a source maps its own columns onto these names
+# in its adapter; a name it does not map is null. bronze/item_attributes/ and bronze/user_attributes/ are rewritten
+# whole from the latest delivered attribute file (they are snapshots, not daily partitions).
 ITEM_ATTRIBUTE_SCHEMA = pa.schema(
     [
         ("item_id", pa.string()),

@@ -18,7 +18,7 @@ teardown) and builds the same response, but for reads:
   per-value type dispatch, and hands every other kind of value to Feast's converter.
 
 Requests it does not handle this way (versioned views, view-version metadata, join-key aliases, composite or other
-key types) go through Feast's path unchanged. tests/integration/test_feast_redis_store.py compares its responses with
+key types) go through Feast's path unchanged. tests/integration/test_feature_store.py compares its responses with
 Feast's store on a real Redis server, value for value.
 """
 

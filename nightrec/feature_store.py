@@ -1,9 +1,9 @@
 """The Feast feature store: apply the repository, materialize a run's data interval, read training sets and serve.
 
-Feature time (DESIGN.md, "Feature time, no leakage"): the rows a run computes for data day D carry feature_ts =
-D+1 00:00 UTC. A run over the data days [start, end) therefore materializes exactly the feature times
+Feature time (docs/architecture.md, "Feature time, no leakage"): the rows a run computes for data day D carry
+feature_ts = D+1 00:00 UTC. A run over the data days [start, end) therefore materializes exactly the feature times
 [start + 1 day, end] (Feast's window is inclusive at both ends), in chunks of ``feast.materialize_chunk_days`` days,
-and never from wall-clock time (``materialize-incremental`` on historical data writes nothing: PITFALLS.md).
+and never from wall-clock time (``materialize-incremental`` on historical data writes nothing: docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -189,7 +189,8 @@ def historical_features(settings: Settings, entity_df: Any, service: str = "trai
     if len(out) != len(entity_df):
         raise ReconciliationError(
             f"get_historical_features returned {len(out):,} rows for {len(entity_df):,} entity rows: a training set "
-            "must have exactly the rows of its entity dataframe (see PITFALLS.md on Feast's file offline store)"
+            "must have exactly the rows of its entity dataframe (Feast's file offline store drops rows silently; "
+            "docs/architecture.md)"
         )
     return out
 

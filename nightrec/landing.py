@@ -6,7 +6,7 @@ Two ways in:
   day; a day without events gets a header-only file, so "no events" is distinguishable from "no delivery").
 * :func:`land_file` lands one file a user or an upstream system delivers for day D.
 
-Rules (DESIGN.md, "Landing and history"): landing the same bytes under the same name again changes nothing;
+Rules (docs/architecture.md, "Landing and history"): landing the same bytes under the same name again changes nothing;
 different bytes under an existing name are a corrected re-delivery and replace that file; the same bytes
 under a new name are kept (raw is what was delivered) and reported as a re-delivery, and ingest counts those
 rows as re-delivered instead of ingesting them twice.

@@ -1,4 +1,6 @@
-"""The run manifest of one day: counts per zone, quarantine reasons, timings (DESIGN.md, "A run manifest per ds").
+"""The run manifest of one day: counts per zone, quarantine reasons, timings.
+
+See docs/architecture.md, "A run manifest per day".
 
 Each job merges its own section into ``_runs/ds=D/manifest.json``; ``run_report`` lays it out (`nightrec report`).
 """
@@ -37,7 +39,8 @@ def manifest_days(warehouse: Warehouse) -> list[date]:
 
 
 def accounted_rows(ingest: dict[str, Any]) -> int:
-    """The raw rows an ingest section accounts for: bronze + quarantined + re-delivered (DESIGN.md: every raw row)."""
+    """The raw rows an ingest section accounts for: bronze + quarantined + re-delivered (docs/architecture.md, "Event
+    contract": every raw row is accounted for)."""
     return ingest["bronze_rows"] + ingest["quarantined_rows"] + ingest["redelivered_rows"]
 
 

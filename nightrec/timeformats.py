@@ -2,7 +2,7 @@
 
 The same formats are parsed on Spark by ``spark_jobs/common.py``; both sides share the regular expressions
 below, so a value is either valid on both engines or on neither (a test checks them against the real files).
-Every parsed time is UTC. A day-grain value becomes D 00:00 UTC (DESIGN.md, "Landing and history").
+Every parsed time is UTC. A day-grain value becomes D 00:00 UTC (docs/architecture.md, "Landing and history").
 """
 
 from __future__ import annotations

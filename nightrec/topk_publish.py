@@ -10,7 +10,7 @@
 A version directory is complete before the pointer names it (written beside it and renamed into place), and the
 pointer and the link are each replaced by one rename, so a reader sees the old version or the new one, never half
 of either. Rolling back points both at the previous version in the history. A backfill of an earlier day writes its
-version but does not move the pointer backwards (DESIGN.md, "Landing and history").
+version but does not move the pointer backwards (docs/architecture.md, "Landing and history").
 """
 
 from __future__ import annotations

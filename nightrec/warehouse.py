@@ -1,4 +1,4 @@
-"""The warehouse layout: where each zone and partition lives (DESIGN.md, "Data zones")."""
+"""The warehouse layout: where each zone and partition lives (docs/architecture.md, "Data zones")."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ class Warehouse:
         return self.runs() / f"ds={ds.isoformat()}" / "manifest.json"
 
     def marts(self, target: str) -> Path:
-        """Each dbt target writes under its own root (DESIGN.md, "dbt on two targets")."""
+        """Each dbt target writes under its own root (docs/architecture.md, "dbt on two targets")."""
         return self.root / "marts" / target
 
     def mart_export(self, name: str) -> Path:

@@ -116,7 +116,8 @@ def canonicalize(raw: DataFrame, adapter: SourceAdapter) -> DataFrame:
     if "event_id" in cols:
         event_id = _clean_id(F.col(f"`{cols['event_id']}`"))
     else:
-        # DESIGN.md: hash of source, delivered day, file and line -> stable across reruns, distinct per row.
+        # docs/architecture.md, "Event contract": hash of source, delivered day, file and line -> stable across
+        # reruns, distinct per row.
         event_id = F.substring(
             F.sha2(
                 F.concat_ws(

@@ -1,8 +1,8 @@
 """Training data: temporal splits, exposures with sampled negatives, point-in-time features from Feast, batches.
 
 Examples come from the `training_examples` mart (one real exposure per user, item and day, labelled with the highest
-level reached: DESIGN.md, "Exposure and labels"). For every real exposure, `negatives` items the user did not touch
-that day are drawn by training popularity as category 0. Features come from Feast's `get_historical_features` (the
+level reached: docs/architecture.md, "Exposure and labels"). For every real exposure, `negatives` items the user did not
+touch that day are drawn by training popularity as category 0. Features come from Feast's `get_historical_features` (the
 `training` service, point in time: an example at D 00:00 sees features through D-1), fetched `feature_chunk_days`
 days at a time and written to Parquet, so memory stays bounded by one chunk; training streams those files in
 batches.

@@ -1,8 +1,8 @@
 """Ordinal engagement models on one two-tower backbone: GNOLR and its baselines (independent BCE, ESMM, Neural OLR).
 
-Categories (DESIGN.md, "Exposure and labels"): k = 0 for an item the user did not touch (sampled), k = 1..L for the
-highest behaviour level of a real exposure (Tmall: click 1 < collect 2 < cart 3 < buy 4). T = L boundaries; boundary c
-(0-based) separates k <= c from k > c.
+Categories (docs/architecture.md, "Exposure and labels"): k = 0 for an item the user did not touch (sampled), k = 1..L
+for the highest behaviour level of a real exposure (Tmall: click 1 < collect 2 < cart 3 < buy 4). T = L boundaries;
+boundary c (0-based) separates k <= c from k > c.
 
 GNOLR (seed paper "Embed Progressive Implicit Preference in Unified Space for Deep Collaborative Filtering"):
 each tower gives T L2-normalised sub-embeddings e^1..e^T;

@@ -139,7 +139,7 @@ def test_a_day_past_the_history_is_skipped_not_processed(tmp_path, monkeypatch):
 
 
 def test_dag_files_parse_without_heavy_imports():
-    """Parsing a DAG file must not import pyspark, pandas, torch or the jobs (DESIGN.md)."""
+    """Parsing a DAG file must not import pyspark, pandas, torch or the jobs (docs/architecture.md, "Layout")."""
     code = (
         "import sys, runpy;"
         "runpy.run_path('dags/nightly.py'); runpy.run_path('dags/bootstrap.py');"

@@ -1,7 +1,7 @@
 {{ config(**incremental_by_ds()) }}
 
 {#- An exposure: where the source has no impressions (Tmall, H&M), a (user, item, day) with any event, labelled
-    with the highest level reached that day (DESIGN.md, "Exposure and labels"). Negatives for retrieval are sampled
+    with the highest level reached that day (docs/architecture.md, "Exposure and labels"). Negatives for retrieval are sampled
     at training time, not stored here. -#}
 
 with

@@ -1,7 +1,7 @@
 {{ config(**incremental_by_ds()) }}
 
 {#- One row per (user, day D) for users active in the 90 days up to D: behaviour through the end of D, so the
-    row is known at D+1 00:00 (feature_ts; DESIGN.md, "Feature time, no leakage"). Breadth and repurchase over 90
+    row is known at D+1 00:00 (feature_ts; docs/architecture.md, "Feature time, no leakage"). Breadth and repurchase over 90
     days: distinct items touched and bought, and the share of bought items bought on two or more days. -#}
 
 {%- set windows = [7, 30, 90] %}
