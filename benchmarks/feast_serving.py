@@ -35,6 +35,7 @@ from nightrec import feature_store
 from nightrec.adapters import load_adapter
 from nightrec.config import PROJECT_ROOT, load_settings
 from nightrec.feast_redis import STORE_TYPE
+from nightrec.warehouse import Warehouse
 
 
 def _free_port() -> int:
@@ -151,7 +152,7 @@ def main() -> None:
     args = parser.parse_args()
     base = load_settings().with_overrides(warehouse_root=args.warehouse.resolve())
     adapter = load_adapter(base.source)
-    features = pd.read_parquet(base.warehouse_root / "marts" / "parquet" / "user_features")
+    features = pd.read_parquet(Warehouse.of(base).mart_export("user_features"))
     users = features[features["ds"] == features["ds"].max()]
     pairs = [{"user_id": u, "item_id": i} for u, i in zip(users["user_id"], users["top_item_90d"], strict=True)]
     del features, users

@@ -16,6 +16,7 @@ from pathlib import Path
 from nightrec.adapters import days_between, load_adapter
 from nightrec.config import Settings, load_settings
 from nightrec.errors import NightrecError
+from nightrec.warehouse import Warehouse
 
 EPILOG = """\
 The main job end to end on the bundled Tmall data (what `make demo` runs):
@@ -56,7 +57,6 @@ def _logical_date(day: date) -> str:
 
 def cmd_land(args: argparse.Namespace) -> int:
     from nightrec.landing import land_file, replay
-    from nightrec.warehouse import Warehouse
 
     s = _settings(args)
     adapter = load_adapter(s.source)
@@ -136,7 +136,6 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from nightrec.run_manifest import read_run_manifest, reconciles
     from nightrec.run_report import quality_marks
-    from nightrec.warehouse import Warehouse
 
     s = _settings(args)
     adapter = load_adapter(s.source)
@@ -170,7 +169,6 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from nightrec.run_report import last_reported_day, report
-    from nightrec.warehouse import Warehouse
 
     s = _settings(args)
     wh = Warehouse(s.warehouse_root, load_adapter(s.source).name)
@@ -197,24 +195,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
     args.start, args.end, args.all = adapter.nightly_start - timedelta(days=3), adapter.history_end, False
     cmd_status(args)
     from nightrec.run_report import report
-    from nightrec.warehouse import Warehouse
 
     print(f"\n== The last night's run (`nightrec report --day {adapter.history_end}`):")
-    print(report(Warehouse(s.warehouse_root, adapter.name), adapter.history_end))
-    root = s.warehouse_root
+    wh = Warehouse(s.warehouse_root, adapter.name)
+    print(report(wh, adapter.history_end))
     print(
         "\nWhere to look:\n"
-        f"  analysts' database   {root}/analytics/nightrec.duckdb  (`nightrec sql --file docs/analyst_queries.sql`)\n"
-        f"  dbt docs             {root}/docs/dbt/index.html\n"
-        f"  marts as Parquet     {root}/marts/parquet/\n"
-        f"  zones                {root}/bronze/events, bronze/quarantine, silver/sequences\n"
-        f"  run report           {root}/docs/runs/index.html  (`nightrec report --day D`; `nightrec status`)\n"
-        f"  data quality         {root}/docs/gx/index.html  (Great Expectations Data Docs)\n"
-        f"  features             {root}/feast/  (`nightrec feast lookup --user U --item I`, `nightrec feast serve`)\n"
-        f"  models and ranker    {root}/models/<model>/<day>/metrics.json  (every list beside the baselines; the\n"
+        f"  analysts' database   {wh.analyst_db()}  (`nightrec sql --file docs/analyst_queries.sql`)\n"
+        f"  dbt docs             {wh.dbt_docs()}/index.html\n"
+        f"  marts as Parquet     {wh.mart_exports()}/\n"
+        f"  zones                {wh.bronze_events()}, bronze/quarantine, silver/sequences\n"
+        f"  run report           {wh.run_pages()}/index.html  (`nightrec report --day D`; `nightrec status`)\n"
+        f"  data quality         {wh.data_docs()}/index.html  (Great Expectations Data Docs)\n"
+        f"  features             {wh.feast()}/  (`nightrec feast lookup --user U --item I`, `nightrec feast serve`)\n"
+        f"  models and ranker    {wh.models()}/<model>/<day>/metrics.json  (every list beside the baselines; the\n"
         "                       night's decision: models/ranker/<day>/metrics.json `lists`; `nightrec train` reruns)\n"
-        f"  candidates           {root}/candidates/ds=<day>/anchor=<A>/  (what each list was ranked from)\n"
-        f"  top-k lists          {root}/serving/topk/current  (`nightrec topk show --user U`; mart topk_current;\n"
+        f"  candidates           {wh.root}/candidates/ds=<day>/anchor=<A>/  (what each list was ranked from)\n"
+        f"  top-k lists          {wh.serving_topk()}/current  (`nightrec topk show --user U`; mart topk_current;\n"
         "                       `nightrec feast lookup --service topk --user U`)"
     )
     return 0
@@ -232,10 +229,10 @@ def cmd_dbt(args: argparse.Namespace) -> int:
 def cmd_sql(args: argparse.Namespace) -> int:
     import duckdb
 
-    from nightrec.marts_publish import analyst_db_path, split_queries
+    from nightrec.marts_publish import split_queries
 
     s = _settings(args)
-    path = analyst_db_path(s)
+    path = Warehouse.of(s).analyst_db()
     if not path.is_file():
         raise NightrecError(f"No analysts' database at {path} yet: run `nightrec demo` (or the nightly DAG) first")
     queries = split_queries(Path(args.file).read_text()) if args.file else [args.query]
@@ -312,7 +309,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         gate = m["gate"]
         state = "published" if gate["publish"] else "kept champion"
         print(f"{name:<12} {state:<14} {gate['metric']:<10} {gate['new']:>8.4f}  {gate['reason']}")
-    print(f"models under {s.warehouse_root / 'models'}; {report['seconds']} s")
+    print(f"models under {Warehouse.of(s).models()}; {report['seconds']} s")
     if not s.training.ranker:
         return 0
     from nightrec.anchors import plan_for
@@ -360,13 +357,13 @@ def cmd_topk(args: argparse.Namespace) -> int:
     else:  # show
         pointer = topk_publish.current(s)
         if pointer is None:
-            print(f"no published top-k under {topk_publish.topk_root(s)}")
+            print(f"no published top-k under {Warehouse.of(s).serving_topk()}")
             return 0
         print(json.dumps(pointer, indent=2))
         if args.user:
             import duckdb
 
-            files = topk_publish.topk_root(s) / "current" / "*.parquet"
+            files = Warehouse.of(s).serving_topk() / "current" / "*.parquet"
             rows = duckdb.sql(
                 f"select rank, item_id, score, source, sources from read_parquet('{files}') where user_id = ? "
                 "order by rank",
@@ -382,7 +379,7 @@ def cmd_topk(args: argparse.Namespace) -> int:
 def _last_mart_day(s: Settings) -> date:
     import duckdb
 
-    files = s.warehouse_root / "marts" / "parquet" / "dim_users" / "*.parquet"
+    files = Warehouse.of(s).mart_export("dim_users") / "*.parquet"
     return duckdb.sql(f"select max(last_event_ds) from read_parquet('{files}')").fetchall()[0][0]
 
 

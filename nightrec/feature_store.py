@@ -21,6 +21,7 @@ from typing import Any
 
 from nightrec.config import PROJECT_ROOT, Settings
 from nightrec.errors import InputError, ReconciliationError
+from nightrec.warehouse import Warehouse
 
 FEATURE_REPO = PROJECT_ROOT / "feature_repo"
 VIEWS = ("user_features", "item_features", "user_sequence")
@@ -31,8 +32,8 @@ TOPK_VIEW = "user_topk"  # registered once a top-k version is published (serving
 def view_files(settings: Settings, view: str) -> Path:
     """The Parquet files (a glob) behind a feature view."""
     if view == TOPK_VIEW:
-        return settings.warehouse_root / "serving" / "user_topk" / "ds=*" / "*.parquet"
-    return settings.warehouse_root / "marts" / "parquet" / VIEW_EXPORTS[view] / "*.parquet"
+        return Warehouse.of(settings).serving_user_topk() / "ds=*" / "*.parquet"
+    return Warehouse.of(settings).mart_export(VIEW_EXPORTS[view]) / "*.parquet"
 
 
 def store_yaml(settings: Settings) -> Path:
@@ -59,7 +60,7 @@ def feast_environment(settings: Settings) -> dict[str, str]:
 def open_store(settings: Settings) -> Any:
     """A FeatureStore for the configured variant (the YAML's ${VARS} are expanded from the environment)."""
     os.environ.update(feast_environment(settings))
-    (settings.warehouse_root / "feast").mkdir(parents=True, exist_ok=True)
+    Warehouse.of(settings).feast().mkdir(parents=True, exist_ok=True)
     from feast import FeatureStore
 
     return FeatureStore(repo_path=str(FEATURE_REPO), fs_yaml_file=store_yaml(settings))

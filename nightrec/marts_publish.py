@@ -16,6 +16,7 @@ from pathlib import Path
 
 from nightrec.config import Settings
 from nightrec.storage import swap_into_place, temp_sibling
+from nightrec.warehouse import Warehouse
 
 MARTS = (
     "fct_interactions",
@@ -28,41 +29,30 @@ MARTS = (
     "user_sequences",
 )
 SERVING_MARTS = ("topk_current",)  # dbt models tagged `serving`: built after the top-k is published
+# The analysts' views over the zones: daily partitions (ds=D/) and unpartitioned snapshot tables.
 ZONE_VIEWS = {
-    "bronze.events": "bronze/events",
-    "bronze.quarantine": "bronze/quarantine",
-    "silver.sequences": "silver/sequences",
+    "bronze.events": Warehouse.bronze_events,
+    "bronze.quarantine": Warehouse.bronze_quarantine,
+    "silver.sequences": Warehouse.silver_sequences,
 }
-SNAPSHOT_VIEWS = {  # unpartitioned snapshot tables
-    "bronze.item_attributes": "bronze/item_attributes",
-    "bronze.user_attributes": "bronze/user_attributes",
-    "bronze.attribute_quarantine": "bronze/attribute_quarantine",
+SNAPSHOT_VIEWS = {
+    "bronze.item_attributes": Warehouse.bronze_item_attributes,
+    "bronze.user_attributes": Warehouse.bronze_user_attributes,
+    "bronze.attribute_quarantine": Warehouse.bronze_attribute_quarantine,
 }
-
-
-def parquet_export_root(settings: Settings) -> Path:
-    return settings.warehouse_root / "marts" / "parquet"
-
-
-def analyst_db_path(settings: Settings) -> Path:
-    return settings.warehouse_root / "analytics" / "nightrec.duckdb"
-
-
-def dbt_docs_root(settings: Settings) -> Path:
-    return settings.warehouse_root / "docs" / "dbt"
 
 
 def export_marts(settings: Settings, names: tuple[str, ...] = MARTS) -> dict[str, int]:
     """Copy each mart of the duckdb target to ``marts/parquet/<model>/``; return the row counts."""
     import duckdb
 
-    db = settings.warehouse_root / "marts" / "duckdb" / "nightrec.duckdb"
+    db = Warehouse.of(settings).duckdb_target_db()
     counts: dict[str, int] = {}
     # Not read_only: a process that also runs dbt in-process may only open the file with dbt-duckdb's configuration.
     with duckdb.connect(str(db)) as con:
         con.execute("set timezone = 'UTC'")
         for name in names:
-            target = parquet_export_root(settings) / name
+            target = Warehouse.of(settings).mart_export(name)
             staging = temp_sibling(target)
             staging.mkdir(parents=True)
             con.execute(f"copy (select * from main.{name}) to '{staging / 'part-00000.parquet'}' (format parquet)")
@@ -75,24 +65,24 @@ def build_analyst_db(settings: Settings) -> Path:
     """Rebuild the analysts' DuckDB file of views and swap it into place."""
     import duckdb
 
-    final = analyst_db_path(settings)
+    final = Warehouse.of(settings).analyst_db()
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_sibling(final)
-    root = settings.warehouse_root
+    wh = Warehouse.of(settings)
     with duckdb.connect(str(tmp)) as con:
         for schema in ("marts", "bronze", "silver"):
             con.execute(f"create schema {schema}")
-        for name in MARTS + tuple(n for n in SERVING_MARTS if (parquet_export_root(settings) / n).is_dir()):
-            files = parquet_export_root(settings) / name / "*.parquet"
+        for name in MARTS + tuple(n for n in SERVING_MARTS if wh.mart_export(n).is_dir()):
+            files = wh.mart_export(name) / "*.parquet"
             con.execute(f"create view marts.{name} as select * from read_parquet('{files}')")
         for view, zone in ZONE_VIEWS.items():
             con.execute(
-                f"create view {view} as select * from read_parquet('{root / zone}/ds=*/*.parquet', "
+                f"create view {view} as select * from read_parquet('{zone(wh)}/ds=*/*.parquet', "
                 "hive_partitioning = true, hive_types = {'ds': date})"
             )
         for view, table in SNAPSHOT_VIEWS.items():
-            if (root / table).is_dir():
-                con.execute(f"create view {view} as select * from read_parquet('{root / table}/*.parquet')")
+            if table(wh).is_dir():
+                con.execute(f"create view {view} as select * from read_parquet('{table(wh)}/*.parquet')")
     os.replace(tmp, final)
     return final
 
@@ -109,7 +99,7 @@ def publish_serving_marts(settings: Settings) -> dict[str, int]:
 
 def publish_dbt_docs(settings: Settings, target_dir: Path) -> Path:
     """Copy the static dbt docs site (index.html + JSON artifacts) to ``docs/dbt/``."""
-    final = dbt_docs_root(settings)
+    final = Warehouse.of(settings).dbt_docs()
     staging = temp_sibling(final)
     staging.mkdir(parents=True)
     for name in ("index.html", "manifest.json", "catalog.json"):

@@ -14,6 +14,26 @@ from __future__ import annotations
 from typing import Any
 
 from nightrec.config import PROJECT_ROOT, Settings
+from nightrec.warehouse import Warehouse
+
+# What a user's own DAG can be scheduled on (Airflow's data-aware scheduling): each is the outlet of the task that
+# publishes it, so an event means the night's marts, online features or lists are in place.
+PUBLISHED = {
+    "marts": ("publish_marts", Warehouse.mart_exports),
+    "features": ("feast_materialize", Warehouse.feast),
+    "topk": ("publish_topk", Warehouse.serving_topk),
+}
+
+
+def assets(settings: Settings) -> dict[str, Any]:
+    """The Airflow Assets the pipeline publishes, named ``nightrec_<source>_<what>``, their URIs the warehouse paths."""
+    from airflow.sdk import Asset
+
+    wh = Warehouse.of(settings)
+    return {
+        what: Asset(name=f"nightrec_{settings.source}_{what}", uri=path(wh).as_uri(), group="nightrec")
+        for what, (_, path) in PUBLISHED.items()
+    }
 
 
 def spark_job(settings: Settings, job: str, start: str, end: str) -> Any:
@@ -93,6 +113,8 @@ def pipeline(settings: Settings, start: str, end: str, train: bool = True) -> No
     """
     from airflow.sdk import task
 
+    outlets = assets(settings)
+
     @task(task_id="land")
     def land(start: str, end: str) -> dict:
         from airflow.sdk.exceptions import AirflowSkipException
@@ -132,7 +154,7 @@ def pipeline(settings: Settings, start: str, end: str, train: bool = True) -> No
 
         return apply_repo()
 
-    @task(task_id="feast_materialize")
+    @task(task_id="feast_materialize", outlets=[outlets["features"]])
     def feast_materialize(start: str, end: str) -> dict:
         from nightrec.tasks import feast_materialize as materialize
 
@@ -150,13 +172,13 @@ def pipeline(settings: Settings, start: str, end: str, train: bool = True) -> No
 
         return rank(start, end)
 
-    @task(task_id="publish_topk")
+    @task(task_id="publish_topk", outlets=[outlets["topk"]])
     def publish_topk(start: str, end: str) -> dict:
         from nightrec.tasks import publish_topk as serve_topk
 
         return serve_topk(start, end)
 
-    @task(task_id="publish_marts")
+    @task(task_id="publish_marts", outlets=[outlets["marts"]])
     def publish() -> dict:
         from nightrec.tasks import publish_marts
 

@@ -25,11 +25,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from nightrec.config import CANDIDATE_SOURCES, MODEL_KINDS
 from nightrec.warehouse import Warehouse
 
 WINDOWS = (7, 30, 90)  # the pair's events per level over these many days before the anchor
 HALF_LIVES = (14, 60)  # the pair's interest scores (user_item_features)
-MODEL_SOURCES = ("two_tower", "gnolr")
+MODEL_SOURCES = tuple(s for s in CANDIDATE_SOURCES if s in MODEL_KINDS)  # sources that are embedding models
 # Lists a shop could make without a model: each is tiers of sources (the first that proposed an item decides).
 BASELINES: dict[str, tuple[str, ...]] = {
     "popularity": ("popular_30d",),

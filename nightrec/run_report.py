@@ -46,16 +46,12 @@ def render(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def html_root(warehouse: Warehouse) -> Path:
-    return warehouse.root / "docs" / "runs"
-
-
 def write_html(warehouse: Warehouse, days: list[date]) -> Path:
     """Write the page of each day in ``days`` that has a manifest, then the index of every day; returns the index.
 
     Each file is replaced atomically, so a reader sees a whole page, old or new.
     """
-    root = html_root(warehouse)
+    root = warehouse.run_pages()
     docs = {ds: read_run_manifest(warehouse, ds) for ds in manifest_days(warehouse)}
     for ds in days:
         if docs.get(ds) is not None:

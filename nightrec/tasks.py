@@ -246,10 +246,10 @@ def publish_topk(start: str, end: str) -> dict[str, Any]:
     pointer = topk_publish.current(settings)
     if pointer is None or pointer["ds"] != day.isoformat():
         why = "no top-k scored (no champion yet)" if pointer is None else f"current top-k is {pointer['path']}"
-        written = sorted(topk_publish.topk_root(settings).glob(f"ds={day.isoformat()}/model=*/_SUCCESS"))
+        written = sorted(Warehouse.of(settings).serving_topk().glob(f"ds={day.isoformat()}/model=*/_SUCCESS"))
         summary: dict[str, Any] = {"skipped": why, "written": [str(p.parent) for p in written]}
     else:
-        counts = read_json(topk_publish.topk_root(settings) / pointer["path"] / "_SUCCESS")
+        counts = read_json(Warehouse.of(settings).serving_topk() / pointer["path"] / "_SUCCESS")
         summary = {**topk_publish.serve(settings), "counts": counts}
     print(f"publish_topk: {summary}", flush=True)
     update_run_manifest(warehouse, day, "topk", summary)

@@ -23,30 +23,23 @@ from typing import Any
 from nightrec.config import Settings
 from nightrec.errors import InputError
 from nightrec.storage import read_json, swap_into_place, temp_sibling, write_json_atomic
+from nightrec.warehouse import Warehouse
 
 POINTER = "current.json"
 LINK = "current"
 
 
-def topk_root(settings: Settings) -> Path:
-    return settings.warehouse_root / "serving" / "topk"
-
-
-def lists_root(settings: Settings) -> Path:
-    return settings.warehouse_root / "serving" / "user_topk"
-
-
 def version_dir(settings: Settings, day: date, model_version: str) -> Path:
-    return topk_root(settings) / f"ds={day.isoformat()}" / f"model={model_version}"
+    return Warehouse.of(settings).serving_topk() / f"ds={day.isoformat()}" / f"model={model_version}"
 
 
 def current(settings: Settings) -> dict[str, Any] | None:
-    path = topk_root(settings) / POINTER
+    path = Warehouse.of(settings).serving_topk() / POINTER
     return read_json(path) if path.exists() else None
 
 
 def _point(settings: Settings, pointer: dict[str, Any]) -> None:
-    root = topk_root(settings)
+    root = Warehouse.of(settings).serving_topk()
     write_json_atomic(root / POINTER, pointer)
     link_tmp = root / f".{LINK}.tmp-{os.getpid()}"
     if link_tmp.is_symlink() or link_tmp.exists():
@@ -64,7 +57,7 @@ def publish(settings: Settings, day: date, model_version: str, counts: dict[str,
     if before and date.fromisoformat(before["ds"]) > day:
         print(f"top-k: {day} is older than the published {before['ds']}: written, pointer kept", flush=True)
         return before
-    path = str(target.relative_to(topk_root(settings)))
+    path = str(target.relative_to(Warehouse.of(settings).serving_topk()))
     history = list((before or {}).get("history", []))
     if before and before["path"] != path:  # a rerun of the same version adds nothing to roll back to
         history.append({k: v for k, v in before.items() if k != "history"})
@@ -84,9 +77,9 @@ def rollback(settings: Settings) -> dict[str, Any]:
     """Point readers at the previous published version; raise when there is none left to return to."""
     now = current(settings)
     if not now or not now.get("history"):
-        raise InputError(f"No earlier top-k version to roll back to under {topk_root(settings)}")
+        raise InputError(f"No earlier top-k version to roll back to under {Warehouse.of(settings).serving_topk()}")
     previous = now["history"][-1]
-    if not (topk_root(settings) / previous["path"] / "_SUCCESS").is_file():
+    if not (Warehouse.of(settings).serving_topk() / previous["path"] / "_SUCCESS").is_file():
         raise InputError(f"The previous top-k version {previous['path']} is gone: cannot roll back")
     # served_ds: the online lists of the latest day now carry this version (see write_online_lists)
     pointer = {
@@ -122,8 +115,8 @@ def write_online_lists(settings: Settings, pointer: dict[str, Any]) -> tuple[Pat
     import duckdb
 
     day = served_day(pointer)
-    files = topk_root(settings) / pointer["path"] / "*.parquet"
-    target = lists_root(settings) / f"ds={day.isoformat()}"
+    files = Warehouse.of(settings).serving_topk() / pointer["path"] / "*.parquet"
+    target = Warehouse.of(settings).serving_user_topk() / f"ds={day.isoformat()}"
     staging = temp_sibling(target)
     staging.mkdir(parents=True)
     feature_ts = feature_time(pointer).replace(tzinfo=None).isoformat(sep=" ")
@@ -158,7 +151,9 @@ def serve(settings: Settings) -> dict[str, Any]:
 
     pointer = current(settings)
     if pointer is None:
-        raise InputError(f"No published top-k under {topk_root(settings)}: run `nightrec topk score` first")
+        raise InputError(
+            f"No published top-k under {Warehouse.of(settings).serving_topk()}: run `nightrec topk score` first"
+        )
     lists, users = write_online_lists(settings, pointer)
     feature_store.apply(settings)  # registers user_topk once its first lists exist
     materialized = feature_store.materialize_topk(settings, feature_time(pointer))

@@ -5,17 +5,28 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from nightrec.config import Settings
 
 CHAMPION_FILE = "champion.json"
 
 
 @dataclass(frozen=True)
 class Warehouse:
-    """Paths of one source's warehouse under ``root``."""
+    """Every path of one source's warehouse under ``root``: no other module builds one by hand.
+
+    ``source`` names the raw zone's folder; the other zones hold one source per root.
+    """
 
     root: Path
     source: str
+
+    @classmethod
+    def of(cls, settings: Settings) -> Warehouse:
+        """The configured warehouse (the profile's root and source)."""
+        return cls(settings.warehouse_root, settings.source)
 
     def raw(self) -> Path:
         return self.root / "raw" / self.source
@@ -54,9 +65,44 @@ class Warehouse:
         """Each dbt target writes under its own root (docs/architecture.md, "dbt on two targets")."""
         return self.root / "marts" / target
 
+    def mart_exports(self) -> Path:
+        """The Parquet exports of the default target's marts (what Feast, training and the Spark jobs read)."""
+        return self.root / "marts" / "parquet"
+
     def mart_export(self, name: str) -> Path:
-        """The Parquet export of a default-target mart (what Feast, training and the Spark jobs read)."""
-        return self.root / "marts" / "parquet" / name
+        return self.mart_exports() / name
+
+    def duckdb_target_db(self) -> Path:
+        """The database file dbt's default (duckdb) target builds the marts in."""
+        return self.marts("duckdb") / "nightrec.duckdb"
+
+    def analyst_db(self) -> Path:
+        """The analysts' DuckDB file of views over the exports (swapped in whole by publish_marts)."""
+        return self.root / "analytics" / "nightrec.duckdb"
+
+    def serving_topk(self) -> Path:
+        """The scored top-k versions (ds=D/model=V/) and the `current` pointer services read."""
+        return self.root / "serving" / "topk"
+
+    def serving_user_topk(self) -> Path:
+        """The published lists as the Feast view `user_topk` reads them (one partition per published day)."""
+        return self.root / "serving" / "user_topk"
+
+    def feast(self) -> Path:
+        """Feast's file registry and SQLite online store (the local variant)."""
+        return self.root / "feast"
+
+    def dbt_docs(self) -> Path:
+        """dbt's generated documentation site."""
+        return self.root / "docs" / "dbt"
+
+    def data_docs(self) -> Path:
+        """Great Expectations' Data Docs."""
+        return self.root / "docs" / "gx"
+
+    def run_pages(self) -> Path:
+        """The HTML run report: a page per day and an index."""
+        return self.root / "docs" / "runs"
 
     def models(self) -> Path:
         return self.root / "models"

@@ -76,7 +76,7 @@ def unavailable_items(settings: Settings, item_ids: list[str]) -> np.ndarray:
     mask = np.zeros(len(item_ids), dtype=bool)
     if not load_adapter(settings.source).has_availability:
         return mask
-    path = settings.warehouse_root / "bronze" / "item_attributes"
+    path = Warehouse.of(settings).bronze_item_attributes()
     table = pq.read_table(path)
     if "available" not in table.column_names:
         raise InputError(f"The source declares availability but {path} has no 'available' column")
@@ -152,7 +152,7 @@ RANKED_COLUMNS = ["user_id", "rank", "item_id", "score", "source", "sources", "m
 
 
 def _parquet(spark: SparkSession, settings: Settings, mart: str) -> DataFrame:
-    return spark.read.parquet(str(settings.warehouse_root / "marts" / "parquet" / mart))
+    return spark.read.parquet(str(Warehouse.of(settings).mart_export(mart)))
 
 
 def _popular_fallback(

@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 
 from nightrec.config import Settings, TrainingSettings
 from nightrec.errors import HistoryTooShort, InputError
+from nightrec.warehouse import Warehouse
 
 EXAMPLES_MART = "training_examples"
 USER_VIEWS = ("user_features__", "user_sequence__")
@@ -66,7 +67,7 @@ def split_for(first_day: date, last_day: date, t: TrainingSettings) -> Split:
 
 def load_examples(settings: Settings, start: date, end: date) -> pd.DataFrame:
     """Real exposures with ds in [start, end): user_id, item_id, category (= the level reached), example_ts, ds."""
-    path = settings.warehouse_root / "marts" / "parquet" / EXAMPLES_MART
+    path = Warehouse.of(settings).mart_export(EXAMPLES_MART)
     if not any(path.glob("*.parquet")):
         raise InputError(f"No export of mart '{EXAMPLES_MART}' under {path}: run the marts first (`nightrec nightly`)")
     table = pq.read_table(path, columns=["user_id", "item_id", "label", "example_ts", "ds"])
@@ -111,7 +112,7 @@ class ItemAttributes:
         cls, settings: Settings, training_items: Vocabulary, values: dict[str, tuple[str, ...]] | None = None
     ) -> ItemAttributes:
         """The vocabularies of the values training items have (or the given ones: a model's), items indexed."""
-        path = settings.warehouse_root / "marts" / "parquet" / ITEMS_MART
+        path = Warehouse.of(settings).mart_export(ITEMS_MART)
         if not any(path.glob("*.parquet")):
             raise InputError(f"No export of mart '{ITEMS_MART}' under {path}: run the marts first (`nightrec nightly`)")
         frame = pq.read_table(path, columns=["item_id", *ITEM_ATTRIBUTES]).to_pandas()

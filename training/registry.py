@@ -32,10 +32,6 @@ CHAMPION_FILE = warehouse.CHAMPION_FILE
 EVALUATED_FILE = "evaluated.pt"
 
 
-def models_root(warehouse_root: Path) -> Path:
-    return warehouse_root / "models"
-
-
 def code_version() -> str:
     """The git commit when the project is a checkout, and always a digest of the training code itself."""
     digest = hashlib.sha256()
@@ -69,7 +65,7 @@ def write_version(
     manifest: dict[str, Any],
 ) -> Path:
     """Write models/<name>/<version>/ atomically (a rerun replaces it whole): each writer gets its file's path."""
-    target = models_root(warehouse_root) / name / version
+    target = model_dir(warehouse_root, name, version)
     tmp = temp_sibling(target)
     tmp.mkdir(parents=True)
     for filename, write in writers.items():
@@ -130,11 +126,11 @@ def champion(warehouse_root: Path, name: str) -> dict[str, Any] | None:
 
 
 def set_champion(warehouse_root: Path, name: str, pointer: dict[str, Any]) -> None:
-    write_json_atomic(models_root(warehouse_root) / name / CHAMPION_FILE, pointer)
+    write_json_atomic(warehouse.Warehouse(warehouse_root, "").champion_pointer(name), pointer)
 
 
 def model_dir(warehouse_root: Path, name: str, version: str) -> Path:
-    return models_root(warehouse_root) / name / version
+    return warehouse.Warehouse(warehouse_root, "").model_dir(name, version)
 
 
 def gate(

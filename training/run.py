@@ -628,7 +628,7 @@ def train_models(
     """
     t = settings.training
     device, mixed = trainer.pick_device(t.device)
-    work_dir = work_dir or registry.models_root(settings.warehouse_root) / "_work" / (
+    work_dir = work_dir or Warehouse.of(settings).models() / "_work" / (
         f"{version}-{run_key(settings, last_day, seed)}"
     )
     started = time.time()

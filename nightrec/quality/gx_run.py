@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from nightrec.warehouse import Warehouse
+
 CRITICAL, WARNING = "critical", "warning"
 _SITE = "nightrec"
 _HIDDEN_KWARGS = {"batch_id", "result_format", "mostly", "catch_exceptions", "include_config"}
@@ -111,10 +113,6 @@ class QualityReport:
         }
 
 
-def data_docs_root(warehouse_root: Path) -> Path:
-    return warehouse_root / "docs" / "gx"
-
-
 def _context(warehouse_root: Path) -> Any:
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")  # no network here, and no phoning home anyway
     import great_expectations as gx
@@ -127,7 +125,7 @@ def _context(warehouse_root: Path) -> Any:
         "show_how_to_buttons": False,
         "store_backend": {
             "class_name": "TupleFilesystemStoreBackend",
-            "base_directory": str(data_docs_root(warehouse_root)),
+            "base_directory": str(Warehouse(warehouse_root, "").data_docs()),
         },
         "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
     }
@@ -147,7 +145,7 @@ def validate(
 
     ctx = _context(warehouse_root)
     source = ctx.data_sources.add_or_update_pandas("nightrec")
-    report = QualityReport(boundary, run_name, data_docs_root(warehouse_root))
+    report = QualityReport(boundary, run_name, Warehouse(warehouse_root, "").data_docs())
     for suite in suites:
         try:
             asset = source.get_asset(suite.name)

@@ -36,7 +36,7 @@ def read_marts(settings: Settings, days: list[date]) -> dict[str, pd.DataFrame]:
     """Each mart as pandas: the run's days of the daily marts, the dimensions whole."""
     import duckdb
 
-    db = Warehouse(settings.warehouse_root, settings.source).marts("duckdb") / "nightrec.duckdb"
+    db = Warehouse.of(settings).duckdb_target_db()
     if settings.dbt_target == "duckdb" and not db.is_file():
         raise InputError(f"The dbt marts database {db} does not exist: run dbt build first (`nightrec dbt build`)")
     # Not read_only: a process that also runs dbt in-process (tests, `nightrec dbt`) may only open the file with

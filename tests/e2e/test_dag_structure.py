@@ -8,12 +8,14 @@ import sys
 import time
 from datetime import UTC, date, datetime
 from itertools import pairwise
+from pathlib import Path
 
 import pytest
 
 from nightrec.airflow_env import airflow_environment
 from nightrec.config import PROJECT_ROOT
 from nightrec.errors import NothingToProcess
+from nightrec.warehouse import Warehouse
 from tests.conftest import make_settings
 
 
@@ -127,6 +129,23 @@ def test_bootstrap_takes_a_range_as_params(dagbag, tmall):
     assert type(dag.timetable).__name__ == "NullTimetable"  # schedule=None: triggered, never scheduled
     assert dag.params["start"] == tmall.history_start.isoformat()
     assert dag.params["end"] == tmall.nightly_start.isoformat()
+
+
+def test_the_published_marts_features_and_lists_are_assets_a_dag_can_be_scheduled_on(dagbag, tmall):
+    """publish_marts, feast_materialize and publish_topk declare the warehouse paths they publish as Airflow Assets
+    (the bootstrap DAG publishes the first two as well); the e2e run checks that Airflow recorded their events."""
+    from nightrec.orchestration import PUBLISHED
+
+    wh = Warehouse(Path(os.environ["NIGHTREC_WAREHOUSE_ROOT"]), tmall.name)  # the dagbag's settings
+    for dag_id, published in (("nightly", ("marts", "features", "topk")), ("bootstrap", ("marts", "features"))):
+        dag = dagbag.dags[dag_id]
+        for what in published:
+            task_id, path = PUBLISHED[what]
+            (asset,) = dag.get_task(task_id).outlets
+            assert (asset.name, asset.group) == (f"nightrec_{tmall.name}_{what}", "nightrec")
+            assert asset.uri == path(wh).as_uri()
+        others = [t.task_id for t in dag.tasks if t.outlets and t.task_id not in {PUBLISHED[w][0] for w in published}]
+        assert others == []
 
 
 def test_a_day_past_the_history_is_skipped_not_processed(tmp_path, monkeypatch):

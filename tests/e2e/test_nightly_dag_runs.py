@@ -102,6 +102,25 @@ def test_airflow_recorded_both_nights_as_successful_runs(airflow_run):
         ("2014-08-15", "success"),
         ("2014-08-16", "success"),
     ]
+    # the publishing tasks' Assets: Airflow recorded an event per published output and run, which is what a user's
+    # DAG scheduled on them (schedule=[Asset("nightrec_tmall_brand_topk")]) is triggered by
+    import sqlite3
+
+    with sqlite3.connect(home / "airflow.db") as db:
+        events = db.execute(
+            "select a.name, e.source_dag_id, e.source_task_id, count(*) from asset_event e "
+            "join asset a on a.id = e.asset_id group by 1, 2, 3"
+        ).fetchall()
+    nightly = {(name, task): n for name, dag, task, n in events if dag == "nightly"}
+    assert nightly == {
+        ("nightrec_tmall_brand_marts", "publish_marts"): 2,
+        ("nightrec_tmall_brand_features", "feast_materialize"): 2,
+        ("nightrec_tmall_brand_topk", "publish_topk"): 2,
+    }
+    assert {(name, task) for name, dag, task, _ in events if dag == "bootstrap"} == {
+        ("nightrec_tmall_brand_marts", "publish_marts"),
+        ("nightrec_tmall_brand_features", "feast_materialize"),
+    }
 
 
 def test_rerunning_a_night_gives_the_same_tables(airflow_run, tmall):
@@ -297,7 +316,6 @@ def test_each_night_scores_and_publishes_top_k_lists(airflow_run, tmall):
     import duckdb
 
     from nightrec import feature_store, topk_publish
-    from nightrec.marts_publish import analyst_db_path
     from tests.conftest import make_settings
 
     warehouse, _, output = airflow_run
@@ -310,7 +328,7 @@ def test_each_night_scores_and_publishes_top_k_lists(airflow_run, tmall):
     assert pointer["path"] == f"ds={NIGHTS[-1]}/model={lists['lists']}-{version}"  # the night's decision
     assert [h["ds"] for h in pointer["history"]] == [str(NIGHTS[0])]
     k = 20  # conf/profiles/smoke.yaml
-    files = topk_publish.topk_root(settings) / "current" / "*.parquet"
+    files = Warehouse.of(settings).serving_topk() / "current" / "*.parquet"
     users = duckdb.sql(
         f"select count(*) from read_parquet('{warehouse}/marts/parquet/dim_users/*.parquet') "
         f"where first_event_ds <= date '{NIGHTS[-1]}'"
@@ -322,7 +340,7 @@ def test_each_night_scores_and_publishes_top_k_lists(airflow_run, tmall):
     user = duckdb.sql(f"select user_id from read_parquet('{files}') order by user_id limit 1").fetchall()[0][0]
     online = feature_store.online_features(settings, [{"user_id": user, "item_id": ""}], "topk")
     assert len(online["user_topk__topk_item_ids"][0]) == k
-    with duckdb.connect(str(analyst_db_path(settings)), read_only=True) as con:
+    with duckdb.connect(str(Warehouse.of(settings).analyst_db()), read_only=True) as con:
         assert con.execute("select count(*) from marts.topk_current").fetchall()[0][0] == rows
 
 

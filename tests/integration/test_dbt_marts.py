@@ -41,7 +41,7 @@ def _dates(df: pd.DataFrame) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def duckdb_marts(tmall_warehouse) -> dict[str, pd.DataFrame]:
     run_dbt(tmall_warehouse, ["build"], target="duckdb")
-    path = tmall_warehouse.warehouse_root / "marts" / "duckdb" / "nightrec.duckdb"
+    path = Warehouse.of(tmall_warehouse).duckdb_target_db()
     with duckdb.connect(str(path)) as con:  # same config as dbt-duckdb's open connection in this process
         return {name: _dates(con.sql(f"select * from main.{name}").df()) for name in MARTS}
 
@@ -152,7 +152,7 @@ def test_incremental_rebuild_of_days_is_idempotent(tmall_warehouse, duckdb_marts
     run_dbt(
         tmall_warehouse, ["build", "--select", "marts"], target="duckdb", start=date(2014, 8, 13), end=date(2014, 8, 16)
     )
-    path = tmall_warehouse.warehouse_root / "marts" / "duckdb" / "nightrec.duckdb"
+    path = Warehouse.of(tmall_warehouse).duckdb_target_db()
     with duckdb.connect(str(path)) as con:  # same config as dbt-duckdb's open connection in this process
         for name, keys in MARTS.items():
             again = _dates(con.sql(f"select * from main.{name}").df())

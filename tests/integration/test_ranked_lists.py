@@ -15,7 +15,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from nightrec import ranking, topk_publish
+from nightrec import ranking
 from nightrec.adapters import load_adapter
 from nightrec.anchors import plan_for
 from nightrec.warehouse import Warehouse
@@ -176,7 +176,7 @@ def test_the_ranker_learns_before_the_held_out_window_and_is_judged_beside_every
 
 def test_the_published_lists_are_the_evaluated_kernel_run_on_the_serving_candidates(settings, plan, night):
     decision, published = night[1]["lists"], night[2]
-    current = pd.read_parquet(topk_publish.topk_root(settings) / "current").sort_values(["user_id", "rank"])
+    current = pd.read_parquet(Warehouse.of(settings).serving_topk() / "current").sort_values(["user_id", "rank"])
     wh = Warehouse(settings.warehouse_root, "tmall_brand")
     scorer = (
         ranking.BoosterScorer(ranking.served_booster(wh, decision["ranker_version"]))
@@ -199,7 +199,7 @@ def test_a_ranker_that_loses_to_a_baseline_publishes_the_baselines_list(spark, s
     decision = report["lists"]
     assert decision["lists"] in ranking.BASELINES and "does not beat" in decision["reason"]
     score_topk.run(spark, weak, TRAINED_DAY)
-    current = pd.read_parquet(topk_publish.topk_root(settings) / "current")
+    current = pd.read_parquet(Warehouse.of(settings).serving_topk() / "current")
     assert (current["model_version"] == f"{decision['lists']}-{TRAINED_DAY}").all()
     examples = _examples(settings)
     users = sorted(current["user_id"].unique())

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from nightrec import feature_store, topk_publish
-from nightrec.marts_publish import analyst_db_path
+from nightrec.warehouse import Warehouse
 from spark_jobs import score_topk
 from tests.conftest import TRAINED_DAY
 
@@ -57,7 +57,7 @@ def published(spark, settings):
 
 
 def _current(settings) -> pd.DataFrame:
-    return pd.read_parquet(topk_publish.topk_root(settings) / "current").sort_values(["user_id", "rank"])
+    return pd.read_parquet(Warehouse.of(settings).serving_topk() / "current").sort_values(["user_id", "rank"])
 
 
 def _mart(settings, name: str) -> str:
@@ -125,7 +125,7 @@ def test_a_rerun_gives_the_same_table_and_the_first_night_stays_for_rollback(spa
     pd.testing.assert_frame_equal(before, after)
     pointer = topk_publish.current(settings)
     assert [h["ds"] for h in pointer["history"]] == [str(FIRST_DAY)]  # the rerun added no history entry
-    assert not list(topk_publish.topk_root(settings).rglob(".tmp-*"))
+    assert not list(Warehouse.of(settings).serving_topk().rglob(".tmp-*"))
 
 
 def test_the_online_store_and_the_analysts_mart_serve_the_current_lists(settings, published):
@@ -135,7 +135,7 @@ def test_the_online_store_and_the_analysts_mart_serve_the_current_lists(settings
     assert online["user_topk__topk_item_ids"][0] == table[table["user_id"] == user]["item_id"].tolist()
     unknown = feature_store.online_features(settings, [{"user_id": "no-such-user", "item_id": ""}], "topk")
     assert unknown["user_topk__topk_item_ids"] == [None]
-    with duckdb.connect(str(analyst_db_path(settings)), read_only=True) as con:
+    with duckdb.connect(str(Warehouse.of(settings).analyst_db()), read_only=True) as con:
         n, users, models = con.execute(
             "select count(*), count(distinct user_id), count(distinct model_version) from marts.topk_current"
         ).fetchall()[0]
@@ -197,7 +197,7 @@ def test_rollback_returns_every_reader_to_the_previous_version(settings, publish
         online = feature_store.online_features(settings, [{"user_id": user, "item_id": ""}], "topk")
         expected = table[table["user_id"] == user]["item_id"].tolist()
         assert online["user_topk__topk_item_ids"][0] == expected and len(expected) == K
-    with duckdb.connect(str(analyst_db_path(settings)), read_only=True) as con:
+    with duckdb.connect(str(Warehouse.of(settings).analyst_db()), read_only=True) as con:
         assert con.execute("select count(*) from marts.topk_current").fetchall()[0][0] == len(table)
 
 

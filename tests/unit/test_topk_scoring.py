@@ -14,6 +14,7 @@ from nightrec.config import load_settings
 from nightrec.errors import InputError
 from nightrec.scoring import level_probabilities, top_k
 from nightrec.storage import write_json_atomic
+from nightrec.warehouse import Warehouse
 from training.ordinal import MODELS, OrdinalTwoTower
 
 
@@ -76,7 +77,7 @@ def test_publish_moves_forward_keeps_a_bounded_history_and_rolls_back(settings):
         topk_publish.publish(settings, date.fromisoformat(day), "m-1", {"rows": 1})
     now = topk_publish.current(settings)
     assert now["ds"] == "2014-08-13" and [h["ds"] for h in now["history"]] == ["2014-08-11", "2014-08-12"]
-    link = topk_publish.topk_root(settings) / "current"
+    link = Warehouse.of(settings).serving_topk() / "current"
     assert link.resolve() == topk_publish.version_dir(settings, date(2014, 8, 13), "m-1").resolve()
     # the same version again (a rerun): no new history entry, a new publication number
     again = topk_publish.publish(settings, date(2014, 8, 13), "m-1", {"rows": 1})
