@@ -195,7 +195,7 @@ def main() -> None:
     last_day = run.last_data_day(settings)
     adapter = load_adapter(settings.source)
     plan = plan_for(settings, adapter.history_start, last_day, refresh_every_days=1)
-    wh = Warehouse(settings.warehouse_root, settings.source)
+    wh = Warehouse.of(settings)
     work = Path(tempfile.mkdtemp(prefix="nightrec-quality-"))
     timer = Timer()
     behaviour = ranker.Behaviour.load(settings)
@@ -301,7 +301,7 @@ def print_report(
         clusters, index = np.unique(owners, return_inverse=True)
         draws = [rng.integers(0, len(clusters), len(clusters)) for _ in range(replicates)]
         table = out["table"]
-        best = max(ranking.BASELINES, key=lambda n: table[n][horizon]["ndcg@20"])
+        best = ranker.best_baseline(table, horizon)
         print(
             f"\nNext {horizon}: minus the best baseline ({best}) and the others, mean over seeds [95% paired bootstrap]"
         )

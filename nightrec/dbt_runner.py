@@ -62,7 +62,7 @@ def run_dbt(
         raise NightrecError(f"Unknown dbt target {target!r}; choose one of {TARGETS}")
     from nightrec.warehouse import Warehouse
 
-    Warehouse(settings.warehouse_root, settings.source).ensure_layout()
+    Warehouse.of(settings).ensure_layout()
     os.environ.update(dbt_environment(settings, target))
     if command[0] in {"build", "run", "test"} and not {"--select", "-s"} & set(command):
         command = [*command, "--exclude", "tag:serving"]

@@ -16,7 +16,6 @@ sum(level x 0.5^(age / 14 days)), then popular items) and co-visitation (then po
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -26,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 
 from nightrec.config import CANDIDATE_SOURCES, MODEL_KINDS
+from nightrec.storage import read_json
 from nightrec.warehouse import Warehouse
 
 WINDOWS = (7, 30, 90)  # the pair's events per level over these many days before the anchor
@@ -254,7 +254,7 @@ def night_decision(warehouse: Warehouse, night: date) -> dict[str, Any] | None:
     path = warehouse.model_dir("ranker", night.isoformat()) / "metrics.json"
     if not path.is_file():
         return None
-    return json.loads(path.read_text()).get("lists") or None
+    return read_json(path).get("lists") or None
 
 
 def served_booster(warehouse: Warehouse, version: str) -> str:

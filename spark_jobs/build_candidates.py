@@ -75,7 +75,7 @@ class Inputs:
 
     def __init__(self, spark: SparkSession, settings: Settings, plan: AnchorPlan, top_level: int) -> None:
         self.spark, self.settings, self.plan, self.top_level = spark, settings, plan, top_level
-        wh = Warehouse(settings.warehouse_root, settings.source)
+        wh = Warehouse.of(settings)
         self.pairs = spark.read.parquet(str(wh.mart_export("user_item_features")))
         self.items = spark.read.parquet(str(wh.mart_export("item_features")))
         self.user_rows = spark.read.parquet(str(wh.mart_export("user_features")))
@@ -246,7 +246,7 @@ def _empty_sources(spark: SparkSession) -> DataFrame:
 def model_embeddings(settings: Settings, plan: AnchorPlan, kind: str, version: str) -> dict[date, Path]:
     """Anchor day -> the directory holding the model's user and item embeddings as of that day: the held-out model's
     exports for the anchors from C on, the served model's (a refit) for S. Days without an export are absent."""
-    wh = Warehouse(settings.warehouse_root, settings.source)
+    wh = Warehouse.of(settings)
     found = {}
     for day in plan.embedded_days():
         directory = wh.model_dir(kind, version) if day == plan.serve else wh.anchor_embeddings(kind, version, day)
@@ -322,9 +322,7 @@ def model_source(
     exports = model_embeddings(settings, plan, kind, version)
     if not exports:
         return None
-    manifest = json.loads(
-        (Warehouse(settings.warehouse_root, settings.source).model_dir(kind, version) / "manifest.json").read_text()
-    )
+    manifest = json.loads((Warehouse.of(settings).model_dir(kind, version) / "manifest.json").read_text())
     tables, user_frames = {}, []
     for day, directory in exports.items():
         item_table = pq.read_table(directory / "item_embeddings.parquet").sort_by("item_id")
@@ -442,7 +440,7 @@ def exclusions(spark: SparkSession, settings: Settings, table: DataFrame, levels
     if settings.topk.exclude_bought:
         table = table.where(F.col(f"pair__days_reaching_level_{levels}") == 0)
     if load_adapter(settings.source).has_availability:
-        path = Warehouse(settings.warehouse_root, settings.source).bronze_item_attributes()
+        path = Warehouse.of(settings).bronze_item_attributes()
         gone = spark.read.parquet(str(path)).where(F.col("available") == F.lit(False)).select("item_id")
         table = table.join(F.broadcast(gone), "item_id", "left_anti")
     return table
@@ -452,7 +450,7 @@ def run(
     spark: SparkSession, settings: Settings, plan: AnchorPlan, version: str, out: Path | None = None
 ) -> dict[str, Any]:
     """Build and write the candidates of every anchor of `plan` (the embedding models of `version`)."""
-    target = out or Warehouse(settings.warehouse_root, settings.source).candidates(plan.serve - timedelta(days=1))
+    target = out or Warehouse.of(settings).candidates(plan.serve - timedelta(days=1))
     staging = temp_sibling(target)
     log(JOB, f"{len(plan.days())} anchors {plan.days()[0]}..{plan.days()[-1]}, sources {list(settings.ranker.sources)}")
     table = candidate_table(spark, settings, plan, version)

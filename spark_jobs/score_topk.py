@@ -46,7 +46,7 @@ JOB = "score_topk"
 
 def champion_version(settings: Settings) -> tuple[Path, dict[str, Any]] | None:
     """The configured model's champion directory and manifest, or None before the first published model."""
-    wh = Warehouse(settings.warehouse_root, settings.source)
+    wh = Warehouse.of(settings)
     pointer = champion(wh, settings.topk.model)
     if pointer is None:
         return None
@@ -63,26 +63,22 @@ def item_matrix(directory: Path) -> tuple[list[str], np.ndarray]:
     return table.column("item_id").to_pylist(), matrix
 
 
-def _unavailable_ids(settings: Settings) -> list[str]:
-    """Items the source declares unavailable (none unless it declares availability)."""
+def unavailable_ids(settings: Settings) -> set[str]:
+    """Items the source declares unavailable (bronze/item_attributes.available = false); none unless it declares
+    availability."""
     if not load_adapter(settings.source).has_availability:
-        return []
-    table = pq.read_table(Warehouse(settings.warehouse_root, settings.source).bronze_item_attributes())
-    return [i for i, a in zip(table["item_id"].to_pylist(), table["available"].to_pylist(), strict=True) if a is False]
-
-
-def unavailable_items(settings: Settings, item_ids: list[str]) -> np.ndarray:
-    """True for items the source declares unavailable (bronze/item_attributes.available = false); none otherwise."""
-    mask = np.zeros(len(item_ids), dtype=bool)
-    if not load_adapter(settings.source).has_availability:
-        return mask
+        return set()
     path = Warehouse.of(settings).bronze_item_attributes()
     table = pq.read_table(path)
     if "available" not in table.column_names:
         raise InputError(f"The source declares availability but {path} has no 'available' column")
-    gone = {i for i, a in zip(table["item_id"].to_pylist(), table["available"].to_pylist(), strict=True) if a is False}
-    mask[[n for n, i in enumerate(item_ids) if i in gone]] = True
-    return mask
+    return {i for i, a in zip(table["item_id"].to_pylist(), table["available"].to_pylist(), strict=True) if a is False}
+
+
+def unavailable_items(settings: Settings, item_ids: list[str]) -> np.ndarray:
+    """True where an item of `item_ids` is unavailable (the embedding job's mask over its catalogue)."""
+    gone = unavailable_ids(settings)
+    return np.array([i in gone for i in item_ids], dtype=bool)
 
 
 def output_schema(ordinal: bool) -> str:
@@ -167,7 +163,7 @@ def _popular_fallback(
 ) -> DataFrame:
     """The most popular items of the day (distinct users over 30 days) for users without a list, never an item in
     `gone` (unavailable) or one the user bought (when excluded)."""
-    gone = gone if gone is not None else _unavailable_ids(settings)
+    gone = gone if gone is not None else sorted(unavailable_ids(settings))
     popular = (
         _parquet(spark, settings, "item_features")
         .where(F.col("ds") == F.lit(day))
@@ -232,7 +228,7 @@ def _bought(spark: SparkSession, settings: Settings, day: date) -> DataFrame:
 
 def run_ranked(spark: SparkSession, settings: Settings, day: date) -> dict[str, Any]:
     """The night's decision applied to the candidates of day + 1: the ranker's lists or the best baseline's."""
-    wh = Warehouse(settings.warehouse_root, settings.source)
+    wh = Warehouse.of(settings)
     decision = ranking.night_decision(wh, day)
     candidates = wh.candidates(day) / f"anchor={(day + timedelta(days=1)).isoformat()}"
     if decision is None or not candidates.is_dir():

@@ -37,6 +37,7 @@ from nightrec.adapters import load_adapter
 from nightrec.anchors import AnchorPlan, Window, plan_for
 from nightrec.config import Settings
 from nightrec.errors import InputError
+from nightrec.storage import read_json
 from nightrec.warehouse import Warehouse, champion
 from training import metrics, registry
 
@@ -56,7 +57,7 @@ class Behaviour:
 
     @classmethod
     def load(cls, settings: Settings) -> Behaviour:
-        path = Warehouse(settings.warehouse_root, settings.source).mart_export("user_item_features")
+        path = Warehouse.of(settings).mart_export("user_item_features")
         if not any(path.glob("*.parquet")):
             raise InputError(f"No export of mart 'user_item_features' under {path}: run the marts first")
         frame = pq.read_table(path, columns=["user_id", "item_id", "ds", "max_level_reached"]).to_pandas()
@@ -104,7 +105,7 @@ class Candidates:
         return pq.read_table(path)
 
     def summary(self) -> dict[str, Any]:
-        return json.loads((self.root / "_SUCCESS").read_text())
+        return read_json(self.root / "_SUCCESS")
 
 
 @dataclass
@@ -241,10 +242,10 @@ def list_scorers(booster_text: str | None, sources: tuple[str, ...]) -> dict[str
     return scorers
 
 
-def best_baseline(table: dict[str, dict[str, dict[str, float]]]) -> str:
-    """The baseline with the highest NDCG@20 over the next 30 days (ties: the simpler, in BASELINES' order)."""
+def best_baseline(table: dict[str, dict[str, dict[str, float]]], horizon: str = "30d") -> str:
+    """The baseline with the highest NDCG@20 at `horizon` (ties: the simpler, in BASELINES' order)."""
     return max(
-        ranking.BASELINES, key=lambda name: (table[name]["30d"][GATE_METRIC], -list(ranking.BASELINES).index(name))
+        ranking.BASELINES, key=lambda name: (table[name][horizon][GATE_METRIC], -list(ranking.BASELINES).index(name))
     )
 
 
@@ -274,7 +275,7 @@ def decide(table: dict[str, dict[str, dict[str, float]]], ranker_version: str | 
 
 def champion_booster(settings: Settings, names: list[str], version: str) -> tuple[str | None, str | None, str]:
     """(version, evaluated booster text) of the ranker's champion, if it reads the same features, and why not."""
-    wh = Warehouse(settings.warehouse_root, settings.source)
+    wh = Warehouse.of(settings)
     pointer = champion(wh, "ranker")
     if pointer is None:
         return None, None, "no champion yet"
@@ -311,7 +312,7 @@ def run(
     version = version or last_day.isoformat()
     adapter = load_adapter(settings.source)
     plan = plan or plan_for(settings, adapter.history_start, last_day)
-    wh = Warehouse(settings.warehouse_root, settings.source)
+    wh = Warehouse.of(settings)
     candidates = Candidates(candidates_root or wh.candidates(last_day))
     behaviour = Behaviour.load(settings)
     names = ranking.feature_names(adapter.max_level, settings.ranker.sources)

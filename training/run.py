@@ -109,7 +109,7 @@ def last_data_day(settings: Settings) -> date:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    wh = Warehouse(settings.warehouse_root, settings.source)
+    wh = Warehouse.of(settings)
     table = pq.read_table(wh.mart_export(data.EXAMPLES_MART), columns=["ds"])
     return pc.max(table.column("ds")).as_py()
 
@@ -553,7 +553,7 @@ def rescore_champion(
     kind: str, prepared: Prepared, settings: Settings, device: torch.device
 ) -> tuple[dict[str, Any] | None, str]:
     """The current champion's metrics on this run's evaluation window, or None with the reason it cannot be scored."""
-    wh = Warehouse(settings.warehouse_root, settings.source)
+    wh = Warehouse.of(settings)
     pointer = registry.champion(settings.warehouse_root, kind)
     if pointer is None:
         return None, "no champion yet"

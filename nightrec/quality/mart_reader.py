@@ -28,7 +28,7 @@ def _relation(settings: Settings, name: str) -> str:
     if settings.dbt_target == "duckdb":
         return f"main.{name}"
     # dbt-spark writes Parquet tables (ds partitions as directories) under its warehouse dir.
-    root = Warehouse(settings.warehouse_root, settings.source).marts("spark") / "tables" / "nightrec.db" / name
+    root = Warehouse.of(settings).marts("spark") / "tables" / "nightrec.db" / name
     return f"read_parquet('{root}/**/*.parquet', hive_partitioning = true)"
 
 
