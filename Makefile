@@ -39,6 +39,7 @@ demo: install check-java
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
 
 test: install check-java check-services lint
 	$(BIN)/pytest

@@ -63,7 +63,7 @@ def main() -> None:
                 run_dbt(settings, ["build", "--quiet"], target="duckdb")
             else:
                 env = {**os.environ, "NIGHTREC_WAREHOUSE_ROOT": str(settings.warehouse_root)}
-                cmd = [sys.executable, "-m", "nightrec.cli", "dbt", "--target", "spark", "build", "--quiet"]
+                cmd = [sys.executable, "-m", "nightrec_app.cli", "dbt", "--target", "spark", "build", "--quiet"]
                 subprocess.run(cmd, cwd=PROJECT_ROOT, env=env, check=True)
             rows.append((factor, n, target, time.time() - t))
             print(f"x{factor} {target}: {rows[-1][3]:.1f}s", flush=True)

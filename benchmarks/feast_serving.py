@@ -65,7 +65,7 @@ def _http(settings, rows: list[dict], repeat: int) -> tuple[float, float]:
     args = [
         sys.executable,
         "-m",
-        "nightrec.cli",
+        "nightrec_app.cli",
         "feast",
         "serve",
         "--port",

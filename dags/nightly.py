@@ -14,7 +14,7 @@ from airflow.timetables.interval import CronDataIntervalTimetable
 
 from nightrec.adapters import load_adapter
 from nightrec.config import load_settings
-from nightrec.orchestration import pipeline
+from nightrec_app.orchestration import pipeline
 
 settings = load_settings()
 adapter = load_adapter(settings.source)

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from nightrec.airflow_env import airflow_environment
 from nightrec.config import PROJECT_ROOT
 from nightrec.errors import NothingToProcess
 from nightrec.warehouse import Warehouse
+from nightrec_app.airflow_env import airflow_environment
 from tests.conftest import make_settings
 
 
@@ -134,7 +134,7 @@ def test_bootstrap_takes_a_range_as_params(dagbag, tmall):
 def test_the_published_marts_features_and_lists_are_assets_a_dag_can_be_scheduled_on(dagbag, tmall):
     """publish_marts, feast_materialize and publish_topk declare the warehouse paths they publish as Airflow Assets
     (the bootstrap DAG publishes the first two as well); the e2e run checks that Airflow recorded their events."""
-    from nightrec.orchestration import PUBLISHED
+    from nightrec_app.orchestration import PUBLISHED
 
     wh = Warehouse(Path(os.environ["NIGHTREC_WAREHOUSE_ROOT"]), tmall.name)  # the dagbag's settings
     for dag_id, published in (("nightly", ("marts", "features", "topk")), ("bootstrap", ("marts", "features"))):
@@ -149,7 +149,7 @@ def test_the_published_marts_features_and_lists_are_assets_a_dag_can_be_schedule
 
 
 def test_a_day_past_the_history_is_skipped_not_processed(tmp_path, monkeypatch):
-    from nightrec.tasks import land_days
+    from nightrec_app.tasks import land_days
 
     monkeypatch.setenv("NIGHTREC_WAREHOUSE_ROOT", str(tmp_path))
     with pytest.raises(NothingToProcess, match="Day 2014-08-16 is past the last day"):

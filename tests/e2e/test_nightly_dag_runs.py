@@ -36,7 +36,7 @@ def _env(warehouse: Path, airflow_home: Path) -> dict[str, str]:
 
 def nightrec(args: list[str], warehouse: Path, airflow_home: Path, check: bool = True) -> subprocess.CompletedProcess:
     proc = subprocess.run(
-        [sys.executable, "-m", "nightrec.cli", *args],
+        [sys.executable, "-m", "nightrec_app.cli", *args],
         cwd=PROJECT_ROOT,
         env=_env(warehouse, airflow_home),
         capture_output=True,
@@ -360,7 +360,7 @@ def test_a_terminated_run_takes_airflow_and_spark_submit_down_with_it(tmp_path):
     import psutil
 
     proc = subprocess.Popen(
-        [sys.executable, "-m", "nightrec.cli", "bootstrap"],
+        [sys.executable, "-m", "nightrec_app.cli", "bootstrap"],
         cwd=PROJECT_ROOT,
         env=_env(tmp_path / "warehouse", tmp_path / "airflow"),
         stdout=subprocess.PIPE,

@@ -55,7 +55,7 @@ def spark_marts(tmall_warehouse) -> dict[str, pd.DataFrame]:
         "NIGHTREC_SPARK_MASTER": "local[2]",
     }
     proc = subprocess.run(
-        [sys.executable, "-m", "nightrec.cli", "dbt", "--target", "spark", "build"],
+        [sys.executable, "-m", "nightrec_app.cli", "dbt", "--target", "spark", "build"],
         cwd=PROJECT_ROOT,
         env=env,
         capture_output=True,

@@ -237,7 +237,7 @@ def test_http_feature_server_answers_lookups_and_rejects_malformed_requests(appl
     port = free_port()
     env = {**os.environ, "NIGHTREC_WAREHOUSE_ROOT": str(settings.warehouse_root)}
     server = subprocess.Popen(
-        [sys.executable, "-m", "nightrec.cli", "feast", "serve", "--port", str(port)],
+        [sys.executable, "-m", "nightrec_app.cli", "feast", "serve", "--port", str(port)],
         cwd=PROJECT_ROOT,
         env=env,
         stdout=subprocess.DEVNULL,

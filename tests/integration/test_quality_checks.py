@@ -12,8 +12,8 @@ import pytest
 
 from nightrec.errors import QualityCheckFailed
 from nightrec.landing import land_file, replay
-from nightrec.tasks import validate_boundary
 from nightrec.warehouse import Warehouse
+from nightrec_app.tasks import validate_boundary
 from tests.conftest import corrupt_real_rows
 
 DAYS = (date(2014, 8, 13), date(2014, 8, 16))  # [start, end): three delivered days

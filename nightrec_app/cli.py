@@ -75,7 +75,7 @@ def cmd_land(args: argparse.Namespace) -> int:
 
 
 def cmd_bootstrap(args: argparse.Namespace) -> int:
-    from nightrec.airflow_env import ensure_metadata_db, run_airflow
+    from nightrec_app.airflow_env import ensure_metadata_db, run_airflow
 
     s = _settings(args)
     _export(s)
@@ -97,7 +97,7 @@ def ensure_manifest() -> None:
 
 
 def _nightly_days(s: Settings, days: list[date], quiet: bool = True) -> None:
-    from nightrec.airflow_env import ensure_metadata_db, run_airflow
+    from nightrec_app.airflow_env import ensure_metadata_db, run_airflow
 
     adapter = load_adapter(s.source)
     outside = [d for d in days if not adapter.history_start <= d <= adapter.history_end]
@@ -393,7 +393,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
 
 
 def cmd_airflow(args: argparse.Namespace) -> int:
-    from nightrec.airflow_env import run_airflow
+    from nightrec_app.airflow_env import run_airflow
 
     s = _settings(args)
     _export(s)

@@ -120,7 +120,7 @@ def pipeline(settings: Settings, start: str, end: str, train: bool = True) -> No
         from airflow.sdk.exceptions import AirflowSkipException
 
         from nightrec.errors import NothingToProcess
-        from nightrec.tasks import land_days
+        from nightrec_app.tasks import land_days
 
         try:
             return land_days(start, end)
@@ -129,14 +129,14 @@ def pipeline(settings: Settings, start: str, end: str, train: bool = True) -> No
 
     @task(task_id="record_run")
     def record(start: str, end: str, airflow_dag: str, airflow_run: str) -> dict:
-        from nightrec.tasks import record_run
+        from nightrec_app.tasks import record_run
 
         return record_run(start, end, airflow_dag, airflow_run)
 
     def validate(boundary: str) -> Any:
         @task(task_id=f"validate_{boundary}")
         def run_checks(start: str, end: str, airflow_dag: str, airflow_run: str) -> dict:
-            from nightrec.tasks import validate_boundary
+            from nightrec_app.tasks import validate_boundary
 
             return validate_boundary(boundary, start, end, airflow_dag, airflow_run)
 
@@ -144,43 +144,43 @@ def pipeline(settings: Settings, start: str, end: str, train: bool = True) -> No
 
     @task(task_id="ingest_attributes")
     def attributes() -> dict:
-        from nightrec.tasks import ingest_attribute_snapshots
+        from nightrec_app.tasks import ingest_attribute_snapshots
 
         return ingest_attribute_snapshots()
 
     @task(task_id="feast_apply")
     def feast_apply() -> dict:
-        from nightrec.tasks import feast_apply as apply_repo
+        from nightrec_app.tasks import feast_apply as apply_repo
 
         return apply_repo()
 
     @task(task_id="feast_materialize", outlets=[outlets["features"]])
     def feast_materialize(start: str, end: str) -> dict:
-        from nightrec.tasks import feast_materialize as materialize
+        from nightrec_app.tasks import feast_materialize as materialize
 
         return materialize(start, end)
 
     @task(task_id="train")
     def train_models(start: str, end: str) -> dict:
-        from nightrec.tasks import train_models
+        from nightrec_app.tasks import train_models
 
         return train_models(start, end)
 
     @task(task_id="train_ranker")
     def train_ranker(start: str, end: str) -> dict:
-        from nightrec.tasks import train_ranker as rank
+        from nightrec_app.tasks import train_ranker as rank
 
         return rank(start, end)
 
     @task(task_id="publish_topk", outlets=[outlets["topk"]])
     def publish_topk(start: str, end: str) -> dict:
-        from nightrec.tasks import publish_topk as serve_topk
+        from nightrec_app.tasks import publish_topk as serve_topk
 
         return serve_topk(start, end)
 
     @task(task_id="publish_marts", outlets=[outlets["marts"]])
     def publish() -> dict:
-        from nightrec.tasks import publish_marts
+        from nightrec_app.tasks import publish_marts
 
         return publish_marts()
 
