@@ -7,7 +7,7 @@ with
 
 sequences as (
 
-    select * from {{ read_zone('silver/sequences') }}
+    select * from {{ source('silver', 'sequences') }}
     {% if is_incremental() %}
     where {{ in_run_range() }}
     {% endif %}

@@ -5,7 +5,7 @@ with
 
 topk as (
 
-    select * from {{ read_snapshot('serving/topk/current') }}
+    select * from {{ source('serving', 'topk_current') }}
 
 ),
 

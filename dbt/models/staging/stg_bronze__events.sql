@@ -2,7 +2,7 @@ with
 
 source as (
 
-    select * from {{ read_zone('bronze/events') }}
+    select * from {{ source('bronze', 'events') }}
 
 ),
 

@@ -2,7 +2,7 @@ with
 
 source as (
 
-    select * from {{ read_snapshot('bronze/item_attributes') }}
+    select * from {{ source('bronze', 'item_attributes') }}
 
 ),
 

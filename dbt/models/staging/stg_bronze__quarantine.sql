@@ -2,7 +2,7 @@ with
 
 source as (
 
-    select * from {{ read_zone('bronze/quarantine') }}
+    select * from {{ source('bronze', 'quarantine') }}
 
 ),
 

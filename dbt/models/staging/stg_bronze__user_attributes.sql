@@ -2,7 +2,7 @@ with
 
 source as (
 
-    select * from {{ read_snapshot('bronze/user_attributes') }}
+    select * from {{ source('bronze', 'user_attributes') }}
 
 ),
 
