@@ -62,7 +62,7 @@ def main() -> None:
             if target == "duckdb":
                 run_dbt(settings, ["build", "--quiet"], target="duckdb")
             else:
-                env = {**os.environ, "NIGHTREC_WAREHOUSE_ROOT": str(settings.warehouse_root)}
+                env = {**os.environ, **settings.environment()}
                 cmd = [sys.executable, "-m", "nightrec_app.cli", "dbt", "--target", "spark", "build", "--quiet"]
                 subprocess.run(cmd, cwd=PROJECT_ROOT, env=env, check=True)
             rows.append((factor, n, target, time.time() - t))

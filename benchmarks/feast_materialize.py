@@ -31,6 +31,7 @@ from feast_serving import _free_port  # benchmarks/ is on sys.path when a script
 from nightrec.config import PROJECT_ROOT, load_settings
 from nightrec.feature_store import VIEW_EXPORTS
 from nightrec.upscale import new_user_id
+from nightrec.warehouse import Warehouse
 
 USER_EXPORTS = ("user_features", "user_sequences")  # keyed by user: repeated per copy
 
@@ -43,8 +44,8 @@ def scaled_marts(source: Path, factor: int, target: Path) -> dict[str, int]:
     with duckdb.connect() as con:
         con.execute("set timezone = 'UTC'")
         for export in VIEW_EXPORTS.values():
-            src = source / "marts" / "parquet" / export / "*.parquet"
-            out = target / "marts" / "parquet" / export
+            src = Warehouse(source, "").mart_export(export) / "*.parquet"  # marts are per root, not per source
+            out = Warehouse(target, "").mart_export(export)
             shutil.rmtree(out, ignore_errors=True)
             out.mkdir(parents=True)
             if export in USER_EXPORTS and factor > 1:

@@ -61,7 +61,7 @@ def _time(fn, repeat: int) -> tuple[float, float]:
 
 def _http(settings, rows: list[dict], repeat: int) -> tuple[float, float]:
     port = _free_port()
-    env = {**os.environ, "NIGHTREC_WAREHOUSE_ROOT": str(settings.warehouse_root)}
+    env = {**os.environ, **settings.environment()}
     args = [
         sys.executable,
         "-m",

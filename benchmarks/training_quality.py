@@ -44,11 +44,11 @@ import torch
 from nightrec import ranking
 from nightrec.adapters import load_adapter
 from nightrec.anchors import AnchorPlan, plan_for
-from nightrec.config import PROJECT_ROOT, Settings, load_settings
+from nightrec.config import ORDINAL_KINDS, PROJECT_ROOT, Settings, load_settings
 from nightrec.warehouse import Warehouse
 from training import data, metrics, ranker, run, trainer
 
-ORDINAL_COMPARISON = ("gnolr", "bce", "esmm", "nolr", "bce_paper", "esmm_paper")
+ORDINAL_COMPARISON = ORDINAL_KINDS  # GNOLR first, then its baselines
 LIST_KEYS = ("recall@20", "ndcg@20", "mrr@20", "coverage@20", "novelty@20", "gini_corrected@20", "entropy_corrected@20")
 MODEL_FEATURES = ("two_tower", "gnolr")
 

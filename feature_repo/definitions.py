@@ -27,6 +27,7 @@ from feast.types import Array, Bool, FeastType, Float32, Float64, Int32, Int64, 
 
 from nightrec.config import load_settings
 from nightrec.errors import InputError
+from nightrec.warehouse import Warehouse
 
 # One row per user and day for users active in the last 90 days: a row older than this means no recent activity.
 DAILY_TTL = timedelta(days=2)
@@ -71,9 +72,10 @@ def _source(name: str, path: Path, glob: str = "*.parquet") -> tuple[DataSource,
 
 
 def _mart_source(model: str) -> tuple[DataSource, list[Field]]:
-    return _source(model, load_settings().warehouse_root / "marts" / "parquet" / model)
+    return _source(model, _warehouse.mart_export(model))
 
 
+_warehouse = Warehouse.of(load_settings())  # the settings Feast's caller put in the environment
 user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.STRING, description="A shop customer")
 item = Entity(name="item", join_keys=["item_id"], value_type=ValueType.STRING, description="An item (Tmall: a brand)")
 
@@ -138,7 +140,7 @@ serving = FeatureService(
 
 # The published top-k lists (nightrec.topk_publish): registered once the first version exists, so a warehouse before
 # its first training still applies. One row per user and day; no ttl: a user's latest lists stand until replaced.
-_topk_lists = load_settings().warehouse_root / "serving" / "user_topk"
+_topk_lists = _warehouse.serving_user_topk()
 if any(_topk_lists.glob("ds=*/*.parquet")):
     _topk_source, _topk_fields = _source("user_topk", _topk_lists, "ds=*/*.parquet")
     user_topk = FeatureView(

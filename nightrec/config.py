@@ -12,7 +12,10 @@ NIGHTREC_SPARK_MASTER       Spark master URL (``local[*]``, ``spark://host:7077`
 NIGHTREC_RUN_DATE           the day D a one-off command processes (YYYY-MM-DD)
 NIGHTREC_AIRFLOW_HOME       Airflow home (metadata DB, logs)
 NIGHTREC_FEAST_VARIANT      Feast variant (``local``, ``redis``, ``production``)
+NIGHTREC_DBT_TARGET         the target dbt's profiles.yml picks (set per dbt call)
 ==========================  =========================================================
+
+:meth:`Settings.environment` writes them for a child process.
 """
 
 from __future__ import annotations
@@ -303,6 +306,24 @@ class Settings:
     def with_overrides(self, **changes: Any) -> Settings:
         """A copy with some top-level fields replaced (tests and CLI flags use this)."""
         return replace(self, **changes)
+
+    def environment(self) -> dict[str, str]:
+        """The environment variables that carry these settings into another process: Airflow and its tasks,
+        spark-submit, dbt (profiles.yml) and Feast (feature_store.yaml, definitions.py). :func:`load_settings` there
+        reads the same profile, warehouse, source, Spark master, Airflow home and Feast variant back; dbt's
+        profiles.yml picks its target from ``NIGHTREC_DBT_TARGET``. The one place that knows these names."""
+        return {
+            "NIGHTREC_PROFILE": self.profile,
+            "NIGHTREC_WAREHOUSE_ROOT": str(self.warehouse_root),
+            "NIGHTREC_SOURCE": self.source,
+            "NIGHTREC_SPARK_MASTER": self.spark.master,
+            "NIGHTREC_AIRFLOW_HOME": str(self.airflow.home),
+            "NIGHTREC_FEAST_VARIANT": self.feast.variant,
+            "NIGHTREC_DBT_TARGET": self.dbt_target,
+            # No telemetry: the machines this runs on are often offline, and a shop's data stays in the shop.
+            "FEAST_USAGE": "False",
+            "DBT_SEND_ANONYMOUS_USAGE_STATS": "False",
+        }
 
 
 _TOP_KEYS = {

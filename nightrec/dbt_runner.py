@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from datetime import date
@@ -12,6 +13,8 @@ from typing import Any
 from nightrec.adapters import load_adapter
 from nightrec.config import PROJECT_ROOT, Settings
 from nightrec.errors import NightrecError
+
+log = logging.getLogger(__name__)
 
 DBT_DIR = PROJECT_ROOT / "dbt"
 TARGETS = ("duckdb", "spark", "spark_thrift")
@@ -26,15 +29,6 @@ def dbt_vars(settings: Settings, start: date | None = None, end: date | None = N
     if end is not None:
         out["end_ds"] = end.isoformat()
     return out
-
-
-def dbt_environment(settings: Settings, target: str) -> dict[str, str]:
-    return {
-        "NIGHTREC_WAREHOUSE_ROOT": str(settings.warehouse_root),
-        "NIGHTREC_DBT_TARGET": target,
-        "NIGHTREC_SPARK_MASTER": settings.spark.master,
-        "DBT_SEND_ANONYMOUS_USAGE_STATS": "False",
-    }
 
 
 def target_path(target: str) -> Path:
@@ -63,7 +57,7 @@ def run_dbt(
     from nightrec.warehouse import Warehouse
 
     Warehouse.of(settings).ensure_layout()
-    os.environ.update(dbt_environment(settings, target))
+    os.environ.update(settings.with_overrides(dbt_target=target).environment())  # profiles.yml reads them
     if command[0] in {"build", "run", "test"} and not {"--select", "-s"} & set(command):
         command = [*command, "--exclude", "tag:serving"]
     args = [
@@ -88,7 +82,7 @@ def run_dbt(
                 failed.append(f"{r.node.unique_id}: {r.message}")
         detail = "; ".join(failed[:10]) or str(result.exception)
         raise NightrecError(f"dbt {' '.join(command)} on target {target} failed: {detail}")
-    print(f"dbt {' '.join(command)} on {target}: ok in {time.time() - t0:.1f}s", flush=True)
+    log.info(f"dbt {' '.join(command)} on {target}: ok in {time.time() - t0:.1f}s")
     return result
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import logging
 import os
 import time
 import warnings
@@ -22,6 +23,8 @@ from typing import Any
 from nightrec.config import PROJECT_ROOT, Settings
 from nightrec.errors import InputError, ReconciliationError
 from nightrec.warehouse import Warehouse
+
+log = logging.getLogger(__name__)
 
 FEATURE_REPO = PROJECT_ROOT / "feature_repo"
 VIEWS = ("user_features", "item_features", "user_sequence")
@@ -40,26 +43,22 @@ def store_yaml(settings: Settings) -> Path:
     return FEATURE_REPO / f"feature_store.{settings.feast.variant}.yaml"
 
 
-def feast_environment(settings: Settings) -> dict[str, str]:
-    """What feature_store.yaml and definitions.py read from the environment."""
-    env = {
-        "NIGHTREC_WAREHOUSE_ROOT": str(settings.warehouse_root),
-        "NIGHTREC_SOURCE": settings.source,
-        "NIGHTREC_PROFILE": settings.profile,
-        "NIGHTREC_SPARK_MASTER": settings.spark.master,
-        "NIGHTREC_FEAST_VARIANT": settings.feast.variant,  # definitions.py picks its source type by variant
-        "FEAST_USAGE": "False",  # no telemetry (offline machines)
-    }
+def use_settings(settings: Settings) -> None:
+    """Point this process's Feast at the settings: feature_store.yaml's ${VARS} and definitions.py read them from the
+    environment (:meth:`Settings.environment`).
+
+    :raises InputError: the variant needs a server address the environment does not give.
+    """
     if settings.feast.variant in {"redis", "production"} and "NIGHTREC_REDIS" not in os.environ:
         raise InputError(
             f"Feast variant '{settings.feast.variant}' needs NIGHTREC_REDIS (host:port of the Redis server)"
         )
-    return env
+    os.environ.update(settings.environment())
 
 
 def open_store(settings: Settings) -> Any:
     """A FeatureStore for the configured variant (the YAML's ${VARS} are expanded from the environment)."""
-    os.environ.update(feast_environment(settings))
+    use_settings(settings)
     Warehouse.of(settings).feast().mkdir(parents=True, exist_ok=True)
     from feast import FeatureStore
 
@@ -70,7 +69,7 @@ def repo_objects(settings: Settings) -> list[Any]:
     """The Feast objects of feature_repo/definitions.py, loaded afresh (its schemas follow the current exports)."""
     from feast import Entity, FeatureService, FeatureView
 
-    os.environ.update(feast_environment(settings))
+    use_settings(settings)
     spec = importlib.util.spec_from_file_location("nightrec_feature_repo", FEATURE_REPO / "definitions.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -88,7 +87,7 @@ def apply(settings: Settings) -> dict[str, int]:
         "feature_views": len(store.list_feature_views()),
         "feature_services": len(store.list_feature_services()),
     }
-    print(f"feast apply ({settings.feast.variant}): {counts}", flush=True)
+    log.info(f"feast apply ({settings.feast.variant}): {counts}")
     return counts
 
 
@@ -127,10 +126,9 @@ def materialize(settings: Settings, start: date, end: date, views: tuple[str, ..
         chunk = MaterializeChunk((lo, hi - timedelta(days=1)), rows, time.time() - t0)
         chunks.append(chunk)
         done = (hi - start).days
-        print(
+        log.info(
             f"feast materialize: data days {lo}..{hi - timedelta(days=1)} ({done}/{total_days} days): "
-            f"{sum(rows.values()):,} feature rows in {chunk.seconds:.1f}s",
-            flush=True,
+            f"{sum(rows.values()):,} feature rows in {chunk.seconds:.1f}s"
         )
         lo = hi
     return chunks
@@ -145,7 +143,7 @@ def materialize_topk(settings: Settings, at: datetime) -> int:
     t0 = time.time()
     with _quiet_offline_store():
         store.materialize(start_date=lo, end_date=hi, feature_views=[TOPK_VIEW])
-    print(f"feast materialize: {TOPK_VIEW} at {at.isoformat()}: {rows:,} users in {time.time() - t0:.1f}s", flush=True)
+    log.info(f"feast materialize: {TOPK_VIEW} at {at.isoformat()}: {rows:,} users in {time.time() - t0:.1f}s")
     return rows
 
 

@@ -15,6 +15,7 @@ version but does not move the pointer backwards (docs/architecture.md, "Landing 
 
 from __future__ import annotations
 
+import logging
 import os
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -24,6 +25,8 @@ from nightrec.config import Settings
 from nightrec.errors import InputError
 from nightrec.storage import read_json, swap_into_place, temp_sibling, write_json_atomic
 from nightrec.warehouse import Warehouse
+
+log = logging.getLogger(__name__)
 
 POINTER = "current.json"
 LINK = "current"
@@ -55,7 +58,7 @@ def publish(settings: Settings, day: date, model_version: str, counts: dict[str,
         raise InputError(f"No complete top-k version at {target} (no _SUCCESS): nothing to publish")
     before = current(settings)
     if before and date.fromisoformat(before["ds"]) > day:
-        print(f"top-k: {day} is older than the published {before['ds']}: written, pointer kept", flush=True)
+        log.info(f"top-k: {day} is older than the published {before['ds']}: written, pointer kept")
         return before
     path = str(target.relative_to(Warehouse.of(settings).serving_topk()))
     history = list((before or {}).get("history", []))

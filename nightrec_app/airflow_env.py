@@ -15,12 +15,14 @@ from pathlib import Path
 
 from nightrec.config import PROJECT_ROOT, Settings
 from nightrec.errors import NightrecError
+from nightrec.logs import PROJECT_LOGGERS
 
 VENV_BIN = Path(sys.executable).parent
 
 
 def airflow_environment(settings: Settings, base: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment variables for `airflow` commands: home, DAG folder, metadata DB and the Spark connection."""
+    """Environment variables for `airflow` commands: Airflow's own (home, DAG folder, metadata DB, the Spark
+    connection), Spark's, and the settings' (:meth:`Settings.environment`) for the tasks."""
     env = dict(os.environ if base is None else base)
     home = settings.airflow.home
     conn = {
@@ -36,34 +38,37 @@ def airflow_environment(settings: Settings, base: dict[str, str] | None = None) 
             "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "120",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": settings.airflow.sql_alchemy_conn or f"sqlite:///{home}/airflow.db",
             "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
-            "DBT_SEND_ANONYMOUS_USAGE_STATS": "False",
             f"AIRFLOW_CONN_{settings.airflow.spark_conn_id.upper()}": json.dumps(conn),
             # Spark binds the loopback interface and runs this virtual environment's Python on both sides.
             "SPARK_LOCAL_IP": env.get("SPARK_LOCAL_IP", "127.0.0.1"),
             "PYSPARK_PYTHON": sys.executable,
             "PYSPARK_DRIVER_PYTHON": sys.executable,
             "PATH": f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
-            "NIGHTREC_PROFILE": settings.profile,
-            "NIGHTREC_WAREHOUSE_ROOT": str(settings.warehouse_root),
-            "NIGHTREC_SOURCE": settings.source,
-            "NIGHTREC_AIRFLOW_HOME": str(home),
+            **settings.environment(),  # the tasks and spark-submit load the same settings
         }
     )
     return env
 
 
-# Lines of a `dags test` log worth showing while it runs: task starts and ends, the jobs' progress, failures.
-PROGRESS_MARKERS = (
+# Airflow's own lines of a `dags test` log worth showing while it runs: task starts and ends, what a task returned,
+# the run's end, failures.
+AIRFLOW_MARKERS = (
     "[DAG TEST] starting task_id",
     "[DAG TEST] end task",
-    "ingest_events: ",
-    "build_sequences: ",
     "Returned value was",
     "DagRun Finished",
     "ERROR",
     "Traceback",
     "Error:",
 )
+# The project's own progress: a record of one of its loggers, as Airflow renders a task's record ("... [training.run]")
+# or as a Spark job prints it through spark-submit ("spark_jobs.ingest_events: ...").
+_PROJECT_RECORD = re.compile(rf"\b(?:{'|'.join(PROJECT_LOGGERS)})(?:\.\w+)+(?:\]|: )")
+
+
+def is_progress(line: str) -> bool:
+    """Whether a line of a `dags test` log is shown while it runs (the whole log is kept in a file)."""
+    return bool(_PROJECT_RECORD.search(line)) or any(m in line for m in AIRFLOW_MARKERS)
 
 
 # A structured log record starts with its timestamp; an exception's own message starts a line with its class.
@@ -133,7 +138,7 @@ def run_airflow(settings: Settings, args: list[str], check: bool = True, quiet: 
                     errors[-1] += line
                 if "No tasks to run. unrunnable tasks" not in line:  # Airflow repeats it every second
                     tail = [*tail[-29:], line]
-                if any(m in line for m in PROGRESS_MARKERS):
+                if is_progress(line):
                     print("   " + _shorten(line), flush=True)
             rc = proc.wait()
         if rc != 0:
@@ -147,11 +152,14 @@ def run_airflow(settings: Settings, args: list[str], check: bool = True, quiet: 
 
 
 def _shorten(line: str) -> str:
-    """Drop Airflow's structlog prefix and suffix around a task's own message."""
+    """Drop Airflow's structlog prefix and suffix (level, logger name, source location) around a message."""
     text = line.rstrip()
     if "[info     ] " in text:
         text = text.split("[info     ] ", 1)[1]
-    return text.split(" [airflow.", 1)[0].split(" loc=", 1)[0]
+    return _LOGGER_SUFFIX.sub("", text.split(" loc=", 1)[0])
+
+
+_LOGGER_SUFFIX = re.compile(r" \[[\w.]+\]$")
 
 
 def ensure_metadata_db(settings: Settings) -> None:

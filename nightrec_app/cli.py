@@ -15,7 +15,9 @@ from pathlib import Path
 
 from nightrec.adapters import days_between, load_adapter
 from nightrec.config import Settings, load_settings
+from nightrec.context import RunContext
 from nightrec.errors import NightrecError
+from nightrec.logs import show_progress
 from nightrec.warehouse import Warehouse
 
 EPILOG = """\
@@ -41,13 +43,9 @@ def _settings(args: argparse.Namespace) -> Settings:
     return settings.with_overrides(**changes) if changes else settings
 
 
-def _export(settings: Settings) -> None:
-    """Make child processes (Airflow, its tasks, spark-submit) see the same settings."""
-    import os
-
-    os.environ["NIGHTREC_PROFILE"] = settings.profile
-    os.environ["NIGHTREC_WAREHOUSE_ROOT"] = str(settings.warehouse_root)
-    os.environ["NIGHTREC_SOURCE"] = settings.source
+def _context(args: argparse.Namespace) -> RunContext:
+    """The command's context over the source's whole history (commands that take a range narrow it themselves)."""
+    return RunContext.of(_settings(args))
 
 
 def _logical_date(day: date) -> str:
@@ -58,9 +56,8 @@ def _logical_date(day: date) -> str:
 def cmd_land(args: argparse.Namespace) -> int:
     from nightrec.landing import land_file, replay
 
-    s = _settings(args)
-    adapter = load_adapter(s.source)
-    wh = Warehouse(s.warehouse_root, adapter.name)
+    ctx = _context(args)
+    adapter, wh = ctx.adapter, ctx.warehouse
     if args.file:
         if not args.ds:
             raise NightrecError("--file needs --ds (the delivery day)")
@@ -77,9 +74,8 @@ def cmd_land(args: argparse.Namespace) -> int:
 def cmd_bootstrap(args: argparse.Namespace) -> int:
     from nightrec_app.airflow_env import ensure_metadata_db, run_airflow
 
-    s = _settings(args)
-    _export(s)
-    adapter = load_adapter(s.source)
+    ctx = _context(args)
+    s, adapter = ctx.settings, ctx.adapter
     start = args.start or adapter.history_start
     end = (args.end + timedelta(days=1)) if args.end else adapter.nightly_start
     ensure_metadata_db(s)
@@ -99,14 +95,13 @@ def ensure_manifest() -> None:
 def _nightly_days(s: Settings, days: list[date], quiet: bool = True) -> None:
     from nightrec_app.airflow_env import ensure_metadata_db, run_airflow
 
-    adapter = load_adapter(s.source)
+    adapter = RunContext.of(s).adapter
     outside = [d for d in days if not adapter.history_start <= d <= adapter.history_end]
     if outside:
         raise NightrecError(
             f"Day(s) {', '.join(map(str, outside[:3]))} lie outside {adapter.name}'s delivered history "
             f"[{adapter.history_start}, {adapter.history_end}]: there is nothing to process."
         )
-    _export(s)
     ensure_metadata_db(s)
     ensure_manifest()
     for day in days:
@@ -137,9 +132,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     from nightrec.run_manifest import read_run_manifest, reconciles
     from nightrec.run_report import quality_marks
 
-    s = _settings(args)
-    adapter = load_adapter(s.source)
-    wh = Warehouse(s.warehouse_root, adapter.name)
+    ctx = _context(args)
+    adapter, wh = ctx.adapter, ctx.warehouse
     start = args.start or adapter.history_start
     end = args.end or adapter.history_end
     print(
@@ -170,8 +164,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from nightrec.run_report import last_reported_day, report
 
-    s = _settings(args)
-    wh = Warehouse(s.warehouse_root, load_adapter(s.source).name)
+    wh = _context(args).warehouse
     day = args.day or last_reported_day(wh)
     if day is None:
         raise NightrecError(f"No run manifests under {wh.runs()} yet: run `nightrec demo` (or the nightly DAG) first")
@@ -180,8 +173,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    s = _settings(args)
-    adapter = load_adapter(s.source)
+    ctx = _context(args)
+    s, adapter, wh = ctx.settings, ctx.adapter, ctx.warehouse
     t0 = time.time()
     print(
         f"== nightrec demo: source {adapter.name} ({adapter.description})\n"
@@ -197,7 +190,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from nightrec.run_report import report
 
     print(f"\n== The last night's run (`nightrec report --day {adapter.history_end}`):")
-    wh = Warehouse(s.warehouse_root, adapter.name)
     print(report(wh, adapter.history_end))
     print(
         "\nWhere to look:\n"
@@ -267,7 +259,8 @@ def cmd_feast(args: argparse.Namespace) -> int:
     else:  # serve: Feast's HTTP feature server on this repository and variant
         import os
 
-        env = {**os.environ, **feature_store.feast_environment(s)}
+        feature_store.use_settings(s)  # checks the variant's servers are given, like every other action
+        env = dict(os.environ)
         cmd = [
             str(Path(sys.executable).parent / "feast"),
             "-c",
@@ -316,7 +309,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from spark_jobs import build_candidates
     from spark_jobs.common import build_spark
 
-    plan = plan_for(s, load_adapter(s.source).history_start, day)
+    plan = plan_for(s, RunContext.of(s).adapter.history_start, day)
     spark = build_spark(s, "build_candidates")
     try:
         build_candidates.run(spark, s, plan, day.isoformat())
@@ -395,9 +388,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
 def cmd_airflow(args: argparse.Namespace) -> int:
     from nightrec_app.airflow_env import run_airflow
 
-    s = _settings(args)
-    _export(s)
-    return run_airflow(s, args.airflow_args, check=False)
+    return run_airflow(_settings(args), args.airflow_args, check=False)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -541,6 +532,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    show_progress()  # the steps a command runs in this process (training, scoring, Feast) print their progress
     try:
         return int(args.func(args) or 0)
     except NightrecError as exc:

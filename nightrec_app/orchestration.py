@@ -62,7 +62,7 @@ def dbt_task_group(settings: Settings, start: str, end: str) -> Any:
     from cosmos import DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
     from cosmos.constants import InvocationMode, LoadMode, TestBehavior
 
-    from nightrec.dbt_runner import DBT_DIR, MANIFEST, dbt_environment
+    from nightrec.dbt_runner import DBT_DIR, MANIFEST
 
     return DbtTaskGroup(
         group_id="dbt",
@@ -70,7 +70,7 @@ def dbt_task_group(settings: Settings, start: str, end: str) -> Any:
             dbt_project_path=DBT_DIR,
             manifest_path=MANIFEST,
             project_name="nightrec",
-            env_vars=dbt_environment(settings, settings.dbt_target),
+            env_vars=settings.environment(),
         ),
         profile_config=ProfileConfig(
             profile_name="nightrec", target_name=settings.dbt_target, profiles_yml_filepath=DBT_DIR / "profiles.yml"
@@ -120,69 +120,69 @@ def pipeline(settings: Settings, start: str, end: str, train: bool = True) -> No
         from airflow.sdk.exceptions import AirflowSkipException
 
         from nightrec.errors import NothingToProcess
-        from nightrec_app.tasks import land_days
+        from nightrec_app import tasks
 
         try:
-            return land_days(start, end)
+            return tasks.land_days(tasks.context(start, end))
         except NothingToProcess as exc:  # a run past the data: skip it and everything after it
             raise AirflowSkipException(str(exc)) from exc
 
     @task(task_id="record_run")
     def record(start: str, end: str, airflow_dag: str, airflow_run: str) -> dict:
-        from nightrec_app.tasks import record_run
+        from nightrec_app import tasks
 
-        return record_run(start, end, airflow_dag, airflow_run)
+        return tasks.record_run(tasks.context(start, end), airflow_dag, airflow_run)
 
     def validate(boundary: str) -> Any:
         @task(task_id=f"validate_{boundary}")
         def run_checks(start: str, end: str, airflow_dag: str, airflow_run: str) -> dict:
-            from nightrec_app.tasks import validate_boundary
+            from nightrec_app import tasks
 
-            return validate_boundary(boundary, start, end, airflow_dag, airflow_run)
+            return tasks.validate_boundary(tasks.context(start, end), boundary, airflow_dag, airflow_run)
 
         return run_checks(start, end, "{{ dag.dag_id }}", "{{ run_id }}")
 
     @task(task_id="ingest_attributes")
     def attributes() -> dict:
-        from nightrec_app.tasks import ingest_attribute_snapshots
+        from nightrec_app import tasks
 
-        return ingest_attribute_snapshots()
+        return tasks.ingest_attribute_snapshots(tasks.context())
 
     @task(task_id="feast_apply")
     def feast_apply() -> dict:
-        from nightrec_app.tasks import feast_apply as apply_repo
+        from nightrec_app import tasks
 
-        return apply_repo()
+        return tasks.feast_apply(tasks.context())
 
     @task(task_id="feast_materialize", outlets=[outlets["features"]])
     def feast_materialize(start: str, end: str) -> dict:
-        from nightrec_app.tasks import feast_materialize as materialize
+        from nightrec_app import tasks
 
-        return materialize(start, end)
+        return tasks.feast_materialize(tasks.context(start, end))
 
     @task(task_id="train")
     def train_models(start: str, end: str) -> dict:
-        from nightrec_app.tasks import train_models
+        from nightrec_app import tasks
 
-        return train_models(start, end)
+        return tasks.train_models(tasks.context(start, end))
 
     @task(task_id="train_ranker")
     def train_ranker(start: str, end: str) -> dict:
-        from nightrec_app.tasks import train_ranker as rank
+        from nightrec_app import tasks
 
-        return rank(start, end)
+        return tasks.train_ranker(tasks.context(start, end))
 
     @task(task_id="publish_topk", outlets=[outlets["topk"]])
     def publish_topk(start: str, end: str) -> dict:
-        from nightrec_app.tasks import publish_topk as serve_topk
+        from nightrec_app import tasks
 
-        return serve_topk(start, end)
+        return tasks.publish_topk(tasks.context(start, end))
 
     @task(task_id="publish_marts", outlets=[outlets["marts"]])
     def publish() -> dict:
-        from nightrec_app.tasks import publish_marts
+        from nightrec_app import tasks
 
-        return publish_marts()
+        return tasks.publish_marts(tasks.context())
 
     served = (
         land(start, end)

@@ -39,11 +39,11 @@ from nightrec import ranking
 from nightrec.adapters import load_adapter
 from nightrec.anchors import AnchorPlan, plan_for
 from nightrec.config import Settings
-from nightrec.errors import HistoryTooShort, InputError
+from nightrec.errors import InputError
 from nightrec.scoring import level_probabilities, top_k
 from nightrec.storage import swap_into_place, temp_sibling, write_json_atomic
 from nightrec.warehouse import Warehouse
-from spark_jobs.common import build_spark, job_arguments, log, settings_from_args
+from spark_jobs.common import JobRun, log, run_job
 
 JOB = "build_candidates"
 KEYS = ["anchor", "user_id", "item_id"]
@@ -472,21 +472,14 @@ def run(
     return {**summary, "path": str(target)}
 
 
+def _nightly(job: JobRun) -> None:
+    """The night's candidates for the range's last day (skipped, with the reason, while the history is too short)."""
+    plan = plan_for(job.settings, load_adapter(job.settings.source).history_start, job.last_day)
+    run(job.spark, job.settings, plan, job.last_day.isoformat())
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = job_arguments(__doc__.splitlines()[0], argv)
-    settings = settings_from_args(args)
-    last_day = args.end - timedelta(days=1)
-    try:
-        plan = plan_for(settings, load_adapter(settings.source).history_start, last_day)
-    except HistoryTooShort as exc:
-        log(JOB, f"skipped: {exc}")
-        return 0
-    spark = build_spark(settings, f"{JOB}:{settings.source}")
-    try:
-        run(spark, settings, plan, last_day.isoformat())
-    finally:
-        spark.stop()
-    return 0
+    return run_job(JOB, __doc__, argv, _nightly)
 
 
 if __name__ == "__main__":

@@ -1,14 +1,15 @@
-"""What every Spark job shares: the session, the [start, end) arguments, partition publication."""
+"""What every Spark job shares: its `main` (arguments, session), the [start, end) range, partition publication."""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
 import sys
-import time
 from collections.abc import Callable, Iterable
-from datetime import date
+from dataclasses import dataclass
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,8 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from nightrec.config import Settings, load_settings
+from nightrec.errors import HistoryTooShort
+from nightrec.logs import show_progress
 from nightrec.storage import (
     SUCCESS_FILE,
     clean_stale_temporaries,
@@ -29,8 +32,9 @@ from nightrec.warehouse import partition
 
 
 def log(job: str, message: str) -> None:
-    """Progress output: one timestamped line per step, flushed so Airflow shows it live."""
-    print(f"[{time.strftime('%H:%M:%S')}] {job}: {message}", flush=True)
+    """Progress output: one line per step to the job's logger (``spark_jobs.<job>``; shown by spark-submit's output,
+    which Airflow's task log carries live)."""
+    logging.getLogger(f"spark_jobs.{job}").info(message)
 
 
 def build_spark(settings: Settings, app_name: str) -> SparkSession:
@@ -72,6 +76,51 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     if args.source:
         changes["source"] = args.source
     return settings.with_overrides(**changes) if changes else settings
+
+
+@dataclass
+class JobRun:
+    """One spark-submit of a job: its settings and day range [start, end), and a session started on first use (a
+    job that finds nothing to do ends without starting Spark)."""
+
+    name: str
+    settings: Settings
+    start: date
+    end: date
+    _spark: SparkSession | None = None
+
+    @property
+    def spark(self) -> SparkSession:
+        if self._spark is None:
+            self._spark = build_spark(self.settings, f"{self.name}:{self.settings.source}")
+        return self._spark
+
+    @property
+    def last_day(self) -> date:
+        """The range's last day (the night a nightly job works for)."""
+        return self.end - timedelta(days=1)
+
+    def stop(self) -> None:
+        if self._spark is not None:
+            self._spark.stop()
+
+
+def run_job(name: str, description: str, argv: list[str] | None, body: Callable[[JobRun], object]) -> int:
+    """The ``main`` of every job: parse the arguments, run ``body``, stop the session whatever happens.
+
+    A body that raises :class:`HistoryTooShort` (the history cannot hold what the job needs yet) ends the job
+    successfully with the reason logged: the DAG goes on, and the tasks after it record why they have nothing.
+    """
+    show_progress()
+    args = job_arguments(description.splitlines()[0], argv)
+    job = JobRun(name, settings_from_args(args), args.start, args.end)
+    try:
+        body(job)
+    except HistoryTooShort as exc:
+        log(name, f"skipped: {exc}")
+    finally:
+        job.stop()
+    return 0
 
 
 def parse_event_time(value: Column, spec: TimeSpec) -> Column:

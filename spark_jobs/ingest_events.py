@@ -31,13 +31,11 @@ from nightrec.errors import InputError, ReconciliationError
 from nightrec.run_manifest import update_run_manifest
 from nightrec.warehouse import Warehouse
 from spark_jobs.common import (
-    build_spark,
-    job_arguments,
     log,
     parse_event_time,
     prepare_table,
     publish_partitions,
-    settings_from_args,
+    run_job,
     write_partitioned,
 )
 
@@ -259,14 +257,7 @@ def run(spark: SparkSession, settings: Settings, start: date, end: date) -> dict
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = job_arguments(__doc__.splitlines()[0], argv)
-    settings = settings_from_args(args)
-    spark = build_spark(settings, f"{JOB}:{settings.source}")
-    try:
-        run(spark, settings, args.start, args.end)
-    finally:
-        spark.stop()
-    return 0
+    return run_job(JOB, __doc__, argv, lambda job: run(job.spark, job.settings, job.start, job.end))
 
 
 if __name__ == "__main__":

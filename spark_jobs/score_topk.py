@@ -39,19 +39,9 @@ from nightrec.errors import InputError, ReconciliationError
 from nightrec.scoring import level_probabilities, top_k
 from nightrec.storage import read_json, swap_into_place, temp_sibling, write_json_atomic
 from nightrec.warehouse import Warehouse, champion
-from spark_jobs.common import build_spark, job_arguments, log, settings_from_args
+from spark_jobs.common import log, run_job
 
 JOB = "score_topk"
-
-
-def champion_version(settings: Settings) -> tuple[Path, dict[str, Any]] | None:
-    """The configured model's champion directory and manifest, or None before the first published model."""
-    wh = Warehouse.of(settings)
-    pointer = champion(wh, settings.topk.model)
-    if pointer is None:
-        return None
-    directory = wh.model_dir(settings.topk.model, pointer["version"])
-    return directory, read_json(directory / "manifest.json")
 
 
 def item_matrix(directory: Path) -> tuple[list[str], np.ndarray]:
@@ -262,12 +252,13 @@ def run_ranked(spark: SparkSession, settings: Settings, day: date) -> dict[str, 
 
 def run_single_model(spark: SparkSession, settings: Settings, day: date) -> dict[str, Any]:
     """The configured model's champion's lists over its whole catalogue."""
-    found = champion_version(settings)
-    if found is None:
-        log(JOB, f"no published {settings.topk.model} model yet (training skipped?): no top-k for {day}")
-        return {"skipped": f"no champion of {settings.topk.model}"}
-    directory, manifest = found
-    model = settings.topk.model
+    model, wh = settings.topk.model, Warehouse.of(settings)
+    pointer = champion(wh, model)
+    if pointer is None:
+        log(JOB, f"no published {model} model yet (training skipped?): no top-k for {day}")
+        return {"skipped": f"no champion of {model}"}
+    directory = wh.model_dir(model, pointer["version"])
+    manifest = read_json(directory / "manifest.json")
     model_version = f"{model}-{manifest['version']}"
     head = manifest.get("head") if model in ORDINAL_KINDS else None
     k = settings.topk.k
@@ -363,14 +354,7 @@ def check_version(spark: SparkSession, written: Path, expected: DataFrame) -> di
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = job_arguments(__doc__.splitlines()[0], argv)
-    settings = settings_from_args(args)
-    spark = build_spark(settings, f"{JOB}:{settings.source}")
-    try:
-        run(spark, settings, args.end - timedelta(days=1))
-    finally:
-        spark.stop()
-    return 0
+    return run_job(JOB, __doc__, argv, lambda job: run(job.spark, job.settings, job.last_day))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ batches.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -27,6 +28,8 @@ import pyarrow.parquet as pq
 from nightrec.config import Settings, TrainingSettings
 from nightrec.errors import HistoryTooShort, InputError
 from nightrec.warehouse import Warehouse
+
+log = logging.getLogger(__name__)
 
 EXAMPLES_MART = "training_examples"
 USER_VIEWS = ("user_features__", "user_sequence__")
@@ -310,10 +313,9 @@ def fetch_features(
         pq.write_table(table, path, row_group_size=16384)
         paths.append(path)
         rows += len(chunk)
-        print(
+        log.info(
             f"features ({label}): {min(chunk_days)}..{max(chunk_days)}: {len(chunk):,} rows in {time.time() - t0:.1f}s "
-            f"({rows:,}/{len(examples):,})",
-            flush=True,
+            f"({rows:,}/{len(examples):,})"
         )
     assert columns is not None or not paths
     user_cols, item_cols = columns if columns is not None else ([], [])

@@ -38,9 +38,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from nightrec.config import ORDINAL_KINDS
 from training.towers import Inputs, user_and_item_towers
 
-MODELS = ("gnolr", "bce", "esmm", "nolr", "bce_paper", "esmm_paper")
+MODELS = ORDINAL_KINDS  # the one enumeration is nightrec.config's
 PAPER_HEADS = {"bce_paper": "bce", "esmm_paper": "esmm"}  # the paper's baselines: our head, no scale, no bias
 PROBABILITY_FLOOR = 1e-6  # the guard: a category probability never reaches 0 (log(0) would be -inf)
 MIN_RATE_GAP = 1e-4  # base rates kept strictly decreasing, so neighbouring cut-points never coincide

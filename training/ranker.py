@@ -21,6 +21,7 @@ NDCG@20 on the same window, else that baseline's list (with popular fill) and sa
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import asdict, dataclass
 from datetime import date
@@ -40,6 +41,8 @@ from nightrec.errors import InputError
 from nightrec.storage import read_json
 from nightrec.warehouse import Warehouse, champion
 from training import metrics, registry
+
+log = logging.getLogger(__name__)
 
 K = 20
 GATE_METRIC = "ndcg@20"
@@ -319,10 +322,9 @@ def run(
 
     held_out = training_set(candidates, behaviour, plan.ranker_anchors(plan.evaluation), names)
     evaluated = fit(settings, held_out, adapter.max_level, seed)
-    print(
+    log.info(
         f"ranker: held-out booster on {len(held_out.anchors)} anchors, {len(held_out.labels):,} candidates of "
-        f"{len(held_out.groups):,} buyers ({held_out.positives:,} purchases)",
-        flush=True,
+        f"{len(held_out.groups):,} buyers ({held_out.positives:,} purchases)"
     )
     scorers = list_scorers(evaluated.model_to_string(), settings.ranker.sources)
     champion_version, champion_text, why = (None, None, "not gated (benchmark)")
@@ -401,6 +403,6 @@ def _print_table(table: dict[str, dict[str, dict[str, float]]], decision: dict[s
             for name, row in table.items()
             if horizon in row
         ]
-        print(f"ranker: recall/ndcg@{K}, next {horizon}: " + ", ".join(cells), flush=True)
+        log.info(f"ranker: recall/ndcg@{K}, next {horizon}: " + ", ".join(cells))
     if decision:
-        print(f"ranker: publishes {decision['lists']}: {decision['reason']}", flush=True)
+        log.info(f"ranker: publishes {decision['lists']}: {decision['reason']}")

@@ -120,11 +120,6 @@ def evaluated_weights(directory: Path) -> dict[str, Any]:
     return torch.load(path if path.exists() else directory / "weights.pt", map_location="cpu", weights_only=False)
 
 
-def champion(warehouse_root: Path, name: str) -> dict[str, Any] | None:
-    """The champion pointer (one lookup for training, the Spark jobs and the report: nightrec.warehouse.champion)."""
-    return warehouse.champion(warehouse.Warehouse(warehouse_root, ""), name)
-
-
 def set_champion(warehouse_root: Path, name: str, pointer: dict[str, Any]) -> None:
     write_json_atomic(warehouse.Warehouse(warehouse_root, "").champion_pointer(name), pointer)
 

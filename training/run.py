@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -42,10 +43,12 @@ from nightrec.adapters import load_adapter
 from nightrec.anchors import AnchorPlan, plan_for
 from nightrec.config import ORDINAL_KINDS, Settings
 from nightrec.errors import InputError
-from nightrec.warehouse import Warehouse
+from nightrec.warehouse import Warehouse, champion
 from training import data, metrics, ordinal, registry, trainer
 from training.towers import Inputs
 from training.two_tower import RetrievalTwoTower
+
+log = logging.getLogger(__name__)
 
 K = 20  # the cut-off of the retrieval metrics (Recall@20, NDCG@20: the quality bar's)
 
@@ -554,7 +557,7 @@ def rescore_champion(
 ) -> tuple[dict[str, Any] | None, str]:
     """The current champion's metrics on this run's evaluation window, or None with the reason it cannot be scored."""
     wh = Warehouse.of(settings)
-    pointer = registry.champion(settings.warehouse_root, kind)
+    pointer = champion(wh, kind)
     if pointer is None:
         return None, "no champion yet"
     directory = wh.model_dir(kind, pointer["version"])
@@ -632,13 +635,12 @@ def train_models(
         f"{version}-{run_key(settings, last_day, seed)}"
     )
     started = time.time()
-    print(f"training: data through {last_day}, device {device}{' (bf16 autocast)' if mixed else ''}", flush=True)
+    log.info(f"training: data through {last_day}, device {device}{' (bf16 autocast)' if mixed else ''}")
     prepared = prepare(settings, last_day, seed, work_dir)
-    print(
+    log.info(
         f"training: train {prepared.split.train[0]}..{prepared.split.train[1] - timedelta(days=1)} "
         f"({prepared.train.rows:,} rows), validation {prepared.validation.rows:,}, evaluation "
-        f"{prepared.evaluation.rows:,}; {len(prepared.relevant)} buyers to retrieve for",
-        flush=True,
+        f"{prepared.evaluation.rows:,}; {len(prepared.relevant)} buyers to retrieve for"
     )
     report: dict[str, Any] = {
         "version": version,
@@ -721,9 +723,7 @@ def train_models(
         report["models"][kind] = {"metrics": outcome.metrics, "gate": decision, "path": str(path)}
         verdict = "published" if decision["publish"] else "kept the champion"
         served_from = " (served model refit on every day)" if refit_record else ""
-        print(
-            f"training: {kind} -> {path} ({verdict}: {decision['reason']}){served_from}; seconds {stages}", flush=True
-        )
+        log.info(f"training: {kind} -> {path} ({verdict}: {decision['reason']}){served_from}; seconds {stages}")
     shutil.rmtree(work_dir, ignore_errors=True)  # features and checkpoints: only needed to resume this run
     report["seconds"] = round(time.time() - started, 1)
     return report

@@ -12,6 +12,7 @@ sampled and a real exposure).
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import sys
@@ -28,6 +29,8 @@ from tqdm import tqdm
 from nightrec.errors import InputError
 from training.data import Batch
 from training.towers import Inputs
+
+log = logging.getLogger(__name__)
 
 
 def pick_device(setting: str) -> tuple[torch.device, bool]:
@@ -110,7 +113,7 @@ def fit(
         state = saved["state"]
         state.setdefault("best", state.pop("best_loss", float("inf")))  # a checkpoint written before the score
         resumed = state["epoch"]
-        print(f"{name}: resuming after epoch {resumed} from {last}", flush=True)
+        log.info(f"{name}: resuming after epoch {resumed} from {last}")
     autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=mixed_precision)
     seen, busy = 0, 0.0
     while state["epoch"] < epochs and state["bad_epochs"] < patience:
@@ -167,10 +170,9 @@ def fit(
         _save_atomic({"model": model.state_dict(), "optimiser": optimiser.state_dict(), "state": state}, last)
         validated = f"validation loss {val_loss:.4f}, " if validation and not np.isnan(val_loss) else ""
         validated += f"validation score {score:.4f}, " if validation and validation_score else ""
-        print(
+        log.info(
             f"{name} epoch {epoch}: train loss {total / max(rows, 1):.4f}, {validated}"
-            f"{rows / elapsed:,.0f} samples/s{' (best)' if validation and state['best_epoch'] == epoch else ''}",
-            flush=True,
+            f"{rows / elapsed:,.0f} samples/s{' (best)' if validation and state['best_epoch'] == epoch else ''}"
         )
     if best.exists():
         model.load_state_dict(torch.load(best, map_location=device, weights_only=False)["model"])

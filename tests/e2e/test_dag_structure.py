@@ -148,12 +148,12 @@ def test_the_published_marts_features_and_lists_are_assets_a_dag_can_be_schedule
         assert others == []
 
 
-def test_a_day_past_the_history_is_skipped_not_processed(tmp_path, monkeypatch):
+def test_a_day_past_the_history_is_skipped_not_processed(tmp_path):
+    from nightrec.context import RunContext
     from nightrec_app.tasks import land_days
 
-    monkeypatch.setenv("NIGHTREC_WAREHOUSE_ROOT", str(tmp_path))
     with pytest.raises(NothingToProcess, match="Day 2014-08-16 is past the last day"):
-        land_days("2014-08-14", "2014-08-17")
+        land_days(RunContext.of(make_settings(tmp_path), "2014-08-14", "2014-08-17"))
     assert not (tmp_path / "raw").exists()
 
 

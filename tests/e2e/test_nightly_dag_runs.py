@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -71,6 +72,9 @@ def test_bootstrap_and_two_nights_build_every_day(airflow_run, tmall):
     warehouse, _, output = airflow_run
     wh = Warehouse(warehouse, tmall.name)
     assert "[DAG TEST] end task task_id=record_run" in output
+    # progress lines by logger: a Spark job's through spark-submit, a task's own, training's (nightrec_app.airflow_env)
+    assert re.search(r"\] spark_jobs\.ingest_events: parsed [\d,]+ rows", output), output[-3000:]
+    assert "marts exported {" in output and "training: data through 2014-08-15" in output
     days = tmall.history_days()
     for ds in days:
         manifest = json.loads(wh.run_manifest(ds).read_text())

@@ -4,6 +4,7 @@ data interval, online lookups on SQLite and on a real Redis server, and the HTTP
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import socket
@@ -109,13 +110,15 @@ def test_training_set_keeps_every_entity_row_and_never_sees_the_future(applied, 
     assert out.loc[out.user_id == "no-such-user"].filter(like="user_features__").isna().all(axis=None)
 
 
-def test_materializing_the_interval_serves_the_latest_day_online(applied, marts, capsys):
+def test_materializing_the_interval_serves_the_latest_day_online(applied, marts, caplog):
     settings, _ = applied
     window = feature_store.materialization_window(*DAYS)
     assert window == (datetime(2014, 8, 14, tzinfo=UTC), datetime(2014, 8, 16, tzinfo=UTC))
-    chunks = feature_store.materialize(settings, *DAYS)
+    with caplog.at_level(logging.INFO, logger="nightrec.feature_store"):
+        chunks = feature_store.materialize(settings, *DAYS)
     assert [c.days for c in chunks] == [(d, d) for d in (date(2014, 8, 13), date(2014, 8, 14), date(2014, 8, 15))]
-    assert "feast materialize: data days 2014-08-15..2014-08-15 (3/3 days)" in capsys.readouterr().out
+    progress = [r.getMessage() for r in caplog.records if r.name == "nightrec.feature_store"]
+    assert any(m.startswith("feast materialize: data days 2014-08-15..2014-08-15 (3/3 days)") for m in progress)
     # users active on 2014-08-15: their features and their sequence state both carry that day
     sequences = marts["user_sequences"].set_index(["user_id", "ds"])
     active = {u for u, d in sequences.index if d == date(2014, 8, 15)}
@@ -153,7 +156,6 @@ def test_one_pass_redis_store_answers_exactly_as_feasts_redis_store_with_fewer_r
     Feast's own RedisOnlineStore must give the identical response proto and dict, through the sync and the async
     (HTTP feature server) path, while the store sends one HMGET per entity for the two user views instead of two."""
     import asyncio
-    import logging
 
     import redis
     from feast import FeatureStore

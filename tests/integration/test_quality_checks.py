@@ -10,20 +10,20 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from nightrec.context import RunContext
 from nightrec.errors import QualityCheckFailed
 from nightrec.landing import land_file, replay
 from nightrec.warehouse import Warehouse
 from nightrec_app.tasks import validate_boundary
-from tests.conftest import corrupt_real_rows
+from tests.conftest import corrupt_real_rows, make_settings
 
 DAYS = (date(2014, 8, 13), date(2014, 8, 16))  # [start, end): three delivered days
 BAD_DAY = date(2014, 8, 15)
 
 
 @pytest.fixture
-def landed(tmp_path: Path, tmall, monkeypatch) -> Warehouse:
-    """Three real days landed in a fresh warehouse; the task functions read it through the environment."""
-    monkeypatch.setenv("NIGHTREC_WAREHOUSE_ROOT", str(tmp_path))
+def landed(tmp_path: Path, tmall) -> Warehouse:
+    """Three real days landed in a fresh warehouse."""
     wh = Warehouse(tmp_path, tmall.name)
     replay(tmall, wh, *DAYS)
     return wh
@@ -33,8 +33,10 @@ def corrupted_delivery(wh: Warehouse, path: Path, n_rows: int) -> list[int]:
     return corrupt_real_rows(wh.raw_day(BAD_DAY) / "t_alibaba_data.csv", path, n_rows)
 
 
-def run(boundary: str) -> dict:
-    return validate_boundary(boundary, str(DAYS[0]), str(DAYS[1]), "nightly", "manual__test")
+def run(boundary: str, root: Path) -> dict:
+    """The DAG task's check of `boundary` over DAYS, on the warehouse at `root`."""
+    ctx = RunContext.of(make_settings(root), *DAYS)
+    return validate_boundary(ctx, boundary, "nightly", "manual__test")
 
 
 def quality_section(wh: Warehouse, ds: date, boundary: str) -> dict:
@@ -42,7 +44,7 @@ def quality_section(wh: Warehouse, ds: date, boundary: str) -> dict:
 
 
 def test_real_deliveries_pass_every_raw_expectation(landed):
-    out = run("raw")
+    out = run("raw", landed.root)
     assert out["tables"]["raw.events"]["rows"] == sum(
         len(pd.read_csv(f, dtype=str))
         for d in ("13", "14", "15")
@@ -59,7 +61,7 @@ def test_a_few_bad_rows_are_warnings_that_name_their_lines(landed, tmall, tmp_pa
     delivery = tmp_path / "late_fixes.csv"
     broken = corrupted_delivery(landed, delivery, 40)  # 30 bad rows of ~5,400: under the 1% tolerance
     land_file(tmall, landed, BAD_DAY, delivery)
-    out = run("raw")
+    out = run("raw", landed.root)
     assert out["warnings"] == 3
     section = quality_section(landed, BAD_DAY, "raw")
     assert section["success"] is True
@@ -79,7 +81,7 @@ def test_a_corrupted_delivery_stops_with_table_expectation_and_sample_rows(lande
     corrupted_delivery(landed, delivery, 400)  # 100 rows of each kind: ~1.7% each, over the tolerance
     land_file(tmall, landed, BAD_DAY, delivery)
     with pytest.raises(QualityCheckFailed) as failure:
-        run("raw")
+        run("raw", landed.root)
     message = str(failure.value)
     assert "Data quality check 'raw' failed: 3 critical expectation(s)" in message
     assert "raw.events: expect_column_values_to_not_be_null(column='user_id'): 100 of" in message
@@ -97,13 +99,13 @@ def test_a_file_missing_a_mapped_column_fails_the_schema_check(landed, tmall, tm
     delivery.write_text("user_id,brand_id,visit_datetime\n10944750,13450,8-15\n")
     land_file(tmall, landed, BAD_DAY, delivery)
     with pytest.raises(QualityCheckFailed, match=r"every file has every mapped column.*\n.*_file='no_type.csv'"):
-        run("raw")
+        run("raw", landed.root)
 
 
-def test_bronze_checks_pass_on_the_real_history_and_catch_tampering(tmall_warehouse, tmall, tmp_path, monkeypatch):
+def test_bronze_checks_pass_on_the_real_history_and_catch_tampering(tmall_warehouse, tmall, tmp_path):
     real = Warehouse(tmall_warehouse.warehouse_root, tmall.name)
-    monkeypatch.setenv("NIGHTREC_WAREHOUSE_ROOT", str(tmall_warehouse.warehouse_root))
-    whole = validate_boundary("bronze", str(tmall.history_start), "2014-08-16", "bootstrap", "manual__test")
+    whole_history = RunContext.of(tmall_warehouse, tmall.history_start, "2014-08-16")
+    whole = validate_boundary(whole_history, "bronze", "bootstrap", "manual__test")
     assert whole["tables"]["bronze.events"]["rows"] == 182_880
     assert whole["tables"]["bronze.events"]["passed"] == whole["tables"]["bronze.events"]["expectations"]
 
@@ -117,9 +119,8 @@ def test_bronze_checks_pass_on_the_real_history_and_catch_tampering(tmall_wareho
     events.loc[1, "event_id"] = events.loc[0, "event_id"]
     events.loc[5, "level"] = 9
     events.to_parquet(part, index=False)
-    monkeypatch.setenv("NIGHTREC_WAREHOUSE_ROOT", str(tmp_path))
     with pytest.raises(QualityCheckFailed) as failure:
-        run("bronze")
+        run("bronze", tmp_path)
     message = str(failure.value)
     assert "bronze.events: expect_column_values_to_be_unique(column='event_id'): 2 of" in message
     assert "expect_column_values_to_be_between(column='level', min_value=1.0, max_value=4.0): 1 of" in message

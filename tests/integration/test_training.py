@@ -12,6 +12,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from nightrec.warehouse import Warehouse, champion
 from tests.conftest import SMOKE_TRAINING, TRAINED_DAY
 from training import registry, run
 
@@ -89,7 +90,7 @@ def test_models_land_with_embeddings_metrics_and_a_manifest(smoke, first_run):
         for key in ("auc_c1", "auc_c2", "auc_c3", "auc_sampled_c0", "auc_mean", "gauc_top"):
             assert 0.0 <= metrics[key] <= 1.0
         assert all(0.0 <= metrics[f"{m}@20"] <= 1.0 for m in ("recall", "ndcg", "mrr", "coverage"))
-        assert registry.champion(smoke.warehouse_root, kind)["version"] == "2014-08-15"
+        assert champion(Warehouse.of(smoke), kind)["version"] == "2014-08-15"
         assert first_run["models"][kind]["gate"]["reason"] == "no champion yet"
         assert first_run["models"][kind]["gate"]["metric"] == "auc_mean"  # ordinal models classify
     gnolr = registry.model_dir(smoke.warehouse_root, "gnolr", "2014-08-15")
