@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import pyarrow.dataset as pads
 import pytest
 
 from nightrec.config import PROJECT_ROOT
-from nightrec.dbt_runner import run_dbt
+from nightrec.dbt_runner import ensure_manifest, run_dbt
 from nightrec.warehouse import Warehouse
 from tests.conftest import read_table
 
@@ -49,11 +50,7 @@ def duckdb_marts(tmall_warehouse) -> dict[str, pd.DataFrame]:
 @pytest.fixture(scope="module")
 def spark_marts(tmall_warehouse) -> dict[str, pd.DataFrame]:
     # dbt-spark needs its own session (Hive metastore pinned under the warehouse), so it runs in its own process.
-    env = {
-        **os.environ,
-        "NIGHTREC_WAREHOUSE_ROOT": str(tmall_warehouse.warehouse_root),
-        "NIGHTREC_SPARK_MASTER": "local[2]",
-    }
+    env = {**os.environ, **tmall_warehouse.environment()}
     proc = subprocess.run(
         [sys.executable, "-m", "nightrec_app.cli", "dbt", "--target", "spark", "build"],
         cwd=PROJECT_ROOT,
@@ -63,7 +60,7 @@ def spark_marts(tmall_warehouse) -> dict[str, pd.DataFrame]:
         timeout=1200,
     )
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-3000:]
-    root = tmall_warehouse.warehouse_root / "marts" / "spark" / "tables" / "nightrec.db"
+    root = Warehouse.of(tmall_warehouse).marts("spark") / "tables" / "nightrec.db"  # dbt/profiles.yml's schema
     out = {}
     for name in MARTS:
         table = pads.dataset(root / name, format="parquet", partitioning="hive").to_table().to_pandas()
@@ -74,6 +71,28 @@ def spark_marts(tmall_warehouse) -> dict[str, pd.DataFrame]:
 @pytest.fixture(scope="module")
 def bronze(tmall_warehouse, tmall) -> pd.DataFrame:
     return read_table(Warehouse(tmall_warehouse.warehouse_root, tmall.name).bronze_events())
+
+
+def test_the_docs_lineage_starts_at_the_zones_the_warehouse_names(tmall_warehouse, duckdb_marts):
+    """The models that read the zones do it through dbt sources (so the docs' lineage starts at them), and each
+    source's path is the zone's path in the warehouse layout."""
+    manifest = json.loads(ensure_manifest().read_text())
+    wh = Warehouse.of(tmall_warehouse)
+    zones = {
+        "stg_bronze__events": ("bronze.events", wh.bronze_events()),
+        "stg_bronze__quarantine": ("bronze.quarantine", wh.bronze_quarantine()),
+        "stg_bronze__item_attributes": ("bronze.item_attributes", wh.bronze_item_attributes()),
+        "stg_bronze__user_attributes": ("bronze.user_attributes", wh.bronze_user_attributes()),
+        "user_sequences": ("silver.sequences", wh.silver_sequences()),
+        "topk_current": ("serving.topk_current", wh.serving_topk() / "current"),
+    }
+    for model, (source, path) in zones.items():
+        node = manifest["nodes"][f"model.nightrec.{model}"]
+        read = [n for n in node["depends_on"]["nodes"] if n.startswith("source.")]
+        assert read == [f"source.nightrec.{source}"], model
+        assert wh.root / manifest["sources"][f"source.nightrec.{source}"]["meta"]["path"] == path
+    assert len(manifest["sources"]) == len(zones)
+    assert wh.bronze_events().is_dir() and wh.silver_sequences().is_dir()  # what the build above read
 
 
 def test_marts_reconcile_with_bronze(duckdb_marts, bronze):
