@@ -1,0 +1,140 @@
+"""Lookalike expansion on known inputs: seed validation and predicates, the positive-unlabelled scorer, audiences
+and their recall."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nightrec.lookalike import centroid_scores, expand, fit_pu, hidden_recall, split_seed
+from nightrec.seeds import SeedError, check_seed, predicate_users
+
+POPULATION = [f"u{i}" for i in range(10)]
+
+
+def test_a_seed_is_checked_before_any_work():
+    check = check_seed([" u3", "u1", "u3", "ghost", "", "u9"], POPULATION)
+    assert check.members.tolist() == [1, 3, 9]  # positions, sorted, duplicates and blanks dropped
+    assert check.unknown == ("ghost",) and "1 unknown id(s) left out: ghost" in check.summary()
+    with pytest.raises(SeedError, match="empty"):
+        check_seed(["", "  "], POPULATION)
+    with pytest.raises(SeedError, match="None of the seed's 2 id"):
+        check_seed(["x", "y"], POPULATION)
+    with pytest.raises(SeedError, match="6 of 10 consumers"):
+        check_seed(POPULATION[:6], POPULATION)
+    assert len(check_seed(POPULATION[:5], POPULATION).members) == 5  # exactly half is allowed
+
+
+def test_the_scorer_finds_unlabelled_positives_from_a_small_seed():
+    rng = np.random.default_rng(0)
+    n, n_pos = 4000, 200
+    x = rng.normal(size=(n, 3))
+    x[:n_pos, 0] += 2.0  # positives differ in the first feature only
+    x[:, 2] = 7.0  # a constant column: scale 1, no influence, no division by zero
+    labelled = np.zeros(n, dtype=bool)
+    labelled[:40] = True  # 40 of the 200 positives are the seed; the other 160 are unlabelled
+    scorer = fit_pu(x, labelled)
+    assert scorer.weights[0] > 0 and abs(scorer.weights[0]) > 5 * abs(scorer.weights[1])
+    assert scorer.weights[2] == 0.0
+    scores = scorer.scores(x)
+    hidden_pos, negatives = scores[40:n_pos], scores[n_pos:]
+    auc = (hidden_pos[:, None] > negatives[None, :]).mean()
+    assert auc > 0.9  # the true AUC of the first feature alone is about 0.92
+    with pytest.raises(SeedError):
+        fit_pu(x, np.zeros(n, dtype=bool))
+    bad = x.copy()
+    bad[5, 1] = np.nan
+    with pytest.raises(Exception, match="NaN"):
+        fit_pu(bad, labelled)
+
+
+def test_an_audience_leaves_out_the_seed_and_breaks_ties_by_population_order():
+    scores = np.array([0.5, 0.9, 0.9, 0.1, 0.9, 0.7])
+    assert expand(scores, np.array([2]), 3).tolist() == [1, 4, 5]
+    assert expand(scores, np.array([1, 2]), 10).tolist() == [4, 5, 0, 3]  # never more than the candidates
+
+
+def test_hidden_recall_on_known_scores():
+    # 20 consumers; visible seed = 0, 1; hidden = 2, 3, 4. Scores put 2 first, then 10..19, then 3, then the rest.
+    scores = np.zeros(20)
+    scores[[0, 1]] = 100.0
+    scores[2] = 50.0
+    scores[10:20] = np.linspace(40, 31, 10)
+    scores[3] = 30.0
+    result = hidden_recall(scores, np.array([0, 1]), np.array([2, 3, 4]), multiples=(1, 5, 10))
+    # audiences of 2, 10 and 20 (capped at the 18 candidates): [2, 10], [2, 10..18], [2, 10..19, 3, 4?...]
+    assert result.recall[1] == pytest.approx(1 / 3)
+    assert result.recall[5] == pytest.approx(1 / 3)
+    assert result.recall[10] == pytest.approx(1.0)  # all 18 candidates, so every hidden member
+    assert result.random == {1: 2 / 18, 5: 10 / 18, 10: 1.0}
+    assert result.lift(1) == pytest.approx((1 / 3) / (2 / 18))
+    assert (result.visible, result.hidden, result.candidates) == (2, 3, 18)
+
+
+def test_a_seed_is_split_into_disjoint_visible_and_hidden_members():
+    rng = np.random.default_rng(1)
+    seed = np.arange(100, 110)
+    visible, hidden = split_seed(seed, rng)
+    assert len(hidden) == 3 and len(visible) == 7
+    assert sorted([*visible, *hidden]) == seed.tolist()
+    assert split_seed(np.array([4, 8]), rng)[1].size == 1  # at least one member on each side
+    with pytest.raises(SeedError, match="at least two"):
+        split_seed(np.array([4]), rng)
+
+
+def test_centroid_similarity_prefers_rows_near_the_seed():
+    x = np.array([[0.0, 0.0], [1.0, 1.0], [0.9, 1.1], [5.0, 5.0], [1.2, 0.8]])
+    scores = centroid_scores(x, np.array([1, 2]))
+    ranked = np.argsort(-scores).tolist()
+    assert set(ranked[:2]) == {1, 2} and ranked[2] == 4
+    assert scores[3] == scores.min()
+
+
+@pytest.fixture
+def analysts_db(tmp_path):
+    """A tiny stand-in for the analysts' database: the three schemas, two tables, and one table outside them."""
+    import duckdb
+
+    path = tmp_path / "analysts.duckdb"
+    with duckdb.connect(str(path)) as con:
+        for schema in ("marts", "bronze", "silver"):
+            con.execute(f"create schema {schema}")
+        con.execute(
+            "create table marts.fct_interactions as select * from (values ('a', 'x', 4), ('a', 'x', 4), "
+            "('b', 'x', 4), ('c', 'y', 4), ('d', 'x', 1)) t(user_id, item_id, max_level_reached)"
+        )
+        con.execute("create table silver.sequences as select 'a' as user_id")
+        con.execute("create table main.secrets as select 'z' as user_id")
+    return path
+
+
+def test_a_predicate_is_one_select_over_the_analysts_views(analysts_db):
+    twice = (
+        "with buys as (select user_id from marts.fct_interactions where item_id = 'x' and max_level_reached = 4) "
+        "select user_id, count(*) as n from buys group by user_id having count(*) >= 2"
+    )
+    assert predicate_users(analysts_db, twice) == ["a"]
+    bought_x = "select distinct user_id from marts.fct_interactions where item_id = 'x' and max_level_reached = 4"
+    assert predicate_users(analysts_db, bought_x) == ["a", "b"]
+    refused = {
+        "select user_id from marts.fct_interactions; select user_id from silver.sequences": "2 statements",
+        "delete from marts.fct_interactions": "DELETE statement",
+        "create table marts.t as select 1": "CREATE statement",
+        "select user_id from read_parquet('/etc/passwd')": "may not call read_parquet",
+        "select user_id from range(10) t(user_id)": "may not call range",
+        "select user_id from main.secrets": "main.secrets is not one",
+        "select item_id from marts.fct_interactions": "returns a user_id column",
+        "select user_id from marts.no_such_mart": "marts.no_such_mart is not one",
+        "selec user_id": "does not parse",
+    }
+    for predicate, problem in refused.items():
+        with pytest.raises(SeedError, match=problem):
+            predicate_users(analysts_db, predicate)
+    slow = (
+        "with recursive r(i) as (select 1 union all select i + 1 from r where i < 10000000000) "
+        "select s.user_id from silver.sequences s, r where r.i < 0"
+    )
+    with pytest.raises(SeedError, match=r"ran longer than 0\.2 s"):
+        predicate_users(analysts_db, slow, timeout_s=0.2)
+    with pytest.raises(SeedError, match="No analysts' database"):
+        predicate_users(analysts_db.parent / "missing.duckdb", bought_x)
