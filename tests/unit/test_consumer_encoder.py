@@ -1,0 +1,127 @@
+"""The consumer encoder on small synthetic sequences: tokens, views, the two objectives, and the epoch it keeps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from nightrec.errors import InputError
+from training.consumer_encoder import (
+    MASK,
+    UNKNOWN,
+    ConsumerEncoder,
+    EncoderSettings,
+    _view,
+    contrastive_loss,
+    embed,
+    encode,
+    masked_item_loss,
+    train,
+)
+
+
+def frame(rows: list[tuple[str, list[str], list[int]]]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "user_id": [r[0] for r in rows],
+            "seq_item_ids": [r[1] for r in rows],
+            "seq_levels": [r[2] for r in rows],
+            "seq_gap_seconds": [[None] + [3600] * (len(r[1]) - 1) if r[1] else [] for r in rows],
+        }
+    )
+
+
+def test_sequences_become_right_aligned_tokens_with_rare_items_unknown():
+    data = encode(frame([("u1", ["a", "b", "a"], [1, 2, 4]), ("u2", ["b", "c"], [1, 1]), ("u3", [], [])]), length=4)
+    assert data.vocabulary == ["a", "b"]  # c is seen once: below min_item_count
+    a, b = 3, 4
+    assert data.items.tolist() == [[0, a, b, a], [0, 0, b, UNKNOWN], [0, 0, 0, 0]]
+    assert data.levels.tolist() == [[0, 1, 2, 4], [0, 0, 1, 1], [0, 0, 0, 0]]
+    assert data.gaps[0, 1] == 1 and data.gaps[0, 2] > 1 and data.gaps[2].sum() == 0  # first event: bucket 1
+    short = encode(frame([("u1", ["a", "b", "a"], [1, 2, 4]), ("u2", ["a", "b"], [1, 1])]), length=2)
+    assert short.items[0].tolist() == [b, a]  # the most recent tokens are kept
+    with pytest.raises(InputError):
+        encode(frame([]), length=4)
+
+
+def test_the_embedding_is_unit_length_finite_for_an_empty_history_and_blind_to_padding():
+    torch.manual_seed(0)
+    model = ConsumerEncoder(n_items=6, levels=4, length=5, dim=8, layers=1, heads=2).eval()
+    items = torch.tensor([[0, 0, 3, 4, 5], [0, 0, 0, 0, 0]])
+    levels = torch.tensor([[0, 0, 1, 2, 4], [0, 0, 0, 0, 0]])
+    gaps = torch.tensor([[0, 0, 1, 3, 2], [0, 0, 0, 0, 0]])
+    out = model(items, levels, gaps)
+    assert out.shape == (2, 8) and torch.isfinite(out).all()
+    assert torch.allclose(out.norm(dim=1), torch.ones(2), atol=1e-5)
+    # what sits in padded positions does not matter
+    noisy = items.clone()
+    noisy[0, :2] = 5
+    assert torch.allclose(model(noisy, levels, gaps)[0], out[0], atol=1e-5)
+
+
+def test_a_view_is_a_non_empty_ordered_subsequence_realigned_right():
+    torch.manual_seed(1)
+    items = torch.tensor([[0, 0, 3, 4, 5, 6, 7, 8], [0, 0, 0, 0, 0, 0, 0, 9]])
+    levels = (items > 0).long()
+    for _ in range(20):
+        v_items, v_levels, _ = _view(items, levels, levels)
+        for row in range(2):
+            kept = v_items[row][v_levels[row] > 0].tolist()
+            assert kept and kept == sorted(kept)  # order kept (the ids increase along the sequence)
+            assert set(kept) <= set(items[row].tolist()) - {0}
+            n = len(kept)
+            assert (v_levels[row, -n:] > 0).all() and (v_levels[row, :-n] == 0).all()
+
+
+def _fit(loss_of, n_items: int, length: int) -> tuple[float, float]:
+    torch.manual_seed(0)
+    model = ConsumerEncoder(n_items=n_items, levels=4, length=length, dim=16, layers=1, heads=2)
+    optimiser = torch.optim.Adam(model.parameters(), lr=5e-3)
+    first = loss_of(model).detach().item()
+    for _ in range(60):
+        loss = loss_of(model)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    return first, loss_of(model).detach().item()
+
+
+def test_the_masked_objective_learns_a_planted_pattern():
+    """Consumers of two kinds: item 3 always next to item 4, item 5 next to item 6; the masked item is predictable
+    from its neighbours, and the mask and padding ids are never the answer."""
+    rng = np.random.default_rng(0)
+    items = torch.tensor(np.array([rng.choice([[3, 4] * 3, [5, 6] * 3]) for _ in range(64)]))
+    levels, gaps = torch.ones_like(items), torch.full_like(items, 2)
+    first, last = _fit(lambda m: masked_item_loss(m, items, levels, gaps, 0.3), n_items=7, length=6)
+    assert last < 0.5 * first and MASK == 1
+
+
+def test_the_contrastive_objective_learns_to_tell_consumers_apart():
+    """64 consumers with their own random histories: two views of one consumer find each other among the batch."""
+    rng = np.random.default_rng(0)
+    items = torch.tensor(rng.integers(3, 40, size=(64, 8)))
+    levels, gaps = torch.ones_like(items), torch.full_like(items, 2)
+    first, last = _fit(lambda m: contrastive_loss(m, items, levels, gaps, 0.2), n_items=40, length=8)
+    assert first > 0.8 * np.log(64) and last < 0.6 * first  # from chance towards matching
+
+
+def test_training_keeps_the_epoch_with_the_best_validation_not_the_last():
+    data = encode(
+        frame([(f"u{i}", ["a", "b", "c", "a"][: 1 + i % 4], [1, 2, 4, 1][: 1 + i % 4]) for i in range(40)]), 4
+    )
+    scores = iter([0.2, 0.6, 0.3])
+    seen: list[np.ndarray] = []
+
+    def validate(embeddings: np.ndarray) -> float:
+        seen.append(embeddings.copy())
+        return next(scores)
+
+    settings = EncoderSettings(dim=8, layers=1, heads=2, epochs=3, batch_size=16, objective="both", min_item_count=1)
+    trained = train(data, levels=4, settings=settings, device=torch.device("cpu"), validate=validate)
+    assert trained.best_epoch == 2 and [h["validation"] for h in trained.history] == [0.2, 0.6, 0.3]
+    assert np.array_equal(trained.embeddings, seen[1])
+    assert np.allclose(embed(trained.model, data, torch.device("cpu")), seen[1], atol=1e-5)  # the model is epoch 2's
+    with pytest.raises(InputError, match="objective"):
+        train(data, 4, EncoderSettings(objective="nope"), torch.device("cpu"), validate)
