@@ -1,0 +1,231 @@
+"""Lookalike quality: how well expanding a seed finds its hidden members, per consumer representation, beside random.
+
+    python benchmarks/lookalike_quality.py --warehouse warehouse                 # the demo's Tmall warehouse
+    NIGHTREC_SOURCE=hm python benchmarks/lookalike_quality.py --warehouse <an H&M warehouse>
+
+The population is every consumer of the ``user_features`` mart on day D (active in the 90 days up to D; default: the
+mart's last day). Seeds, from ``fct_interactions`` over the same 90 days:
+- item buyers: the buyers of the three items (Tmall: brands) with the most buyers, and of two of middling reach;
+- category buyers, where the source has item categories: the buyers of its two largest categories;
+- heavy buyers: the tenth of buyers with the most purchase days.
+For every seed and repeat, 30% of the seed is hidden, the rest is expanded, and the recall of the hidden members is
+measured in audiences of 1x, 5x and 10x the expanded seed (``nightrec.lookalike``), for each representation:
+- ``user_features``: the positive-unlabelled classifier on the mart's numeric columns (counts as log1p);
+- ``rfm``: similarity to the seed's centre on recency, frequency (events) and monetary (purchases) over 90 days;
+- ``random``: the exact expectation of a random audience of the same size.
+- ``encoder:<objective>``: the same classifier on the consumer encoder's embeddings (``training.consumer_encoder``),
+  trained on every consumer's sequence as of D once per objective and seed (``--encoder``, ``--encoder-seeds``); its
+  epoch is chosen on validation seeds (the buyers of the items ranked 4th to 8th), which no reported seed repeats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from nightrec.adapters import load_adapter
+from nightrec.config import Settings, load_settings
+from nightrec.lookalike import MULTIPLES, HiddenRecall, centroid_scores, fit_pu, hidden_recall, split_seed
+from nightrec.warehouse import Warehouse
+
+WINDOW_DAYS = 90
+
+
+@dataclass(frozen=True)
+class Seed:
+    name: str
+    kind: str
+    members: np.ndarray  # positions in the population
+
+
+def population(wh: Warehouse, day: date | None) -> tuple[date, pd.DataFrame]:
+    files = wh.mart_export("user_features") / "*.parquet"
+    if day is None:
+        day = duckdb.sql(f"select max(ds) from read_parquet('{files}')").fetchall()[0][0]
+    frame = duckdb.sql(f"select * from read_parquet('{files}') where ds = ? order by user_id", params=[day]).df()
+    if frame.empty:
+        raise SystemExit(f"user_features has no row on {day} under {files}")
+    return day, frame.reset_index(drop=True)
+
+
+def feature_matrix(frame: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
+    """The mart's numeric columns, counts as log1p, missing values as 0 (a rate with no event)."""
+    columns = [
+        c for c in frame.columns if c not in {"user_id", "ds", "feature_ts"} and pd.api.types.is_numeric_dtype(frame[c])
+    ]
+    values = frame[columns].astype("float64").fillna(0.0)
+    for c in columns:
+        if c.startswith("n_"):
+            values[c] = np.log1p(values[c].clip(lower=0))
+    return values.to_numpy(), columns
+
+
+def rfm_matrix(frame: pd.DataFrame, top_level: int) -> np.ndarray:
+    return np.column_stack(
+        [
+            frame["recency_days"].astype("float64"),
+            np.log1p(frame[f"n_events_{WINDOW_DAYS}d"].astype("float64").fillna(0)),
+            np.log1p(frame[f"n_level_{top_level}_{WINDOW_DAYS}d"].astype("float64").fillna(0)),
+        ]
+    )
+
+
+def seeds(
+    wh: Warehouse, users: pd.Series, day: date, top_level: int, has_categories: bool
+) -> tuple[list[Seed], list[Seed]]:
+    """(reported seeds, validation seeds of the encoder)."""
+    facts = wh.mart_export("fct_interactions") / "*.parquet"
+    lo = day - timedelta(days=WINDOW_DAYS - 1)
+    con = duckdb.connect()
+    con.register("population", pd.DataFrame({"user_id": users, "pos": np.arange(len(users))}))
+    con.execute(
+        f"create table buys as select f.user_id, f.item_id, f.ds from read_parquet('{facts}') f "
+        f"where f.ds between ? and ? and f.max_level_reached = {top_level}",
+        [lo, day],
+    )
+    out: list[Seed] = []
+    validation: list[Seed] = []
+
+    def positions(query: str, params: list | None = None) -> np.ndarray:
+        sql = f"select distinct p.pos from ({query}) s join population p using (user_id) order by p.pos"
+        return np.array([r[0] for r in con.execute(sql, params or []).fetchall()], dtype=np.int64)
+
+    items = con.execute(
+        "select item_id, count(distinct user_id) as n from buys group by item_id order by n desc, item_id"
+    ).fetchall()
+    chosen = [*items[:3], items[len(items) // 20], items[len(items) // 10]]  # the top three, two of middling reach
+    for item, _ in chosen:
+        out.append(
+            Seed(f"buyers of item {item}", "item", positions("select user_id from buys where item_id = ?", [item]))
+        )
+    for item, _ in items[3:8]:  # the encoder's epoch is chosen on these; none is reported
+        validation.append(Seed(item, "validation", positions("select user_id from buys where item_id = ?", [item])))
+    if has_categories:
+        attrs = wh.bronze_item_attributes() / "*.parquet"
+        con.execute(f"create table categories as select item_id, category from read_parquet('{attrs}')")
+        top = con.execute(
+            "select c.category, count(distinct b.user_id) n from buys b join categories c using (item_id) "
+            "where c.category is not null group by 1 order by n desc, 1 limit 2"
+        ).fetchall()
+        for category, _ in top:
+            query = "select b.user_id from buys b join categories c using (item_id) where c.category = ?"
+            out.append(Seed(f"buyers of category {category}", "category", positions(query, [category])))
+    heavy = con.execute(
+        "select user_id from (select user_id, count(distinct ds) d from buys group by 1) "
+        "qualify d >= quantile_disc(d, 0.9) over ()"
+    ).fetchall()
+    out.append(Seed("heavy buyers (top 10% by purchase days)", "heavy", positions_of(users, [r[0] for r in heavy])))
+    return [s for s in out if len(s.members) >= 10], [s for s in validation if len(s.members) >= 10]
+
+
+def pu_scores(x: np.ndarray, visible: np.ndarray) -> np.ndarray:
+    mask = np.zeros(len(x), dtype=bool)
+    mask[visible] = True
+    return fit_pu(x, mask).scores(x)
+
+
+def validation_recall(x: np.ndarray, validation: list[Seed]) -> float:
+    """Mean recall@10x of the validation seeds (fixed hides): what the encoder's epoch is chosen on."""
+    found = []
+    for i, seed in enumerate(validation):
+        visible, hidden = split_seed(seed.members, np.random.default_rng(1000 + i))
+        found.append(hidden_recall(pu_scores(x, visible), visible, hidden).recall[max(MULTIPLES)])
+    return float(np.mean(found))
+
+
+def encoder_embeddings(
+    settings: Settings, wh: Warehouse, day: date, users: pd.Series, validation: list[Seed], objective: str, seed: int
+) -> np.ndarray:
+    """The consumer encoder's embeddings of the population, trained on every consumer's sequence as of D."""
+    from training import consumer_encoder as ce
+    from training.trainer import pick_device
+
+    data = ce.encode(ce.latest_sequences(wh.silver_sequences(), day), settings.pipeline.sequence_length)
+    rows = pd.Series(np.arange(len(data.user_ids)), index=data.user_ids).reindex(users.to_numpy())
+    if rows.isna().any():
+        raise SystemExit(f"{int(rows.isna().sum())} consumers of user_features have no sequence on {day}")
+    take = rows.to_numpy(dtype=np.int64)
+    device, _ = pick_device(settings.training.device)
+    encoder_settings = ce.EncoderSettings(objective=objective, seed=seed)
+    adapter = load_adapter(settings.source)
+    trained = ce.train(
+        data, adapter.max_level, encoder_settings, device, lambda e: validation_recall(e[take], validation)
+    )
+    print(
+        f"encoder {objective} seed {seed}: {len(data.user_ids):,} consumers, {len(data.vocabulary):,} items, "
+        f"best epoch {trained.best_epoch} of {encoder_settings.epochs} "
+        f"(validation {max(h['validation'] for h in trained.history):.3f}), {trained.seconds:.0f}s on {device}"
+    )
+    return trained.embeddings[take].astype(np.float64)
+
+
+def positions_of(users: pd.Series, ids: list[str]) -> np.ndarray:
+    return np.flatnonzero(users.isin(set(ids)).to_numpy())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--warehouse", type=Path, required=True, help="warehouse root with the marts exported")
+    parser.add_argument("--day", type=date.fromisoformat, help="day D (default: user_features' last day)")
+    parser.add_argument("--repeats", type=int, default=5, help="random hides per seed (default 5)")
+    parser.add_argument(
+        "--encoder",
+        default="masked,contrastive,both",
+        help="consumer encoder objectives to train and compare ('' none)",
+    )
+    parser.add_argument("--encoder-seeds", default="0", help="training seeds per objective (default 0)")
+    args = parser.parse_args(argv)
+
+    settings = load_settings().with_overrides(warehouse_root=args.warehouse.resolve())
+    adapter = load_adapter(settings.source)
+    wh = Warehouse.of(settings)
+    t0 = time.time()
+    day, frame = population(wh, args.day)
+    features, columns = feature_matrix(frame)
+    rfm = rfm_matrix(frame, adapter.max_level)
+    seed_list, validation = seeds(wh, frame["user_id"], day, adapter.max_level, adapter.item_attributes is not None)
+    representations = {"user_features": features}
+    for objective in [o for o in args.encoder.split(",") if o]:
+        for seed in (int(x) for x in args.encoder_seeds.split(",")):
+            name = f"encoder:{objective}" + (f"/{seed}" if "," in args.encoder_seeds else "")
+            representations[name] = encoder_embeddings(settings, wh, day, frame["user_id"], validation, objective, seed)
+    print(
+        f"{adapter.name}, day {day}: {len(frame):,} consumers, {len(columns)} user_features columns, "
+        f"{len(seed_list)} seeds, {args.repeats} hides each ({time.time() - t0:.1f}s to load)"
+    )
+    header = f"{'seed':<44} {'size':>6} {'method':<22}" + "".join(f" {f'R@{m}x':>7}" for m in MULTIPLES)
+    print(header + f" {'lift@10x':>9}")
+    summary: dict[str, list[float]] = {}
+    top = max(MULTIPLES)
+    for seed in seed_list:
+        runs: dict[str, list[HiddenRecall]] = {name: [] for name in [*representations, "rfm"]}
+        for repeat in range(args.repeats):
+            visible, hidden = split_seed(seed.members, np.random.default_rng(repeat))
+            for name, x in representations.items():
+                runs[name].append(hidden_recall(pu_scores(x, visible), visible, hidden))
+            runs["rfm"].append(hidden_recall(centroid_scores(rfm, visible), visible, hidden))
+        rows = {method: [r.recall for r in found] for method, found in runs.items()}
+        rows["random"] = [r.random for r in runs["rfm"]]  # the exact expectation at the same sizes
+        chance = [r.random[top] for r in runs["rfm"]]
+        for method, recalls in rows.items():
+            mean = {m: float(np.mean([r[m] for r in recalls])) for m in MULTIPLES}
+            spread = float(np.std([r[top] for r in recalls]))
+            lift = float(np.mean([r[top] / c for r, c in zip(recalls, chance, strict=True)]))
+            summary.setdefault(method, []).append(mean[top])
+            cells = "".join(f" {mean[m]:>7.3f}" for m in MULTIPLES)
+            print(f"{seed.name[:44]:<44} {len(seed.members):>6} {method:<22}{cells} {lift:>8.2f}x  (+-{spread:.3f})")
+    print(f"mean recall@{top}x over seeds: " + ", ".join(f"{m} {np.mean(v):.3f}" for m, v in summary.items()))
+    print(f"done in {time.time() - t0:.1f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
