@@ -15,7 +15,8 @@ measured in audiences of 1x, 5x and 10x the expanded seed (``nightrec.lookalike`
 - ``random``: the exact expectation of a random audience of the same size.
 - ``encoder:<objective>``: the same classifier on the consumer encoder's embeddings (``training.consumer_encoder``),
   trained on every consumer's sequence as of D once per objective and seed (``--encoder``, ``--encoder-seeds``); its
-  epoch is chosen on validation seeds (the buyers of the items ranked 4th to 8th), which no reported seed repeats.
+  epoch is chosen on validation seeds (the buyers of the items ranked 4th to 8th), which no reported seed repeats;
+  ``...+features``: the embedding and the ``user_features`` columns side by side.
 """
 
 from __future__ import annotations
@@ -196,12 +197,15 @@ def main(argv: list[str] | None = None) -> int:
     for objective in [o for o in args.encoder.split(",") if o]:
         for seed in (int(x) for x in args.encoder_seeds.split(",")):
             name = f"encoder:{objective}" + (f"/{seed}" if "," in args.encoder_seeds else "")
-            representations[name] = encoder_embeddings(settings, wh, day, frame["user_id"], validation, objective, seed)
+            embeddings = encoder_embeddings(settings, wh, day, frame["user_id"], validation, objective, seed)
+            representations[name] = embeddings
+            # the embedding beside the consumer's counts: what the sequence adds to user_features
+            representations[f"{name}+features"] = np.hstack([embeddings, features])
     print(
         f"{adapter.name}, day {day}: {len(frame):,} consumers, {len(columns)} user_features columns, "
         f"{len(seed_list)} seeds, {args.repeats} hides each ({time.time() - t0:.1f}s to load)"
     )
-    header = f"{'seed':<44} {'size':>6} {'method':<22}" + "".join(f" {f'R@{m}x':>7}" for m in MULTIPLES)
+    header = f"{'seed':<44} {'size':>6} {'method':<30}" + "".join(f" {f'R@{m}x':>7}" for m in MULTIPLES)
     print(header + f" {'lift@10x':>9}")
     summary: dict[str, list[float]] = {}
     top = max(MULTIPLES)
@@ -221,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
             lift = float(np.mean([r[top] / c for r, c in zip(recalls, chance, strict=True)]))
             summary.setdefault(method, []).append(mean[top])
             cells = "".join(f" {mean[m]:>7.3f}" for m in MULTIPLES)
-            print(f"{seed.name[:44]:<44} {len(seed.members):>6} {method:<22}{cells} {lift:>8.2f}x  (+-{spread:.3f})")
+            print(f"{seed.name[:44]:<44} {len(seed.members):>6} {method:<30}{cells} {lift:>8.2f}x  (+-{spread:.3f})")
     print(f"mean recall@{top}x over seeds: " + ", ".join(f"{m} {np.mean(v):.3f}" for m, v in summary.items()))
     print(f"done in {time.time() - t0:.1f}s")
     return 0
