@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from nightrec.adapters import load_adapter
+from nightrec.audiences import feature_matrix, population
 from nightrec.config import Settings, load_settings
 from nightrec.lookalike import MULTIPLES, HiddenRecall, centroid_scores, fit_pu, hidden_recall, split_seed
 from nightrec.warehouse import Warehouse
@@ -45,28 +46,6 @@ class Seed:
     name: str
     kind: str
     members: np.ndarray  # positions in the population
-
-
-def population(wh: Warehouse, day: date | None) -> tuple[date, pd.DataFrame]:
-    files = wh.mart_export("user_features") / "*.parquet"
-    if day is None:
-        day = duckdb.sql(f"select max(ds) from read_parquet('{files}')").fetchall()[0][0]
-    frame = duckdb.sql(f"select * from read_parquet('{files}') where ds = ? order by user_id", params=[day]).df()
-    if frame.empty:
-        raise SystemExit(f"user_features has no row on {day} under {files}")
-    return day, frame.reset_index(drop=True)
-
-
-def feature_matrix(frame: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
-    """The mart's numeric columns, counts as log1p, missing values as 0 (a rate with no event)."""
-    columns = [
-        c for c in frame.columns if c not in {"user_id", "ds", "feature_ts"} and pd.api.types.is_numeric_dtype(frame[c])
-    ]
-    values = frame[columns].astype("float64").fillna(0.0)
-    for c in columns:
-        if c.startswith("n_"):
-            values[c] = np.log1p(values[c].clip(lower=0))
-    return values.to_numpy(), columns
 
 
 def rfm_matrix(frame: pd.DataFrame, top_level: int) -> np.ndarray:
@@ -189,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     adapter = load_adapter(settings.source)
     wh = Warehouse.of(settings)
     t0 = time.time()
-    day, frame = population(wh, args.day)
+    day, frame = population(settings, args.day)
     features, columns = feature_matrix(frame)
     rfm = rfm_matrix(frame, adapter.max_level)
     seed_list, validation = seeds(wh, frame["user_id"], day, adapter.max_level, adapter.item_attributes is not None)

@@ -376,6 +376,36 @@ def _last_mart_day(s: Settings) -> date:
     return duckdb.sql(f"select max(last_event_ds) from read_parquet('{files}')").fetchall()[0][0]
 
 
+def cmd_audience(args: argparse.Namespace) -> int:
+    from nightrec import audiences
+    from nightrec.seeds import predicate_users
+
+    s = _settings(args)
+    if bool(args.seed_sql) == bool(args.seed_file):
+        raise NightrecError("Give the seed as exactly one of --seed-sql or --seed-file")
+    if args.seed_sql:
+        seed_ids = predicate_users(Warehouse.of(s).analyst_db(), args.seed_sql, args.timeout)
+    else:
+        seed_ids = Path(args.seed_file).read_text().split()
+    audience = audiences.build(s, seed_ids, args.size, args.day)
+    rows = audience.rows
+    print(f"population: user_features on {audience.day}; seed: {audience.seed.summary()}")
+    if audience.evaluation:
+        print(f"evaluation (30% of the seed hidden, {audiences.HIDES} times): recall of the hidden members")
+        for multiple, (recall, chance) in audience.evaluation.items():
+            lift = f"{recall / chance:.2f}x random" if chance else "-"
+            print(f"  audience {multiple:>2}x the seed: {recall:.3f} (random {chance:.3f}, {lift})")
+    expanded = rows[~rows["is_seed"]]
+    print(f"audience: {len(expanded):,} consumers beyond the seed ({args.size}x); the first {min(10, len(expanded))}:")
+    print(expanded.head(10).to_string(index=False))
+    if args.output:
+        out = Path(args.output)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        (rows.to_csv(out, index=False) if out.suffix == ".csv" else rows.to_parquet(out, index=False))
+        print(f"wrote {len(rows):,} rows (seed and audience: user_id, score, rank, is_seed) to {out}")
+    return 0
+
+
 def cmd_upscale(args: argparse.Namespace) -> int:
     from nightrec.upscale import upscale
 
@@ -517,6 +547,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--user", help="show: print this user's current list")
     p.add_argument("--limit", type=int, default=20, help="show: rows of the user's list to print (default 20)")
     p.set_defaults(func=cmd_topk)
+
+    p = sub.add_parser(
+        "audience",
+        parents=[common],
+        help="build a lookalike audience from a seed and print how well the expansion finds hidden seed members",
+        description="The seed is a SELECT over the analysts' database returning user_id (--seed-sql, e.g. \"select "
+        "user_id from marts.fct_interactions where item_id = '7868' and max_level_reached = 4 group by 1 having "
+        'count(*) >= 2"; read-only, one statement, only the marts/bronze/silver views, a time limit) or a file of '
+        "user ids (--seed-file). Unknown ids are listed; an empty seed or one above half the consumers is refused. "
+        "The consumers of user_features on --day are ranked by a positive-unlabelled classifier; the expansion is "
+        "first measured on the seed (30%% hidden, recall at 1x, 5x, 10x beside random), then the whole seed is "
+        "expanded to --size times its size.",
+    )
+    p.add_argument("action", choices=["build"])
+    p.add_argument("--seed-sql", help="a SELECT over the analysts' views returning user_id")
+    p.add_argument("--seed-file", help="a file of user ids (whitespace-separated)")
+    p.add_argument("--size", type=int, default=5, help="audience size as a multiple of the seed (default 5)")
+    p.add_argument("--day", type=d, help="the day whose user_features represent consumers (default: the last)")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds the seed predicate may run (default 60)")
+    p.add_argument("--output", help="write seed and audience rows here (.parquet, or .csv)")
+    p.set_defaults(func=cmd_audience)
 
     p = sub.add_parser("upscale", help="write an up-scaled copy of a source's history (benchmarks)")
     p.add_argument("--source", help="source (default tmall_brand)")

@@ -167,6 +167,40 @@ def test_the_dag_builds_publishes_and_documents_the_marts(airflow_run, tmall):
     assert results[3]["quarantined"].sum() == 0
 
 
+def test_an_audience_is_built_from_a_predicate_over_the_analysts_database(airflow_run, tmp_path):
+    """`nightrec audience build`: the top brand's buyers as a SQL seed, measured on the seed, then expanded to twice
+    its size over the last day's consumers; a statement that is not a SELECT is refused by name."""
+    import duckdb
+    import pandas as pd
+
+    warehouse, home, _ = airflow_run
+    buys = "select user_id, item_id from marts.fct_interactions where max_level_reached = 4"
+    with duckdb.connect(str(warehouse / "analytics" / "nightrec.duckdb"), read_only=True) as con:
+        brand = con.execute(
+            f"select item_id from ({buys}) group by 1 order by count(distinct user_id) desc, 1 limit 1"
+        ).fetchone()[0]
+        buyers = {r[0] for r in con.execute(f"select user_id from ({buys}) where item_id = ?", [brand]).fetchall()}
+        consumers = {
+            r[0]
+            for r in con.execute(
+                "select user_id from marts.user_features where ds = (select max(ds) from marts.user_features)"
+            ).fetchall()
+        }
+    seed_sql = f"select user_id from marts.fct_interactions where item_id = '{brand}' and max_level_reached = 4"
+    out = tmp_path / "audience.parquet"
+    proc = nightrec(["audience", "build", "--seed-sql", seed_sql, "--size", "2", "--output", str(out)], warehouse, home)
+    assert "audience 10x the seed: " in proc.stdout  # the expansion was measured on hidden seed members first
+    rows = pd.read_parquet(out)
+    seed, expanded = rows[rows["is_seed"]], rows[~rows["is_seed"]]
+    assert set(seed["user_id"]) == buyers & consumers and len(seed) >= 2 and seed["rank"].isna().all()
+    assert len(expanded) == min(2 * len(seed), len(consumers) - len(seed))
+    assert set(expanded["user_id"]) <= consumers - buyers
+    assert expanded["rank"].tolist() == list(range(1, len(expanded) + 1))
+    assert expanded["score"].is_monotonic_decreasing
+    refused = nightrec(["audience", "build", "--seed-sql", "delete from marts.dim_users"], warehouse, home, check=False)
+    assert refused.returncode == 2 and "this is a DELETE statement" in refused.stderr
+
+
 def test_a_corrupted_delivery_stops_the_nightly_run_before_ingest(airflow_run, tmall, tmp_path):
     """GX at the raw boundary: nulls, an unknown event type and times outside the day stop the DAG with a message
     naming the table, the expectations and the offending rows; bronze and the marts stay as they were."""
