@@ -35,7 +35,15 @@ import pandas as pd
 from nightrec.adapters import load_adapter
 from nightrec.audiences import feature_matrix, population
 from nightrec.config import Settings, load_settings
-from nightrec.lookalike import MULTIPLES, HiddenRecall, centroid_scores, fit_pu, hidden_recall, split_seed
+from nightrec.lookalike import (
+    MULTIPLES,
+    HiddenRecall,
+    centroid_scores,
+    hidden_recall,
+    pu_scores,
+    split_seed,
+    validation_recall,
+)
 from nightrec.warehouse import Warehouse
 
 WINDOW_DAYS = 90
@@ -106,21 +114,6 @@ def seeds(
     return [s for s in out if len(s.members) >= 10], [s for s in validation if len(s.members) >= 10]
 
 
-def pu_scores(x: np.ndarray, visible: np.ndarray) -> np.ndarray:
-    mask = np.zeros(len(x), dtype=bool)
-    mask[visible] = True
-    return fit_pu(x, mask).scores(x)
-
-
-def validation_recall(x: np.ndarray, validation: list[Seed]) -> float:
-    """Mean recall@10x of the validation seeds (fixed hides): what the encoder's epoch is chosen on."""
-    found = []
-    for i, seed in enumerate(validation):
-        visible, hidden = split_seed(seed.members, np.random.default_rng(1000 + i))
-        found.append(hidden_recall(pu_scores(x, visible), visible, hidden).recall[max(MULTIPLES)])
-    return float(np.mean(found))
-
-
 def encoder_embeddings(
     settings: Settings, wh: Warehouse, day: date, users: pd.Series, validation: list[Seed], objective: str, seed: int
 ) -> np.ndarray:
@@ -137,7 +130,11 @@ def encoder_embeddings(
     encoder_settings = ce.EncoderSettings(objective=objective, seed=seed)
     adapter = load_adapter(settings.source)
     trained = ce.train(
-        data, adapter.max_level, encoder_settings, device, lambda e: validation_recall(e[take], validation)
+        data,
+        adapter.max_level,
+        encoder_settings,
+        device,
+        lambda e: validation_recall(e[take], [v.members for v in validation]),
     )
     print(
         f"encoder {objective} seed {seed}: {len(data.user_ids):,} consumers, {len(data.vocabulary):,} items, "

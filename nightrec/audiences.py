@@ -18,7 +18,7 @@ import pandas as pd
 
 from nightrec.config import Settings
 from nightrec.errors import InputError
-from nightrec.lookalike import MULTIPLES, fit_pu, hidden_recall, split_seed
+from nightrec.lookalike import MULTIPLES, hidden_recall, pu_scores, split_seed
 from nightrec.seeds import SeedCheck, check_seed
 from nightrec.warehouse import Warehouse
 
@@ -80,12 +80,12 @@ def build(settings: Settings, seed_ids: Iterable[str], multiple: int, day: date 
         runs = []
         for hide in range(HIDES):
             visible, hidden = split_seed(seed.members, np.random.default_rng(hide))
-            runs.append(hidden_recall(_scores(features, visible), visible, hidden))
+            runs.append(hidden_recall(pu_scores(features, visible), visible, hidden))
         evaluation = {
             m: (float(np.mean([r.recall[m] for r in runs])), float(np.mean([r.random[m] for r in runs])))
             for m in MULTIPLES
         }
-    scores = _scores(features, seed.members)
+    scores = pu_scores(features, seed.members)
     in_seed = np.zeros(len(users), dtype=bool)
     in_seed[seed.members] = True
     outside = np.flatnonzero(~in_seed)
@@ -100,9 +100,3 @@ def build(settings: Settings, seed_ids: Iterable[str], multiple: int, day: date 
         }
     )
     return Audience(day, seed, rows, evaluation)
-
-
-def _scores(features: np.ndarray, members: np.ndarray) -> np.ndarray:
-    positive = np.zeros(len(features), dtype=bool)
-    positive[members] = True
-    return fit_pu(features, positive).scores(features)

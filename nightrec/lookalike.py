@@ -135,3 +135,20 @@ def centroid_scores(features: np.ndarray, seed: np.ndarray) -> np.ndarray:
     scale = x.std(axis=0)
     z = (x - x.mean(axis=0)) / np.where(scale > 0, scale, 1.0)
     return -np.linalg.norm(z - z[seed].mean(axis=0), axis=1)
+
+
+def pu_scores(features: np.ndarray, members: np.ndarray) -> np.ndarray:
+    """Every row's score from :func:`fit_pu` with ``members`` (positions) as the seed."""
+    positive = np.zeros(len(features), dtype=bool)
+    positive[members] = True
+    return fit_pu(features, positive).scores(features)
+
+
+def validation_recall(features: np.ndarray, seeds: Sequence[np.ndarray], multiple: int = max(MULTIPLES)) -> float:
+    """Mean recall of hidden members at ``multiple`` x the seed over ``seeds`` (positions), each with one fixed hide:
+    the number an encoder's epoch is chosen on (the same seeds and hides every epoch, so epochs compare)."""
+    found = []
+    for i, seed in enumerate(seeds):
+        visible, hidden = split_seed(seed, np.random.default_rng(1000 + i))
+        found.append(hidden_recall(pu_scores(features, visible), visible, hidden, (multiple,)).recall[multiple])
+    return float(np.mean(found)) if found else float("nan")
