@@ -255,6 +255,45 @@ class TopkSettings:
 
 
 @dataclass(frozen=True)
+class SegmentSettings:
+    """Consumer segments (UNICON): the nightly consumer encoder (training/consumer_embeddings.py) and the segments job
+    (spark_jobs/build_segments.py) that clusters its embeddings and profiles the clusters.
+
+    :param enabled: train the encoder and build the segments every night (the nightly DAG's ``segments`` group).
+    :param objective: the encoder's self-supervised objective: ``masked`` item, ``contrastive`` views or ``both``.
+    :param epochs: encoder epochs; the one kept has the best validation lookalike recall (not the lowest loss).
+    :param learning_rate: the encoder's learning rate from a random start (the first night, or a changed shape).
+    :param fine_tune_learning_rate: its learning rate on a night that continues from the previous night's weights:
+        one day of new behaviour should move consumers a little, not redraw the map.
+    :param dim: consumer embedding width.
+    :param layers: transformer layers.
+    :param k: a fixed number of segments; 0 chooses k by silhouette over [k_min, k_max].
+    :param k_min: smallest k tried.
+    :param k_max: largest k tried.
+    :param keep_margin: a night continues the previous night's segments (k-means started from their centroids, ids
+        kept) unless a fresh clustering's silhouette is higher by more than this; segments that change every night
+        cannot be named or used.
+    :param profile_items: the most over-represented items (by lift) each segment profile lists.
+    :param min_item_users: an item enters a segment's profile only when at least this many of its consumers touched it
+        (a lift over a handful of people is noise).
+    """
+
+    enabled: bool = True
+    objective: str = "both"
+    epochs: int = 8
+    learning_rate: float = 2e-3
+    fine_tune_learning_rate: float = 2e-4
+    dim: int = 64
+    layers: int = 2
+    k: int = 0
+    k_min: int = 4
+    k_max: int = 12
+    keep_margin: float = 0.02
+    profile_items: int = 10
+    min_item_users: int = 5
+
+
+@dataclass(frozen=True)
 class AirflowSettings:
     """How the project drives Airflow.
 
@@ -285,6 +324,7 @@ class Settings:
     :param training: nightly model training.
     :param ranker: the candidate -> rank pipeline of the published lists.
     :param topk: the precomputed top-k lists.
+    :param segments: consumer segments (the encoder and the segments job).
     :param dbt_target: ``duckdb`` (default, embedded) or ``spark``.
     :param run_date: the day D a one-off command processes, if given.
     """
@@ -300,6 +340,7 @@ class Settings:
     training: TrainingSettings = field(default_factory=TrainingSettings)
     ranker: RankerSettings = field(default_factory=RankerSettings)
     topk: TopkSettings = field(default_factory=TopkSettings)
+    segments: SegmentSettings = field(default_factory=SegmentSettings)
     dbt_target: str = "duckdb"
     run_date: date | None = None
 
@@ -337,6 +378,7 @@ _TOP_KEYS = {
     "training",
     "ranker",
     "topk",
+    "segments",
     "dbt_target",
     "run_date",
 }
@@ -395,6 +437,7 @@ def load_settings(profile: str | None = None, env: dict[str, str] | None = None)
         if key in ranker_kw:
             ranker_kw[key] = tuple(ranker_kw[key])
     topk_kw = _section(raw, "topk", TopkSettings, path)
+    segments_kw = _section(raw, "segments", SegmentSettings, path)
     if "NIGHTREC_FEAST_VARIANT" in env:
         feast_kw["variant"] = env["NIGHTREC_FEAST_VARIANT"]
     airflow_kw["home"] = _resolve(env.get("NIGHTREC_AIRFLOW_HOME") or airflow_kw.get("home") or ".airflow")
@@ -417,6 +460,7 @@ def load_settings(profile: str | None = None, env: dict[str, str] | None = None)
         training=TrainingSettings(**training_kw),
         ranker=RankerSettings(**ranker_kw),
         topk=TopkSettings(**topk_kw),
+        segments=SegmentSettings(**segments_kw),
         dbt_target=str(raw.get("dbt_target") or "duckdb"),
         run_date=run_date,
     )
@@ -475,6 +519,18 @@ def _validate(s: Settings, where: Path) -> None:
         raise ConfigError(f"topk: k, users_per_batch and keep_versions must be >= 1 in {where}")
     if s.topk.model not in {"ranker", *MODEL_KINDS}:
         raise ConfigError(f"topk.model must be ranker or one of {list(MODEL_KINDS)} (got {s.topk.model!r}) in {where}")
+    g = s.segments
+    if g.objective not in {"masked", "contrastive", "both"}:
+        raise ConfigError(f"segments.objective must be masked, contrastive or both (got {g.objective!r}) in {where}")
+    if min(g.learning_rate, g.fine_tune_learning_rate) <= 0:
+        raise ConfigError(f"segments: learning_rate and fine_tune_learning_rate must be > 0 in {where}")
+    if min(g.epochs, g.dim, g.layers, g.profile_items, g.min_item_users) < 1 or g.k < 0:
+        raise ConfigError(f"segments: epochs, dim, layers, profile_items, min_item_users >= 1, k >= 0 in {where}")
+    if g.k == 1 or not 2 <= g.k_min <= g.k_max:
+        raise ConfigError(
+            f"segments: k must be 0 (choose) or >= 2, and 2 <= k_min <= k_max (got k={g.k}, k_min={g.k_min}, "
+            f"k_max={g.k_max}) in {where}"
+        )
     if s.dbt_target not in {"duckdb", "spark", "spark_thrift"}:
         raise ConfigError(f"dbt_target must be duckdb, spark or spark_thrift (got {s.dbt_target!r}) in {where}")
     if not (SOURCES_DIR / f"{s.source}.yaml").is_file():

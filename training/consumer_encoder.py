@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -195,6 +196,37 @@ def contrastive_loss(
     return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
 
 
+def compatible(record: dict[str, Any], settings: EncoderSettings, levels: int, length: int) -> bool:
+    """Whether an earlier night's weights record has this model's shape (then :func:`warm_start` can use it)."""
+    old = record.get("settings", {})
+    return (
+        record.get("levels") == levels
+        and record.get("length") == length
+        and all(old.get(key) == getattr(settings, key) for key in ("dim", "layers", "heads"))
+    )
+
+
+@torch.no_grad()
+def warm_start(model: ConsumerEncoder, vocabulary: list[str], record: dict[str, Any]) -> int:
+    """Load an earlier night's weights into ``model``: every layer as it was, each item's row by its id (items new
+    tonight keep their random rows). Returns how many items were carried over."""
+    state = record["state_dict"]
+    own = model.state_dict()
+    for name, value in state.items():
+        if name != "items.weight" and name in own and own[name].shape == value.shape:
+            own[name].copy_(value)
+    old_rows = {item: i + 3 for i, item in enumerate(record["vocabulary"])}
+    table = own["items.weight"]
+    table[: MASK + 2] = state["items.weight"][: MASK + 2]  # PAD, MASK, UNKNOWN
+    carried = 0
+    for i, item in enumerate(vocabulary):
+        row = old_rows.get(item)
+        if row is not None:
+            table[i + 3] = state["items.weight"][row]
+            carried += 1
+    return carried
+
+
 @torch.no_grad()
 def embed(model: ConsumerEncoder, data: Sequences, device: torch.device, batch_size: int = 1024) -> np.ndarray:
     """Every consumer's embedding (U, dim), float32."""
@@ -221,15 +253,21 @@ def train(
     settings: EncoderSettings,
     device: torch.device,
     validate: Callable[[np.ndarray], float],
+    start_from: dict[str, Any] | None = None,
 ) -> TrainedEncoder:
     """Train on every consumer's sequence; keep the epoch whose embeddings score best on ``validate`` (a lookalike
-    recall on validation seeds: the metric of the embedding's use)."""
+    recall on validation seeds: the metric of the embedding's use).
+
+    :param start_from: an earlier night's weights record (``vocabulary``, ``state_dict``, ``settings``, ``length``,
+        ``levels``) to continue from (:func:`warm_start`) instead of a random start."""
     if settings.objective not in OBJECTIVES:
         raise InputError(f"Unknown consumer encoder objective {settings.objective!r}; one of {OBJECTIVES}")
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
     length = data.items.shape[1]
     model = ConsumerEncoder(len(data.vocabulary) + 3, levels, length, settings.dim, settings.layers, settings.heads)
+    if start_from is not None:
+        warm_start(model, data.vocabulary, start_from)
     model.to(device)
     optimiser = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=0.01)
     tensors = [torch.from_numpy(a) for a in (data.items, data.levels, data.gaps)]

@@ -125,3 +125,65 @@ def test_training_keeps_the_epoch_with_the_best_validation_not_the_last():
     assert np.allclose(embed(trained.model, data, torch.device("cpu")), seen[1], atol=1e-5)  # the model is epoch 2's
     with pytest.raises(InputError, match="objective"):
         train(data, 4, EncoderSettings(objective="nope"), torch.device("cpu"), validate)
+
+
+def test_a_night_continues_from_the_last_nights_weights_item_by_item():
+    from training.consumer_encoder import compatible, warm_start
+
+    torch.manual_seed(0)
+    before = ConsumerEncoder(n_items=3 + 3, levels=4, length=5, dim=8, layers=1, heads=2)
+    record = {
+        "state_dict": before.state_dict(),
+        "vocabulary": ["a", "b", "c"],
+        "levels": 4,
+        "length": 5,
+        "settings": {"dim": 8, "layers": 1, "heads": 2},
+    }
+    settings = EncoderSettings(dim=8, layers=1, heads=2)
+    assert compatible(record, settings, levels=4, length=5)
+    assert not compatible(record, EncoderSettings(dim=16, layers=1, heads=2), levels=4, length=5)
+    assert not compatible(record, settings, levels=4, length=7)
+    torch.manual_seed(1)
+    tonight = ConsumerEncoder(n_items=3 + 3, levels=4, length=5, dim=8, layers=1, heads=2)
+    fresh_row = tonight.items.weight[5].detach().clone()
+    assert warm_start(tonight, ["c", "a", "d"], record) == 2  # "b" is gone, "d" is new
+    rows = before.items.weight.detach()
+    assert torch.equal(tonight.items.weight[3], rows[5]) and torch.equal(tonight.items.weight[4], rows[3])
+    assert torch.equal(tonight.items.weight[5], fresh_row)  # a new item keeps its random row
+    assert torch.equal(tonight.out.weight, before.out.weight)  # every other layer as it was
+    assert torch.equal(tonight.levels.weight, before.levels.weight)
+
+
+def test_tonights_vectors_are_rotated_onto_last_nights_frame():
+    from training.consumer_embeddings import align
+
+    rng = np.random.default_rng(0)
+    before = rng.normal(size=(40, 6))
+    before /= np.linalg.norm(before, axis=1, keepdims=True)
+    rotation, _ = np.linalg.qr(rng.normal(size=(6, 6)))
+    tonight = np.vstack([before[5:] @ rotation.T, rng.normal(size=(3, 6))])  # 35 known consumers, 3 new
+    users = np.array([f"u{i}" for i in range(5, 40)] + ["n1", "n2", "n3"])
+    previous = pd.DataFrame({"user_id": [f"u{i}" for i in range(40)], "embedding": list(before)})
+    aligned, info = align(tonight.astype(np.float32), users, previous)
+    assert info["aligned"] and info["common_consumers"] == 35
+    assert np.allclose(aligned[:35], before[5:], atol=1e-5)  # the same consumers land where they were
+    assert info["mean_cosine_to_previous"] == pytest.approx(1.0, abs=1e-5)
+    assert np.allclose(np.linalg.norm(aligned, axis=1), np.linalg.norm(tonight, axis=1), atol=1e-5)  # a rotation
+    few = previous.head(8)  # too few consumers in common to fix a 6-d rotation: left as it is
+    unchanged, info = align(tonight.astype(np.float32), users, few)
+    assert not info["aligned"] and np.array_equal(unchanged, tonight.astype(np.float32))
+
+
+def test_validation_seeds_are_the_consumers_of_the_items_ranked_fourth_to_eighth():
+    from training.consumer_embeddings import validation_seeds
+
+    # item i (0..9) touched by 30 - i consumers at level 1, bought (level 2) by nobody: the seeds fall back to level 1
+    rows = []
+    for user in range(40):
+        items = [f"i{i}" for i in range(10) if user < 30 - i]
+        rows.append((f"u{user:02d}", items, [1] * len(items)))
+    data = encode(frame(rows), length=12)
+    level, seeds = validation_seeds(data, top_level=2)
+    assert level == 1
+    assert [len(s) for s in seeds] == [27, 26, 25, 24, 23]  # items i3..i7
+    assert seeds[0].tolist() == list(range(27))
