@@ -118,6 +118,15 @@ class Warehouse:
         """A model version's user and item embeddings as of anchor `day` (features through day - 1)."""
         return self.model_dir(kind, version) / "anchors" / f"ds={day.isoformat()}"
 
+    def consumer_embeddings(self, night: date) -> Path:
+        """The consumer encoder's embedding of every consumer as of night D (training/consumer_embeddings.py)."""
+        return self.model_dir("consumer_encoder", night.isoformat()) / "user_embeddings.parquet"
+
+    def segments(self, table: str) -> Path:
+        """A table of the segments zone (spark_jobs/build_segments.py), partitioned by night: ``membership``,
+        ``profiles`` or ``centroids``."""
+        return self.root / "segments" / table
+
     def candidates(self, night: date) -> Path:
         """The candidates and features of every anchor of the night of data day `night` (anchor=<day>/)."""
         return self.root / "candidates" / f"ds={night.isoformat()}"
