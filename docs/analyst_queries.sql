@@ -77,3 +77,43 @@ select source, proposed_by, count(*) as slots
 from (select source, unnest(sources) as proposed_by from marts.topk_current where rank <= 20)
 group by source, proposed_by
 order by slots desc;
+
+
+-- 8. The consumer segments of the latest night: size, automatic label and behaviour beside each other
+select
+    segment_id,
+    label,
+    consumers,
+    round(share, 3) as share,
+    round(mean_events, 1) as mean_events,
+    round(top_level_share, 3) as reached_top_level,
+    round(recency_days, 1) as days_since_last_event
+from marts.segment_profiles
+where ds = (select max(ds) from marts.segment_profiles)
+order by consumers desc;
+
+-- 9. What sets each segment apart: its most over-represented items (lift over all consumers, with counts)
+select segment_id, label, item.item_id, item.name, item.consumers, round(item.lift, 2) as lift
+from (
+    select segment_id, label, unnest(top_items) as item
+    from marts.segment_profiles
+    where ds = (select max(ds) from marts.segment_profiles)
+)
+order by segment_id, lift desc, item.consumers desc
+limit 30;
+
+-- 10. Movement between the last two nights: consumers per (segment before, segment now), the diagonal stayed put
+with last_two as (
+    select user_id, segment_id, ds
+    from marts.segment_membership
+    where ds in (select distinct ds from marts.segment_membership order by ds desc limit 2)
+),
+paired as (
+    select user_id, ds, segment_id, lag(segment_id) over (partition by user_id order by ds) as segment_before
+    from last_two
+)
+select segment_before, segment_id as segment_now, count(*) as consumers
+from paired
+where segment_before is not null
+group by 1, 2
+order by 1, 2;

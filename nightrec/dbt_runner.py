@@ -45,8 +45,9 @@ def run_dbt(
     """Invoke dbt in-process (``dbtRunner``); raise NightrecError naming the failed nodes.
 
     :param command: e.g. ``["build"]`` or ``["docs", "generate"]``. Without ``--select``, models tagged ``serving``
-        (they read the published top-k, which exists only after training) are left out of build/run/test: the
-        top-k publication builds them (``--select tag:serving``).
+        (they read the published top-k, which exists only after training) and ``segments`` (they read the segments
+        job's output) are left out of build/run/test: the top-k publication and publish_segments build them
+        (``--select tag:serving`` / ``tag:segments``).
     :param start: with ``end``, the day range [start, end) incremental models rebuild.
     """
     from dbt.cli.main import dbtRunner
@@ -59,7 +60,7 @@ def run_dbt(
     Warehouse.of(settings).ensure_layout()
     os.environ.update(settings.with_overrides(dbt_target=target).environment())  # profiles.yml reads them
     if command[0] in {"build", "run", "test"} and not {"--select", "-s"} & set(command):
-        command = [*command, "--exclude", "tag:serving"]
+        command = [*command, "--exclude", "tag:serving", "tag:segments"]
     args = [
         *command,
         "--project-dir",

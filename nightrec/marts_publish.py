@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from datetime import date
 from pathlib import Path
 
 from nightrec.config import Settings
@@ -29,6 +30,7 @@ MARTS = (
     "user_sequences",
 )
 SERVING_MARTS = ("topk_current",)  # dbt models tagged `serving`: built after the top-k is published
+SEGMENT_MARTS = ("segment_membership", "segment_profiles")  # tagged `segments`: built after the segments job
 # The analysts' views over the zones: daily partitions (ds=D/) and unpartitioned snapshot tables.
 ZONE_VIEWS = {
     "bronze.events": Warehouse.bronze_events,
@@ -72,7 +74,7 @@ def build_analyst_db(settings: Settings) -> Path:
     with duckdb.connect(str(tmp)) as con:
         for schema in ("marts", "bronze", "silver"):
             con.execute(f"create schema {schema}")
-        for name in MARTS + tuple(n for n in SERVING_MARTS if wh.mart_export(n).is_dir()):
+        for name in MARTS + tuple(n for n in SERVING_MARTS + SEGMENT_MARTS if wh.mart_export(n).is_dir()):
             files = wh.mart_export(name) / "*.parquet"
             con.execute(f"create view marts.{name} as select * from read_parquet('{files}')")
         for view, zone in ZONE_VIEWS.items():
@@ -93,6 +95,16 @@ def publish_serving_marts(settings: Settings) -> dict[str, int]:
 
     run_dbt(settings, ["build", "--select", "tag:serving"], target="duckdb")
     counts = export_marts(settings, SERVING_MARTS)
+    build_analyst_db(settings)
+    return counts
+
+
+def publish_segment_marts(settings: Settings, start: date, end: date) -> dict[str, int]:
+    """Build the segment marts (tag `segments`) for the nights [start, end), export them, refresh the analysts' file."""
+    from nightrec.dbt_runner import run_dbt
+
+    run_dbt(settings, ["build", "--select", "tag:segments"], target="duckdb", start=start, end=end)
+    counts = export_marts(settings, SEGMENT_MARTS)
     build_analyst_db(settings)
     return counts
 

@@ -137,6 +137,7 @@ def _sections(doc: dict[str, Any]) -> list[tuple[str, list[str]]]:
         ("training", _training(stages.get("training"))),
         ("lists", _lists(stages.get("ranker"))),
         ("top-k", _topk(stages.get("topk"))),
+        ("segments", _segments(stages.get("consumer_encoder"), stages.get("segments"))),
     ]
 
 
@@ -251,3 +252,46 @@ def _topk(s: dict[str, Any] | None) -> list[str]:
         f"{c['cold_start_users']:,} cold-start users on popular items){eligible}",
         f"current -> {s['current']}; online store: {s.get('online_users', 0):,} users",
     ]
+
+
+def _segments(encoder: dict[str, Any] | None, s: dict[str, Any] | None) -> list[str]:
+    """The consumer encoder's night, the segments (how k was chosen, stability), each segment's size and label."""
+    if not encoder and not s:
+        return [NOT_RUN]
+    lines = []
+    if encoder and "skipped" in encoder:
+        lines.append(f"encoder skipped: {encoder['skipped']}")
+    elif encoder:
+        validation = encoder.get("validation_recall@10x")
+        alignment = encoder.get("alignment", {})
+        lines.append(
+            f"encoder {encoder['version']}: {encoder['consumers']:,} consumers, epoch {encoder['best_epoch']} kept"
+            + (f" (validation lookalike recall@10x {validation:.3f})" if validation is not None else "")
+            + (
+                f", continued from {alignment['previous_night']} (mean cosine to it "
+                f"{alignment['mean_cosine_to_previous']:.3f})"
+                if alignment.get("aligned")
+                else ", from a random start"
+            )
+            + f", {encoder['seconds']} s on {encoder['device']}"
+        )
+    if not s or "k" not in s:
+        published = (s or {}).get("published", {})
+        lines.append(f"no segments: {published.get('skipped', 'the segments job did not run')}")
+        return lines
+    tried = ", ".join(f"{name} {value:.3f}" for name, value in s["silhouettes"].items())
+    lines.append(
+        f"{s['k']} segments of {s['consumers']:,} consumers: {s['clustering']} (silhouette {s['silhouette']:.3f}; "
+        f"tried {tried})"
+    )
+    if s.get("ari") is not None:
+        lines.append(f"stability: ARI {s['ari']:.3f} with {s['previous_night']} on {s['common_consumers']:,} consumers")
+    else:
+        lines.append("stability: first night with segments, nothing to compare")
+    for segment_id, size in s["sizes"].items():
+        share = size / s["consumers"] if s["consumers"] else 0.0
+        lines.append(f"segment {segment_id:>3}: {size:>7,} ({share:.1%})  {s['labels'].get(segment_id, '')}")
+    marts = s.get("published", {}).get("marts")
+    if marts:
+        lines.append("marts: " + ", ".join(f"{name} {rows:,} rows" for name, rows in marts.items()))
+    return lines

@@ -406,6 +406,55 @@ def cmd_audience(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_segments(args: argparse.Namespace) -> int:
+    from nightrec.run_manifest import read_run_manifest
+    from nightrec.segments import read_profiles
+
+    wh = Warehouse.of(_settings(args))
+    night, profiles = read_profiles(wh.segments("profiles"), args.day)
+    run = (read_run_manifest(wh, night) or {}).get("stages", {}).get("segments", {})
+    ari = run.get("ari")
+    print(
+        f"segments of night {night}: {int(profiles['consumers'].sum()):,} consumers in {len(profiles)} segments"
+        + (f", silhouette {run['silhouette']:.3f} ({run.get('chosen_by', '?')})" if "silhouette" in run else "")
+        + (f", ARI {ari:.3f} with {run['previous_night']}" if ari is not None else ", no earlier night to compare")
+    )
+    if args.segment is None:
+        print(f"{'id':>4} {'consumers':>9} {'share':>6} {'events':>7} {'top lvl':>7} {'recency':>7}  label")
+        for r in profiles.itertuples():
+            print(
+                f"{r.segment_id:>4} {r.consumers:>9,} {r.share:>6.1%} {r.mean_events:>7.1f} {r.top_level_share:>7.1%} "
+                f"{r.recency_days:>6.1f}d  {r.label}"
+            )
+        print("`nightrec segments show --segment ID` lists a segment's most over-represented items")
+        return 0
+    chosen = profiles[profiles["segment_id"] == args.segment]
+    if chosen.empty:
+        raise NightrecError(f"No segment {args.segment} on {night}; segments: {profiles['segment_id'].tolist()}")
+    r = chosen.iloc[0]
+    everyone = profiles["consumers"].sum()
+
+    def overall(column: str) -> float:
+        return float((profiles[column] * profiles["consumers"]).sum() / everyone)
+
+    print(f"segment {r['segment_id']}: {r['label']}")
+    print(f"  consumers        {r['consumers']:,} ({r['share']:.1%} of everyone)")
+    for column, name in (
+        ("mean_events", "mean events"),
+        ("mean_active_days", "active days"),
+        ("top_level_share", "reached top level"),
+        ("recency_days", "days since last"),
+    ):
+        print(f"  {name:<16} {r[column]:>8.2f}   (everyone {overall(column):.2f})")
+    shares = ", ".join(f"level {i + 1} {v:.1%}" for i, v in enumerate(r["level_shares"]))
+    print(f"  events by level  {shares}")
+    print(f"  {'item':<14} {'name':<28} {'consumers':>9} {'share':>6} {'lift':>6}")
+    for item in r["top_items"]:
+        name = str(item["name"] or "")[:28]
+        print(f"  {item['item_id']:<14} {name:<28} {item['consumers']:>9,} {item['share']:>6.1%} {item['lift']:>5.1f}x")
+    return 0
+
+
 def cmd_upscale(args: argparse.Namespace) -> int:
     from nightrec.upscale import upscale
 
@@ -568,6 +617,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=60.0, help="seconds the seed predicate may run (default 60)")
     p.add_argument("--output", help="write seed and audience rows here (.parquet, or .csv)")
     p.set_defaults(func=cmd_audience)
+
+    p = sub.add_parser(
+        "segments",
+        parents=[common],
+        help="print the consumer segments of a night: sizes, behaviour and labels; --segment for one's top items",
+        description="Segments are built nightly (the DAG's segments group): the consumer encoder's embeddings "
+        "clustered by k-means, ids kept from night to night. Without --segment: one line per segment. With it: the "
+        "segment's behaviour beside everyone's and its most over-represented items (lift over all consumers).",
+    )
+    p.add_argument("action", choices=["show"])
+    p.add_argument("--segment", type=int, help="one segment's profile")
+    p.add_argument("--day", type=d, help="the night (default: the latest with segments)")
+    p.set_defaults(func=cmd_segments)
 
     p = sub.add_parser("upscale", help="write an up-scaled copy of a source's history (benchmarks)")
     p.add_argument("--source", help="source (default tmall_brand)")

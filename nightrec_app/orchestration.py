@@ -2,7 +2,7 @@
 
 land -> validate_raw -> attributes -> ingest -> validate_bronze -> sequences -> dbt -> validate_marts -> publish
 -> feast_apply -> feast_materialize -> [nightly only: train -> build_candidates -> train_ranker -> score_topk ->
-publish_topk] -> record.
+publish_topk -> segments (train_consumer_encoder -> build_segments -> publish_segments)] -> record.
 
 Both DAGs run the same job CLIs; they differ only in the day range [start, end) they pass. The DAG files in
 dags/ call :func:`pipeline` inside their ``with DAG(...)`` block. Airflow is imported inside the functions so
@@ -22,6 +22,7 @@ PUBLISHED = {
     "marts": ("publish_marts", Warehouse.mart_exports),
     "features": ("feast_materialize", Warehouse.feast),
     "topk": ("publish_topk", Warehouse.serving_topk),
+    "segments": ("segments.publish_segments", lambda wh: wh.segments("membership")),
 }
 
 
@@ -80,7 +81,8 @@ def dbt_task_group(settings: Settings, start: str, end: str) -> Any:
             load_method=LoadMode.DBT_MANIFEST,
             test_behavior=TestBehavior.BUILD,
             should_detach_multiple_parents_tests=True,  # e.g. relationships: run once both tables exist
-            exclude=["tag:serving"],  # models over the published top-k: built by publish_topk after scoring
+            # models over the published top-k and over the segments: built by publish_topk and publish_segments
+            exclude=["tag:serving", "tag:segments"],
         ),
         operator_args={
             "install_deps": False,
@@ -107,9 +109,9 @@ def _max_level(settings: Settings) -> int:
 def pipeline(settings: Settings, start: str, end: str, train: bool = True) -> None:
     """Add the pipeline's tasks to the DAG; a failed critical quality check stops everything after it.
 
-    :param train: add the `train`, `build_candidates`, `train_ranker`, `score_topk` and `publish_topk` tasks (the
-        nightly DAG). The bootstrap DAG builds the history without them: the nightly run that follows it trains on that
-        history (one training per night).
+    :param train: add the `train`, `build_candidates`, `train_ranker`, `score_topk` and `publish_topk` tasks and the
+        `segments` group (the nightly DAG). The bootstrap DAG builds the history without them: the nightly run that
+        follows it trains on that history (one training per night).
     """
     from airflow.sdk import task
 
@@ -172,6 +174,18 @@ def pipeline(settings: Settings, start: str, end: str, train: bool = True) -> No
 
         return tasks.train_ranker(tasks.context(start, end))
 
+    @task(task_id="train_consumer_encoder")
+    def train_consumer_encoder(start: str, end: str) -> dict:
+        from nightrec_app import tasks
+
+        return tasks.train_consumer_encoder(tasks.context(start, end))
+
+    @task(task_id="publish_segments", outlets=[outlets["segments"]])
+    def publish_segments(start: str, end: str) -> dict:
+        from nightrec_app import tasks
+
+        return tasks.publish_segments(tasks.context(start, end))
+
     @task(task_id="publish_topk", outlets=[outlets["topk"]])
     def publish_topk(start: str, end: str) -> dict:
         from nightrec_app import tasks
@@ -198,6 +212,8 @@ def pipeline(settings: Settings, start: str, end: str, train: bool = True) -> No
         >> feast_materialize(start, end)
     )
     if train:
+        from airflow.sdk import TaskGroup
+
         served = (
             served
             >> train_models(start, end)
@@ -206,4 +222,13 @@ def pipeline(settings: Settings, start: str, end: str, train: bool = True) -> No
             >> spark_job(settings, "score_topk", start, end)
             >> publish_topk(start, end)
         )
+        # The consumer segments after the lists, one task at a time: the segment marts and the lists' mart are built
+        # in the same single-writer DuckDB file, and a failure here leaves the night's lists published.
+        with TaskGroup(group_id="segments") as segments_group:
+            (
+                train_consumer_encoder(start, end)
+                >> spark_job(settings, "build_segments", start, end)
+                >> publish_segments(start, end)
+            )
+        served = served >> segments_group
     served >> record(start, end, "{{ dag.dag_id }}", "{{ run_id }}")

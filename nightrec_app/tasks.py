@@ -180,6 +180,48 @@ def train_models(ctx: RunContext) -> dict[str, Any]:
     return summary
 
 
+def train_consumer_encoder(ctx: RunContext) -> dict[str, Any]:
+    """The night's consumer embedding table (training/consumer_embeddings.py), which the segments job clusters; with
+    segments.enabled off, or no sequences yet, the reason is recorded instead."""
+    from training import consumer_embeddings
+
+    day = ctx.last_day
+    if day is None:
+        return {"skipped": "no days in the run"}
+    if not ctx.settings.segments.enabled:
+        summary: dict[str, Any] = {"skipped": "segments.enabled is off"}
+    else:
+        try:
+            summary = consumer_embeddings.run(ctx.settings, day)
+        except HistoryTooShort as exc:
+            summary = {"skipped": str(exc)}
+    if "skipped" in summary:
+        log.info(f"consumer encoder skipped: {summary['skipped']}")
+    update_run_manifest(ctx.warehouse, day, "consumer_encoder", summary)
+    return summary
+
+
+def publish_segments(ctx: RunContext) -> dict[str, Any]:
+    """After build_segments: the segment marts for the night (dbt, tag `segments`), exported and in the analysts'
+    database. A night the segments job skipped publishes nothing and says why."""
+    from nightrec.marts_publish import publish_segment_marts
+    from nightrec.storage import SUCCESS_FILE
+    from nightrec.warehouse import partition
+
+    day = ctx.last_day
+    if day is None:
+        return {"skipped": "no days in the run"}
+    done = partition(ctx.warehouse.segments("membership"), day) / SUCCESS_FILE
+    if not done.is_file():
+        summary: dict[str, Any] = {"skipped": f"no segments for {day} (build_segments skipped; see its log)"}
+    else:
+        summary = {"marts": publish_segment_marts(ctx.settings, day, ctx.end)}
+    log.info(f"publish_segments: {summary}")
+    built = (read_run_manifest(ctx.warehouse, day) or {}).get("stages", {}).get("segments", {})
+    update_run_manifest(ctx.warehouse, day, "segments", {**built, "published": summary})
+    return summary
+
+
 def train_ranker(ctx: RunContext) -> dict[str, Any]:
     """After build_candidates: train the ranker of the published lists, judge every list (ranker, baselines, models)
     on the held-out window at both horizons, gate it and decide what the night publishes (recorded in the run

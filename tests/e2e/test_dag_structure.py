@@ -95,8 +95,14 @@ def test_nightly_runs_land_ingest_sequences_dbt_publish_record_on_one_day_interv
     assert dag.get_task("train_ranker").downstream_task_ids == {"score_topk"}
     assert dag.get_task("score_topk").application.endswith("spark_jobs/score_topk.py")
     assert dag.get_task("score_topk").downstream_task_ids == {"publish_topk"}
-    assert dag.get_task("publish_topk").downstream_task_ids == {"record_run"}
+    # then the consumer segments: the encoder, the segments job (Spark), their marts
+    assert dag.get_task("publish_topk").downstream_task_ids == {"segments.train_consumer_encoder"}
+    assert dag.get_task("segments.train_consumer_encoder").downstream_task_ids == {"segments.build_segments"}
+    assert dag.get_task("segments.build_segments").application.endswith("spark_jobs/build_segments.py")
+    assert dag.get_task("segments.build_segments").downstream_task_ids == {"segments.publish_segments"}
+    assert dag.get_task("segments.publish_segments").downstream_task_ids == {"record_run"}
     assert not any(t.startswith("dbt.topk_current") for t in dag.task_ids)  # built by publish_topk, not the group
+    assert not any(t.startswith("dbt.segment_") for t in dag.task_ids)  # built by publish_segments
     assert dag.get_task("validate_marts").downstream_task_ids == {"publish_marts"}
     assert {"dbt.training_examples_model_build", "dbt.user_features_model_build"} <= dag.get_task(
         "validate_marts"
@@ -125,6 +131,7 @@ def test_nightly_runs_land_ingest_sequences_dbt_publish_record_on_one_day_interv
 def test_bootstrap_takes_a_range_as_params(dagbag, tmall):
     dag = dagbag.dags["bootstrap"]
     assert not {"train", "score_topk", "publish_topk"} & set(dag.task_ids)  # the first nightly run trains on it
+    assert not any(t.startswith("segments.") for t in dag.task_ids)
     assert dag.get_task("feast_materialize").downstream_task_ids == {"record_run"}
     assert type(dag.timetable).__name__ == "NullTimetable"  # schedule=None: triggered, never scheduled
     assert dag.params["start"] == tmall.history_start.isoformat()
@@ -132,12 +139,14 @@ def test_bootstrap_takes_a_range_as_params(dagbag, tmall):
 
 
 def test_the_published_marts_features_and_lists_are_assets_a_dag_can_be_scheduled_on(dagbag, tmall):
-    """publish_marts, feast_materialize and publish_topk declare the warehouse paths they publish as Airflow Assets
-    (the bootstrap DAG publishes the first two as well); the e2e run checks that Airflow recorded their events."""
+    """publish_marts, feast_materialize, publish_topk and publish_segments declare the warehouse paths they publish as
+    Airflow Assets (the bootstrap DAG publishes the first two as well); the e2e run checks that Airflow recorded their
+    events."""
     from nightrec_app.orchestration import PUBLISHED
 
     wh = Warehouse(Path(os.environ["NIGHTREC_WAREHOUSE_ROOT"]), tmall.name)  # the dagbag's settings
-    for dag_id, published in (("nightly", ("marts", "features", "topk")), ("bootstrap", ("marts", "features"))):
+    nightly = ("marts", "features", "topk", "segments")
+    for dag_id, published in (("nightly", nightly), ("bootstrap", ("marts", "features"))):
         dag = dagbag.dags[dag_id]
         for what in published:
             task_id, path = PUBLISHED[what]

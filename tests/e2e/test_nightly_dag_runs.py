@@ -13,6 +13,8 @@ import time
 from datetime import date, timedelta
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from nightrec.config import PROJECT_ROOT
@@ -98,6 +100,17 @@ def test_dag_path_equals_the_in_process_jobs(airflow_run, tmall_warehouse, tmall
         assert via_airflow[name].astype(str).equals(in_process[name].astype(str)), name
 
 
+def _segment_tables(wh: Warehouse) -> dict[str, object]:
+    """The night's consumer embeddings and segments (the encoder continues from the night before, so a rerun of the
+    night starts from the same weights and gives the same table)."""
+    embeddings = pd.read_parquet(wh.consumer_embeddings(NIGHTS[-1]))
+    embeddings["embedding"] = embeddings["embedding"].map(lambda v: v.tobytes())
+    return {
+        "embeddings": embeddings,
+        **{name: read_table(wh.segments(name), [NIGHTS[-1]]) for name in ("membership", "profiles", "centroids")},
+    }
+
+
 def test_airflow_recorded_both_nights_as_successful_runs(airflow_run):
     warehouse, home, _ = airflow_run
     out = nightrec(["airflow", "dags", "list-runs", "nightly", "-o", "json"], warehouse, home).stdout
@@ -121,6 +134,7 @@ def test_airflow_recorded_both_nights_as_successful_runs(airflow_run):
         ("nightrec_tmall_brand_marts", "publish_marts"): 2,
         ("nightrec_tmall_brand_features", "feast_materialize"): 2,
         ("nightrec_tmall_brand_topk", "publish_topk"): 2,
+        ("nightrec_tmall_brand_segments", "segments.publish_segments"): 2,
     }
     assert {(name, task) for name, dag, task, _ in events if dag == "bootstrap"} == {
         ("nightrec_tmall_brand_marts", "publish_marts"),
@@ -132,10 +146,10 @@ def test_rerunning_a_night_gives_the_same_tables(airflow_run, tmall):
     warehouse, home, _ = airflow_run
     wh = Warehouse(warehouse, tmall.name)
     days = [NIGHTS[-1] - timedelta(days=2), NIGHTS[-1] - timedelta(days=1), NIGHTS[-1]]
-    before = _tables(wh, days)
+    before = _tables(wh, days) | _segment_tables(wh)
     raw_before = sorted(p.stat().st_mtime_ns for d in days for p in wh.raw_day(d).iterdir())
     nightrec(["nightly", "--day", str(NIGHTS[-1])], warehouse, home)
-    after = _tables(wh, days)
+    after = _tables(wh, days) | _segment_tables(wh)
     for name in before:
         assert before[name].astype(str).equals(after[name].astype(str)), name
     assert sorted(p.stat().st_mtime_ns for d in days for p in wh.raw_day(d).iterdir()) == raw_before
@@ -153,7 +167,7 @@ def test_the_dag_builds_publishes_and_documents_the_marts(airflow_run, tmall):
     exported = read_parquet_dir(warehouse / "marts" / "parquet" / "fct_interactions")
     assert exported["n_events"].sum() == 182_880
     queries = split_queries((PROJECT_ROOT / "docs" / "analyst_queries.sql").read_text())
-    assert len(queries) == 7
+    assert len(queries) == 10
     with duckdb.connect(str(warehouse / "analytics" / "nightrec.duckdb"), read_only=True) as con:
         results = [con.sql(q).df() for q in queries]
         bronze_buys = con.execute("select count(*) from bronze.events where level = 4").fetchone()[0]
@@ -429,3 +443,101 @@ def test_a_terminated_run_takes_airflow_and_spark_submit_down_with_it(tmp_path):
     _, alive = psutil.wait_procs(descendants, timeout=1)
     assert not alive, [_cmdline(p) for p in alive]
     assert "failed" in rest
+
+
+def test_each_night_segments_every_consumer_and_keeps_the_segment_ids(airflow_run, tmall):
+    """The segments group ran both nights: the encoder's table holds every consumer with a sequence, each is in
+    exactly one segment at its distance to the centroid, the profiles add up and their lifts are what the sequences
+    say, the second night continued from the first (ids kept, ARI as the two memberships give it), and the marts,
+    the analysts' views, `nightrec segments show` and the report read it back."""
+    import duckdb
+
+    from nightrec.segments import adjusted_rand_index, contingency
+
+    warehouse, home, output = airflow_run
+    wh = Warehouse(warehouse, tmall.name)
+    assert "[DAG TEST] end task task_id=segments.build_segments" in output
+    memberships = {}
+    for night in NIGHTS:
+        stages = json.loads(wh.run_manifest(night).read_text())["stages"]
+        encoder, summary = stages["consumer_encoder"], stages["segments"]
+        with_sequence = duckdb.sql(
+            f"select count(distinct user_id) from read_parquet('{wh.silver_sequences()}/ds=*/*.parquet', "
+            f"hive_partitioning = true) where ds <= '{night}'"
+        ).fetchone()[0]
+        embeddings = pd.read_parquet(wh.consumer_embeddings(night))
+        assert len(embeddings) == embeddings["user_id"].nunique() == encoder["consumers"] == with_sequence
+        vectors = np.stack(embeddings["embedding"].to_numpy())
+        assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+        membership = read_table(wh.segments("membership"), [night])
+        assert sorted(membership["user_id"]) == sorted(embeddings["user_id"])  # everyone, once
+        centroids = read_table(wh.segments("centroids"), [night]).set_index("segment_id")["centroid"]
+        position = pd.Series(np.arange(len(embeddings)), index=embeddings["user_id"])
+        own = np.stack(centroids[membership["segment_id"]].to_numpy())
+        distance = np.linalg.norm(vectors[position[membership["user_id"]].to_numpy()] - own, axis=1)
+        assert np.allclose(membership["distance"], distance, atol=1e-5)
+        nearest = np.argmin(
+            np.linalg.norm(vectors[:, None, :] - np.stack(centroids.to_numpy())[None, :, :], axis=2), axis=1
+        )
+        assigned = membership.set_index("user_id")["segment_id"][embeddings["user_id"]].to_numpy()
+        assert (centroids.index.to_numpy()[nearest] == assigned).mean() > 0.999  # each at its nearest centre
+
+        profiles = read_table(wh.segments("profiles"), [night]).set_index("segment_id")
+        sizes = membership["segment_id"].value_counts()
+        assert profiles["consumers"].to_dict() == sizes.to_dict()
+        assert {int(k): v for k, v in summary["sizes"].items()} == sizes.to_dict()
+        assert profiles["share"].sum() == pytest.approx(1.0)
+        assert summary["k"] == len(profiles)
+        assert summary["silhouette"] == summary["silhouettes"][summary["clustering"]]
+        fresh = {name: value for name, value in summary["silhouettes"].items() if name.startswith("k=")}
+        assert sorted(fresh) == ["k=3", "k=4"]  # conf/profiles/smoke.yaml: k_min 3, k_max 4
+        if summary["clustering"] != "continued":
+            assert summary["silhouette"] == max(fresh.values())
+        # the first segment's most lifted item, recounted from each consumer's latest sequence by night D
+        segment_id = int(profiles.index[0])
+        top = profiles.loc[segment_id, "top_items"][0]
+        latest = duckdb.sql(
+            f"select user_id, seq_item_ids from read_parquet('{wh.silver_sequences()}/ds=*/*.parquet', "
+            f"hive_partitioning = true) where ds <= '{night}' qualify row_number() over (partition by user_id "
+            "order by ds desc) = 1"
+        ).df()
+        item = top["item_id"]
+        touched = set(latest[latest["seq_item_ids"].map(lambda items, item=item: item in set(items))]["user_id"])
+        members = set(membership[membership["segment_id"] == segment_id]["user_id"])
+        assert top["consumers"] == len(touched & members)
+        expected_lift = (len(touched & members) / len(members)) / (len(touched) / len(membership))
+        assert top["lift"] == pytest.approx(expected_lift)
+        memberships[night] = membership
+
+    first, second = (json.loads(wh.run_manifest(n).read_text())["stages"] for n in NIGHTS)
+    assert first["segments"]["ari"] is None or first["segments"]["previous_night"] < str(NIGHTS[0])
+    assert second["consumer_encoder"]["warm_start"] and second["consumer_encoder"]["alignment"]["aligned"]
+    last = second["segments"]
+    assert last["previous_night"] == str(NIGHTS[0])
+    both = memberships[NIGHTS[0]].merge(memberships[NIGHTS[1]], on="user_id", suffixes=("_before", "_now"))
+    assert last["common_consumers"] == len(both)
+    ari = adjusted_rand_index(contingency(both["segment_id_before"], both["segment_id_now"]))
+    assert last["ari"] == pytest.approx(ari, abs=1e-6)
+    if last["clustering"] == "continued":
+        assert set(memberships[NIGHTS[1]]["segment_id"]) <= set(memberships[NIGHTS[0]]["segment_id"])
+
+    # the marts hold both nights, as the analysts' database shows them
+    with duckdb.connect(str(wh.analyst_db()), read_only=True) as con:
+        per_night = dict(con.execute("select ds, count(*) from marts.segment_membership group by 1").fetchall())
+        labels = con.execute(
+            f"select segment_id, label from marts.segment_profiles where ds = '{NIGHTS[-1]}' order by 1"
+        ).fetchall()
+    assert {d: per_night[d] for d in NIGHTS} == {n: len(m) for n, m in memberships.items()}
+    assert [(int(k), v) for k, v in last["labels"].items()] == labels
+
+    shown = nightrec(["segments", "show"], warehouse, home).stdout
+    assert f"segments of night {NIGHTS[-1]}: {len(memberships[NIGHTS[-1]]):,} consumers in {len(labels)}" in shown
+    assert all(label in shown for _, label in labels)
+    one = nightrec(["segments", "show", "--segment", str(labels[0][0])], warehouse, home).stdout
+    assert f"segment {labels[0][0]}: {labels[0][1]}" in one and "lift" in one
+    missing = nightrec(["segments", "show", "--segment", "999"], warehouse, home, check=False)
+    assert missing.returncode == 2 and "No segment 999" in missing.stderr
+    report = nightrec(["report"], warehouse, home).stdout
+    assert f"stability: ARI {last['ari']:.3f} with {NIGHTS[0]}" in report
+    assert f"segment_membership {per_night[NIGHTS[-1]] + per_night[NIGHTS[0]]:,} rows" in report

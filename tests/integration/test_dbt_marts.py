@@ -79,19 +79,25 @@ def test_the_docs_lineage_starts_at_the_zones_the_warehouse_names(tmall_warehous
     manifest = json.loads(ensure_manifest().read_text())
     wh = Warehouse.of(tmall_warehouse)
     zones = {
-        "stg_bronze__events": ("bronze.events", wh.bronze_events()),
-        "stg_bronze__quarantine": ("bronze.quarantine", wh.bronze_quarantine()),
-        "stg_bronze__item_attributes": ("bronze.item_attributes", wh.bronze_item_attributes()),
-        "stg_bronze__user_attributes": ("bronze.user_attributes", wh.bronze_user_attributes()),
-        "user_sequences": ("silver.sequences", wh.silver_sequences()),
-        "topk_current": ("serving.topk_current", wh.serving_topk() / "current"),
+        "stg_bronze__events": [("bronze.events", wh.bronze_events())],
+        "stg_bronze__quarantine": [("bronze.quarantine", wh.bronze_quarantine())],
+        "stg_bronze__item_attributes": [("bronze.item_attributes", wh.bronze_item_attributes())],
+        "stg_bronze__user_attributes": [("bronze.user_attributes", wh.bronze_user_attributes())],
+        "user_sequences": [("silver.sequences", wh.silver_sequences())],
+        "topk_current": [("serving.topk_current", wh.serving_topk() / "current")],
+        "segment_membership": [
+            ("segments.membership", wh.segments("membership")),
+            ("segments.profiles", wh.segments("profiles")),
+        ],
+        "segment_profiles": [("segments.profiles", wh.segments("profiles"))],
     }
-    for model, (source, path) in zones.items():
+    for model, sources in zones.items():
         node = manifest["nodes"][f"model.nightrec.{model}"]
-        read = [n for n in node["depends_on"]["nodes"] if n.startswith("source.")]
-        assert read == [f"source.nightrec.{source}"], model
-        assert wh.root / manifest["sources"][f"source.nightrec.{source}"]["meta"]["path"] == path
-    assert len(manifest["sources"]) == len(zones)
+        read = sorted(n for n in node["depends_on"]["nodes"] if n.startswith("source."))
+        assert read == sorted(f"source.nightrec.{source}" for source, _ in sources), model
+        for source, path in sources:
+            assert wh.root / manifest["sources"][f"source.nightrec.{source}"]["meta"]["path"] == path
+    assert len(manifest["sources"]) == len({source for sources in zones.values() for source, _ in sources})
     assert wh.bronze_events().is_dir() and wh.silver_sequences().is_dir()  # what the build above read
 
 
