@@ -152,3 +152,20 @@ if any(_topk_lists.glob("ds=*/*.parquet")):
         description="The published top-k: item ids and scores in rank order, the list's source and model version.",
     )
     topk = FeatureService(name="topk", features=[user_topk], description="Precomputed recommendations per user")
+
+# The consumer segments (spark_jobs/build_segments.py, the segment_membership mart): registered once the mart exists.
+# One row per user and night; no ttl: a consumer's latest segment stands until the next night's.
+_segments = _warehouse.mart_export("segment_membership")
+if any(_segments.glob("*.parquet")):
+    _segments_source, _segments_fields = _source("user_segments", _segments)
+    user_segments = FeatureView(
+        name="user_segments",
+        entities=[user],
+        ttl=timedelta(0),
+        schema=_segments_fields,
+        source=_segments_source,
+        description="The consumer's segment that night: id (kept across nights), label and distance to its centroid.",
+    )
+    segments = FeatureService(
+        name="segments", features=[user_segments], description="The consumer's segment, for group recommendations"
+    )

@@ -30,12 +30,15 @@ FEATURE_REPO = PROJECT_ROOT / "feature_repo"
 VIEWS = ("user_features", "item_features", "user_sequence")
 VIEW_EXPORTS = {"user_features": "user_features", "item_features": "item_features", "user_sequence": "user_sequences"}
 TOPK_VIEW = "user_topk"  # registered once a top-k version is published (serving/user_topk/), materialized after it
+SEGMENTS_VIEW = "user_segments"  # registered once the segment_membership mart exists, materialized by publish_segments
 
 
 def view_files(settings: Settings, view: str) -> Path:
     """The Parquet files (a glob) behind a feature view."""
     if view == TOPK_VIEW:
         return Warehouse.of(settings).serving_user_topk() / "ds=*" / "*.parquet"
+    if view == SEGMENTS_VIEW:
+        return Warehouse.of(settings).mart_export("segment_membership") / "*.parquet"
     return Warehouse.of(settings).mart_export(VIEW_EXPORTS[view]) / "*.parquet"
 
 
@@ -136,14 +139,19 @@ def materialize(settings: Settings, start: date, end: date, views: tuple[str, ..
 
 def materialize_topk(settings: Settings, at: datetime) -> int:
     """Write the published top-k lists whose feature time is ``at`` (nightrec.topk_publish.feature_time)."""
+    return materialize_at(settings, TOPK_VIEW, at)
+
+
+def materialize_at(settings: Settings, view: str, at: datetime) -> int:
+    """Write the rows of one view whose feature time is ``at`` (to the second): one publication's rows."""
     store = open_store(settings)
     lo = at.replace(microsecond=0)
     hi = lo + timedelta(seconds=1)
-    rows = _rows_in_window(settings, (TOPK_VIEW,), lo, hi)[TOPK_VIEW]
+    rows = _rows_in_window(settings, (view,), lo, hi)[view]
     t0 = time.time()
     with _quiet_offline_store():
-        store.materialize(start_date=lo, end_date=hi, feature_views=[TOPK_VIEW])
-    log.info(f"feast materialize: {TOPK_VIEW} at {at.isoformat()}: {rows:,} users in {time.time() - t0:.1f}s")
+        store.materialize(start_date=lo, end_date=hi, feature_views=[view])
+    log.info(f"feast materialize: {view} at {at.isoformat()}: {rows:,} users in {time.time() - t0:.1f}s")
     return rows
 
 

@@ -30,7 +30,11 @@ MARTS = (
     "user_sequences",
 )
 SERVING_MARTS = ("topk_current",)  # dbt models tagged `serving`: built after the top-k is published
-SEGMENT_MARTS = ("segment_membership", "segment_profiles")  # tagged `segments`: built after the segments job
+SEGMENT_MARTS = (
+    "segment_membership",
+    "segment_profiles",
+    "lookalike_audiences",
+)  # tagged `segments`: built after the segments job
 # The analysts' views over the zones: daily partitions (ds=D/) and unpartitioned snapshot tables.
 ZONE_VIEWS = {
     "bronze.events": Warehouse.bronze_events,

@@ -138,6 +138,7 @@ def _sections(doc: dict[str, Any]) -> list[tuple[str, list[str]]]:
         ("lists", _lists(stages.get("ranker"))),
         ("top-k", _topk(stages.get("topk"))),
         ("segments", _segments(stages.get("consumer_encoder"), stages.get("segments"))),
+        ("audiences", _audiences(stages.get("audiences"))),
     ]
 
 
@@ -291,7 +292,33 @@ def _segments(encoder: dict[str, Any] | None, s: dict[str, Any] | None) -> list[
     for segment_id, size in s["sizes"].items():
         share = size / s["consumers"] if s["consumers"] else 0.0
         lines.append(f"segment {segment_id:>3}: {size:>7,} ({share:.1%})  {s['labels'].get(segment_id, '')}")
-    marts = s.get("published", {}).get("marts")
-    if marts:
-        lines.append("marts: " + ", ".join(f"{name} {rows:,} rows" for name, rows in marts.items()))
+    published = s.get("published", {})
+    if published.get("marts"):
+        lines.append(
+            "marts: "
+            + ", ".join(f"{name} {rows:,} rows" for name, rows in published["marts"].items())
+            + f"; online store (user_segments): {published.get('online_users', 0):,} users"
+        )
+    return lines
+
+
+def _audiences(s: dict[str, Any] | None) -> list[str]:
+    """Each saved audience: seed and audience size, how well it found hidden seed members, or why it failed."""
+    if not s:
+        return [NOT_RUN]
+    if "skipped" in s:
+        return [f"skipped: {s['skipped']}"]
+    if not s["audiences"]:
+        return [f"no saved audiences ({s['file']})"]
+    lines = []
+    for name, a in s["audiences"].items():
+        if "error" in a:
+            lines.append(f"{name}: FAILED: {a['error']}")
+            continue
+        evaluation = sorted(a["evaluation"].items(), key=lambda item: int(item[0]))
+        found = ", ".join(f"{m}x {e['recall']:.3f} (random {e['random']:.3f})" for m, e in evaluation)
+        lines.append(
+            f"{name}: seed {a['seed']:,}, {a['expanded']:,} alike ({a['size']}x); hidden seed members found: "
+            + (found or "seed too small to measure")
+        )
     return lines

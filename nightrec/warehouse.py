@@ -123,8 +123,8 @@ class Warehouse:
         return self.model_dir("consumer_encoder", night.isoformat()) / "user_embeddings.parquet"
 
     def segments(self, table: str) -> Path:
-        """A table of the segments zone (spark_jobs/build_segments.py), partitioned by night: ``membership``,
-        ``profiles`` or ``centroids``."""
+        """A table of the segments zone, partitioned by night: ``membership``, ``profiles`` and ``centroids``
+        (spark_jobs/build_segments.py) and ``audiences`` (the saved lookalike audiences, nightrec/audiences.py)."""
         return self.root / "segments" / table
 
     def candidates(self, night: date) -> Path:

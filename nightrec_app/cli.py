@@ -389,7 +389,7 @@ def cmd_audience(args: argparse.Namespace) -> int:
         seed_ids = Path(args.seed_file).read_text().split()
     audience = audiences.build(s, seed_ids, args.size, args.day)
     rows = audience.rows
-    print(f"population: user_features on {audience.day}; seed: {audience.seed.summary()}")
+    print(f"population: user_features on {audience.day} ({audience.representation}); seed: {audience.seed.summary()}")
     if audience.evaluation:
         print(f"evaluation (30% of the seed hidden, {audiences.HIDES} times): recall of the hidden members")
         for multiple, (recall, chance) in audience.evaluation.items():

@@ -2,7 +2,7 @@
 
 land -> validate_raw -> attributes -> ingest -> validate_bronze -> sequences -> dbt -> validate_marts -> publish
 -> feast_apply -> feast_materialize -> [nightly only: train -> build_candidates -> train_ranker -> score_topk ->
-publish_topk -> segments (train_consumer_encoder -> build_segments -> publish_segments)] -> record.
+publish_topk -> segments (train_consumer_encoder -> build_segments -> build_audiences -> publish_segments)] -> record.
 
 Both DAGs run the same job CLIs; they differ only in the day range [start, end) they pass. The DAG files in
 dags/ call :func:`pipeline` inside their ``with DAG(...)`` block. Airflow is imported inside the functions so
@@ -180,6 +180,12 @@ def pipeline(settings: Settings, start: str, end: str, train: bool = True) -> No
 
         return tasks.train_consumer_encoder(tasks.context(start, end))
 
+    @task(task_id="build_audiences")
+    def build_audiences(start: str, end: str) -> dict:
+        from nightrec_app import tasks
+
+        return tasks.build_audiences(tasks.context(start, end))
+
     @task(task_id="publish_segments", outlets=[outlets["segments"]])
     def publish_segments(start: str, end: str) -> dict:
         from nightrec_app import tasks
@@ -228,6 +234,7 @@ def pipeline(settings: Settings, start: str, end: str, train: bool = True) -> No
             (
                 train_consumer_encoder(start, end)
                 >> spark_job(settings, "build_segments", start, end)
+                >> build_audiences(start, end)
                 >> publish_segments(start, end)
             )
         served = served >> segments_group

@@ -201,9 +201,54 @@ def train_consumer_encoder(ctx: RunContext) -> dict[str, Any]:
     return summary
 
 
+def build_audiences(ctx: RunContext) -> dict[str, Any]:
+    """Rebuild the saved lookalike audiences (conf/audiences/<source>.yaml) over the night's consumers into
+    segments/audiences/ds=D (always written, empty without audiences, so the mart's zone exists). An audience whose
+    seed fails is reported with its error in the manifest and the report; the others are still built."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from nightrec import audiences
+    from nightrec.storage import SUCCESS_FILE, swap_into_place, temp_sibling, write_json_atomic
+    from nightrec.warehouse import partition
+
+    day = ctx.last_day
+    if day is None:
+        return {"skipped": "no days in the run"}
+    if not (partition(ctx.warehouse.segments("membership"), day) / SUCCESS_FILE).is_file():
+        summary: dict[str, Any] = {"skipped": f"no segments for {day}"}
+    else:
+        saved = audiences.saved_audiences(ctx.adapter.name)
+        rows, report = audiences.build_saved(ctx.settings, day, saved)
+        target = partition(ctx.warehouse.segments("audiences"), day)
+        staging = temp_sibling(target)
+        staging.mkdir(parents=True)
+        schema = pa.schema(
+            [
+                ("audience", pa.string()),
+                ("user_id", pa.string()),
+                ("score", pa.float64()),
+                ("rank", pa.int64()),
+                ("is_seed", pa.bool_()),
+            ]
+        )
+        pq.write_table(pa.Table.from_pandas(rows, schema=schema, preserve_index=False), staging / "part-00000.parquet")
+        summary = {"file": str(audiences.audiences_file(ctx.adapter.name)), "rows": len(rows), "audiences": report}
+        write_json_atomic(staging / SUCCESS_FILE, summary)
+        swap_into_place(staging, target)
+        for name, result in report.items():
+            if "error" in result:
+                log.warning(f"audience {name}: FAILED: {result['error']}")
+            else:
+                log.info(f"audience {name}: seed {result['seed']:,}, {result['expanded']:,} expanded")
+    update_run_manifest(ctx.warehouse, day, "audiences", summary)
+    return summary
+
+
 def publish_segments(ctx: RunContext) -> dict[str, Any]:
     """After build_segments: the segment marts for the night (dbt, tag `segments`), exported and in the analysts'
-    database. A night the segments job skipped publishes nothing and says why."""
+    database, and each consumer's segment in the Feast view `user_segments` (service `segments`). A night the
+    segments job skipped publishes nothing and says why."""
     from nightrec.marts_publish import publish_segment_marts
     from nightrec.storage import SUCCESS_FILE
     from nightrec.warehouse import partition
@@ -215,7 +260,15 @@ def publish_segments(ctx: RunContext) -> dict[str, Any]:
     if not done.is_file():
         summary: dict[str, Any] = {"skipped": f"no segments for {day} (build_segments skipped; see its log)"}
     else:
-        summary = {"marts": publish_segment_marts(ctx.settings, day, ctx.end)}
+        from datetime import UTC, datetime, timedelta
+
+        from nightrec import feature_store
+
+        marts = publish_segment_marts(ctx.settings, day, ctx.end)
+        feature_store.apply(ctx.settings)  # registers user_segments once its mart exists
+        known = datetime.combine(day + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
+        online = feature_store.materialize_at(ctx.settings, feature_store.SEGMENTS_VIEW, known)
+        summary = {"marts": marts, "online_users": online}
     log.info(f"publish_segments: {summary}")
     built = (read_run_manifest(ctx.warehouse, day) or {}).get("stages", {}).get("segments", {})
     update_run_manifest(ctx.warehouse, day, "segments", {**built, "published": summary})

@@ -90,6 +90,7 @@ def test_the_docs_lineage_starts_at_the_zones_the_warehouse_names(tmall_warehous
             ("segments.profiles", wh.segments("profiles")),
         ],
         "segment_profiles": [("segments.profiles", wh.segments("profiles"))],
+        "lookalike_audiences": [("segments.audiences", wh.segments("audiences"))],
     }
     for model, sources in zones.items():
         node = manifest["nodes"][f"model.nightrec.{model}"]

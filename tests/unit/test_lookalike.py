@@ -138,3 +138,26 @@ def test_a_predicate_is_one_select_over_the_analysts_views(analysts_db):
         predicate_users(analysts_db, slow, timeout_s=0.2)
     with pytest.raises(SeedError, match="No analysts' database"):
         predicate_users(analysts_db.parent / "missing.duckdb", bought_x)
+
+
+def test_saved_audiences_are_read_and_checked(tmp_path):
+    from nightrec.audiences import audiences_file, saved_audiences
+    from nightrec.errors import ConfigError
+
+    shipped = saved_audiences("tmall_brand")  # the bundled file parses
+    assert [a.name for a in shipped] == ["brand_7868_buyers", "repeat_buyers_90d"]
+    assert audiences_file("no_such_source").name == "no_such_source.yaml" and saved_audiences("no_such_source") == []
+    path = tmp_path / "a.yaml"
+    path.write_text("- name: a\n  seed_sql: select user_id from marts.dim_users\n  size: 3\n")
+    (only,) = saved_audiences("x", path)
+    assert (only.name, only.size) == ("a", 3)
+    for text, problem in [
+        ("name: a", "must hold a list"),
+        ("- name: a", "needs a name and a seed_sql"),
+        ("- {name: a, seed_sql: s, colour: red}", "Unknown key"),
+        ("- {name: a, seed_sql: s, size: 0}", "size must be"),
+        ("- {name: a, seed_sql: s}\n- {name: a, seed_sql: t}", "appears twice"),
+    ]:
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=problem):
+            saved_audiences("x", path)

@@ -94,3 +94,56 @@ def test_the_lists_section_sets_every_list_beside_the_others_and_says_what_was_p
     assert "publishes own_history (*): the ranker does not beat own_history on the held-out window" in text
     skipped = render(_manifest(ranker={"skipped": "no candidates for 2014-08-15"}))
     assert "lists      skipped: no candidates for 2014-08-15" in skipped
+
+
+def test_segments_and_audiences_say_what_ran_and_what_failed():
+    encoder = {
+        "version": "2014-08-15",
+        "consumers": 884,
+        "best_epoch": 2,
+        "validation_recall@10x": 0.7561,
+        "alignment": {"aligned": True, "previous_night": "2014-08-14", "mean_cosine_to_previous": 0.9875},
+        "seconds": 6.8,
+        "device": "cpu",
+    }
+    segments = {
+        "k": 2,
+        "consumers": 10,
+        "clustering": "continued",
+        "silhouette": 0.2,
+        "silhouettes": {"k=2": 0.19, "continued": 0.2},
+        "ari": 0.81,
+        "previous_night": "2014-08-14",
+        "common_consumers": 9,
+        "sizes": {"0": 4, "3": 6},
+        "labels": {"0": "Jeans · heavy", "3": "Socks"},
+        "published": {"marts": {"segment_membership": 19}, "online_users": 10},
+    }
+    audiences = {
+        "file": "conf/audiences/tmall_brand.yaml",
+        "rows": 12,
+        "audiences": {
+            "brand_buyers": {
+                "seed": 4,
+                "expanded": 8,
+                "size": 2,
+                "evaluation": {"10": {"recall": 1.0, "random": 0.9}, "1": {"recall": 0.5, "random": 0.1}},
+            },
+            "broken": {"error": "The seed is empty: give at least one user id"},
+        },
+    }
+    text = render(_manifest(consumer_encoder=encoder, segments=segments, audiences=audiences))
+    assert (
+        "encoder 2014-08-15: 884 consumers, epoch 2 kept (validation lookalike recall@10x 0.756), continued from "
+        in text
+    )
+    assert "2 segments of 10 consumers: continued (silhouette 0.200; tried k=2 0.190, continued 0.200)" in text
+    assert "stability: ARI 0.810 with 2014-08-14 on 9 consumers" in text
+    assert "segment   3:       6 (60.0%)  Socks" in text
+    assert "online store (user_segments): 10 users" in text
+    assert "brand_buyers: seed 4, 8 alike (2x); hidden seed members found: 1x 0.500 (random 0.100), 10x 1.000" in text
+    assert "broken: FAILED: The seed is empty" in text
+    first = render(_manifest(segments={**segments, "ari": None}, audiences={"skipped": "no segments for 2014-08-15"}))
+    assert "stability: first night with segments, nothing to compare" in first
+    assert "encoder" not in first and "audiences  skipped: no segments for 2014-08-15" in first
+    assert "segments   not run on this day" in render(_manifest())

@@ -33,7 +33,8 @@ final as (
         -- Euclidean distance of the consumer's embedding to the segment's centroid (small = typical member)
         membership.distance,
 
-        ---------- time
+        ---------- time (the night's segments are known at the end of D, like every feature of D)
+        {{ known_at('membership.ds') }} as feature_ts,
         cast(membership.ds as date) as ds
 
     from membership
