@@ -204,7 +204,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         "                       night's decision: models/ranker/<day>/metrics.json `lists`; `nightrec train` reruns)\n"
         f"  candidates           {wh.root}/candidates/ds=<day>/anchor=<A>/  (what each list was ranked from)\n"
         f"  top-k lists          {wh.serving_topk()}/current  (`nightrec topk show --user U`; mart topk_current;\n"
-        "                       `nightrec feast lookup --service topk --user U`)"
+        "                       `nightrec feast lookup --service topk --user U`)\n"
+        f"  consumer segments    {wh.root}/segments/  (`nightrec segments show [--segment S]`; marts\n"
+        "                       segment_membership, segment_profiles, lookalike_audiences;\n"
+        "                       `nightrec feast lookup --service segments --user U`)"
     )
     return 0
 
