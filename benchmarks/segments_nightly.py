@@ -39,6 +39,13 @@ def main() -> None:
     parser.add_argument("--end", type=date.fromisoformat, help="the last night (default: the history's last day)")
     parser.add_argument("--profile", default="local", help="configuration profile whose segments settings run")
     parser.add_argument("--epochs", type=int, help="override segments.epochs (e.g. 1 for a timing run at scale)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a segments setting, e.g. --set fine_tune_learning_rate=1e-4 (repeatable)",
+    )
     parser.add_argument("--workdir", type=Path, default=PROJECT_ROOT / ".bench", help="scratch directory")
     parser.add_argument("--keep", action="store_true", help="keep the scratch warehouses")
     args = parser.parse_args()
@@ -52,8 +59,13 @@ def main() -> None:
     show_progress()
     adapter = load_adapter("tmall_brand")
     base = load_settings(args.profile, env={})
-    if args.epochs:
-        base = base.with_overrides(segments=replace(base.segments, epochs=args.epochs))
+    changes: dict[str, object] = {"epochs": args.epochs} if args.epochs else {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        kind = type(getattr(base.segments, key))
+        changes[key] = kind(value) if kind is not bool else value.lower() in {"1", "true", "yes"}
+    if changes:
+        base = base.with_overrides(segments=replace(base.segments, **changes))
     last = args.end or adapter.history_end
     nights = [last - timedelta(days=i) for i in range(args.nights - 1, -1, -1)]
     spark = build_spark(base, "benchmark-segments")
@@ -83,7 +95,9 @@ def main() -> None:
     s = base.segments
     print(
         f"\nmachine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}; profile {args.profile}: "
-        f"encoder {s.objective}, {s.epochs} epochs, {s.dim}-d, {s.layers} layers; k {s.k or f'{s.k_min}..{s.k_max}'}"
+        f"encoder {s.objective}, {s.epochs} epochs, {s.dim}-d, {s.layers} layers, learning rate {s.learning_rate} "
+        f"(continued nights {s.fine_tune_learning_rate}); k {s.k or f'{s.k_min}..{s.k_max}'}, keep margin "
+        f"{s.keep_margin}"
     )
     print(
         f"{'factor':>6} {'night':>10} {'consumers':>9} {'enc s':>6} {'epoch':>5} {'val@10x':>7} {'cos prev':>8} "

@@ -104,7 +104,7 @@ def _segment_tables(wh: Warehouse) -> dict[str, object]:
     """The night's consumer embeddings and segments (the encoder continues from the night before, so a rerun of the
     night starts from the same weights and gives the same table)."""
     embeddings = pd.read_parquet(wh.consumer_embeddings(NIGHTS[-1]))
-    embeddings["embedding"] = embeddings["embedding"].map(lambda v: v.tobytes())
+    embeddings["embedding"] = embeddings["embedding"].map(lambda v: np.asarray(v).tobytes().hex())  # bit for bit
     return {
         "embeddings": embeddings,
         **{name: read_table(wh.segments(name), [NIGHTS[-1]]) for name in ("membership", "profiles", "centroids")},
@@ -464,7 +464,7 @@ def test_each_night_segments_every_consumer_and_keeps_the_segment_ids(airflow_ru
         with_sequence = duckdb.sql(
             f"select count(distinct user_id) from read_parquet('{wh.silver_sequences()}/ds=*/*.parquet', "
             f"hive_partitioning = true) where ds <= '{night}'"
-        ).fetchone()[0]
+        ).fetchall()[0][0]
         embeddings = pd.read_parquet(wh.consumer_embeddings(night))
         assert len(embeddings) == embeddings["user_id"].nunique() == encoder["consumers"] == with_sequence
         vectors = np.stack(embeddings["embedding"].to_numpy())
