@@ -98,9 +98,14 @@ def _midnight(d: date) -> datetime:
     return datetime(d.year, d.month, d.day, tzinfo=UTC)
 
 
+def known_at(day: date) -> datetime:
+    """The feature time of what is computed from data day D: D+1 00:00 UTC (known once the day is over)."""
+    return _midnight(day + timedelta(days=1))
+
+
 def materialization_window(start: date, end: date) -> tuple[datetime, datetime]:
     """Feature times written for the data days [start, end): [start + 1 day, end], both inclusive."""
-    return _midnight(start + timedelta(days=1)), _midnight(end)
+    return known_at(start), _midnight(end)
 
 
 @dataclass

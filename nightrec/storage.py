@@ -16,6 +16,8 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +62,23 @@ def swap_into_place(new: Path, target: Path) -> None:
     os.rename(target, old)
     os.rename(new, target)
     _remove(old)
+
+
+@contextmanager
+def staged(target: Path, success: dict[str, Any] | None = None) -> Iterator[Path]:
+    """A fresh directory beside ``target`` to write its new content into; when the block ends it is swapped into
+    place (with ``_SUCCESS`` holding ``success`` when given), and if the block raises it is removed, leaving the
+    previous content visible."""
+    staging = temp_sibling(target)
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+        if success is not None:
+            write_json_atomic(staging / SUCCESS_FILE, success)
+    except BaseException:
+        _remove(staging)
+        raise
+    swap_into_place(staging, target)
 
 
 def _remove(path: Path) -> None:

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import logging
 import os
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from nightrec import feature_store
 from nightrec.config import Settings
 from nightrec.errors import InputError
-from nightrec.storage import read_json, swap_into_place, temp_sibling, write_json_atomic
+from nightrec.storage import read_json, staged, write_json_atomic
 from nightrec.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
@@ -106,8 +107,7 @@ def feature_time(pointer: dict[str, Any]) -> datetime:
     The microseconds make every publication newer than the last: Redis (Feast) ignores a write whose timestamp is not
     later than the stored one, so a same-day rerun or a rollback would otherwise never reach the online store.
     """
-    day = served_day(pointer) + timedelta(days=1)
-    return datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(microseconds=int(pointer["publication"]))
+    return feature_store.known_at(served_day(pointer)) + timedelta(microseconds=int(pointer["publication"]))
 
 
 def write_online_lists(settings: Settings, pointer: dict[str, Any]) -> tuple[Path, int]:
@@ -120,10 +120,8 @@ def write_online_lists(settings: Settings, pointer: dict[str, Any]) -> tuple[Pat
     day = served_day(pointer)
     files = Warehouse.of(settings).serving_topk() / pointer["path"] / "*.parquet"
     target = Warehouse.of(settings).serving_user_topk() / f"ds={day.isoformat()}"
-    staging = temp_sibling(target)
-    staging.mkdir(parents=True)
     feature_ts = feature_time(pointer).replace(tzinfo=None).isoformat(sep=" ")
-    with duckdb.connect() as con:
+    with staged(target) as staging, duckdb.connect() as con:
         con.execute("set timezone = 'UTC'")
         con.execute(
             f"""
@@ -132,7 +130,7 @@ def write_online_lists(settings: Settings, pointer: dict[str, Any]) -> tuple[Pat
                     user_id,
                     list(item_id order by rank) as topk_item_ids,
                     list(score order by rank) as topk_scores,
-                    any_value(source) as topk_source,
+                    arg_min(source, rank) as topk_source,  -- the first item's: a cold-start list mixes two
                     any_value(model_version) as topk_model_version,
                     timestamp '{feature_ts}' as feature_ts
                 from read_parquet('{files}')
@@ -142,14 +140,12 @@ def write_online_lists(settings: Settings, pointer: dict[str, Any]) -> tuple[Pat
             """
         )
         users = con.execute(f"select count(*) from read_parquet('{staging / 'part-00000.parquet'}')").fetchall()[0][0]
-    swap_into_place(staging, target)
     return target, int(users)
 
 
 def serve(settings: Settings) -> dict[str, Any]:
     """Bring every reader to the current version: the online lists (written, registered, materialized) and the
     analysts' `topk_current` mart. Run after each publication and rollback; rerunning it changes nothing."""
-    from nightrec import feature_store
     from nightrec.marts_publish import publish_serving_marts
 
     pointer = current(settings)

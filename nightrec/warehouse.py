@@ -141,6 +141,23 @@ def partition(table_root: Path, ds: date) -> Path:
     return table_root / f"ds={ds.isoformat()}"
 
 
+def complete_nights(root: Path, before: date | None = None, marker: str = "ds=*/_SUCCESS") -> list[date]:
+    """The nights under ``root`` whose output is complete, oldest first; only those before ``before`` if given.
+
+    ``marker`` is the glob of the file a night's writer puts last: a partitioned table's ``ds=D/_SUCCESS`` (the
+    default) or a model version's ``D/<file>``. Staging folders (hidden, renamed into place when complete) never count.
+    """
+    nights = []
+    for path in root.glob(marker):
+        folder = path.parent.name
+        if folder.startswith("."):
+            continue
+        night = date.fromisoformat(folder.removeprefix("ds="))
+        if before is None or night < before:
+            nights.append(night)
+    return sorted(nights)
+
+
 def champion(warehouse: Warehouse, kind: str) -> dict[str, Any] | None:
     """A model's champion pointer ({"version", "metrics", "gate"}), or None before its first publication. Torch-free:
     training, the Spark jobs and the report share it."""

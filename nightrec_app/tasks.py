@@ -209,7 +209,7 @@ def build_audiences(ctx: RunContext) -> dict[str, Any]:
     import pyarrow.parquet as pq
 
     from nightrec import audiences
-    from nightrec.storage import SUCCESS_FILE, swap_into_place, temp_sibling, write_json_atomic
+    from nightrec.storage import SUCCESS_FILE, staged
     from nightrec.warehouse import partition
 
     day = ctx.last_day
@@ -220,9 +220,6 @@ def build_audiences(ctx: RunContext) -> dict[str, Any]:
     else:
         saved = audiences.saved_audiences(ctx.adapter.name)
         rows, report = audiences.build_saved(ctx.settings, day, saved)
-        target = partition(ctx.warehouse.segments("audiences"), day)
-        staging = temp_sibling(target)
-        staging.mkdir(parents=True)
         schema = pa.schema(
             [
                 ("audience", pa.string()),
@@ -232,10 +229,10 @@ def build_audiences(ctx: RunContext) -> dict[str, Any]:
                 ("is_seed", pa.bool_()),
             ]
         )
-        pq.write_table(pa.Table.from_pandas(rows, schema=schema, preserve_index=False), staging / "part-00000.parquet")
         summary = {"file": str(audiences.audiences_file(ctx.adapter.name)), "rows": len(rows), "audiences": report}
-        write_json_atomic(staging / SUCCESS_FILE, summary)
-        swap_into_place(staging, target)
+        with staged(partition(ctx.warehouse.segments("audiences"), day), success=summary) as staging:
+            table = pa.Table.from_pandas(rows, schema=schema, preserve_index=False)
+            pq.write_table(table, staging / "part-00000.parquet")
         for name, result in report.items():
             if "error" in result:
                 log.warning(f"audience {name}: FAILED: {result['error']}")
@@ -260,14 +257,11 @@ def publish_segments(ctx: RunContext) -> dict[str, Any]:
     if not done.is_file():
         summary: dict[str, Any] = {"skipped": f"no segments for {day} (build_segments skipped; see its log)"}
     else:
-        from datetime import UTC, datetime, timedelta
-
         from nightrec import feature_store
 
         marts = publish_segment_marts(ctx.settings, day, ctx.end)
         feature_store.apply(ctx.settings)  # registers user_segments once its mart exists
-        known = datetime.combine(day + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
-        online = feature_store.materialize_at(ctx.settings, feature_store.SEGMENTS_VIEW, known)
+        online = feature_store.materialize_at(ctx.settings, feature_store.SEGMENTS_VIEW, feature_store.known_at(day))
         summary = {"marts": marts, "online_users": online}
     log.info(f"publish_segments: {summary}")
     built = (read_run_manifest(ctx.warehouse, day) or {}).get("stages", {}).get("segments", {})

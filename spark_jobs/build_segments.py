@@ -39,7 +39,7 @@ from nightrec.adapters import load_adapter
 from nightrec.errors import HistoryTooShort
 from nightrec.run_manifest import update_run_manifest
 from nightrec.storage import SUCCESS_FILE, read_json
-from nightrec.warehouse import Warehouse, partition
+from nightrec.warehouse import Warehouse, complete_nights, partition
 from spark_jobs.build_sequences import latest_state
 from spark_jobs.common import JobRun, log, prepare_table, publish_partitions, run_job, write_partitioned
 
@@ -49,12 +49,7 @@ TABLES = ("membership", "profiles", "centroids")
 
 def previous_night(wh: Warehouse, night: date) -> date | None:
     """The latest night before ``night`` whose segments are complete (its centroids carry the ids to keep)."""
-    root = wh.segments("centroids")
-    nights = sorted(
-        date.fromisoformat(p.parent.name.removeprefix("ds="))
-        for p in root.glob(f"ds=*/{SUCCESS_FILE}")
-        if p.parent.name.removeprefix("ds=") < night.isoformat()
-    )
+    nights = complete_nights(wh.segments("centroids"), before=night)
     return nights[-1] if nights else None
 
 
@@ -141,12 +136,12 @@ def profiles(
     wh: Warehouse,
     membership: DataFrame,
     night: date,
-    top_level: int,
     levels: int,
     top_items: int,
     min_users: int,
 ) -> list[dict[str, Any]]:
-    """One profile per segment (a dict per row of the profiles table, without ds)."""
+    """One profile per segment (a dict per row of the profiles table, without ds); ``levels``: the source's
+    behaviour levels, the highest of which (a purchase) gives top_level_share."""
     silver = spark.read.option("basePath", str(wh.silver_sequences())).parquet(str(wh.silver_sequences()))
     state = latest_state(silver.where(F.col("ds") <= F.lit(night)))
     people = (
@@ -156,7 +151,7 @@ def profiles(
             "segment_id",
             F.col("events_total").cast("double").alias("events"),
             F.col("active_days").cast("double").alias("active_days"),
-            (F.col("max_level") >= top_level).cast("double").alias("top"),
+            (F.col("max_level") >= levels).cast("double").alias("top"),
             F.datediff(F.lit(night), F.to_date("last_event_ts")).cast("double").alias("recency"),
             *[F.coalesce(F.col("level_counts")[i], F.lit(0)).cast("double").alias(f"l{i + 1}") for i in range(levels)],
             F.array_distinct("seq_item_ids").alias("items"),
@@ -339,16 +334,7 @@ def run(job: JobRun) -> dict[str, Any]:
         .cache()
     )
     ari, common = stability(spark, wh, before, membership) if before is not None else (float("nan"), 0)
-    rows = profiles(
-        spark,
-        wh,
-        membership,
-        night,
-        adapter.max_level,
-        adapter.max_level,
-        config.profile_items,
-        config.min_item_users,
-    )
+    rows = profiles(spark, wh, membership, night, adapter.max_level, config.profile_items, config.min_item_users)
     sizes = {r["segment_id"]: r["consumers"] for r in rows}
     summary: dict[str, Any] = {
         "job": JOB,

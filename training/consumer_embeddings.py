@@ -33,7 +33,7 @@ from nightrec.adapters import load_adapter
 from nightrec.config import Settings
 from nightrec.errors import HistoryTooShort
 from nightrec.lookalike import validation_recall
-from nightrec.warehouse import Warehouse
+from nightrec.warehouse import Warehouse, complete_nights
 from training import consumer_encoder as ce
 from training import registry
 from training.trainer import pick_device
@@ -65,12 +65,7 @@ def validation_seeds(data: ce.Sequences, top_level: int) -> tuple[int, list[np.n
 
 def previous_version(wh: Warehouse, night: date) -> date | None:
     """The latest earlier night with a consumer embedding table."""
-    root = wh.models() / KIND
-    nights = sorted(
-        date.fromisoformat(p.parent.name)
-        for p in root.glob("*/user_embeddings.parquet")
-        if p.parent.name < night.isoformat() and not p.parent.name.startswith(".")
-    )
+    nights = complete_nights(wh.models() / KIND, before=night, marker="*/user_embeddings.parquet")
     return nights[-1] if nights else None
 
 

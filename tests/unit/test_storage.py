@@ -1,4 +1,7 @@
+import json
 from pathlib import Path
+
+import pytest
 
 from nightrec.storage import (
     clean_stale_temporaries,
@@ -47,3 +50,19 @@ def test_write_json_atomic_round_trips(tmp_path: Path):
     write_json_atomic(path, {"rows": 4})
     assert read_json(path) == {"rows": 4}
     assert [p.name for p in path.parent.iterdir()] == ["manifest.json"]
+
+
+def test_a_staged_partition_replaces_the_old_one_only_when_its_block_completes(tmp_path) -> None:
+    from nightrec.storage import SUCCESS_FILE, staged
+
+    target = tmp_path / "ds=2014-08-15"
+    with staged(target, success={"rows": 1}) as staging:
+        (staging / "part-0.parquet").write_text("first")
+        assert not target.exists()  # nothing visible while it is written
+    assert (target / "part-0.parquet").read_text() == "first"
+    assert json.loads((target / SUCCESS_FILE).read_text()) == {"rows": 1}
+    with pytest.raises(RuntimeError), staged(target, success={"rows": 2}) as staging:
+        (staging / "part-0.parquet").write_text("second")
+        raise RuntimeError("killed half way")
+    assert (target / "part-0.parquet").read_text() == "first"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds=2014-08-15"]  # no staging left behind
