@@ -43,6 +43,7 @@ CANDIDATE_SOURCES = (
     "popular_7d",
     "popular_30d",
     "trending",
+    "segment_popular",
     "two_tower",
     "gnolr",
 )

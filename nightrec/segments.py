@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +23,7 @@ import pandas as pd
 from scipy.optimize import linear_sum_assignment
 
 from nightrec.errors import InputError
+from nightrec.warehouse import complete_nights
 
 
 def choose_k(silhouettes: Mapping[int, float]) -> int:
@@ -134,7 +135,19 @@ def label(top_names: Sequence[str], tags: Sequence[str], names: int = 3) -> str:
 
 def profile_nights(profiles_root: Path) -> list[date]:
     """The nights whose segment profiles are complete, oldest first."""
-    return sorted(date.fromisoformat(p.parent.name.removeprefix("ds=")) for p in profiles_root.glob("ds=*/_SUCCESS"))
+    return complete_nights(profiles_root)
+
+
+def membership_night(nights: Sequence[date], anchor: date) -> date | None:
+    """The segmentation the lists for day ``anchor`` may read: the latest of ``nights`` on or before anchor - 2.
+
+    The lists for A are made by night A - 1, and that night segments its consumers only after publishing them
+    (the DAG's segments group runs last), so night A - 2 is the latest that exists when they are made. Reading it,
+    not "the latest there is", keeps a rerun of night A - 1 identical and keeps a night's own behaviour (the
+    membership is a model output) out of the lists it judges.
+    """
+    usable = [n for n in nights if n <= anchor - timedelta(days=2)]
+    return max(usable) if usable else None
 
 
 def read_profiles(profiles_root: Path, night: date | None = None) -> tuple[date, pd.DataFrame]:

@@ -102,6 +102,16 @@ def _nightly_days(s: Settings, days: list[date], quiet: bool = True) -> None:
             f"Day(s) {', '.join(map(str, outside[:3]))} lie outside {adapter.name}'s delivered history "
             f"[{adapter.history_start}, {adapter.history_end}]: there is nothing to process."
         )
+    early = [d for d in days if d < adapter.nightly_start]
+    if early:
+        # the nightly DAG starts at nightly_start: Airflow would create no task for an earlier day and `dags test`
+        # would end "successfully" having done nothing
+        raise NightrecError(
+            f"Day(s) {', '.join(map(str, early[:3]))} come before {adapter.name}'s nightly_start "
+            f"({adapter.nightly_start}): the nightly DAG starts there, and the days before it are the bootstrap's. "
+            f"Run `nightrec bootstrap --start {early[0]} --end {early[-1]}`, or move nightly_start in "
+            f"conf/sources/{adapter.name}.yaml."
+        )
     ensure_metadata_db(s)
     ensure_manifest()
     for day in days:

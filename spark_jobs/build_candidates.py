@@ -11,9 +11,11 @@ day the published lists are for) and each of its users, every item a source prop
 - GNOLR's P(highest level > c) for the pair where GNOLR is a source.
 
 Sources (ranker.sources): the user's whole history (by the own-history score), co-visitation and transitions
-(clicked or carted X, then bought Y within 7 days), popular items over 7 and 30 days, trending items, and each
-embedding model's top items by inner product (GNOLR's with log q(item) added back: trained against items drawn by
-popularity, its raw score prefers the long tail). The model sources use the night's models: the held-out model
+(clicked or carted X, then bought Y within 7 days), popular items over 7 and 30 days, trending items, the items
+most engaged with by the members of the user's consumer segment (from the segmentation of night A - 2 or earlier:
+nightrec.segments.membership_night; none before the segments' first nights), and each embedding model's top
+items by inner product (GNOLR's with log q(item) added back: trained against items drawn by popularity, its raw
+score prefers the long tail). The model sources use the night's models: the held-out model
 (trained before C = T - ranker_days) on anchors from C to the last evaluation anchor, the refit on every day
 (training.refit) on S. Anchors before C have no model columns.
 
@@ -44,6 +46,7 @@ from nightrec.scoring import level_probabilities, top_k
 from nightrec.storage import swap_into_place, temp_sibling, write_json_atomic
 from nightrec.warehouse import Warehouse
 from spark_jobs.common import JobRun, log, run_job
+from spark_jobs.segment_items import SEGMENT_DAYS, members_by_anchor, segment_engagement
 
 JOB = "build_candidates"
 KEYS = ["anchor", "user_id", "item_id"]
@@ -234,6 +237,21 @@ def transitions_source(inputs: Inputs, history: DataFrame, depth: int) -> DataFr
     return _ranked(scored, "transitions", F.col("score"), depth)
 
 
+def segment_popular_source(inputs: Inputs, depth: int) -> DataFrame:
+    """The items most members of the user's consumer segment engaged with over the 30 days before the anchor
+    (distinct members), for users in a segmentation the anchor may read (spark_jobs/segment_items.py); anchors
+    before the segments' first nights have none (the ranker sees the source's columns as missing there)."""
+    members = members_by_anchor(inputs.spark, inputs.settings, inputs.plan.days())
+    if members is None:
+        return _empty_sources(inputs.spark)
+    recent = inputs.recent(SEGMENT_DAYS).select("anchor", "user_id", "item_id")
+    top = _ranked(
+        segment_engagement(recent, members), "segment_popular", F.col("n_members"), depth, ["anchor", "segment_id"]
+    )
+    users = inputs.users.join(members, ["anchor", "user_id"])
+    return users.join(top, ["anchor", "segment_id"]).select("anchor", "user_id", "item_id", "source", "rank", "score")
+
+
 def _empty_sources(spark: SparkSession) -> DataFrame:
     return spark.createDataFrame(
         [], "anchor date, user_id string, item_id string, source string, rank double, score double"
@@ -377,6 +395,7 @@ def candidate_table(spark: SparkSession, settings: Settings, plan: AnchorPlan, v
         "history": lambda: history_source(pairs),
         "covisitation": lambda: covisitation_source(inputs, history, r.candidates_per_source),
         "transitions": lambda: transitions_source(inputs, history, r.candidates_per_source),
+        "segment_popular": lambda: segment_popular_source(inputs, r.candidates_per_source),
     }
     for name, build in parts.items():
         if name in r.sources:

@@ -11,11 +11,13 @@ embeddings, computed blockwise inside Spark tasks (the item matrix is broadcast;
 float32 matmul and a partial sort: nightrec.scoring.top_k).
 
 Either way ties go to the smaller item id; bought items are left out when `topk.exclude_bought` is set, unavailable
-items where the source declares availability; users without a list (cold start) get the day's most popular items
-(distinct users over 30 days), marked source = 'popular'. The version is written to serving/topk/ds=D/model=<name>-
-<version>/ beside its final place, checked (every eligible user, exactly min(k, eligible items) rows each), renamed
-into place and then published by the pointer swap in nightrec.topk_publish. Without a ranker decision or a champion
-(training skipped: history too short) the job writes nothing and says so.
+items where the source declares availability; users without a list (cold start) get the items their consumer
+segment's members engaged with most (source = 'segment_popular', where a segmentation exists), filled with the day's
+most popular items (distinct users over 30 days, source = 'popular'). The version is written to
+serving/topk/ds=D/model=<name>-<version>/ beside its final place, checked (every eligible user, exactly
+min(k, eligible items) rows each), renamed into place and then published by the pointer swap in
+nightrec.topk_publish. Without a ranker decision or a champion (training skipped: history too short) the job writes
+nothing and says so.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from nightrec.scoring import level_probabilities, top_k
 from nightrec.storage import read_json, swap_into_place, temp_sibling, write_json_atomic
 from nightrec.warehouse import Warehouse, champion
 from spark_jobs.common import log, run_job
+from spark_jobs.segment_items import SEGMENT_DAYS, members_by_anchor, segment_engagement
 
 JOB = "score_topk"
 
@@ -141,6 +144,30 @@ def _parquet(spark: SparkSession, settings: Settings, mart: str) -> DataFrame:
     return spark.read.parquet(str(Warehouse.of(settings).mart_export(mart)))
 
 
+FALLBACK_SOURCES = ("segment_popular", "popular")  # the `source` of a list that is no personal one
+
+
+def _segment_items(spark: SparkSession, settings: Settings, day: date, depth: int) -> DataFrame | None:
+    """(user_id, item_id, score): for every user of a segmentation the lists of day + 1 may read, the `depth` items
+    most members of their segment engaged with over the 30 days through `day` (spark_jobs/segment_items.py)."""
+    serve = day + timedelta(days=1)
+    members = members_by_anchor(spark, settings, [serve])
+    if members is None:
+        return None
+    recent = (
+        _parquet(spark, settings, "user_item_features")
+        .where((F.col("ds") < F.lit(serve)) & (F.col("ds") >= F.lit(serve - timedelta(days=SEGMENT_DAYS))))
+        .select(F.lit(serve).alias("anchor"), "user_id", "item_id")
+    )
+    engaged = segment_engagement(recent, members)
+    top = engaged.withColumn(
+        "n", F.row_number().over(Window.partitionBy("segment_id").orderBy(F.desc("n_members"), "item_id"))
+    ).where(F.col("n") <= depth)
+    return members.join(top, ["anchor", "segment_id"]).select(
+        "user_id", "item_id", F.col("n_members").cast("float").alias("score")
+    )
+
+
 def _popular_fallback(
     spark: SparkSession,
     settings: Settings,
@@ -151,8 +178,10 @@ def _popular_fallback(
     ordinal: bool,
     gone: list[str] | None = None,
 ) -> DataFrame:
-    """The most popular items of the day (distinct users over 30 days) for users without a list, never an item in
-    `gone` (unavailable) or one the user bought (when excluded)."""
+    """The list of users without a personal one: the items most engaged with by their consumer segment's members
+    (source ``segment_popular``) where the user is in a segmentation the day may read, then the day's most popular
+    items (distinct users over 30 days; source ``popular``) to fill k; never an item in `gone` (unavailable) or one
+    the user bought (when excluded)."""
     gone = gone if gone is not None else sorted(unavailable_ids(settings))
     popular = (
         _parquet(spark, settings, "item_features")
@@ -162,15 +191,36 @@ def _popular_fallback(
     )
     # Enough popular items that every user keeps k after their own purchases are removed.
     most_bought = bought.select(F.max(F.size("bought_ids"))).first()[0] or 0
-    head = popular.orderBy(F.desc("score"), F.desc("n_events_30d"), "item_id").limit(settings.topk.k + most_bought)
+    depth = settings.topk.k + most_bought
+    head = popular.orderBy(F.desc("score"), F.desc("n_events_30d"), "item_id").limit(depth)
+    offered = cold.crossJoin(F.broadcast(head)).select(
+        "user_id", "item_id", "score", "n_events_30d", F.lit(1).alias("tier"), F.lit("popular").alias("source")
+    )
+    segment_items = _segment_items(spark, settings, day, depth)
+    if segment_items is not None:
+        segment_items = segment_items.join(cold, "user_id").where(~F.col("item_id").isin(gone) if gone else F.lit(True))
+        offered = offered.unionByName(
+            segment_items.select(
+                "user_id",
+                "item_id",
+                "score",
+                F.lit(None).cast("bigint").alias("n_events_30d"),
+                F.lit(0).alias("tier"),
+                F.lit("segment_popular").alias("source"),
+            )
+        )
+        # an item both lists offer keeps its segment place
+        first = Window.partitionBy("user_id", "item_id").orderBy("tier")
+        offered = offered.withColumn("copy", F.row_number().over(first)).where(F.col("copy") == 1).drop("copy")
     ranked = (
-        cold.crossJoin(F.broadcast(head))
-        .join(bought, "user_id", "left")
+        offered.join(bought, "user_id", "left")
         .where(F.col("bought_ids").isNull() | ~F.array_contains(F.col("bought_ids"), F.col("item_id")))
         .withColumn(
             "rank",
             F.row_number().over(
-                Window.partitionBy("user_id").orderBy(F.desc("score"), F.desc("n_events_30d"), "item_id")
+                Window.partitionBy("user_id").orderBy(
+                    "tier", F.desc("score"), F.desc_nulls_last("n_events_30d"), "item_id"
+                )
             ),
         )
         .where(F.col("rank") <= settings.topk.k)
@@ -179,8 +229,10 @@ def _popular_fallback(
             F.col("rank").cast("int"),
             "item_id",
             "score",
-            F.lit("popular").alias("source"),
-            F.array(F.lit("popular_30d")).alias("sources"),
+            "source",
+            F.when(F.col("source") == "popular", F.array(F.lit("popular_30d")))
+            .otherwise(F.array(F.lit("segment_popular")))
+            .alias("sources"),
             F.lit(model_version).alias("model_version"),
         )
     )
@@ -326,7 +378,7 @@ def check_version(spark: SparkSession, written: Path, expected: DataFrame) -> di
     per_user = out.groupBy("user_id").agg(
         F.count("*").alias("n"),
         F.max("rank").alias("max_rank"),
-        F.sum((F.col("source") == "popular").cast("int")).alias("popular"),
+        F.sum(F.col("source").isin(*FALLBACK_SOURCES).cast("int")).alias("popular"),
     )
     joined = expected.join(per_user, "user_id", "full_outer")
     bad = joined.where(

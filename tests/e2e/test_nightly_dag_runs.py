@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nightrec.config import PROJECT_ROOT
+from nightrec.config import PROJECT_ROOT, load_settings
 from nightrec.marts_publish import split_queries
 from nightrec.warehouse import Warehouse
 from tests.conftest import corrupt_real_rows, raw_tmall, read_table
@@ -601,3 +601,40 @@ def test_the_saved_audiences_are_rebuilt_every_night(airflow_run, tmall):
     report = nightrec(["report"], warehouse, home).stdout
     for name in saved:
         assert f"{name}: seed " in report
+
+
+def test_the_second_nights_candidates_carry_the_first_nights_segment_items(airflow_run, tmall):
+    """Night two's lists (for 08-16) read night one's segments (the newest a night may read: its own come after its
+    lists): each user in them is proposed the items most members of their segment engaged with over the 30 days
+    through 08-15. Night one's lists, and every older anchor, had no segmentation to read and carry none."""
+    import duckdb
+
+    warehouse, _, _ = airflow_run
+    wh = Warehouse(warehouse, tmall.name)
+    serve = NIGHTS[-1] + timedelta(days=1)
+    candidates = pd.read_parquet(wh.candidates(NIGHTS[-1]) / f"anchor={serve}")
+    proposed = candidates[candidates["sources"].map(lambda s: "segment_popular" in list(s))]
+    first_night = pd.read_parquet(wh.candidates(NIGHTS[0]), columns=["sources"])
+    assert not first_night["sources"].map(lambda s: "segment_popular" in list(s)).any()
+    older = pd.read_parquet(wh.candidates(NIGHTS[-1]), columns=["sources", "anchor"])
+    assert (
+        not older.loc[older["anchor"].astype(str) != str(serve), "sources"]
+        .map(list)
+        .map(lambda s: "segment_popular" in s)
+        .any()
+    )
+
+    members = pd.read_parquet(wh.segments("membership") / f"ds={NIGHTS[0]}")[["user_id", "segment_id"]]
+    recent = duckdb.sql(
+        f"select distinct user_id, item_id from read_parquet('{wh.mart_export('user_item_features')}/*.parquet') "
+        f"where ds < date '{serve}' and ds >= date '{serve - timedelta(days=30)}'"
+    ).df()
+    counts = recent.merge(members, on="user_id").groupby(["segment_id", "item_id"]).size().rename("n").reset_index()
+    depth = load_settings("smoke", env={}).ranker.candidates_per_source
+    assert set(proposed["user_id"]) == set(members["user_id"]) & set(candidates["user_id"])
+    segment = members.set_index("user_id")["segment_id"]
+    for user in sorted(proposed["user_id"].unique())[:: max(1, proposed["user_id"].nunique() // 25)]:
+        ranked = counts[counts["segment_id"] == segment[user]].sort_values(["n", "item_id"], ascending=[False, True])
+        rows = proposed[proposed["user_id"] == user].sort_values("rank__segment_popular")
+        assert rows["item_id"].tolist() == ranked["item_id"].tolist()[:depth], user
+        assert rows["score__segment_popular"].tolist() == ranked["n"].astype(float).tolist()[:depth]

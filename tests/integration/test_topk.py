@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 from dataclasses import replace
-from datetime import date
+from datetime import date, timedelta
 
 import duckdb
 import numpy as np
@@ -116,6 +116,59 @@ def test_users_without_an_embedding_get_the_days_popular_items(settings, publish
     )
     for _, rows in cold.groupby("user_id"):
         assert rows["item_id"].tolist() == popular
+
+
+def test_users_without_an_embedding_get_their_segments_items_before_the_popular_ones(spark, settings, published):
+    """A segmentation of the night before (two segments split on whether the consumer ever bought, and a third of one
+    cold consumer with few items): a cold user's list is their segment members' most engaged items over the 30 days
+    through the day (distinct members), then the day's popular items not already in it."""
+    wh = Warehouse.of(settings)
+    serve = TRAINED_DAY + timedelta(days=1)
+    users = duckdb.sql(
+        f"select u.user_id, coalesce(max(f.max_level_reached), 0) = 4 as buyer from {_mart(settings, 'dim_users')} u "
+        f"left join {_mart(settings, 'fct_interactions')} f on f.user_id = u.user_id and f.ds <= date '{TRAINED_DAY}' "
+        f"where u.first_event_ds <= date '{TRAINED_DAY}' group by 1"
+    ).df()
+    embeddings = settings.warehouse_root / "models" / "gnolr" / str(TRAINED_DAY) / "user_embeddings.parquet"
+    cold = sorted(set(users["user_id"]) - set(pq.read_table(embeddings)["user_id"].to_pylist()))
+    recent = duckdb.sql(
+        f"select user_id, item_id from {_mart(settings, 'user_item_features')} "
+        f"where ds < date '{serve}' and ds >= date '{serve - timedelta(days=30)}'"
+    ).df()
+    distinct_items = recent[recent["user_id"].isin(cold)].groupby("user_id")["item_id"].nunique()
+    loner = distinct_items[distinct_items < 5].sort_values(kind="stable").index[0]  # a segment of its own
+    users["segment_id"] = np.where(users["user_id"] == loner, 2, users["buyer"].astype(int))
+    membership = wh.segments("membership") / f"ds={TRAINED_DAY - timedelta(days=1)}"
+    membership.mkdir(parents=True)
+    try:
+        table = pa.Table.from_pandas(users[["user_id", "segment_id"]], preserve_index=False)
+        pq.write_table(table, membership / "part-0.parquet")
+        (membership / "_SUCCESS").write_text("{}")
+        cold_frame = spark.createDataFrame([(u,) for u in cold], "user_id string")
+        bought = score_topk._bought(spark, settings, TRAINED_DAY)
+        lists = score_topk._popular_fallback(spark, settings, TRAINED_DAY, cold_frame, bought, "v", True).toPandas()
+    finally:
+        shutil.rmtree(membership)
+    popular = (
+        duckdb.sql(
+            f"select item_id from {_mart(settings, 'item_features')} where ds = date '{TRAINED_DAY}' "
+            f"order by n_users_30d desc, n_events_30d desc, item_id limit {K}"
+        )
+        .df()["item_id"]
+        .tolist()
+    )
+    engaged = recent.merge(users[["user_id", "segment_id"]], on="user_id").drop_duplicates(["user_id", "item_id"])
+    counts = engaged.groupby(["segment_id", "item_id"]).size().rename("n").reset_index()
+    segment = users.set_index("user_id")["segment_id"]
+    assert set(lists["user_id"]) == set(cold)
+    for user, rows in lists.sort_values(["user_id", "rank"]).groupby("user_id"):
+        ranked = counts[counts["segment_id"] == segment[user]].sort_values(["n", "item_id"], ascending=[False, True])
+        own = ranked["item_id"].tolist()[:K]
+        expected = own + [i for i in popular if i not in own][: K - len(own)]
+        assert rows["item_id"].tolist() == expected, user
+        assert rows["rank"].tolist() == list(range(1, K + 1))
+        assert rows["source"].tolist() == ["segment_popular"] * len(own) + ["popular"] * (K - len(own))
+    assert (lists.loc[lists["user_id"] == loner, "source"] == "popular").sum() > 0  # the small segment was filled
 
 
 def test_a_rerun_gives_the_same_table_and_the_first_night_stays_for_rollback(spark, settings, published):

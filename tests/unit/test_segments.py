@@ -71,3 +71,26 @@ def test_a_label_joins_distinct_top_names_and_the_behaviour_words() -> None:
         "Trousers, Jeans, Shorts · heavy buyers"
     )
     assert segments.label([], []) == "no distinctive items"
+
+
+def test_only_complete_nights_count_and_the_lists_read_the_segments_of_two_nights_before(tmp_path) -> None:
+    from datetime import date
+
+    from nightrec.warehouse import complete_nights
+
+    for night, done in [("2014-08-12", True), ("2014-08-13", True), ("2014-08-14", False), ("2014-08-15", True)]:
+        folder = tmp_path / f"ds={night}"
+        folder.mkdir()
+        (folder / "part-0.parquet").write_bytes(b"")
+        if done:
+            (folder / "_SUCCESS").write_text("{}")
+    (tmp_path / ".tmp-ds=2014-08-16-abc").mkdir()  # a night still being written
+    (tmp_path / ".tmp-ds=2014-08-16-abc" / "_SUCCESS").write_text("{}")
+    nights = complete_nights(tmp_path)
+    assert nights == [date(2014, 8, 12), date(2014, 8, 13), date(2014, 8, 15)]
+    assert complete_nights(tmp_path, before=date(2014, 8, 15)) == [date(2014, 8, 12), date(2014, 8, 13)]
+    # the lists for 08-16 are made by night 08-15, before that night's own segments: night 08-14 at the latest,
+    # which is incomplete here, so 08-13
+    assert segments.membership_night(nights, date(2014, 8, 16)) == date(2014, 8, 13)
+    assert segments.membership_night(nights, date(2014, 8, 17)) == date(2014, 8, 15)
+    assert segments.membership_night(nights, date(2014, 8, 13)) is None
