@@ -10,7 +10,8 @@ come from (nightrec/ranking.py). The 7-day horizon refreshes the lists every nig
 nightly report refreshes weekly). Then it prints:
 
 - the full table: every list (the published one, the ranker, the ranker without any model feature, each baseline,
-  each model source) x every metric at both horizons, mean (standard deviation) over the seeds;
+  each model source; with the segment_popular source also the segment-popular list and the ranker without that
+  source's features) x every metric at both horizons, mean (standard deviation) over the seeds;
 - the published lists and the ranker minus the best baseline of each horizon (and minus every other list):
   Recall@20 and NDCG@20, mean over seeds with a paired bootstrap over users (each replicate resamples users; a
   user's refreshed nights stay together; the same resample for both sides and every seed);
@@ -99,6 +100,12 @@ def without_models(names: list[str]) -> list[str]:
     return [n for n in names if not any(n.endswith(f"__{m}") or n.startswith(f"{m}__") for m in MODEL_FEATURES)]
 
 
+def without_segments(names: list[str]) -> list[str]:
+    """The ranker's features less the segment-popular source's rank and score (what the segments add as features;
+    the items the source proposes stay candidates)."""
+    return [n for n in names if not n.endswith("__segment_popular")]
+
+
 def judge_seed(
     settings: Settings, plan: AnchorPlan, candidates: ranker.Candidates, behaviour: ranker.Behaviour, seed: int
 ) -> tuple[ranker.Judged, dict[str, Any]]:
@@ -111,6 +118,10 @@ def judge_seed(
     reduced = ranker.fit(settings, ranker.training_set(candidates, behaviour, anchors, reduced_names), levels, seed)
     scorers = ranker.list_scorers(full.model_to_string(), settings.ranker.sources)
     scorers["ranker_no_models"] = ranking.BoosterScorer(reduced.model_to_string(), name="ranker_no_models")
+    if "segment_popular" in settings.ranker.sources:
+        plain = without_segments(names)
+        no_segments = ranker.fit(settings, ranker.training_set(candidates, behaviour, anchors, plain), levels, seed)
+        scorers["ranker_no_segments"] = ranking.BoosterScorer(no_segments.model_to_string(), name="ranker_no_segments")
     judged = ranker.judge(candidates, behaviour, plan, scorers)
     decision = ranker.decide(judged.table, "benchmark")
     published = decision["lists"]
@@ -305,24 +316,29 @@ def print_report(
         print(
             f"\nNext {horizon}: minus the best baseline ({best}) and the others, mean over seeds [95% paired bootstrap]"
         )
-        for name in ("published", "ranker", "ranker_no_models"):
-            for other in [best, *[n for n in names if n not in (best, name, "published", "ranker_no_models")]]:
-                if name == other:
-                    continue
-                for metric in ("recall", "ndcg"):
-                    diff = np.mean(
-                        [j.per_user[name][horizon][metric] - j.per_user[other][horizon][metric] for j in judged],
-                        axis=0,
-                    )
-                    sums, counts = np.bincount(index, diff), np.bincount(index)
-                    samples = np.array([sums[d].sum() / counts[d].sum() for d in draws])
-                    label = f"{name} - {other}"
-                    out["differences"].setdefault(horizon, {})[f"{label} {metric}@20"] = {
-                        "mean": float(diff.mean()),
-                        "low": float(np.percentile(samples, 2.5)),
-                        "high": float(np.percentile(samples, 97.5)),
-                    }
-                    print(f"  {label:<40} {metric}@20: {diff.mean():+.4f} {_ci(samples)}")
+        pairs = [
+            (name, other)
+            for name in ("published", "ranker", "ranker_no_models")
+            for other in [best, *[n for n in names if n not in (best, name, "published", "ranker_no_models")]]
+            if name != other
+        ]
+        if "segment_popular" in names:  # the fallback list of a user in a segment against the shop-wide one
+            pairs.append(("segment_popular", "popularity"))
+        for name, other in pairs:
+            for metric in ("recall", "ndcg"):
+                diff = np.mean(
+                    [j.per_user[name][horizon][metric] - j.per_user[other][horizon][metric] for j in judged],
+                    axis=0,
+                )
+                sums, counts = np.bincount(index, diff), np.bincount(index)
+                samples = np.array([sums[d].sum() / counts[d].sum() for d in draws])
+                label = f"{name} - {other}"
+                out["differences"].setdefault(horizon, {})[f"{label} {metric}@20"] = {
+                    "mean": float(diff.mean()),
+                    "low": float(np.percentile(samples, 2.5)),
+                    "high": float(np.percentile(samples, 97.5)),
+                }
+                print(f"  {label:<40} {metric}@20: {diff.mean():+.4f} {_ci(samples)}")
     decisions = [e["decision"]["lists"] for e in extras]
     print(
         f"\nPublished per seed (the night's rule: the ranker if it beats the best baseline's NDCG@20, 30 days): "
