@@ -222,7 +222,7 @@ def _lists(s: dict[str, Any] | None) -> list[str]:
         f"ranker {s['version']} in {s['seconds']} s: evaluated booster on {len(t['held_out']['anchors'])} anchors "
         f"({t['held_out']['purchases']:,} purchases), published booster on {len(t['served']['anchors'])} "
         f"({t['served']['purchases']:,})",
-        f"{'list':<13} {'recall@20/ndcg@20, next 30 days':>32} {'next 7 days, refreshed':>24}",
+        f"{'list':<16} {'recall@20/ndcg@20, next 30 days':>32} {'next 7 days, refreshed':>24}",
     ]
     published = (s.get("lists") or {}).get("lists")
     order = ["ranker", "popularity", "own_history", "covisitation"]  # then the models' own lists
@@ -233,11 +233,13 @@ def _lists(s: dict[str, Any] | None) -> list[str]:
             for h in ("30d", "7d")
         ]
         mark = "*" if name == published else " "
-        lines.append(f"{name + mark:<13} {cells[0]:>32} {cells[1]:>24}")
+        lines.append(f"{name + mark:<16} {cells[0]:>32} {cells[1]:>24}")
     gate = s["gate"]
     lines.append(f"champion gate: {'published' if gate['publish'] else 'champion kept'}: {gate['reason']}")
     if s.get("lists"):
         lines.append(f"publishes {s['lists']['lists']} (*): {s['lists']['reason']}")
+        if "cold_start" in s["lists"]:
+            lines.append(f"users without a list get {s['lists']['cold_start']}: {s['lists']['cold_start_reason']}")
     return lines
 
 

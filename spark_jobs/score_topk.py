@@ -177,11 +177,13 @@ def _popular_fallback(
     model_version: str,
     ordinal: bool,
     gone: list[str] | None = None,
+    segments: bool = False,
 ) -> DataFrame:
-    """The list of users without a personal one: the items most engaged with by their consumer segment's members
-    (source ``segment_popular``) where the user is in a segmentation the day may read, then the day's most popular
-    items (distinct users over 30 days; source ``popular``) to fill k; never an item in `gone` (unavailable) or one
-    the user bought (when excluded)."""
+    """The list of users without a personal one: with `segments` (the night judged the segment-popular list better
+    than the popular one: training.ranker.cold_start) first the items most engaged with by their consumer segment's
+    members (source ``segment_popular``) where the user is in a segmentation the day may read; then the day's most
+    popular items (distinct users over 30 days; source ``popular``) to fill k; never an item in `gone`
+    (unavailable) or one the user bought (when excluded)."""
     gone = gone if gone is not None else sorted(unavailable_ids(settings))
     popular = (
         _parquet(spark, settings, "item_features")
@@ -196,7 +198,7 @@ def _popular_fallback(
     offered = cold.crossJoin(F.broadcast(head)).select(
         "user_id", "item_id", "score", "n_events_30d", F.lit(1).alias("tier"), F.lit("popular").alias("source")
     )
-    segment_items = _segment_items(spark, settings, day, depth)
+    segment_items = _segment_items(spark, settings, day, depth) if segments else None
     if segment_items is not None:
         segment_items = segment_items.join(cold, "user_id").where(~F.col("item_id").isin(gone) if gone else F.lit(True))
         offered = offered.unionByName(
@@ -294,7 +296,8 @@ def run_ranked(spark: SparkSession, settings: Settings, day: date) -> dict[str, 
     users, bought = _users(spark, settings, day), _bought(spark, settings, day)
     counts_per_user = table.groupBy("user_id").agg(F.count("*").alias("n_candidates"))
     cold = users.join(counts_per_user, "user_id", "left_anti")
-    fallback = _popular_fallback(spark, settings, day, cold, bought, model_version, True)
+    segments = decision.get("cold_start") == "segment_popular"
+    fallback = _popular_fallback(spark, settings, day, cold, bought, model_version, True, segments=segments)
     expected = users.join(counts_per_user, "user_id", "left").select(
         "user_id", F.least(F.lit(k), F.coalesce("n_candidates", F.lit(0))).alias("want")
     )
@@ -329,7 +332,8 @@ def run_single_model(spark: SparkSession, settings: Settings, day: date) -> dict
     )
     cold = users.join(embeddings.select("user_id"), "user_id", "left_anti")
     gone = [i for i, u in zip(item_ids, unavailable, strict=True) if u]
-    fallback = _popular_fallback(spark, settings, day, cold, bought, model_version, head is not None, gone)
+    segments = (ranking.night_decision(wh, day) or {}).get("cold_start") == "segment_popular"
+    fallback = _popular_fallback(spark, settings, day, cold, bought, model_version, head is not None, gone, segments)
     catalogue = spark.createDataFrame(
         [(i,) for i, out in zip(item_ids, unavailable, strict=True) if not out], "item_id string"
     )

@@ -236,12 +236,15 @@ def _grouped(candidates: Candidates, day: date, users: set[str]) -> pa.Table:
 
 
 def list_scorers(booster_text: str | None, sources: tuple[str, ...]) -> dict[str, ranking.Scorer]:
-    """The ranker (when given), the baselines and each model source's own list."""
+    """The ranker (when given), the baselines, each model source's own list and the segment-popular list (the list
+    of a user without a personal one: their segment's items, then the popular fill)."""
     scorers: dict[str, ranking.Scorer] = {}
     if booster_text is not None:
         scorers["ranker"] = ranking.BoosterScorer(booster_text)
     scorers.update({name: ranking.baseline_scorer(name) for name in ranking.BASELINES})
     scorers.update({m: ranking.SourceScorer(m, (m,)) for m in ranking.MODEL_SOURCES if m in sources})
+    if "segment_popular" in sources:
+        scorers["segment_popular"] = ranking.SourceScorer("segment_popular", ("segment_popular", "popular_30d"))
     return scorers
 
 
@@ -252,15 +255,41 @@ def best_baseline(table: dict[str, dict[str, dict[str, float]]], horizon: str = 
     )
 
 
+def cold_start(table: dict[str, dict[str, dict[str, float]]]) -> dict[str, str]:
+    """The list of a user without a personal one: the segment-popular list where it beats the shop-wide popular list
+    on the held-out window (NDCG@20, 30 days), else the popular list. Judged every night like the published lists:
+    on Tmall the segments' items measured worse than popularity (docs/decisions.md, decision 21)."""
+    if "segment_popular" not in table:
+        return {"cold_start": "popularity", "cold_start_reason": "no segment-popular list"}
+    segment, popular = table["segment_popular"]["30d"][GATE_METRIC], table["popularity"]["30d"][GATE_METRIC]
+    if segment > popular:
+        return {
+            "cold_start": "segment_popular",
+            "cold_start_reason": f"it beats popularity ({segment:.4f} > {popular:.4f})",
+        }
+    return {
+        "cold_start": "popularity",
+        "cold_start_reason": f"segment_popular does not beat it ({segment:.4f} <= {popular:.4f})",
+    }
+
+
 def decide(table: dict[str, dict[str, dict[str, float]]], ranker_version: str | None) -> dict[str, Any]:
-    """What the night publishes: the ranker's lists if they beat the best baseline on the window, else its list."""
+    """What the night publishes: the ranker's lists if they beat the best baseline on the window, else its list; and
+    the list of users without one (:func:`cold_start`)."""
     baseline = best_baseline(table)
     floor = table[baseline]["30d"][GATE_METRIC]
     if ranker_version is None or "ranker" not in table:
-        return {"lists": baseline, "reason": "no ranker", "baseline": baseline, "baseline_value": floor}
+        return {
+            "lists": baseline,
+            "reason": "no ranker",
+            "baseline": baseline,
+            "baseline_value": floor,
+            **cold_start(table),
+        }
     value = table["ranker"]["30d"][GATE_METRIC]
     beats = value > floor
     return {
+        **cold_start(table),
         "lists": "ranker" if beats else baseline,
         "ranker_version": ranker_version,
         "metric": GATE_METRIC,

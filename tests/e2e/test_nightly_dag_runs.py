@@ -360,7 +360,8 @@ def test_each_night_trains_gates_and_publishes_models(airflow_run, tmall):
         "covisitation",
         "popularity",
     }
-    assert set(ranked["metrics"]) == {"ranker", "popularity", "own_history", "covisitation", "two_tower", "gnolr"}
+    lists = {"ranker", "popularity", "own_history", "covisitation", "two_tower", "gnolr", "segment_popular"}
+    assert set(ranked["metrics"]) == lists
 
 
 def test_each_night_scores_and_publishes_top_k_lists(airflow_run, tmall):

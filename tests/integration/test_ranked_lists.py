@@ -166,12 +166,15 @@ def test_the_ranker_learns_before_the_held_out_window_and_is_judged_beside_every
     served = [date.fromisoformat(a) for a in report["training"]["served"]["anchors"]]
     assert set(held_out) < set(served) and max(served) == plan.serve - timedelta(days=7)
     table = report["metrics"]
-    assert set(table) == {"ranker", "popularity", "own_history", "covisitation", "two_tower", "gnolr"}
+    lists = {"ranker", "popularity", "own_history", "covisitation", "two_tower", "gnolr", "segment_popular"}
+    assert set(table) == lists
     for horizon in ("30d", "7d"):
         assert len({row[horizon]["users"] for row in table.values()}) == 1  # every list on the same buyers
     best = max(ranking.BASELINES, key=lambda n: table[n]["30d"]["ndcg@20"])
     beats = table["ranker"]["30d"]["ndcg@20"] > table[best]["30d"]["ndcg@20"]
     assert report["lists"]["lists"] == ("ranker" if beats else best) and report["lists"]["baseline"] == best
+    # no segments before these anchors: the segment list is the popular one, which keeps the cold-start list
+    assert table["segment_popular"] == table["popularity"] and report["lists"]["cold_start"] == "popularity"
 
 
 def test_the_published_lists_are_the_evaluated_kernel_run_on_the_serving_candidates(settings, plan, night):

@@ -120,8 +120,9 @@ def test_users_without_an_embedding_get_the_days_popular_items(settings, publish
 
 def test_users_without_an_embedding_get_their_segments_items_before_the_popular_ones(spark, settings, published):
     """A segmentation of the night before (two segments split on whether the consumer ever bought, and a third of one
-    cold consumer with few items): a cold user's list is their segment members' most engaged items over the 30 days
-    through the day (distinct members), then the day's popular items not already in it."""
+    cold consumer with few items): where the night chose the segment list, a cold user's list is their segment
+    members' most engaged items over the 30 days through the day (distinct members), then the day's popular items
+    not already in it; where it did not, the popular items."""
     wh = Warehouse.of(settings)
     serve = TRAINED_DAY + timedelta(days=1)
     users = duckdb.sql(
@@ -146,7 +147,9 @@ def test_users_without_an_embedding_get_their_segments_items_before_the_popular_
         (membership / "_SUCCESS").write_text("{}")
         cold_frame = spark.createDataFrame([(u,) for u in cold], "user_id string")
         bought = score_topk._bought(spark, settings, TRAINED_DAY)
-        lists = score_topk._popular_fallback(spark, settings, TRAINED_DAY, cold_frame, bought, "v", True).toPandas()
+        fallback = score_topk._popular_fallback  # with segments: the night judged their list better than popularity
+        lists = fallback(spark, settings, TRAINED_DAY, cold_frame, bought, "v", True, segments=True).toPandas()
+        plain = fallback(spark, settings, TRAINED_DAY, cold_frame, bought, "v", True, segments=False).toPandas()
     finally:
         shutil.rmtree(membership)
     popular = (
@@ -169,6 +172,8 @@ def test_users_without_an_embedding_get_their_segments_items_before_the_popular_
         assert rows["rank"].tolist() == list(range(1, K + 1))
         assert rows["source"].tolist() == ["segment_popular"] * len(own) + ["popular"] * (K - len(own))
     assert (lists.loc[lists["user_id"] == loner, "source"] == "popular").sum() > 0  # the small segment was filled
+    for _, rows in plain.sort_values(["user_id", "rank"]).groupby("user_id"):  # otherwise the shop-wide list
+        assert rows["item_id"].tolist() == popular and (rows["source"] == "popular").all()
 
 
 def test_a_rerun_gives_the_same_table_and_the_first_night_stays_for_rollback(spark, settings, published):

@@ -49,3 +49,18 @@ def test_the_gate_publishes_unless_worse_than_the_champion_beyond_the_tolerance(
     assert gate({"ndcg@20": 0.106}, {"ndcg@20": 0.11}, 0.005)["publish"] is True
     worse = gate({"ndcg@20": 0.10}, {"ndcg@20": 0.11}, 0.005)
     assert worse["publish"] is False and worse["champion"] == 0.11 and worse["reason"] == "worse than the champion"
+
+
+def test_the_night_publishes_the_ranker_only_over_the_best_baseline_and_judges_the_cold_start_list():
+    from training.ranker import decide
+
+    def row(ndcg: float) -> dict:
+        return {"30d": {"ndcg@20": ndcg, "recall@20": 0.0}}
+
+    table = {"ranker": row(0.11), "popularity": row(0.037), "own_history": row(0.104), "covisitation": row(0.041)}
+    both = decide({**table, "segment_popular": row(0.034)}, "v1")
+    assert (both["lists"], both["baseline"], both["cold_start"]) == ("ranker", "own_history", "popularity")
+    assert both["cold_start_reason"] == "segment_popular does not beat it (0.0340 <= 0.0370)"
+    better = decide({**table, "ranker": row(0.09), "segment_popular": row(0.05)}, "v1")
+    assert (better["lists"], better["cold_start"]) == ("own_history", "segment_popular")
+    assert decide(table, None)["cold_start"] == "popularity"  # no segment list judged
