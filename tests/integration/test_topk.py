@@ -64,6 +64,18 @@ def _mart(settings, name: str) -> str:
     return f"read_parquet('{settings.warehouse_root / 'marts' / 'parquet' / name}/*.parquet')"
 
 
+def _popular_items(settings) -> list[str]:
+    """The day's K most popular items (distinct users over 30 days), straight from the mart."""
+    return (
+        duckdb.sql(
+            f"select item_id from {_mart(settings, 'item_features')} where ds = date '{TRAINED_DAY}' "
+            f"order by n_users_30d desc, n_events_30d desc, item_id limit {K}"
+        )
+        .df()["item_id"]
+        .tolist()
+    )
+
+
 def test_every_known_user_gets_k_ranked_items(settings, published):
     table = _current(settings)
     users = duckdb.sql(
@@ -106,14 +118,7 @@ def test_users_without_an_embedding_get_the_days_popular_items(settings, publish
     cold = table[~table["user_id"].isin(embedded)]
     assert len(cold) and (cold["source"] == "popular").all()
     assert published[1]["cold_start_users"] == cold["user_id"].nunique()
-    popular = (
-        duckdb.sql(
-            f"select item_id from {_mart(settings, 'item_features')} where ds = date '{TRAINED_DAY}' "
-            f"order by n_users_30d desc, n_events_30d desc, item_id limit {K}"
-        )
-        .df()["item_id"]
-        .tolist()
-    )
+    popular = _popular_items(settings)
     for _, rows in cold.groupby("user_id"):
         assert rows["item_id"].tolist() == popular
 
@@ -152,14 +157,7 @@ def test_users_without_an_embedding_get_their_segments_items_before_the_popular_
         plain = fallback(spark, settings, TRAINED_DAY, cold_frame, bought, "v", True, segments=False).toPandas()
     finally:
         shutil.rmtree(membership)
-    popular = (
-        duckdb.sql(
-            f"select item_id from {_mart(settings, 'item_features')} where ds = date '{TRAINED_DAY}' "
-            f"order by n_users_30d desc, n_events_30d desc, item_id limit {K}"
-        )
-        .df()["item_id"]
-        .tolist()
-    )
+    popular = _popular_items(settings)
     engaged = recent.merge(users[["user_id", "segment_id"]], on="user_id").drop_duplicates(["user_id", "item_id"])
     counts = engaged.groupby(["segment_id", "item_id"]).size().rename("n").reset_index()
     segment = users.set_index("user_id")["segment_id"]
