@@ -46,7 +46,7 @@ from nightrec.scoring import level_probabilities, top_k
 from nightrec.storage import swap_into_place, temp_sibling, write_json_atomic
 from nightrec.warehouse import Warehouse
 from spark_jobs.common import JobRun, log, run_job
-from spark_jobs.segment_items import SEGMENT_DAYS, members_by_anchor, segment_engagement
+from spark_jobs.segment_items import SEGMENT_DAYS, members_by_anchor, top_segment_items
 
 JOB = "build_candidates"
 KEYS = ["anchor", "user_id", "item_id"]
@@ -245,11 +245,16 @@ def segment_popular_source(inputs: Inputs, depth: int) -> DataFrame:
     if members is None:
         return _empty_sources(inputs.spark)
     recent = inputs.recent(SEGMENT_DAYS).select("anchor", "user_id", "item_id")
-    top = _ranked(
-        segment_engagement(recent, members), "segment_popular", F.col("n_members"), depth, ["anchor", "segment_id"]
-    )
+    top = top_segment_items(recent, members, depth)
     users = inputs.users.join(members, ["anchor", "user_id"])
-    return users.join(top, ["anchor", "segment_id"]).select("anchor", "user_id", "item_id", "source", "rank", "score")
+    return users.join(top, ["anchor", "segment_id"]).select(
+        "anchor",
+        "user_id",
+        "item_id",
+        F.lit("segment_popular").alias("source"),
+        F.col("rank").cast("double"),
+        F.col("n_members").alias("score"),
+    )
 
 
 def _empty_sources(spark: SparkSession) -> DataFrame:

@@ -11,11 +11,11 @@ embeddings, computed blockwise inside Spark tasks (the item matrix is broadcast;
 float32 matmul and a partial sort: nightrec.scoring.top_k).
 
 Either way ties go to the smaller item id; bought items are left out when `topk.exclude_bought` is set, unavailable
-items where the source declares availability; users without a list (cold start) get the items their consumer
-segment's members engaged with most (source = 'segment_popular', where a segmentation exists), filled with the day's
-most popular items (distinct users over 30 days, source = 'popular'). The version is written to
-serving/topk/ds=D/model=<name>-<version>/ beside its final place, checked (every eligible user, exactly
-min(k, eligible items) rows each), renamed into place and then published by the pointer swap in
+items where the source declares availability; users without a list (cold start) get the day's most popular items
+(distinct users over 30 days, source = 'popular'), or, where the night judged it better (training.ranker.cold_start),
+the items their consumer segment's members engaged with most (source = 'segment_popular') filled with those.
+The version is written to serving/topk/ds=D/model=<name>-<version>/ beside its final place, checked (every
+eligible user, exactly min(k, eligible items) rows each), renamed into place and then published by the pointer swap in
 nightrec.topk_publish. Without a ranker decision or a champion (training skipped: history too short) the job writes
 nothing and says so.
 """
@@ -42,7 +42,7 @@ from nightrec.scoring import level_probabilities, top_k
 from nightrec.storage import read_json, swap_into_place, temp_sibling, write_json_atomic
 from nightrec.warehouse import Warehouse, champion
 from spark_jobs.common import log, run_job
-from spark_jobs.segment_items import SEGMENT_DAYS, members_by_anchor, segment_engagement
+from spark_jobs.segment_items import SEGMENT_DAYS, members_by_anchor, top_segment_items
 
 JOB = "score_topk"
 
@@ -159,10 +159,7 @@ def _segment_items(spark: SparkSession, settings: Settings, day: date, depth: in
         .where((F.col("ds") < F.lit(serve)) & (F.col("ds") >= F.lit(serve - timedelta(days=SEGMENT_DAYS))))
         .select(F.lit(serve).alias("anchor"), "user_id", "item_id")
     )
-    engaged = segment_engagement(recent, members)
-    top = engaged.withColumn(
-        "n", F.row_number().over(Window.partitionBy("segment_id").orderBy(F.desc("n_members"), "item_id"))
-    ).where(F.col("n") <= depth)
+    top = top_segment_items(recent, members, depth)
     return members.join(top, ["anchor", "segment_id"]).select(
         "user_id", "item_id", F.col("n_members").cast("float").alias("score")
     )

@@ -1,9 +1,10 @@
 """Segment-popular items: what the members of each consumer segment engaged with over the days before a day.
 
-A list source for the ranker (spark_jobs/build_candidates.py, source ``segment_popular``) and the fallback of users
-without a personal list (spark_jobs/score_topk.py): for a consumer with no history of their own, the items of people
-like them are a better guess than the whole shop's most popular ones. The segments are the consumer segments of
-spark_jobs/build_segments.py, read as of the night ``nightrec.segments.membership_night`` allows for each day.
+A list source for the ranker (spark_jobs/build_candidates.py, source ``segment_popular``) and a candidate list for
+users without a personal one (spark_jobs/score_topk.py), used where the night judged it better than the shop-wide
+popular list (training.ranker.cold_start; on Tmall it was not: docs/decisions.md, decision 21). The segments are
+the consumer segments of spark_jobs/build_segments.py, read as of the night ``nightrec.segments.membership_night``
+allows for each day.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Sequence
 from datetime import date
 from functools import reduce
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from nightrec.config import Settings
@@ -43,14 +44,17 @@ def members_by_anchor(spark: SparkSession, settings: Settings, anchors: Sequence
     return reduce(DataFrame.unionByName, frames)
 
 
-def segment_engagement(recent: DataFrame, members: DataFrame) -> DataFrame:
-    """(anchor, segment_id, item_id, n_members): how many of the segment's members engaged with the item.
+def top_segment_items(recent: DataFrame, members: DataFrame, depth: int) -> DataFrame:
+    """(anchor, segment_id, item_id, rank, n_members): each segment's `depth` items most of its members engaged with
+    (distinct members), ties to the smaller item id.
 
     :param recent: pair-days (anchor, user_id, item_id) of the SEGMENT_DAYS before each anchor.
     :param members: :func:`members_by_anchor`'s rows.
     """
-    return (
+    engaged = (
         recent.join(members, ["anchor", "user_id"])
         .groupBy("anchor", "segment_id", "item_id")
         .agg(F.countDistinct("user_id").cast("double").alias("n_members"))
     )
+    order = Window.partitionBy("anchor", "segment_id").orderBy(F.desc("n_members"), "item_id")
+    return engaged.withColumn("rank", F.row_number().over(order)).where(F.col("rank") <= depth)
