@@ -47,6 +47,7 @@ class QuarantineReason(str, Enum):
     """Why a raw row was rejected. The first that applies, in this order, is recorded."""
 
     BLANK_LINE = "blank_line"
+    INVALID_ENCODING = "invalid_encoding"  # bytes that are not UTF-8, in any column (U+FFFD in their place in raw_line)
     MALFORMED_ROW = "malformed_row"  # wrong number of fields or broken quoting
     MISSING_EVENT_ID = "missing_event_id"  # only for sources that deliver their own ids
     MISSING_USER_ID = "missing_user_id"

@@ -27,14 +27,22 @@ class DeliveredFile:
     rows: int
     header: tuple[str, ...]
     redelivery_of: str | None  # name of the earlier file with the same bytes, if any
+    empty: bool = False  # 0 bytes: not even a header; a delivery of no rows that ingest does not read
+
+    @property
+    def ingested(self) -> bool:
+        """Whether ingest reads the file (a re-delivery's rows are counted, an empty file has none)."""
+        return self.redelivery_of is None and not self.empty
 
     def describe(self) -> dict[str, Any]:
-        return {
-            "name": self.path.name,
-            "sha256": self.sha256,
-            "rows": self.rows,
-            "status": f"redelivered (same bytes as {self.redelivery_of})" if self.redelivery_of else "ingested",
-        }
+        status = (
+            f"redelivered (same bytes as {self.redelivery_of})"
+            if self.redelivery_of
+            else "empty (0 bytes, no header): no rows to ingest"
+            if self.empty
+            else "ingested"
+        )
+        return {"name": self.path.name, "sha256": self.sha256, "rows": self.rows, "status": status}
 
 
 def inventory(
@@ -58,6 +66,9 @@ def inventory(
         for f in files:
             try:
                 digest = sha256_file(f)
+                if f.stat().st_size == 0:  # a 0-byte delivery holds no rows: recorded, not a reason to stop the day
+                    found.append(DeliveredFile(ds, f, digest, 0, (), None, empty=True))
+                    continue
                 header, rows = _describe_file(adapter, f)
             except OSError as exc:
                 raise InputError(f"Cannot read delivered file {f}: {exc}") from exc

@@ -27,7 +27,7 @@ from nightrec.storage import (
     temp_sibling,
     write_json_atomic,
 )
-from nightrec.timeformats import FORMAT_REGEX, TimeSpec
+from nightrec.timeformats import FORMAT_REGEX, ZONE_SUFFIX, TimeSpec
 from nightrec.warehouse import partition
 
 
@@ -131,14 +131,31 @@ def parse_event_time(value: Column, spec: TimeSpec) -> Column:
     elif spec.format == "iso-date":
         parsed = F.try_to_timestamp(value, F.lit("yyyy-MM-dd"))
     elif spec.format == "iso-datetime":
-        cleaned = F.regexp_replace(F.regexp_replace(value, " UTC$", ""), "T", " ")
-        local = F.try_to_timestamp(cleaned, F.lit("yyyy-MM-dd HH:mm:ss"))
-        parsed = local if spec.timezone == "UTC" else F.to_utc_timestamp(local, spec.timezone)
+        clock = F.regexp_replace(F.substring(value, 1, 19), "T", " ")
+        local = F.try_to_timestamp(clock, F.lit("yyyy-MM-dd HH:mm:ss"))
+        naive = local if spec.timezone == "UTC" else _local_to_utc(local, spec.timezone)
+        # a value's own zone wins over the adapter's: " UTC" and "Z" are +00:00, "+0200" is +02:00
+        zone = F.regexp_replace(
+            F.regexp_replace(F.substring(value, 20, 7), "^( UTC|Z)$", "+00:00"), "^([+-]..)(..)$", "$1:$2"
+        )
+        zoned = F.try_to_timestamp(F.concat(clock, zone), F.lit("yyyy-MM-dd HH:mm:ssXXX"))
+        parsed = F.when(value.rlike(ZONE_SUFFIX), zoned).otherwise(naive)
     elif spec.format == "epoch-seconds":
         parsed = F.timestamp_seconds(value.cast("bigint"))
     else:
         parsed = F.timestamp_millis(value.cast("bigint"))
     return F.when(valid, parsed)
+
+
+def _local_to_utc(local: Column, timezone: str) -> Column:
+    """A zone's wall-clock time as UTC, NULL where the wall clock is ambiguous or skipped by a daylight-saving change
+    (as pandas' tz_localize with ambiguous/nonexistent="NaT" in parse_times): to_utc_timestamp alone would guess."""
+    utc = F.to_utc_timestamp(local, timezone)
+    back = F.from_utc_timestamp(utc, timezone)
+    hour = F.expr("INTERVAL 1 HOUR")
+    earlier, later = F.from_utc_timestamp(utc - hour, timezone), F.from_utc_timestamp(utc + hour, timezone)
+    twice = (earlier == local) | (later == local)
+    return F.when((back == local) & ~twice, utc)
 
 
 def write_partitioned(df: DataFrame, staging: Path, sort_cols: list[str]) -> Any:

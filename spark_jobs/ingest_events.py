@@ -80,7 +80,10 @@ def _raw_rows(spark: SparkSession, adapter: SourceAdapter, files: list[Delivered
                 F.col("_r._corrupt").alias("_corrupt"),
             )
         frames.append(df.select("_path", "source_line", "raw_line", *adapter.source_columns, "_corrupt"))
-    out = frames[0]
+    if not frames:  # every file of the range is empty or a re-delivery: no row to read, the counts still reconcile
+        columns = ", ".join(f"`{c}` STRING" for c in ["_path", "raw_line", *adapter.source_columns, "_corrupt"])
+        frames = [spark.createDataFrame([], f"{columns}, source_line INT")]
+    out = frames[0].select("_path", "source_line", "raw_line", *adapter.source_columns, "_corrupt")
     for df in frames[1:]:
         out = out.unionByName(df)
     return out.select(
@@ -133,6 +136,8 @@ def canonicalize(raw: DataFrame, adapter: SourceAdapter) -> DataFrame:
     R = QuarantineReason
     reason = (
         F.when(F.col("raw_line") == "", R.BLANK_LINE.value)
+        # Spark decodes the file as it splits it into lines: a byte that is not UTF-8 becomes U+FFFD here
+        .when(F.col("raw_line").contains("\ufffd"), R.INVALID_ENCODING.value)
         .when(F.col("_corrupt").isNotNull(), R.MALFORMED_ROW.value)
         .when(event_id.isNull(), R.MISSING_EVENT_ID.value)
         .when(user.isNull(), R.MISSING_USER_ID.value)
@@ -184,11 +189,13 @@ def run(spark: SparkSession, settings: Settings, start: date, end: date) -> dict
     if not days:
         raise InputError(f"Nothing to ingest: [{start}, {end}) is empty for source '{adapter.name}'")
     files = inventory(adapter, warehouse, days)
-    kept = [f for f in files if f.redelivery_of is None]
+    kept = [f for f in files if f.ingested]
+    n_empty = sum(f.empty for f in files)
     log(
         JOB,
         f"{adapter.name} {start}..{end - timedelta(days=1)}: {len(files)} file(s), "
-        f"{sum(f.rows for f in files):,} raw rows ({len(files) - len(kept)} re-delivered file(s))",
+        f"{sum(f.rows for f in files):,} raw rows ({len(files) - len(kept) - n_empty} re-delivered file(s)"
+        + (f", {n_empty} empty 0-byte file(s) recorded with no rows)" if n_empty else ")"),
     )
 
     events = canonicalize(_raw_rows(spark, adapter, kept), adapter)

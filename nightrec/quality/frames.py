@@ -23,13 +23,14 @@ def raw_frame(adapter: SourceAdapter, warehouse: Warehouse, days: list[date]) ->
 
     Added columns: ``_ds`` (delivery day), ``_file``, ``_line`` (1 = header), ``_n_fields`` (fields in the
     record), ``_missing_columns`` (mapped columns its file's header lacks; null when complete),
-    ``_header_fields`` (fields in its file's header; they differ for a malformed row), ``_event_time``
+    ``_header_fields`` (fields in its file's header; they differ for a malformed row), ``_valid_utf8`` (whether the
+    line's bytes are UTF-8 text; ingest quarantines the others as invalid_encoding), ``_event_time``
     (parsed, UTC; null when unparseable) and ``_days_off`` (event day minus delivery day; 0 inside the interval).
     Byte-identical re-deliveries are left out: ingest counts their rows without reading them.
     """
     frames = []
     for f in inventory(adapter, warehouse, days, check_header=False):
-        if f.redelivery_of is not None:
+        if not f.ingested:
             continue
         frame = _read_delivery(adapter, f.path)
         missing = [c for c in adapter.source_columns if c not in f.header]
@@ -38,7 +39,7 @@ def raw_frame(adapter: SourceAdapter, warehouse: Warehouse, days: list[date]) ->
         frame.insert(0, "_file", f.path.name)
         frame.insert(0, "_ds", f.ds.isoformat())
         frames.append(frame)
-    columns = [*RAW_LOCATION, "_missing_columns", "_header_fields", "_n_fields", *adapter.source_columns]
+    columns = [*RAW_LOCATION, "_missing_columns", "_valid_utf8", "_header_fields", "_n_fields", *adapter.source_columns]
     out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
     time_col = adapter.columns["event_time"]
     if time_col in out.columns:
@@ -55,11 +56,14 @@ def _read_delivery(adapter: SourceAdapter, path: Path) -> pd.DataFrame:
         frame = pd.read_parquet(path).astype("string").astype(object)
         frame.insert(0, "_n_fields", len(frame.columns))
         frame.insert(0, "_header_fields", len(frame.columns) - 1)
+        frame.insert(0, "_valid_utf8", True)  # Parquet strings are UTF-8 by the format
         return frame.where(frame.notna(), None)
     # One record per physical line, as ingest reads them (a final newline does not start a row).
-    lines = path.read_text(encoding="utf-8", errors="replace").split("\n")
-    if lines and lines[-1] == "":
-        lines = lines[:-1]
+    raw_lines = path.read_bytes().split(b"\n")
+    if raw_lines and raw_lines[-1] == b"":
+        raw_lines = raw_lines[:-1]
+    lines = [line.decode("utf-8", errors="replace") for line in raw_lines]
+    valid = np.array([_is_utf8(line) for line in raw_lines[1:]], dtype=bool)
     records = [next(csv.reader([line.rstrip("\r")], delimiter=adapter.delimiter), []) for line in lines]
     header, body = (records[0], records[1:]) if records else ([], [])
     width = len(header)
@@ -70,7 +74,16 @@ def _read_delivery(adapter: SourceAdapter, path: Path) -> pd.DataFrame:
         frame[col] = stripped.where(stripped != "", None)
     frame.insert(0, "_n_fields", np.array([len(r) for r in body], dtype="int64"))
     frame.insert(0, "_header_fields", width)
+    frame.insert(0, "_valid_utf8", valid)
     return frame
+
+
+def _is_utf8(line: bytes) -> bool:
+    """UTF-8 text without U+FFFD, the mark of bytes an earlier decoder could not read (as ingest judges a line)."""
+    try:
+        return "\ufffd" not in line.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
 
 
 def read_partitions(table_root: Path, days: list[date], columns: list[str] | None = None) -> pd.DataFrame:

@@ -47,6 +47,10 @@ def raw_suites(settings: Settings, adapter: SourceAdapter, warehouse: Warehouse,
             gxe.ExpectColumnPairValuesToBeEqual(column_A="_n_fields", column_B="_header_fields", mostly=mostly),
             why="each record has as many fields as its file's header",
         ),
+        Check(
+            gxe.ExpectColumnValuesToBeInSet(column="_valid_utf8", value_set=[True], mostly=mostly),
+            why="each line is UTF-8 text",
+        ),
         *[
             Check(gxe.ExpectColumnValuesToNotBeNull(column=cols[key], mostly=mostly))
             for key in ("user_id", "item_id", "event_time")

@@ -16,6 +16,7 @@ from nightrec.storage import SUCCESS_FILE
 from nightrec.warehouse import Warehouse
 from spark_jobs import ingest_events
 from tests.conftest import make_settings, raw_tmall, read_table
+from tests.unit.test_timeformats import CASES
 
 pytestmark = pytest.mark.spark
 
@@ -75,8 +76,14 @@ BAD_ROWS = [
     ("10944750,13451", "malformed_row"),
     ("10944750,13451,0,4-15,extra", "malformed_row"),
     ("", "blank_line"),
+    ("10944750,13\udce951,0,4-15", "invalid_encoding"),  # byte 0xE9 (Latin-1 "é") in the brand: not UTF-8
     ("12154500,1758,3,4-15", None),
 ]
+
+
+def _bytes(line: str) -> bytes:
+    """A fixture line as delivered (surrogate escapes stand for bytes that are not UTF-8)."""
+    return line.encode("utf-8", "surrogateescape")
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +93,9 @@ def bad_delivery(tmp_path_factory, spark):
     wh = Warehouse(settings.warehouse_root, tmall.name)
     drop = tmp_path_factory.mktemp("drop")
     first = drop / "events_a.csv"
-    first.write_text("user_id,brand_id,type,visit_datetime\n" + "".join(f"{line}\n" for line, _ in BAD_ROWS))
+    first.write_bytes(
+        b"user_id,brand_id,type,visit_datetime\n" + b"".join(_bytes(line) + b"\n" for line, _ in BAD_ROWS)
+    )
     again = drop / "events_b.csv"
     again.write_bytes(first.read_bytes())  # the same file delivered twice under another name
     ds = tmall.history_start
@@ -99,7 +108,7 @@ def bad_delivery(tmp_path_factory, spark):
 def test_bad_rows_are_quarantined_with_their_reason(bad_delivery):
     _, wh, manifest = bad_delivery
     quarantine = read_table(wh.bronze_quarantine()).sort_values("source_line")
-    expected = [(i + 2, line, reason) for i, (line, reason) in enumerate(BAD_ROWS) if reason]
+    expected = [(i + 2, _bytes(line).decode("utf-8", "replace"), why) for i, (line, why) in enumerate(BAD_ROWS) if why]
     got = list(zip(quarantine["source_line"], quarantine["raw_line"], quarantine["reason"], strict=True))
     assert got == expected
     assert set(quarantine["source_file"]) == {"events_a.csv"}
@@ -116,6 +125,7 @@ def test_bad_rows_are_quarantined_with_their_reason(bad_delivery):
     assert manifest["quarantine_reasons"] == {
         "blank_line": 1,
         "event_time_outside_delivery_day": 1,
+        "invalid_encoding": 1,
         "malformed_row": 2,
         "missing_event_time": 1,
         "missing_item_id": 1,
@@ -147,6 +157,34 @@ def test_missing_delivery_fails_loudly(tmp_path: Path, spark):
     ):
         ingest_events.run(spark, settings, date(2014, 5, 1), date(2014, 5, 2))
     assert not (tmp_path / "warehouse" / "bronze" / "events").exists()
+
+
+def test_an_empty_delivery_is_recorded_and_does_not_block_the_day(tmp_path: Path, spark, tmall):
+    """A 0-byte file beside a real delivery: the day is ingested and reconciles, the empty file is listed with no rows;
+    a day whose only delivery is empty ingests nothing and still reconciles (0 = 0)."""
+    settings = make_settings(tmp_path / "warehouse")
+    wh = Warehouse(settings.warehouse_root, tmall.name)
+    day, empty_day = date(2014, 5, 1), date(2014, 5, 2)
+    replay(tmall, wh, day, empty_day)
+    (tmp_path / "late.csv").write_bytes(b"")
+    land_file(tmall, wh, day, tmp_path / "late.csv")
+    land_file(tmall, wh, empty_day, tmp_path / "late.csv")
+    manifests = ingest_events.run(spark, settings, day, empty_day + timedelta(days=1))
+    rows = int((raw_tmall()["visit_datetime"] == "5-1").sum())
+    first = manifests[day]
+    assert (first["raw_rows"], first["bronze_rows"] + first["quarantined_rows"]) == (rows, rows)
+    assert [(f["name"], f["rows"], f["status"]) for f in first["files"]] == [
+        ("late.csv", 0, "empty (0 bytes, no header): no rows to ingest"),
+        ("t_alibaba_data.csv", rows, "ingested"),
+    ]
+    second = manifests[empty_day]
+    assert (second["raw_rows"], second["bronze_rows"], second["quarantined_rows"]) == (0, 0, 0)
+    assert len(read_table(wh.bronze_events())) == first["bronze_rows"]
+
+    alone = make_settings(tmp_path / "alone")  # a range with nothing but the empty file: no rows, no crash
+    land_file(tmall, Warehouse(alone.warehouse_root, tmall.name), empty_day, tmp_path / "late.csv")
+    only = ingest_events.run(spark, alone, empty_day, empty_day + timedelta(days=1))[empty_day]
+    assert (only["raw_rows"], only["bronze_rows"], only["quarantined_rows"]) == (0, 0, 0)
 
 
 def test_wrong_header_fails_loudly(tmp_path: Path, spark, tmall):
@@ -187,3 +225,56 @@ def test_other_sources_ingest_completely(tmp_path: Path, spark, source: str, sta
         assert len(bronze) == len(in_range)
         expected = in_range["rating"].map(adapter.levels).value_counts().sort_index()
         assert bronze["level"].value_counts().sort_index().tolist() == expected.tolist()
+
+
+@pytest.mark.parametrize(("spec", "values", "expected"), CASES)
+def test_the_spark_parser_reads_every_time_format_as_the_python_one(spark, spec, values, expected):
+    """Ingest (Spark) and the raw checks and replayer (pandas) must place every value on the same instant, or call
+    it invalid alike: zone suffixes and offsets, daylight-saving gaps and repeats included."""
+    from pyspark.sql import functions as F
+
+    from spark_jobs.common import parse_event_time
+
+    frame = spark.createDataFrame([(v,) for v in values], "v string")
+    got = [r[0] for r in frame.select(parse_event_time(F.col("v"), spec).alias("t")).collect()]
+    assert [None if t is None else pd.Timestamp(t) for t in got] == [pd.Timestamp(e) if e else None for e in expected]
+
+
+def test_unusual_but_valid_deliveries_are_ingested_whole(tmp_path: Path, spark, tmall):
+    """Real rows of one day delivered in shapes a shop's export takes: a new column, columns in another order, a
+    header-only file, near duplicates (the same action twice) and one user with 100,000 events in the day. Every row
+    is accounted for, and each real row reaches bronze."""
+    settings = make_settings(tmp_path / "warehouse")
+    wh = Warehouse(settings.warehouse_root, tmall.name)
+    day = date(2014, 5, 1)
+    real = raw_tmall()
+    rows = real[real["visit_datetime"] == "5-1"]
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    with_channel = rows.head(200).assign(channel="app")[["user_id", "channel", "brand_id", "type", "visit_datetime"]]
+    with_channel.to_csv(drop / "a_new_column.csv", index=False)
+    rows.iloc[200:400][["visit_datetime", "type", "brand_id", "user_id"]].to_csv(drop / "b_reordered.csv", index=False)
+    (drop / "c_header_only.csv").write_text("user_id,brand_id,type,visit_datetime\n")
+    twice = pd.concat([rows.iloc[400:450], rows.iloc[400:450]])
+    twice.to_csv(drop / "d_near_duplicates.csv", index=False)
+    user, brand = rows.iloc[0]["user_id"], rows.iloc[0]["brand_id"]
+    one_click = {"user_id": user, "brand_id": brand, "type": "0", "visit_datetime": "5-1"}
+    busy = pd.DataFrame(one_click, index=range(100_000))
+    busy.to_csv(drop / "e_busy_user.csv", index=False)
+    for f in sorted(drop.iterdir()):
+        land_file(tmall, wh, day, f)
+
+    manifest = ingest_events.run(spark, settings, day, day + timedelta(days=1))[day]
+    expected = 200 + 200 + 0 + 100 + 100_000
+    assert (manifest["raw_rows"], manifest["bronze_rows"], manifest["quarantined_rows"]) == (expected, expected, 0)
+    bronze = read_table(wh.bronze_events())
+    per_file = bronze.groupby("source_file").size().to_dict()
+    assert per_file == {
+        "a_new_column.csv": 200,
+        "b_reordered.csv": 200,
+        "d_near_duplicates.csv": 100,
+        "e_busy_user.csv": 100_000,
+    }
+    reordered = bronze[bronze["source_file"] == "b_reordered.csv"].sort_values("source_line")
+    assert reordered["item_id"].tolist() == rows.iloc[200:400]["brand_id"].tolist()
+    assert [f["rows"] for f in manifest["files"]] == [200, 200, 0, 100, 100_000]

@@ -75,6 +75,20 @@ def test_a_few_bad_rows_are_warnings_that_name_their_lines(landed, tmall, tmp_pa
     assert lines["'type'"]["samples"][0]["type"] == "7"
     assert lines["'_days_off'"]["samples"][0]["visit_datetime"] == "8-20"
 
+    # real rows of the day with a Latin-1 byte in the brand: a warning on the encoding, naming the lines (#24)
+    real = (landed.raw_day(BAD_DAY) / "t_alibaba_data.csv").read_bytes().split(b"\n")
+    latin = tmp_path / "latin1_export.csv"
+    latin.write_bytes(b"\n".join([real[0], *(row.replace(b",", b"\xe9,", 1) for row in real[1:6])]) + b"\n")
+    land_file(tmall, landed, BAD_DAY, latin)
+    run("raw", landed.root)
+    encoding = [w for w in quality_section(landed, BAD_DAY, "raw")["warnings"] if "_valid_utf8" in w["expectation"]]
+    assert len(encoding) == 1 and "each line is UTF-8 text" in encoding[0]["expectation"]
+    assert "5 of" in encoding[0]["summary"]
+    assert [(r["_file"], r["_line"]) for r in encoding[0]["samples"]][:2] == [
+        ("latin1_export.csv", 2),
+        ("latin1_export.csv", 3),
+    ]
+
 
 def test_a_corrupted_delivery_stops_with_table_expectation_and_sample_rows(landed, tmall, tmp_path):
     delivery = tmp_path / "bad.csv"
