@@ -9,13 +9,11 @@ Trigger it once before the nightly DAG starts (params ``start`` and ``end``: the
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from airflow.sdk import DAG, Param
 
 from nightrec.adapters import load_adapter
 from nightrec.config import load_settings
-from nightrec_app.orchestration import pipeline
+from nightrec_app.orchestration import pipeline, task_defaults
 
 settings = load_settings()
 adapter = load_adapter(settings.source)
@@ -26,7 +24,7 @@ with DAG(
     schedule=None,
     catchup=False,
     max_active_runs=1,
-    default_args={"retries": settings.airflow.task_retries, "retry_delay": timedelta(minutes=2)},
+    default_args=task_defaults(settings),  # retries; a failed task is recorded in the days' run manifests
     params={
         "start": Param(
             adapter.history_start.isoformat(),

@@ -14,7 +14,7 @@ from airflow.timetables.interval import CronDataIntervalTimetable
 
 from nightrec.adapters import load_adapter
 from nightrec.config import load_settings
-from nightrec_app.orchestration import pipeline
+from nightrec_app.orchestration import pipeline, task_defaults
 
 settings = load_settings()
 adapter = load_adapter(settings.source)
@@ -37,7 +37,7 @@ with DAG(
     end_date=_utc(adapter.history_end + timedelta(days=1)),
     catchup=True,
     max_active_runs=1,  # day D continues from day D-1's sequences
-    default_args={"retries": settings.airflow.task_retries, "retry_delay": timedelta(minutes=2)},
+    default_args=task_defaults(settings),  # retries; a failed task is recorded in the days' run manifests
     tags=["nightrec", adapter.name],
 ):
     pipeline(

@@ -4,31 +4,52 @@
 -- Any DuckDB client can open warehouse/analytics/nightrec.duckdb read-only as well.
 -- Schemas: marts (dbt marts), bronze (events, quarantine), silver (sequences). A semicolon ends each query.
 
--- 1. Most engaged users as of the latest day: buys and events over 30 days (Tmall levels: 1 click .. 4 buy)
-select user_id, n_level_4_30d as buys_30d, n_events_30d, recency_days, top_item_90d
-from marts.user_features
-where ds = (select max(ds) from marts.user_features)
-order by buys_30d desc, n_events_30d desc, user_id
+-- The queries hold for every source: a level is a behaviour's rank, 1 the weakest (Tmall: 1 click, 2 collect, 3 cart,
+-- 4 buy, H&M: one level, a purchase), and "the top level" is the highest one in the data.
+
+-- 1. Most engaged users over the latest 30 days: events at the top level and all events, beside their features
+with as_of as (select max(ds) as day, max(level) as top_level from bronze.events),
+recent as (
+    select user_id, count(*) filter (where level = top_level) as top_level_events_30d, count(*) as events_30d
+    from bronze.events, as_of
+    where ds > day - interval 30 day
+    group by user_id
+)
+select r.user_id, r.top_level_events_30d, r.events_30d, f.recency_days, f.top_item_90d
+from recent as r
+left join marts.user_features as f on f.user_id = r.user_id and f.ds = (select max(ds) from marts.user_features)
+order by r.top_level_events_30d desc, r.events_30d desc, r.user_id
 limit 10;
 
--- 2. One user's history, in order
+-- 2. One user's history, in order (the user with most events, or put any user_id in its place)
 select ds, item_id, event_type, level
 from bronze.events
-where user_id = '10944750'
-order by event_ts, source_file, source_line;
+where user_id = (select user_id from bronze.events group by user_id order by count(*) desc, user_id limit 1)
+order by event_ts, source_file, source_line
+limit 50;
 
--- 3. Brand conversion funnel: clicks, collects, carts, buys and buys per click
+-- 3. Conversion funnel of the ten items with most top-level events: events per level, and per level-1 event
+with counts as (
+    select item_id, level, any_value(event_type) as event_type, count(*) as events
+    from bronze.events
+    group by item_id, level
+),
+top_items as (
+    select item_id
+    from counts
+    where level = (select max(level) from counts)
+    order by events desc, item_id
+    limit 10
+)
 select
-    item_id,
-    sum(n_level_1) as clicks,
-    sum(n_level_2) as collects,
-    sum(n_level_3) as carts,
-    sum(n_level_4) as buys,
-    round(cast(sum(n_level_4) as double) / nullif(sum(n_level_1), 0), 4) as buys_per_click
-from marts.fct_interactions
-group by item_id
-order by buys desc, item_id
-limit 10;
+    c.item_id,
+    c.level,
+    c.event_type,
+    c.events,
+    round(c.events / max(c.events) filter (where c.level = 1) over (partition by c.item_id), 4) as per_level_1_event
+from counts as c
+join top_items using (item_id)
+order by c.item_id, c.level;
 
 -- 4. Daily volume and data health: events, active users and quarantined rows per day
 select
@@ -47,28 +68,24 @@ from marts.training_examples
 group by 1, 2
 order by 1, 2;
 
--- 6. Open intent as of the latest day: brands a user carted after their last purchase of them (or never bought),
---    from the latest state of each user and brand (user_item_features has one row per user, item and event day, and
---    that state holds until the next event), with the own-history interest aged to the latest day
-with newest as (
+-- 6. Open intent as of the latest day: items a user reached the level just below the top with (a cart on Tmall)
+--    after their last top-level event on them (a buy), or never reached the top with (none on a one-level source)
+with as_of as (select max(ds) as day, max(level) as top_level from bronze.events),
+last_events as (
     select
-        *,
-        row_number() over (partition by user_id, item_id order by ds desc) as recency_rank,
-        (select max(ds) from marts.user_item_features) as as_of
-    from marts.user_item_features
+        user_id,
+        item_id,
+        max(ds) filter (where level = top_level - 1) as last_below_top,
+        max(ds) filter (where level = top_level) as last_top,
+        count(distinct ds) as active_days,
+        any_value(day) as as_of
+    from bronze.events, as_of
+    group by user_id, item_id
 )
-select
-    user_id,
-    item_id,
-    last_ds_level_3 as last_cart,
-    last_ds_level_4 as last_buy,
-    n_days_total as active_days,
-    round(interest_14d * pow(0.5, date_diff('day', ds, as_of) / 14.0), 3) as interest_now
-from newest
-where recency_rank = 1
-    and last_ds_level_3 is not null
-    and (last_ds_level_4 is null or last_ds_level_3 > last_ds_level_4)
-order by last_cart desc, interest_now desc, user_id, item_id
+select user_id, item_id, last_below_top, last_top, active_days, date_diff('day', last_below_top, as_of) as days_open
+from last_events
+where last_below_top is not null and (last_top is null or last_below_top > last_top)
+order by last_below_top desc, active_days desc, user_id, item_id
 limit 10;
 
 -- 7. What fills the published lists: top-20 slots by the list's ranker (or baseline) and the sources that proposed

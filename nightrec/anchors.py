@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-from nightrec.config import Settings
+from nightrec.config import Settings, how_to_set
 from nightrec.errors import HistoryTooShort
 
 SHORT_HORIZON_DAYS = 7  # the second evaluation horizon: next 7 days, lists refreshed
@@ -118,7 +118,9 @@ def plan_for(settings: Settings, first_day: date, last_day: date, refresh_every_
             f"{t.eval_days}), the models' validation days (training.ranker_days={t.ranker_days}) and one training "
             f"anchor with ranker.min_history_days={r.min_history_days} days before it and a label window of "
             f"ranker.horizon_days={r.horizon_days} ending before the held-out window need more days; lower them or "
-            "deliver more history"
+            "deliver more history ("
+            + how_to_set("training.eval_days", "training.ranker_days", "ranker.min_history_days", "ranker.horizon_days")
+            + ")"
         )
     return plan
 

@@ -13,6 +13,9 @@ NIGHTREC_RUN_DATE           the day D a one-off command processes (YYYY-MM-DD)
 NIGHTREC_AIRFLOW_HOME       Airflow home (metadata DB, logs)
 NIGHTREC_FEAST_VARIANT      Feast variant (``local``, ``redis``, ``production``)
 NIGHTREC_DBT_TARGET         the target dbt's profiles.yml picks (set per dbt call)
+NIGHTREC_SET                any other setting: ``section.key=value`` entries separated by ``;``
+                            (``training.eval_days=7; ranker.sources=history,popular_30d``);
+                            the CLI's ``--set section.key=value`` adds entries
 ==========================  =========================================================
 
 :meth:`Settings.environment` writes them for a child process.
@@ -24,7 +27,7 @@ import os
 from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
 import yaml
 
@@ -344,6 +347,7 @@ class Settings:
     segments: SegmentSettings = field(default_factory=SegmentSettings)
     dbt_target: str = "duckdb"
     run_date: date | None = None
+    overrides: str = ""  # the NIGHTREC_SET entries applied, carried to child processes by environment()
 
     def with_overrides(self, **changes: Any) -> Settings:
         """A copy with some top-level fields replaced (tests and CLI flags use this)."""
@@ -362,6 +366,7 @@ class Settings:
             "NIGHTREC_AIRFLOW_HOME": str(self.airflow.home),
             "NIGHTREC_FEAST_VARIANT": self.feast.variant,
             "NIGHTREC_DBT_TARGET": self.dbt_target,
+            **({SET_VARIABLE: self.overrides} if self.overrides else {}),
             # No telemetry: the machines this runs on are often offline, and a shop's data stays in the shop.
             "FEAST_USAGE": "False",
             "DBT_SEND_ANONYMOUS_USAGE_STATS": "False",
@@ -383,6 +388,79 @@ _TOP_KEYS = {
     "dbt_target",
     "run_date",
 }
+
+
+SET_VARIABLE = "NIGHTREC_SET"
+# the sections a ``section.key=value`` override may name, and their settings classes
+_OVERRIDABLE: dict[str, type] = {
+    "spark": SparkSettings,
+    "pipeline": PipelineSettings,
+    "quality": QualitySettings,
+    "feast": FeastSettings,
+    "training": TrainingSettings,
+    "ranker": RankerSettings,
+    "topk": TopkSettings,
+    "segments": SegmentSettings,
+}
+
+
+def how_to_set(*keys: str) -> str:
+    """How a user changes settings (for messages that name them): the profile, the CLI or the environment."""
+    example = "; ".join(f"{k}=N" for k in keys)
+    flags = " ".join(f"--set {k}=N" for k in keys)
+    return (
+        f"set them in the profile (conf/profiles/<name>.yaml), on the command line (`nightrec ... {flags}`) "
+        f"or in the environment ({SET_VARIABLE}='{example}')"
+    )
+
+
+def parse_overrides(text: str) -> dict[str, dict[str, str]]:
+    """``section.key=value`` entries separated by ``;`` or new lines -> {section: {key: value}} (later entries win).
+
+    :raises ConfigError: an entry that is not ``section.key=value`` or names an unknown section or key.
+    """
+    out: dict[str, dict[str, str]] = {}
+    for entry in (e.strip() for e in text.replace("\n", ";").split(";")):
+        if not entry:
+            continue
+        name, sep, value = entry.partition("=")
+        section, dot, key = name.strip().partition(".")
+        if not sep or not dot:
+            raise ConfigError(f"{SET_VARIABLE} entry {entry!r} is not section.key=value (e.g. training.eval_days=7)")
+        cls = _OVERRIDABLE.get(section)
+        if cls is None:
+            known = sorted(_OVERRIDABLE)
+            raise ConfigError(f"{SET_VARIABLE} entry {entry!r}: unknown section '{section}'; known: {known}")
+        if key not in cls.__dataclass_fields__:
+            raise ConfigError(
+                f"{SET_VARIABLE} entry {entry!r}: unknown key '{key}' of '{section}'; known: "
+                f"{sorted(cls.__dataclass_fields__)}"
+            )
+        out.setdefault(section, {})[key] = value.strip()
+    return out
+
+
+def _coerce(section: str, key: str, text: str) -> Any:
+    """A setting's value from its text, by the field's type (int, float, bool, str, a tuple of them, a mapping)."""
+    hint = str(get_type_hints(_OVERRIDABLE[section])[key])
+    try:
+        if hint == "<class 'bool'>":
+            if text.lower() not in {"true", "false", "yes", "no", "1", "0", "on", "off"}:
+                raise ValueError("expected true or false")
+            return text.lower() in {"true", "yes", "1", "on"}
+        if hint == "<class 'int'>":
+            return int(text)
+        if hint == "<class 'float'>":
+            return float(text)
+        if hint.startswith("tuple"):
+            items = [t.strip() for t in text.split(",") if t.strip()]
+            return tuple(float(t) for t in items) if "float" in hint else tuple(items)
+        if hint.startswith("dict"):
+            raise ValueError("a mapping cannot be set this way; use the profile")
+    except ValueError as exc:
+        kind = hint.removeprefix("<class '").removesuffix("'>")
+        raise ConfigError(f"{SET_VARIABLE}: {section}.{key}={text!r} is not a valid {kind}: {exc}") from exc
+    return text
 
 
 def _resolve(path: str | Path) -> Path:
@@ -441,6 +519,20 @@ def load_settings(profile: str | None = None, env: dict[str, str] | None = None)
     segments_kw = _section(raw, "segments", SegmentSettings, path)
     if "NIGHTREC_FEAST_VARIANT" in env:
         feast_kw["variant"] = env["NIGHTREC_FEAST_VARIANT"]
+    overrides = env.get(SET_VARIABLE, "")
+    sections = {
+        "spark": spark_kw,
+        "pipeline": pipeline_kw,
+        "quality": quality_kw,
+        "feast": feast_kw,
+        "training": training_kw,
+        "ranker": ranker_kw,
+        "topk": topk_kw,
+        "segments": segments_kw,
+    }
+    for section, values in parse_overrides(overrides).items():
+        for key, text in values.items():
+            sections[section][key] = _coerce(section, key, text)
     airflow_kw["home"] = _resolve(env.get("NIGHTREC_AIRFLOW_HOME") or airflow_kw.get("home") or ".airflow")
 
     run_date_text = env.get("NIGHTREC_RUN_DATE") or raw.get("run_date")
@@ -464,12 +556,13 @@ def load_settings(profile: str | None = None, env: dict[str, str] | None = None)
         segments=SegmentSettings(**segments_kw),
         dbt_target=str(raw.get("dbt_target") or "duckdb"),
         run_date=run_date,
+        overrides=overrides,
     )
-    _validate(settings, path)
+    _validate(settings, f"{path}" + (f" with {SET_VARIABLE}={overrides!r}" if overrides else ""))
     return settings
 
 
-def _validate(s: Settings, where: Path) -> None:
+def _validate(s: Settings, where: str | Path) -> None:
     if s.pipeline.sequence_length < 1:
         raise ConfigError(f"pipeline.sequence_length must be >= 1 (got {s.pipeline.sequence_length}) in {where}")
     if s.pipeline.lookback_days < 0:

@@ -212,6 +212,17 @@ def online_features(settings: Settings, rows: list[dict[str, str]], service: str
 
     Features are named ``<view>__<feature>`` (user and item views share names such as n_events_7d).
     """
+    from feast.errors import FeatureServiceNotFoundException
+
     store = open_store(settings)
-    service_ref = store.get_feature_service(service)
+    try:
+        service_ref = store.get_feature_service(service)
+    except FeatureServiceNotFoundException as exc:
+        known = sorted(s.name for s in store.list_feature_services())
+        later = {"topk": "the nightly DAG's publish_topk", "segments": "the nightly DAG's segments group"}
+        hint = f"; it is registered once {later[service]} has published it" if service in later else ""
+        raise InputError(
+            f"No feature service '{service}' in the Feast registry of {settings.warehouse_root}{hint}. "
+            f"Registered now: {', '.join(known) or 'none (run `nightrec feast apply`)'}."
+        ) from exc
     return store.get_online_features(features=service_ref, entity_rows=rows, full_feature_names=True).to_dict()

@@ -10,6 +10,10 @@ Rules (docs/architecture.md, "Landing and history"): landing the same bytes unde
 different bytes under an existing name are a corrected re-delivery and replace that file; the same bytes
 under a new name are kept (raw is what was delivered) and reported as a re-delivery, and ingest counts those
 rows as re-delivered instead of ingesting them twice.
+
+A ledger per day (``raw/<source>/_landed/ds=D.json``) records who landed each file: the replayer or a delivery.
+The replayer never replaces a file it did not write itself: a user's corrected delivery under the history file's
+name is kept, and the replay says so (status ``kept``) instead of silently restoring the old rows.
 """
 
 from __future__ import annotations
@@ -27,7 +31,15 @@ import pandas as pd
 
 from nightrec.adapters import SourceAdapter, days_between
 from nightrec.errors import InputError
-from nightrec.storage import data_files, sha256_file, swap_into_place, temp_sibling
+from nightrec.storage import (
+    data_files,
+    read_json,
+    sha256_file,
+    swap_into_place,
+    temp_sibling,
+    utc_now_iso,
+    write_json_atomic,
+)
 from nightrec.timeformats import parse_times
 from nightrec.warehouse import Warehouse
 
@@ -37,13 +49,26 @@ class DayLanding:
     ds: date
     file: str
     rows: int
-    status: str  # landed | unchanged | replaced | redelivered
+    status: str  # landed | unchanged | replaced | redelivered | kept (a delivery the replayer did not replace)
+    reason: str = ""
+
+    def describe(self) -> dict[str, object]:
+        doc: dict[str, object] = {"file": self.file, "rows": self.rows, "status": self.status}
+        return doc | ({"reason": self.reason} if self.reason else {})
 
 
 @dataclass
 class LandingReport:
+    """What a replay or landing did, day by day.
+
+    :param outside: rows of the history file whose day lies outside the source's history [start, end]: day -> rows.
+        No replay lands them (no day of the history is theirs); they are reported, never silently left out.
+    """
+
     source: str
     days: list[DayLanding] = field(default_factory=list)
+    outside: dict[str, int] = field(default_factory=dict)
+    history: tuple[date, date] | None = None
 
     @property
     def rows(self) -> int:
@@ -53,8 +78,62 @@ class LandingReport:
         return sum(1 for d in self.days if d.status == status)
 
     def summary(self) -> str:
-        parts = [f"{s}={self.count(s)}" for s in ("landed", "replaced", "unchanged", "redelivered") if self.count(s)]
-        return f"{self.source}: {len(self.days)} day file(s), {self.rows:,} rows ({', '.join(parts) or 'none'})"
+        statuses = ("landed", "replaced", "unchanged", "redelivered", "kept")
+        parts = [f"{s}={self.count(s)}" for s in statuses if self.count(s)]
+        line = f"{self.source}: {len(self.days)} day file(s), {self.rows:,} rows ({', '.join(parts) or 'none'})"
+        kept = [d for d in self.days if d.status == "kept"]
+        line += "".join(f"\n  ds={d.ds} {d.file}: kept, {d.reason}" for d in kept)
+        return line + (f"\n  {self.outside_message()}" if self.outside else "")
+
+    def outside_message(self) -> str:
+        return outside_message(self.source, self.outside, self.history)
+
+    def outside_for(self, ds: date) -> dict[str, int]:
+        """The outside rows a day's manifest records: those before the history on its first day, after it on its
+        last day (so each is recorded once, on the day a run of the history's edge lands)."""
+        if self.history is None or ds not in self.history:
+            return {}
+        first = ds == self.history[0]
+        return {d: n for d, n in self.outside.items() if (d < ds.isoformat()) == first}
+
+
+def outside_message(source: str, outside: dict[str, int], history: tuple[date, date] | None) -> str:
+    """One line on the history file's rows outside the source's history, with where to change it."""
+    rows = sum(outside.values())
+    days = ", ".join(f"{n:,} on {d}" for d, n in list(outside.items())[:5]) + (", ..." if len(outside) > 5 else "")
+    span = f" [{history[0]}, {history[1]}]" if history else ""
+    return (
+        f"{rows:,} row(s) of the history file lie outside the history{span} and are not landed ({days}; days are "
+        f"UTC days of the event time): widen history.start/history.end in conf/sources/{source}.yaml to land them"
+    )
+
+
+def _ledger(warehouse: Warehouse, ds: date) -> dict[str, dict[str, str]]:
+    path = warehouse.raw_ledger(ds)
+    return read_json(path) if path.is_file() else {}
+
+
+def _record(warehouse: Warehouse, ds: date, filename: str, digest: str, by: str) -> None:
+    ledger = _ledger(warehouse, ds)
+    ledger[filename] = {"sha256": digest, "by": by, "at": utc_now_iso()}
+    write_json_atomic(warehouse.raw_ledger(ds), ledger)
+
+
+def _replayed_over(warehouse: Warehouse, ds: date, filename: str) -> str | None:
+    """Why the replayer must not write ``filename`` of day ``ds`` (None when it may): the file there is not the one
+    the replayer itself wrote last."""
+    target = warehouse.raw_day(ds) / filename
+    if not target.is_file():
+        return None
+    entry = _ledger(warehouse, ds).get(filename)
+    if entry is not None and entry["by"] == "replay" and entry["sha256"] == sha256_file(target):
+        return None
+    if entry is not None and entry["by"] == "delivery":
+        return (
+            f"the file there was delivered on {entry['at']} (`nightrec land --file`) and differs from the replayed "
+            "history; the delivery is what gets ingested"
+        )
+    return "the file there was not written by the replayer (no ledger entry for its bytes); it is left as it is"
 
 
 def _deliver(day_dir: Path, filename: str, content: bytes) -> str:
@@ -141,14 +220,25 @@ def replay(
     order = np.argsort(days, kind="stable")  # stable: keep the file's line order inside a day
     sorted_days = days[order]
     wanted = days_between(start, end)
-    report = LandingReport(adapter.name)
+    first, last = adapter.history_start.isoformat(), adapter.history_end.isoformat()
+    outside = (days < first) | (days > last)
+    report = LandingReport(adapter.name, history=(adapter.history_start, adapter.history_end))
+    report.outside = {str(d): int(n) for d, n in zip(*np.unique(days[outside], return_counts=True), strict=True)}
     filename = path.name
     for ds in wanted:
         key = ds.isoformat()
         lo, hi = np.searchsorted(sorted_days, key, "left"), np.searchsorted(sorted_days, key, "right")
         rows = body[order[lo:hi]]
         content = (header + "\n" + "".join(f"{r}\n" for r in rows)).encode("utf-8")
+        target = warehouse.raw_day(ds) / filename
+        same = target.is_file() and sha256_file(target) == hashlib.sha256(content).hexdigest()
+        refused = None if same else _replayed_over(warehouse, ds, filename)
+        if refused is not None:
+            report.days.append(DayLanding(ds, filename, count_data_rows(target.read_bytes()), "kept", refused))
+            continue
         status = _deliver(warehouse.raw_day(ds), filename, content)
+        if status != "unchanged" or filename not in _ledger(warehouse, ds):
+            _record(warehouse, ds, filename, hashlib.sha256(content).hexdigest(), "replay")
         report.days.append(DayLanding(ds, filename, int(hi - lo), status))
     _land_attributes(adapter, warehouse)
     return report
@@ -171,5 +261,6 @@ def land_file(adapter: SourceAdapter, warehouse: Warehouse, ds: date, file: Path
         raise InputError(f"{file.name} does not match source '{adapter.name}' file pattern {adapter.file_pattern!r}")
     content = file.read_bytes()
     status = _deliver(warehouse.raw_day(ds), file.name, content)
+    _record(warehouse, ds, file.name, hashlib.sha256(content).hexdigest(), "delivery")
     rows = count_data_rows(content) if adapter.file_format == "csv" else -1
     return DayLanding(ds, file.name, rows, status)

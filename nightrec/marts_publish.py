@@ -125,9 +125,26 @@ def publish_dbt_docs(settings: Settings, target_dir: Path) -> Path:
 
 
 def split_queries(text: str) -> list[str]:
-    """The statements of a SQL file: split on semicolons, dropping comment-only pieces."""
+    """The statements of a SQL file: split on the semicolons outside comments and quoted text (an analyst's comment
+    may hold one), dropping comment-only pieces."""
+    pieces, start, i, quote = [], 0, 0, ""
+    while i < len(text):
+        c = text[i]
+        if quote:
+            quote = "" if c == quote else quote
+        elif c in "'\"":
+            quote = c
+        elif text.startswith("--", i):
+            end = text.find("\n", i)
+            i = len(text) if end < 0 else end
+            continue
+        elif c == ";":
+            pieces.append(text[start:i])
+            start = i + 1
+        i += 1
+    pieces.append(text[start:])
     out = []
-    for piece in text.split(";"):
+    for piece in pieces:
         code = "\n".join(line for line in piece.splitlines() if not line.strip().startswith("--")).strip()
         if code:
             out.append(piece.strip())

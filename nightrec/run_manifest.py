@@ -3,6 +3,10 @@
 See docs/architecture.md, "A run manifest per day".
 
 Each job merges its own section into ``_runs/ds=D/manifest.json``; ``run_report`` lays it out (`nightrec report`).
+
+Besides the sections, a manifest holds the day's latest *attempt* (which Airflow run last worked on the day, whether
+it is running, succeeded or failed, and in which task with which error) and, per section, the run that wrote it. So
+after a failed run `status` and `report` show the failure, and say which sections an earlier run left behind.
 """
 
 from __future__ import annotations
@@ -11,17 +15,78 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from nightrec.storage import read_json, write_json_atomic
+from nightrec.storage import read_json, utc_now_iso, write_json_atomic
 from nightrec.warehouse import Warehouse
 
 
-def update_run_manifest(warehouse: Warehouse, ds: date, section: str, content: dict[str, Any]) -> Path:
-    """Replace ``section`` of the day's run manifest (a rerun overwrites its own section only)."""
+def _read_or_new(warehouse: Warehouse, ds: date) -> dict[str, Any]:
     path = warehouse.run_manifest(ds)
-    doc = read_json(path) if path.is_file() else {"source": warehouse.source, "ds": ds.isoformat(), "stages": {}}
+    return read_json(path) if path.is_file() else {"source": warehouse.source, "ds": ds.isoformat(), "stages": {}}
+
+
+def update_run_manifest(warehouse: Warehouse, ds: date, section: str, content: dict[str, Any]) -> Path:
+    """Replace ``section`` of the day's run manifest (a rerun overwrites its own section only) and note which run
+    wrote it (the day's current attempt; None outside an Airflow run, e.g. a job started by hand)."""
+    path = warehouse.run_manifest(ds)
+    doc = _read_or_new(warehouse, ds)
     doc["stages"][section] = content
+    doc.setdefault("written_by", {})[section] = (doc.get("attempt") or {}).get("run_id")
     write_json_atomic(path, doc)
     return path
+
+
+def begin_attempt(warehouse: Warehouse, days: list[date], dag_id: str, run_id: str) -> None:
+    """Record that the Airflow run ``run_id`` is now working on each of ``days`` (its first task calls this)."""
+    started = {"dag_id": dag_id, "run_id": run_id, "state": "running", "started_at": utc_now_iso()}
+    for ds in days:
+        doc = _read_or_new(warehouse, ds)
+        doc["attempt"] = dict(started)
+        write_json_atomic(warehouse.run_manifest(ds), doc)
+
+
+def end_attempt(
+    warehouse: Warehouse,
+    run_id: str,
+    state: str,
+    days: list[date] | None = None,
+    task: str | None = None,
+    error: str | None = None,
+) -> list[date]:
+    """Close the attempt of run ``run_id`` as ``success`` or ``failed`` (with the failed task and its error).
+
+    :param days: the days to close; by default every day whose current attempt is this run. A run that failed
+        before its first task recorded the attempt passes its own day, which then gets a failed attempt.
+    :returns: the days closed.
+    """
+    if days is None:
+        days = [ds for ds in manifest_days(warehouse) if (latest_attempt(warehouse, ds) or {}).get("run_id") == run_id]
+    for ds in days:
+        doc = _read_or_new(warehouse, ds)
+        attempt = doc.get("attempt") if (doc.get("attempt") or {}).get("run_id") == run_id else None
+        attempt = attempt or {"run_id": run_id, "started_at": None}
+        attempt.update(state=state, ended_at=utc_now_iso())
+        if state == "failed":
+            attempt.update(failed_task=task, error=(error or "")[:2000])  # the head names the failure
+        doc["attempt"] = attempt
+        write_json_atomic(warehouse.run_manifest(ds), doc)
+    return days
+
+
+def latest_attempt(warehouse: Warehouse, ds: date) -> dict[str, Any] | None:
+    doc = read_run_manifest(warehouse, ds)
+    return None if doc is None else doc.get("attempt")
+
+
+def stale_sections(doc: dict[str, Any]) -> dict[str, str | None]:
+    """Sections of a manifest written by another run than its latest attempt: section -> the run that wrote it.
+
+    Empty when the manifest has no attempt (a warehouse built before attempts were recorded, or jobs run by hand).
+    """
+    attempt = (doc.get("attempt") or {}).get("run_id")
+    if attempt is None:
+        return {}
+    writers = doc.get("written_by", {})
+    return {s: writers.get(s) for s in doc.get("stages", {}) if writers.get(s) != attempt}
 
 
 def read_run_manifest(warehouse: Warehouse, ds: date) -> dict[str, Any] | None:

@@ -15,7 +15,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from nightrec.run_manifest import accounted_rows, manifest_days, read_run_manifest, reconciles
+from nightrec.run_manifest import accounted_rows, manifest_days, read_run_manifest, reconciles, stale_sections
 from nightrec.storage import write_text_atomic
 from nightrec.warehouse import Warehouse
 
@@ -75,7 +75,8 @@ def render_html(doc: dict[str, Any]) -> str:
 
 def render_index(docs: list[dict[str, Any]]) -> str:
     """One row per day, newest first: the reconciliation, quality per boundary, models published, top-k version."""
-    head = "<tr><th>day</th><th>DAG</th><th>raw</th><th>bronze</th><th>quarantined</th><th>reconciled</th>"
+    head = "<tr><th>day</th><th>DAG</th><th>latest attempt</th><th>raw</th><th>bronze</th><th>quarantined</th>"
+    head += "<th>reconciled</th>"
     head += "<th>quality raw/bronze/marts</th><th>models published</th><th>lists</th><th>top-k</th></tr>"
     rows = []
     for doc in sorted(docs, key=lambda d: d["ds"], reverse=True):
@@ -88,6 +89,7 @@ def render_index(docs: list[dict[str, Any]]) -> str:
         link = f'<a href="ds={html.escape(doc["ds"])}.html">{html.escape(doc["ds"])}</a>'
         cells = [
             (st.get("airflow") or {}).get("dag_id", ""),
+            attempt_mark(doc.get("attempt")),
             *[f"{c:,}" if isinstance(c, int) else "" for c in counts],
             ("yes" if reconciles(ing) else "NO") if ing else "",
             quality_marks(st),
@@ -122,14 +124,31 @@ def quality_marks(stages: dict[str, Any]) -> str:
 
 
 def _header(doc: dict[str, Any]) -> str:
-    airflow = doc.get("stages", {}).get("airflow")
+    """The day and the Airflow run it is about: the latest attempt, else the run that last completed it."""
+    airflow = doc.get("attempt") or doc.get("stages", {}).get("airflow")
     header = f"Run of {doc.get('source')} for {doc.get('ds')}"
-    return header + (f" (Airflow {airflow['dag_id']}, {airflow['run_id']})" if airflow else "")
+    return header + (f" (Airflow {airflow.get('dag_id', '')}, {airflow['run_id']})" if airflow else "")
+
+
+# the manifest sections behind each section of the report
+SECTION_STAGES = {
+    "land": ("land",),
+    "ingest": ("ingest_events",),
+    "sequences": ("build_sequences",),
+    "quality": tuple(f"quality_{b}" for b in BOUNDARIES),
+    "features": ("feast_materialize",),
+    "training": ("training",),
+    "lists": ("ranker",),
+    "top-k": ("topk",),
+    "segments": ("consumer_encoder", "segments"),
+    "audiences": ("audiences",),
+}
 
 
 def _sections(doc: dict[str, Any]) -> list[tuple[str, list[str]]]:
     stages: dict[str, Any] = doc.get("stages", {})
-    return [
+    sections = [
+        ("land", _land(stages.get("land"), str(doc.get("source")))),
         ("ingest", _ingest(stages.get("ingest_events"))),
         ("sequences", _sequences(stages.get("build_sequences"))),
         ("quality", _quality(stages)),
@@ -140,6 +159,57 @@ def _sections(doc: dict[str, Any]) -> list[tuple[str, list[str]]]:
         ("segments", _segments(stages.get("consumer_encoder"), stages.get("segments"))),
         ("audiences", _audiences(stages.get("audiences"))),
     ]
+    attempt = doc.get("attempt")
+    if attempt is None:
+        return sections
+    if attempt.get("state") != "success":  # say which sections the unfinished attempt did not rewrite
+        stale = stale_sections(doc)
+        for title, lines in sections:
+            keys = [k for k in SECTION_STAGES[title] if k in stale]
+            if not keys:
+                continue
+            older = ", ".join(sorted({str(stale[k] or "jobs run outside Airflow") for k in keys}))
+            which = "" if len(keys) == len(SECTION_STAGES[title]) else f"{', '.join(keys)}: "
+            lines.append(f"({which}recorded by an earlier run, {older}; the latest attempt did not rewrite it)")
+    return [("attempt", attempt_lines(attempt)), *sections]
+
+
+def attempt_lines(attempt: dict[str, Any]) -> list[str]:
+    """The day's latest attempt: running (or interrupted), succeeded, or failed in a task with its error."""
+    run = f"{attempt.get('dag_id', 'Airflow')} {attempt['run_id']}"
+    state = attempt.get("state")
+    if state == "success":
+        return [f"succeeded: {run}, ended {attempt.get('ended_at')}"]
+    if state == "failed":
+        failed = f"FAILED in task {attempt.get('failed_task')}: {run}, ended {attempt.get('ended_at')}"
+        return [failed, error_line(attempt)]
+    return [f"running since {attempt.get('started_at')}: {run} (no end recorded: still going, or interrupted)"]
+
+
+def error_line(attempt: dict[str, Any]) -> str:
+    """The first line of a failed attempt's error (the quality sections and the task log hold the rest)."""
+    lines = (attempt.get("error") or "").strip().splitlines()
+    return lines[0] if lines else "(no message)"
+
+
+def attempt_mark(attempt: dict[str, Any] | None) -> str:
+    """One word for tables: ok, FAILED:<task>, running, or - when no attempt is recorded."""
+    if attempt is None:
+        return "-"
+    state = attempt.get("state")
+    return "ok" if state == "success" else f"FAILED:{attempt.get('failed_task')}" if state == "failed" else "running"
+
+
+def _land(s: dict[str, Any] | None, source: str) -> list[str]:
+    if not s:
+        return [NOT_RUN]
+    lines = [f"{s['by']}: " + ", ".join(f"{f['file']} {f['status']} ({f['rows']:,} rows)" for f in s["files"])]
+    lines.extend(f"{f['file']}: {f['reason']}" for f in s["files"] if f.get("reason"))
+    if s.get("outside_history"):
+        from nightrec.landing import outside_message
+
+        lines.append(outside_message(source, s["outside_history"], None))
+    return lines
 
 
 def _ingest(s: dict[str, Any] | None) -> list[str]:
@@ -250,11 +320,14 @@ def _topk(s: dict[str, Any] | None) -> list[str]:
         return [f"nothing published: {s.get('skipped', 'no lists scored')}"]
     c = s["counts"]
     eligible = f", {c['items']:,} items eligible" if "items" in c else ""
-    return [
+    lines = [
         f"{c['model_version']}: {c['rows']:,} rows for {c['users']:,} users (k {c['k']}, "
         f"{c['cold_start_users']:,} cold-start users on popular items){eligible}",
         f"current -> {s['current']}; online store: {s.get('online_users', 0):,} users",
     ]
+    if c.get("lists") == "popular":  # no model to rank with: the fallback for everyone, and why
+        lines.insert(1, f"the popular list for every user: {c.get('reason', '')}")
+    return lines
 
 
 def _segments(encoder: dict[str, Any] | None, s: dict[str, Any] | None) -> list[str]:

@@ -18,6 +18,7 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +120,11 @@ def write_json_atomic(path: Path, doc: dict[str, Any]) -> None:
 
 def read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
+
+
+def utc_now_iso() -> str:
+    """The wall-clock time a record is written, for the records people read (ledgers, run attempts)."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

@@ -37,6 +37,11 @@ class Warehouse:
     def raw_attributes(self) -> Path:
         return self.raw() / "_attributes"
 
+    def raw_ledger(self, ds: date) -> Path:
+        """Who landed each file of day ``ds`` (the replayer or a user's delivery), so a replay never replaces the
+        latter."""
+        return self.raw() / "_landed" / f"ds={ds.isoformat()}.json"
+
     def bronze_events(self) -> Path:
         return self.root / "bronze" / "events"
 

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from datetime import date, timedelta
 from pathlib import Path
 
 from nightrec.adapters import days_between, load_adapter
-from nightrec.config import Settings, load_settings
+from nightrec.config import SET_VARIABLE, Settings, load_settings
 from nightrec.context import RunContext
 from nightrec.errors import NightrecError
 from nightrec.logs import show_progress
@@ -34,7 +35,9 @@ Step by step:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    settings = load_settings(args.profile)
+    overrides = [os.environ.get(SET_VARIABLE, ""), *(getattr(args, "set", None) or [])]
+    env = {**os.environ, SET_VARIABLE: "; ".join(o for o in overrides if o)}  # --set after the environment's: it wins
+    settings = load_settings(args.profile, env=env)
     changes: dict[str, object] = {}
     if args.warehouse:
         changes["warehouse_root"] = Path(args.warehouse).resolve()
@@ -78,6 +81,22 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
     s, adapter = ctx.settings, ctx.adapter
     start = args.start or adapter.history_start
     end = (args.end + timedelta(days=1)) if args.end else adapter.nightly_start
+    last = end - timedelta(days=1)
+    if end <= start:  # refused here, not 30 s later in spark-submit's argument check
+        given = (
+            f"--end {args.end}"
+            if args.end
+            else f"no --end (default: the day before nightly_start {adapter.nightly_start})"
+        )
+        raise NightrecError(
+            f"bootstrap range is empty: --start {start} and {given}. --end is inclusive and must be on or after "
+            f"--start; for one day, give the same day to both."
+        )
+    if start < adapter.history_start or last > adapter.history_end:
+        raise NightrecError(
+            f"bootstrap range [{start}, {last}] leaves {adapter.name}'s history [{adapter.history_start}, "
+            f"{adapter.history_end}] (conf/sources/{adapter.name}.yaml, key history): nothing is delivered there."
+        )
     ensure_metadata_db(s)
     ensure_manifest()
     conf = json.dumps({"start": start.isoformat(), "end": end.isoformat()})
@@ -140,7 +159,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from nightrec.run_manifest import read_run_manifest, reconciles
-    from nightrec.run_report import quality_marks
+    from nightrec.run_report import attempt_mark, error_line, quality_marks
 
     ctx = _context(args)
     adapter, wh = ctx.adapter, ctx.warehouse
@@ -148,26 +167,40 @@ def cmd_status(args: argparse.Namespace) -> int:
     end = args.end or adapter.history_end
     print(
         f"{'ds':<11} {'raw':>7} {'bronze':>7} {'quar.':>6} {'redel.':>6} {'ok':>3} {'seq.users':>9}  "
-        f"{'quality raw/bronze/marts':<24}  quarantine"
+        f"{'quality raw/bronze/marts':<24}  {'latest attempt':<24}  quarantine"
     )
-    missing = 0
+    missing, failed = 0, []
     for ds in days_between(start, end + timedelta(days=1)):
         doc = read_run_manifest(wh, ds)
         st = (doc or {}).get("stages", {})
         ing, seq = st.get("ingest_events"), st.get("build_sequences")
+        attempt = (doc or {}).get("attempt")
+        mark = attempt_mark(attempt)
+        if attempt is not None and attempt.get("state") == "failed":
+            failed.append((ds, attempt))
         if not ing:
             missing += 1
-            if args.all:
-                print(f"{ds!s:<11} (not ingested)")
+            if args.all or attempt is not None:  # a day whose run failed before ingest is always listed
+                print(f"{ds!s:<11} {'(not ingested)':<48}  {quality_marks(st):<24}  {mark:<24}")
             continue
         ok = reconciles(ing)
         print(
             f"{ds!s:<11} {ing['raw_rows']:>7} {ing['bronze_rows']:>7} {ing['quarantined_rows']:>6} "
             f"{ing['redelivered_rows']:>6} {'yes' if ok else 'NO':>3} {(seq or {}).get('users', '-'):>9}  "
-            f"{quality_marks(st):<24}  {ing['quarantine_reasons'] or ''}"
+            f"{quality_marks(st):<24}  {mark:<24}  {ing['quarantine_reasons'] or ''}"
         )
     if missing:
         print(f"({missing} day(s) in [{start}, {end}] not ingested yet{'' if args.all else '; --all lists them'})")
+    for edge in (adapter.history_start, adapter.history_end):  # the history file's rows no day holds (#24)
+        outside = ((read_run_manifest(wh, edge) or {}).get("stages", {}).get("land") or {}).get("outside_history")
+        if outside:
+            from nightrec.landing import outside_message
+
+            print(outside_message(adapter.name, outside, (adapter.history_start, adapter.history_end)))
+    for ds, attempt in failed:
+        print(f"{ds}: the latest run {attempt['run_id']} FAILED in {attempt.get('failed_task')}: {error_line(attempt)}")
+    if failed:
+        print("(counts and checks above are the last recorded; `nightrec report --day D` says which run wrote each)")
     return 0
 
 
@@ -241,11 +274,23 @@ def cmd_sql(args: argparse.Namespace) -> int:
     if not path.is_file():
         raise NightrecError(f"No analysts' database at {path} yet: run `nightrec demo` (or the nightly DAG) first")
     queries = split_queries(Path(args.file).read_text()) if args.file else [args.query]
+    failed = []
     with duckdb.connect(str(path), read_only=True) as con:
-        for q in queries:
+        for i, q in enumerate(queries, 1):
             if args.file:
                 print(f"\n{q.strip()}")
-            print(con.sql(q).df().to_string(max_rows=args.max_rows, index=False))
+            try:
+                print(con.sql(q).df().to_string(max_rows=args.max_rows, index=False))
+            except duckdb.Error as exc:  # a file's queries are independent: say which failed and go on
+                first = str(exc).strip().splitlines()[0]
+                print(f"query {i} failed: {first}", file=sys.stderr)
+                failed.append(i)
+    if failed:
+        raise NightrecError(
+            f"{len(failed)} of {len(queries)} queries failed ({', '.join(map(str, failed))}). A table that does not "
+            "exist yet is published by a later task (marts.topk_current by publish_topk, the segment marts by the "
+            'segments group): run the nightly DAG first; `nightrec sql "show all tables"` lists what there is.'
+        )
     return 0
 
 
@@ -270,8 +315,6 @@ def cmd_feast(args: argparse.Namespace) -> int:
         for name, values in sorted(row.items()):
             print(f"{name:<45} {values[0]}")
     else:  # serve: Feast's HTTP feature server on this repository and variant
-        import os
-
         feature_store.use_settings(s)  # checks the variant's servers are given, like every other action
         env = dict(os.environ)
         cmd = [
@@ -491,6 +534,13 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--profile", help="configuration profile (conf/profiles/<name>.yaml; default local)")
     common.add_argument("--source", help="source profile (conf/sources/<name>.yaml; default from the profile)")
     common.add_argument("--warehouse", help="warehouse root directory (default from the profile)")
+    common.add_argument(
+        "--set",
+        action="append",
+        metavar="SECTION.KEY=VALUE",
+        help="override one setting of the profile, e.g. --set training.eval_days=7 (repeatable; Airflow's tasks and "
+        f"spark-submit get it too, through ${SET_VARIABLE})",
+    )
     common.add_argument(
         "--verbose",
         dest="quiet",

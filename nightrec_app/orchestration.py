@@ -11,6 +11,7 @@ the core package stays importable without it; the jobs' heavy imports happen ins
 
 from __future__ import annotations
 
+from datetime import date, timedelta
 from typing import Any
 
 from nightrec.config import PROJECT_ROOT, Settings
@@ -35,6 +36,29 @@ def assets(settings: Settings) -> dict[str, Any]:
         what: Asset(name=f"nightrec_{settings.source}_{what}", uri=path(wh).as_uri(), group="nightrec")
         for what, (_, path) in PUBLISHED.items()
     }
+
+
+def task_defaults(settings: Settings) -> dict[str, Any]:
+    """The ``default_args`` of both DAGs: retries, and a failure callback that records the failed task and its error
+    in the run manifests of the run's days, so `nightrec status` and `report` show the failure afterwards."""
+    return {
+        "retries": settings.airflow.task_retries,
+        "retry_delay": timedelta(minutes=2),
+        "on_failure_callback": record_failure,
+    }
+
+
+def record_failure(context: Any) -> None:
+    """Airflow's on_failure_callback (it runs in the task's process after the task failed for good)."""
+    from nightrec_app import tasks
+
+    run, params = context["dag_run"], context.get("params") or {}
+    if params.get("end"):  # the bootstrap DAG: its range's last day
+        day = date.fromisoformat(str(params["end"])) - timedelta(days=1)
+    else:  # the nightly DAG: its data interval's day
+        day = context["data_interval_start"].date()
+    task_id, error = context["ti"].task_id, context.get("exception")
+    tasks.record_failure(tasks.context().warehouse, run.dag_id, run.run_id, task_id, error, day.isoformat())
 
 
 def spark_job(settings: Settings, job: str, start: str, end: str) -> Any:
@@ -118,14 +142,14 @@ def pipeline(settings: Settings, start: str, end: str, train: bool = True) -> No
     outlets = assets(settings)
 
     @task(task_id="land")
-    def land(start: str, end: str) -> dict:
+    def land(start: str, end: str, airflow_dag: str, airflow_run: str) -> dict:
         from airflow.sdk.exceptions import AirflowSkipException
 
         from nightrec.errors import NothingToProcess
         from nightrec_app import tasks
 
         try:
-            return tasks.land_days(tasks.context(start, end))
+            return tasks.land_days(tasks.context(start, end), airflow_dag, airflow_run)
         except NothingToProcess as exc:  # a run past the data: skip it and everything after it
             raise AirflowSkipException(str(exc)) from exc
 
@@ -205,7 +229,7 @@ def pipeline(settings: Settings, start: str, end: str, train: bool = True) -> No
         return tasks.publish_marts(tasks.context())
 
     served = (
-        land(start, end)
+        land(start, end, "{{ dag.dag_id }}", "{{ run_id }}")
         >> validate("raw")
         >> attributes()
         >> spark_job(settings, "ingest_events", start, end)

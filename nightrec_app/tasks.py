@@ -7,13 +7,15 @@ the settings Airflow's environment carries (``Settings.environment``), tests bui
 from __future__ import annotations
 
 import logging
+from datetime import date
 from typing import Any
 
 from nightrec import run_report
 from nightrec.config import load_settings
 from nightrec.context import RunContext
 from nightrec.errors import HistoryTooShort, NothingToProcess, QualityCheckFailed, ReconciliationError
-from nightrec.run_manifest import read_run_manifest, reconciles, update_run_manifest
+from nightrec.run_manifest import begin_attempt, end_attempt, read_run_manifest, reconciles, update_run_manifest
+from nightrec.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +25,10 @@ def context(start: str | None = None, end: str | None = None) -> RunContext:
     return RunContext.of(load_settings(), start, end)
 
 
-def land_days(ctx: RunContext) -> dict[str, Any]:
-    """Replay the bundled history's days of the run into raw/ (the demo's stand-in for the shop's delivery)."""
+def land_days(ctx: RunContext, dag_id: str, run_id: str) -> dict[str, Any]:
+    """Open the run's attempt on each of its days, then replay the bundled history's days into raw/ (the demo's
+    stand-in for the shop's delivery). What the replay did to each day's file (landed, unchanged, replaced, or a
+    user's delivery kept) goes into the day's manifest, section ``land``."""
     from nightrec.landing import replay
 
     if ctx.past_history is not None:
@@ -33,15 +37,31 @@ def land_days(ctx: RunContext) -> dict[str, Any]:
             f"({ctx.adapter.history_end}); nothing is delivered for it, so this run is skipped."
         )
     ctx.warehouse.ensure_layout()
+    begin_attempt(ctx.warehouse, ctx.days, dag_id, run_id)
     report = replay(ctx.adapter, ctx.warehouse, ctx.start, ctx.end)
+    for day in report.days:
+        section: dict[str, Any] = {"by": "replay", "files": [day.describe()]}
+        if outside := report.outside_for(day.ds):  # the history file's rows no day of the history holds
+            section["outside_history"] = outside
+        update_run_manifest(ctx.warehouse, day.ds, "land", section)
     log.info(report.summary())
-    return {
-        "days": len(report.days),
-        "rows": report.rows,
-        "landed": report.count("landed"),
-        "replaced": report.count("replaced"),
-        "unchanged": report.count("unchanged"),
+    return {"days": len(report.days), "rows": report.rows} | {
+        status: report.count(status) for status in ("landed", "replaced", "unchanged", "kept")
     }
+
+
+def record_failure(
+    warehouse: Warehouse, dag_id: str, run_id: str, task_id: str, error: BaseException | None, day: str | None
+) -> None:
+    """A task of the run failed: close the attempt of the run's days as failed, naming the task and its error.
+
+    :param day: the run's own day (its data interval's start), used when the run failed before it recorded its
+        attempt, so the failure is still visible on that day.
+    """
+    message = f"{type(error).__name__}: {error}" if error is not None else "the task failed (no exception recorded)"
+    closed = end_attempt(warehouse, run_id, "failed", task=task_id, error=message)
+    if not closed and day is not None:
+        end_attempt(warehouse, run_id, "failed", days=[date.fromisoformat(day)], task=task_id, error=message)
 
 
 def ingest_attribute_snapshots(ctx: RunContext) -> dict[str, Any]:
@@ -97,6 +117,7 @@ def record_run(ctx: RunContext, dag_id: str, run_id: str) -> dict[str, Any]:
             totals[k] += ingest[k]
         totals["sequence_users"] += seq["users"]
         update_run_manifest(warehouse, ds, "airflow", {"dag_id": dag_id, "run_id": run_id})
+    end_attempt(warehouse, run_id, "success", days=ctx.days)
     index = run_report.write_html(warehouse, ctx.days)
     log.info(f"{ctx.adapter.name} [{ctx.start}, {ctx.end}): {totals}; run report {index}")
     return totals

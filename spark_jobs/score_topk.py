@@ -16,8 +16,9 @@ items where the source declares availability; users without a list (cold start) 
 the items their consumer segment's members engaged with most (source = 'segment_popular') filled with those.
 The version is written to serving/topk/ds=D/model=<name>-<version>/ beside its final place, checked (every
 eligible user, exactly min(k, eligible items) rows each), renamed into place and then published by the pointer swap in
-nightrec.topk_publish. Without a ranker decision or a champion (training skipped: history too short) the job writes
-nothing and says so.
+nightrec.topk_publish. Without a ranker decision or a champion (training skipped: the history is too short for the
+windows the settings ask for) every user gets the popular list (version ``popular-<D>``), and the reason travels with
+the version into the run report: a young shop still serves something.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from nightrec import ranking, topk_publish
 from nightrec.adapters import load_adapter
 from nightrec.config import ORDINAL_KINDS, Settings
 from nightrec.errors import InputError, ReconciliationError
+from nightrec.run_manifest import read_run_manifest
 from nightrec.scoring import level_probabilities, top_k
 from nightrec.storage import read_json, swap_into_place, temp_sibling, write_json_atomic
 from nightrec.warehouse import Warehouse, champion
@@ -273,8 +275,7 @@ def run_ranked(spark: SparkSession, settings: Settings, day: date) -> dict[str, 
     decision = ranking.night_decision(wh, day)
     candidates = wh.candidates(day) / f"anchor={(day + timedelta(days=1)).isoformat()}"
     if decision is None or not candidates.is_dir():
-        log(JOB, f"no ranker decision or candidates for {day} (training skipped?): no top-k for {day}")
-        return {"skipped": f"no ranker run for {day}"}
+        return _popular_for_everyone(spark, settings, day, f"no ranker decision or candidates for {day}")
     lists = decision["lists"]
     if lists == "ranker":
         version = decision["ranker_version"]
@@ -307,8 +308,7 @@ def run_single_model(spark: SparkSession, settings: Settings, day: date) -> dict
     model, wh = settings.topk.model, Warehouse.of(settings)
     pointer = champion(wh, model)
     if pointer is None:
-        log(JOB, f"no published {model} model yet (training skipped?): no top-k for {day}")
-        return {"skipped": f"no champion of {model}"}
+        return _popular_for_everyone(spark, settings, day, f"no published {model} model yet")
     directory = wh.model_dir(model, pointer["version"])
     manifest = read_json(directory / "manifest.json")
     model_version = f"{model}-{manifest['version']}"
@@ -346,6 +346,21 @@ def run_single_model(spark: SparkSession, settings: Settings, day: date) -> dict
     )
     extra = {"k": k, "items": len(item_ids), "exclude_bought": settings.topk.exclude_bought}
     return _write_and_publish(spark, settings, day, model_version, scored.unionByName(fallback), expected, extra)
+
+
+def _popular_for_everyone(spark: SparkSession, settings: Settings, day: date, why: str) -> dict[str, Any]:
+    """The popular list for every user, published when the night has no model to rank with (``why``); the reason,
+    with the training's own (which names the settings that decide it), goes into the version's counts."""
+    trained = (read_run_manifest(Warehouse.of(settings), day) or {}).get("stages", {}).get("training") or {}
+    reason = f"{why}: {trained['skipped']}" if "skipped" in trained else f"{why} (see the night's training log)"
+    log(JOB, f"{day}: publishing the popular list for every user; {reason}")
+    model_version = f"popular-{day.isoformat()}"
+    users, bought = _users(spark, settings, day), _bought(spark, settings, day)
+    ordinal = settings.topk.model == "ranker" or settings.topk.model in ORDINAL_KINDS  # the schema of its other lists
+    lists = _popular_fallback(spark, settings, day, users, bought, model_version, ordinal)
+    expected = users.select("user_id", F.lit(settings.topk.k).alias("want"))  # fewer only where the day has fewer
+    extra = {"lists": "popular", "reason": reason, "k": settings.topk.k, "exclude_bought": settings.topk.exclude_bought}
+    return _write_and_publish(spark, settings, day, model_version, lists, expected, extra)
 
 
 def _write_and_publish(

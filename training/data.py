@@ -25,7 +25,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from nightrec.config import Settings, TrainingSettings
+from nightrec.config import Settings, TrainingSettings, how_to_set
 from nightrec.errors import HistoryTooShort, InputError
 from nightrec.warehouse import Warehouse
 
@@ -63,7 +63,8 @@ def split_for(first_day: date, last_day: date, t: TrainingSettings) -> Split:
     if validation_start <= first_day:
         raise HistoryTooShort(
             f"Data {first_day}..{last_day} is too short for training.eval_days={t.eval_days} and "
-            f"training.ranker_days={t.ranker_days}: no days are left to train on; lower them or deliver more history"
+            f"training.ranker_days={t.ranker_days}: no days are left to train on; lower them or deliver more history "
+            f"({how_to_set('training.eval_days', 'training.ranker_days')})"
         )
     return Split((first_day, validation_start), (validation_start, eval_start), (eval_start, end))
 

@@ -163,7 +163,7 @@ def test_a_day_past_the_history_is_skipped_not_processed(tmp_path):
     from nightrec_app.tasks import land_days
 
     with pytest.raises(NothingToProcess, match="Day 2014-08-16 is past the last day"):
-        land_days(RunContext.of(make_settings(tmp_path), "2014-08-14", "2014-08-17"))
+        land_days(RunContext.of(make_settings(tmp_path), "2014-08-14", "2014-08-17"), "nightly", "manual__test")
     assert not (tmp_path / "raw").exists()
 
 

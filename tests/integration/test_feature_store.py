@@ -22,6 +22,7 @@ import pytest
 
 from nightrec import feature_store
 from nightrec.config import PROJECT_ROOT
+from nightrec.errors import InputError
 from tests.conftest import free_port, serving
 
 pytestmark = pytest.mark.spark
@@ -48,6 +49,11 @@ def applied(tmall_warehouse, marts):
 def test_apply_registers_the_repository(applied):
     settings, counts = applied
     assert counts == {"entities": 2, "feature_views": 3, "feature_services": 2}
+    # the lists' service before any list is published: a message that says when it appears, not Feast's traceback
+    with pytest.raises(
+        InputError, match=r"No feature service 'topk' .*publish_topk has published it\. Registered now: serving, train"
+    ):
+        feature_store.online_features(settings, [{"user_id": "1", "item_id": ""}], "topk")
     store = feature_store.open_store(settings)
     sequence = store.get_feature_view("user_sequence")
     types = {f.name: str(f.dtype) for f in sequence.features}

@@ -294,3 +294,44 @@ def test_items_the_source_declares_unavailable_are_never_listed(spark, settings,
     assert (after.groupby("user_id").size() == K).all() and result["rows"] == len(after)
     kept = table[(table["user_id"] == user) & ~table["item_id"].isin(gone)]["item_id"].tolist()
     assert after[after["user_id"] == user]["item_id"].tolist()[: len(kept)] == kept  # the rest move up
+
+
+def test_a_history_too_short_to_train_still_publishes_the_popular_list_and_says_why(spark, smoke_training, tmp_path):
+    """No models, no ranker decision (training was skipped on a short history): every known user gets the day's
+    popular items, published as `popular-<day>`, and the reason, with the training's own naming the settings that
+    decide it, is in the version's counts and the run report."""
+    from nightrec.run_manifest import read_run_manifest, update_run_manifest
+    from nightrec.run_report import render
+
+    root = tmp_path / "warehouse"
+    skip = shutil.ignore_patterns("models", "serving", "candidates", "segments", "_runs")
+    shutil.copytree(smoke_training.warehouse_root, root, symlinks=True, ignore=skip)
+    settings = smoke_training.with_overrides(warehouse_root=root)
+    settings = settings.with_overrides(topk=replace(settings.topk, k=K, model="ranker", exclude_bought=False))
+    wh = Warehouse.of(settings)
+    why = "Data 2014-08-01..2014-08-14 is too short for training.eval_days=30 (set them in the profile ...)"
+    update_run_manifest(wh, FIRST_DAY, "training", {"skipped": why})
+
+    result = score_topk.run(spark, settings, FIRST_DAY)
+    assert result["model_version"] == f"popular-{FIRST_DAY}" and result["lists"] == "popular"
+    assert result["reason"] == f"no ranker decision or candidates for {FIRST_DAY}: {why}"
+    assert topk_publish.current(settings)["model_version"] == f"popular-{FIRST_DAY}"
+    table = _current(settings)
+    users = duckdb.sql(
+        f"select user_id from {_mart(settings, 'dim_users')} where first_event_ds <= date '{FIRST_DAY}'"
+    ).df()
+    assert set(table["user_id"]) == set(users["user_id"]) and (table["source"] == "popular").all()
+    popular = (
+        duckdb.sql(
+            f"select item_id from {_mart(settings, 'item_features')} where ds = date '{FIRST_DAY}' "
+            f"order by n_users_30d desc, n_events_30d desc, item_id limit {K}"
+        )
+        .df()["item_id"]
+        .tolist()
+    )
+    assert all(items == popular for items in table.groupby("user_id")["item_id"].apply(list))
+    assert result["rows"] == K * len(users) == result["cold_start_users"] * K
+
+    update_run_manifest(wh, FIRST_DAY, "topk", {"current": result["current"], "counts": result})
+    report = render(read_run_manifest(wh, FIRST_DAY))
+    assert f"the popular list for every user: no ranker decision or candidates for {FIRST_DAY}: {why}" in report

@@ -16,9 +16,13 @@ from nightrec_app import cli
         (["nightly", "--day", "2014-07-15"], "come before tmall_brand's nightly_start (2014-08-14)"),
         (["backfill", "--start", "2014-08-10", "--end", "2014-08-14"], "08-11, 2014-08-12 come before"),
         (["nightly", "--day", "2014-08-20"], "lie outside tmall_brand's delivered history"),
+        # an empty or inverted bootstrap range: refused, not 30 s into spark-submit (#24)
+        (["bootstrap", "--start", "2014-08-14"], "bootstrap range is empty: --start 2014-08-14 and no --end"),
+        (["bootstrap", "--start", "2014-05-02", "--end", "2014-05-01"], "--end is inclusive and must be on or after"),
+        (["bootstrap", "--start", "2014-04-01", "--end", "2014-04-20"], "leaves tmall_brand's history [2014-04-15"),
     ],
 )
-def test_a_nightly_day_the_dag_would_not_process_is_refused(args, message, tmp_path: Path, monkeypatch, capsys):
+def test_a_day_or_range_the_dags_would_not_process_is_refused(args, message, tmp_path: Path, monkeypatch, capsys):
     monkeypatch.setenv("NIGHTREC_WAREHOUSE_ROOT", str(tmp_path / "warehouse"))
     monkeypatch.setenv("NIGHTREC_AIRFLOW_HOME", str(tmp_path / "airflow"))
     monkeypatch.setenv("NIGHTREC_SOURCE", "tmall_brand")

@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -103,3 +104,39 @@ def test_ranker_settings_load_and_are_validated(tmp_path: Path, monkeypatch: pyt
         (tmp_path / "bad.yaml").write_text(body)
         with pytest.raises(ConfigError, match=message):
             config.load_settings("bad", env={})
+
+
+def test_any_setting_can_be_set_from_the_environment_and_travels_to_child_processes():
+    env = {"NIGHTREC_SET": "training.eval_days=7; ranker.sources=history,popular_30d\ntraining.refit=yes;"}
+    s = load_settings("smoke", env=env | {"NIGHTREC_SET": env["NIGHTREC_SET"] + "; training.eval_days=9"})
+    assert (s.training.eval_days, s.ranker.sources, s.training.refit) == (9, ("history", "popular_30d"), True)
+    assert s.training.ranker_days == load_settings("smoke", env={}).training.ranker_days  # the rest: the profile's
+    again = load_settings(env=s.environment())  # what Airflow's tasks and spark-submit load
+    assert again == s
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ("training.eval_days", "is not section.key=value"),
+        ("airflow.home=/x", "unknown section 'airflow'"),
+        ("training.nope=1", "unknown key 'nope' of 'training'"),
+        ("training.refit=maybe", "training.refit='maybe' is not a valid bool"),
+        ("training.eval_days=seven", "training.eval_days='seven' is not a valid int"),
+        ("spark.conf=a", "a mapping cannot be set this way"),
+        ("training.eval_days=0", "with NIGHTREC_SET='training.eval_days=0'"),  # the usual validation, naming the entry
+    ],
+)
+def test_a_bad_setting_from_the_environment_is_refused(entry: str, message: str):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_settings("smoke", env={"NIGHTREC_SET": entry})
+
+
+def test_the_cli_set_flag_wins_over_the_environment(monkeypatch: pytest.MonkeyPatch):
+    from nightrec_app import cli
+
+    monkeypatch.setenv("NIGHTREC_SET", "training.eval_days=7")
+    args = cli.build_parser().parse_args(["status", "--set", "training.eval_days=5", "--set", "ranker.max_anchors=2"])
+    s = cli._settings(args)
+    assert (s.training.eval_days, s.ranker.max_anchors) == (5, 2)
+    assert s.environment()["NIGHTREC_SET"] == "training.eval_days=7; training.eval_days=5; ranker.max_anchors=2"

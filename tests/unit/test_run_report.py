@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from nightrec.run_report import render, render_html, render_index
+from datetime import date
+
+from nightrec.errors import InputError, QualityCheckFailed
+from nightrec.run_manifest import begin_attempt, end_attempt, read_run_manifest, stale_sections, update_run_manifest
+from nightrec.run_report import attempt_mark, render, render_html, render_index
+from nightrec.warehouse import Warehouse
+from nightrec_app import tasks
 
 
 def _manifest(**stages) -> dict:
@@ -147,3 +153,49 @@ def test_segments_and_audiences_say_what_ran_and_what_failed():
     assert "stability: first night with segments, nothing to compare" in first
     assert "encoder" not in first and "audiences  skipped: no segments for 2014-08-15" in first
     assert "segments   not run on this day" in render(_manifest())
+
+
+def test_a_failed_attempt_is_shown_with_its_task_and_error_and_older_sections_are_marked(tmp_path):
+    """A night writes land and a failed raw check, then fails: the day's report and the index say so, name the task
+    and the error, and mark the ingest section as left by the run before."""
+    wh = Warehouse(tmp_path, "tmall_brand")
+    days = [date(2014, 8, 14), date(2014, 8, 15)]
+    ingest = {"raw_rows": 3, "bronze_rows": 3, "quarantined_rows": 0, "redelivered_rows": 0, "quarantine_reasons": {}}
+    begin_attempt(wh, days, "nightly", "run_1")
+    for ds in days:
+        update_run_manifest(wh, ds, "ingest_events", ingest)
+    assert end_attempt(wh, "run_1", "success", days=days) == days
+    assert render(read_run_manifest(wh, days[1])).splitlines()[1].startswith("  attempt    succeeded: nightly run_1")
+
+    begin_attempt(wh, days, "nightly", "run_2")
+    files = [{"file": "t_alibaba_data.csv", "rows": 3, "status": "kept", "reason": "the file there was delivered"}]
+    for ds in days:
+        update_run_manifest(wh, ds, "land", {"by": "replay", "files": files})
+    error = QualityCheckFailed("Data quality check 'raw' failed: 1 critical expectation(s)\nraw.events: expect_x")
+    tasks.record_failure(wh, "nightly", "run_2", "validate_raw", error, "2014-08-15")
+    doc = read_run_manifest(wh, days[1])
+    assert doc["attempt"]["state"] == "failed" and doc["attempt"]["failed_task"] == "validate_raw"
+    assert stale_sections(doc) == {"ingest_events": "run_1"}
+    text = render(doc)
+    assert "attempt    FAILED in task validate_raw: nightly run_2" in text
+    assert "QualityCheckFailed: Data quality check 'raw' failed: 1 critical expectation(s)" in text
+    assert "land       replay: t_alibaba_data.csv kept (3 rows)" in text
+    assert "(recorded by an earlier run, run_1; the latest attempt did not rewrite it)" in text.split("sequences")[0]
+    assert "FAILED:validate_raw" in render_index([doc]) and attempt_mark(None) == "-"
+
+    # a run that fails before its first task records an attempt still leaves the failure on its own day
+    tasks.record_failure(wh, "nightly", "run_3", "land", InputError("Bundled history not found"), "2014-08-16")
+    third = read_run_manifest(wh, date(2014, 8, 16))
+    assert third["attempt"]["failed_task"] == "land" and "Bundled history not found" in render(third)
+    assert read_run_manifest(wh, days[1])["attempt"]["run_id"] == "run_2"  # other days keep their attempt
+
+
+def test_the_land_section_says_what_the_replay_kept_and_what_lies_outside_the_history():
+    land = {
+        "by": "replay",
+        "files": [{"file": "t_alibaba_data.csv", "rows": 1694, "status": "unchanged"}],
+        "outside_history": {"2014-04-14": 3},
+    }
+    text = render(_manifest(land=land))
+    assert "land       replay: t_alibaba_data.csv unchanged (1,694 rows)" in text
+    assert "3 row(s) of the history file lie outside the history and are not landed (3 on 2014-04-14" in text
