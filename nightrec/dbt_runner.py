@@ -31,8 +31,11 @@ def dbt_vars(settings: Settings, start: date | None = None, end: date | None = N
     return out
 
 
-def target_path(target: str) -> Path:
-    return DBT_DIR / "target" / target
+def target_path(settings: Settings, target: str) -> Path:
+    """Where dbt writes its artifacts for the settings' warehouse (not dbt/target/, which every warehouse shares)."""
+    from nightrec.warehouse import Warehouse
+
+    return Warehouse.of(settings).dbt_artifacts(target)
 
 
 def run_dbt(
@@ -70,7 +73,9 @@ def run_dbt(
         "--target",
         target,
         "--target-path",
-        str(target_path(target)),
+        str(target_path(settings, target)),
+        "--log-path",
+        str(target_path(settings, "logs")),
         "--vars",
         json.dumps(dbt_vars(settings, start, end)),
     ]

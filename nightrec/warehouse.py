@@ -70,6 +70,11 @@ class Warehouse:
         """Each dbt target writes under its own root (docs/architecture.md, "dbt on two targets")."""
         return self.root / "marts" / target
 
+    def dbt_artifacts(self, target: str) -> Path:
+        """dbt's target path (manifest, run results, the docs it generates) and logs for this warehouse: two
+        warehouses built at once on one machine never write each other's artifacts."""
+        return self.root / "marts" / "_dbt" / target
+
     def mart_exports(self) -> Path:
         """The Parquet exports of the default target's marts (what Feast, training and the Spark jobs read)."""
         return self.root / "marts" / "parquet"

@@ -132,7 +132,7 @@ def publish_marts(ctx: RunContext) -> dict[str, Any]:
     counts = export_marts(settings)
     analyst = build_analyst_db(settings)
     run_dbt(settings, ["docs", "generate"])
-    docs = publish_dbt_docs(settings, target_path(settings.dbt_target))
+    docs = publish_dbt_docs(settings, target_path(settings, settings.dbt_target))
     log.info(f"marts exported {counts}; analysts' database {analyst}; dbt docs {docs}/index.html")
     return {"rows": counts, "analyst_db": str(analyst), "dbt_docs": str(docs)}
 

@@ -24,6 +24,15 @@ from nightrec.warehouse import Warehouse
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Two groups for `pytest -n 2 --dist loadgroup` (what `make test` runs): the Airflow DAG runs (tests/e2e) on one
+    worker, everything in-process on the other. Each group keeps its session fixtures on one worker, so the shared
+    warehouse is built once per group, and much of a DAG run waits on process starts the other worker fills."""
+    for item in items:
+        group = "dag_runs" if item.path.parent.name == "e2e" else "in_process"
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 def make_settings(warehouse_root: Path, source: str = "tmall_brand", **pipeline: int) -> Settings:
     base = load_settings("local", env={})
     spark = replace(base.spark, master="local[2]", shuffle_partitions=4, driver_memory="2g")
