@@ -43,7 +43,7 @@ lint: install
 
 # Two workers: the Airflow DAG runs on one, the in-process tests on the other (tests/conftest.py groups them).
 test: install check-java check-services lint
-	$(BIN)/pytest -n 2 --dist loadgroup
+	$(BIN)/pytest -n 2 --dist loadscope
 
 clean:
 	rm -rf warehouse .airflow .pytest_cache .ruff_cache

@@ -50,6 +50,9 @@ class SourceAdapter:
     :param file_format: ``csv`` or ``parquet``.
     :param file_pattern: glob of the files of one delivery.
     :param delimiter: CSV delimiter.
+    :param header: whether a CSV delivery's first line names its columns (``events.header``, default true).
+    :param fields: the columns of a CSV without a header, in file order (``events.fields``); ``columns`` maps onto
+        these names.
     :param columns: canonical name -> source column (user_id, item_id, event_time; event_type, event_id optional).
     :param event_type_constant: the event type when the source has one behaviour and no type column.
     :param event_type_names: source code -> behaviour word (e.g. Tmall's "1" -> "buy"); unmapped codes are kept.
@@ -80,6 +83,17 @@ class SourceAdapter:
     has_availability: bool = False
     credit: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    header: bool = True
+    fields: tuple[str, ...] = ()
+
+    @property
+    def first_data_line(self) -> int:
+        """The line number (from 1) of a CSV delivery's first row: 2 below a header, else 1."""
+        return 2 if self.header else 1
+
+    def header_of(self, first_record: list[str]) -> tuple[str, ...]:
+        """The column names of a CSV delivery whose first record is ``first_record``."""
+        return tuple(first_record) if self.header else self.fields
 
     @property
     def max_level(self) -> int:
@@ -132,6 +146,8 @@ _EVENT_KEYS = {
     "event_type_names",
     "levels",
     "time",
+    "header",
+    "fields",
 }
 
 
@@ -203,6 +219,20 @@ def load_adapter(name: str, sources_dir: Path | None = None) -> SourceAdapter:
     fmt_files = str(ev.get("format") or "csv")
     if fmt_files not in {"csv", "parquet"}:
         raise ConfigError(f"events.format in {where} must be csv or parquet, got {fmt_files!r}")
+    has_header = ev.get("header", True)
+    if not isinstance(has_header, bool):
+        raise ConfigError(f"events.header in {where} must be true or false, got {has_header!r}")
+    fields = tuple(str(f) for f in (ev.get("fields") or ()))
+    if not has_header:
+        if fmt_files != "csv" or not fields:
+            raise ConfigError(
+                f"{where}: events.header: false needs a CSV source and events.fields, its columns in file order"
+            )
+        unnamed = sorted(set(columns.values()) - set(fields))
+        if unnamed:
+            raise ConfigError(f"events.columns in {where} maps {unnamed}, which events.fields does not name")
+    elif fields:
+        raise ConfigError(f"events.fields in {where} is only for a CSV without a header (events.header: false)")
 
     bundled = _req(raw, "bundled", where)
     attrs = raw.get("attributes") or {}
@@ -251,6 +281,8 @@ def load_adapter(name: str, sources_dir: Path | None = None) -> SourceAdapter:
         user_attributes=attr("users"),
         has_availability=bool(raw.get("has_availability", False)),
         credit=str(raw.get("credit") or ""),
+        header=has_header,
+        fields=fields,
     )
     if adapter.has_availability and not (adapter.item_attributes and "available" in adapter.item_attributes.columns):
         raise ConfigError(

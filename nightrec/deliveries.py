@@ -91,5 +91,5 @@ def _describe_file(adapter: SourceAdapter, path: Path) -> tuple[tuple[str, ...],
         return tuple(meta.schema_arrow.names), meta.metadata.num_rows
     content = path.read_bytes()
     first = content.split(b"\n", 1)[0].decode("utf-8", errors="replace").rstrip("\r")
-    header = tuple(next(csv.reader(io.StringIO(first), delimiter=adapter.delimiter), []))
-    return header, count_data_rows(content)
+    header = adapter.header_of(next(csv.reader(io.StringIO(first), delimiter=adapter.delimiter), []))
+    return header, count_data_rows(content, adapter.header)

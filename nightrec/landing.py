@@ -158,12 +158,12 @@ def _deliver(day_dir: Path, filename: str, content: bytes) -> str:
     return status
 
 
-def count_data_rows(content: bytes) -> int:
-    """Rows of a delivered CSV: its lines minus the header (a final newline does not start a row)."""
+def count_data_rows(content: bytes, header: bool = True) -> int:
+    """Rows of a delivered CSV: its lines minus the header, if it has one (a final newline does not start a row)."""
     if not content:
         return 0
     lines = content.count(b"\n") + (0 if content.endswith(b"\n") else 1)
-    return max(lines - 1, 0)
+    return max(lines - (1 if header else 0), 0)
 
 
 def replay(
@@ -192,9 +192,9 @@ def replay(
     lines = np.array(text.split("\n"), dtype=object)
     if len(lines) and lines[-1] == "":
         lines = lines[:-1]
-    if len(lines) == 0:
+    if len(lines) == 0 and adapter.header:
         raise InputError(f"{path} is empty (no header)")
-    header, body = str(lines[0]), lines[1:]
+    header, body = (str(lines[0]), lines[1:]) if adapter.header else (None, lines)
     time_col = adapter.columns["event_time"]
     try:
         frame = pd.read_csv(
@@ -204,6 +204,7 @@ def replay(
             skip_blank_lines=False,
             usecols=[time_col],
             sep=adapter.delimiter,
+            **({} if adapter.header else {"header": None, "names": list(adapter.fields)}),
         )
     except (ValueError, pd.errors.ParserError) as exc:
         raise InputError(f"Could not read column '{time_col}' of {path}: {exc}") from exc
@@ -214,7 +215,7 @@ def replay(
     times = parse_times(frame[time_col], adapter.time)
     bad = np.flatnonzero(times.isna().to_numpy())
     if len(bad):
-        sample = ", ".join(f"line {i + 2}: {frame[time_col].iloc[i]!r}" for i in bad[:5])
+        sample = ", ".join(f"line {i + adapter.first_data_line}: {frame[time_col].iloc[i]!r}" for i in bad[:5])
         raise InputError(f"{path}: {len(bad)} row(s) with an unparseable '{time_col}' ({sample})")
     days = times.dt.strftime("%Y-%m-%d").to_numpy()
     order = np.argsort(days, kind="stable")  # stable: keep the file's line order inside a day
@@ -229,12 +230,13 @@ def replay(
         key = ds.isoformat()
         lo, hi = np.searchsorted(sorted_days, key, "left"), np.searchsorted(sorted_days, key, "right")
         rows = body[order[lo:hi]]
-        content = (header + "\n" + "".join(f"{r}\n" for r in rows)).encode("utf-8")
+        content = ("" if header is None else header + "\n").encode("utf-8") + "".join(f"{r}\n" for r in rows).encode()
         target = warehouse.raw_day(ds) / filename
         same = target.is_file() and sha256_file(target) == hashlib.sha256(content).hexdigest()
         refused = None if same else _replayed_over(warehouse, ds, filename)
         if refused is not None:
-            report.days.append(DayLanding(ds, filename, count_data_rows(target.read_bytes()), "kept", refused))
+            rows_there = count_data_rows(target.read_bytes(), adapter.header)
+            report.days.append(DayLanding(ds, filename, rows_there, "kept", refused))
             continue
         status = _deliver(warehouse.raw_day(ds), filename, content)
         if status != "unchanged" or filename not in _ledger(warehouse, ds):
@@ -262,5 +264,5 @@ def land_file(adapter: SourceAdapter, warehouse: Warehouse, ds: date, file: Path
     content = file.read_bytes()
     status = _deliver(warehouse.raw_day(ds), file.name, content)
     _record(warehouse, ds, file.name, hashlib.sha256(content).hexdigest(), "delivery")
-    rows = count_data_rows(content) if adapter.file_format == "csv" else -1
+    rows = count_data_rows(content, adapter.header) if adapter.file_format == "csv" else -1
     return DayLanding(ds, file.name, rows, status)

@@ -65,7 +65,7 @@ def _raw_rows(spark: SparkSession, adapter: SourceAdapter, files: list[Delivered
             # to the split array: Spark re-evaluates a shared split per output row (quadratic in the file's lines).
             body = F.regexp_replace("value", "\n$", "")
             lines = text.select("_path", F.posexplode(F.split(body, "\n")).alias("_pos", "_line"))
-            lines = lines.where(F.col("_pos") > 0)  # position 0 is the header
+            lines = lines.where(F.col("_pos") >= adapter.first_data_line - 1)  # position 0 is the header, if any
             lines = lines.withColumn("raw_line", F.regexp_replace("_line", "\r$", ""))
             parsed = F.from_csv(
                 "raw_line",

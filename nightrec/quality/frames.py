@@ -21,8 +21,9 @@ RAW_LOCATION = ["_ds", "_file", "_line"]
 def raw_frame(adapter: SourceAdapter, warehouse: Warehouse, days: list[date]) -> pd.DataFrame:
     """Every raw row the ingest job will read for ``days``, as delivered (strings; blank -> null).
 
-    Added columns: ``_ds`` (delivery day), ``_file``, ``_line`` (1 = header), ``_n_fields`` (fields in the
-    record), ``_missing_columns`` (mapped columns its file's header lacks; null when complete),
+    Added columns: ``_ds`` (delivery day), ``_file``, ``_line`` (1 = the header, where the file has one),
+    ``_n_fields`` (fields in the record), ``_missing_columns`` (mapped columns its file's header lacks; null when
+    complete),
     ``_header_fields`` (fields in its file's header; they differ for a malformed row), ``_valid_utf8`` (whether the
     line's bytes are UTF-8 text; ingest quarantines the others as invalid_encoding), ``_event_time``
     (parsed, UTC; null when unparseable) and ``_days_off`` (event day minus delivery day; 0 inside the interval).
@@ -35,7 +36,8 @@ def raw_frame(adapter: SourceAdapter, warehouse: Warehouse, days: list[date]) ->
         frame = _read_delivery(adapter, f.path)
         missing = [c for c in adapter.source_columns if c not in f.header]
         frame.insert(0, "_missing_columns", ", ".join(missing) if missing else None)
-        frame.insert(0, "_line", np.arange(2, len(frame) + 2, dtype="int64"))
+        first = adapter.first_data_line
+        frame.insert(0, "_line", np.arange(first, len(frame) + first, dtype="int64"))
         frame.insert(0, "_file", f.path.name)
         frame.insert(0, "_ds", f.ds.isoformat())
         frames.append(frame)
@@ -63,9 +65,13 @@ def _read_delivery(adapter: SourceAdapter, path: Path) -> pd.DataFrame:
     if raw_lines and raw_lines[-1] == b"":
         raw_lines = raw_lines[:-1]
     lines = [line.decode("utf-8", errors="replace") for line in raw_lines]
-    valid = np.array([_is_utf8(line) for line in raw_lines[1:]], dtype=bool)
+    skip = adapter.first_data_line - 1  # the header line, if the source writes one
+    valid = np.array([_is_utf8(line) for line in raw_lines[skip:]], dtype=bool)
     records = [next(csv.reader([line.rstrip("\r")], delimiter=adapter.delimiter), []) for line in lines]
-    header, body = (records[0], records[1:]) if records else ([], [])
+    if adapter.header:
+        header, body = (records[0], records[1:]) if records else ([], [])
+    else:
+        header, body = list(adapter.fields), records
     width = len(header)
     rows = [(r + [None] * width)[:width] for r in body]
     frame = pd.DataFrame(rows, columns=header, dtype=object)
