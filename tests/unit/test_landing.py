@@ -34,6 +34,16 @@ def test_replay_splits_the_whole_history_into_daily_deliveries(tmp_path: Path, t
     assert delivered == Counter(body)
 
 
+def _history_with_one_more_buy(tmall, tmp_path: Path, day: str) -> tuple[Path, str]:
+    """A corrected copy of the real history: the first click of `day` ("M-D") becomes a buy; returns it and the row."""
+    lines = tmall.bundled_events.read_text().splitlines(keepends=True)
+    idx = next(i for i, line in enumerate(lines) if line.rstrip().endswith(f",0,{day}"))
+    lines[idx] = lines[idx].replace(f",0,{day}", f",1,{day}")
+    corrected = tmp_path / "t_alibaba_data.csv"
+    corrected.write_text("".join(lines))
+    return corrected, lines[idx].rstrip()
+
+
 def test_replay_is_idempotent_and_a_corrected_day_replaces_only_that_day(tmp_path: Path, tmall):
     wh = Warehouse(tmp_path / "wh", tmall.name)
     start, end = date(2014, 5, 1), date(2014, 5, 4)
@@ -42,18 +52,14 @@ def test_replay_is_idempotent_and_a_corrected_day_replaces_only_that_day(tmp_pat
     assert again.count("unchanged") == 3 and again.rows == first.rows
 
     # A corrected history: one row of 2014-05-02 becomes a buy.
-    lines = tmall.bundled_events.read_text().splitlines(keepends=True)
-    idx = next(i for i, line in enumerate(lines) if line.rstrip().endswith(",0,5-2"))
-    lines[idx] = lines[idx].replace(",0,5-2", ",1,5-2")
-    corrected = tmp_path / "t_alibaba_data.csv"
-    corrected.write_text("".join(lines))
+    corrected, changed = _history_with_one_more_buy(tmall, tmp_path, "5-2")
     report = replay(tmall, wh, start, end, bundled=corrected)
     assert {d.ds: d.status for d in report.days} == {
         date(2014, 5, 1): "unchanged",
         date(2014, 5, 2): "replaced",
         date(2014, 5, 3): "unchanged",
     }
-    assert lines[idx].rstrip() in (wh.raw_day(date(2014, 5, 2)) / "t_alibaba_data.csv").read_text()
+    assert changed in (wh.raw_day(date(2014, 5, 2)) / "t_alibaba_data.csv").read_text()
     assert not list(wh.raw().glob(".tmp-*")) and not list(wh.raw().glob(".trash-*"))
 
 
@@ -107,11 +113,7 @@ def test_the_replay_never_replaces_a_delivery_it_did_not_write(tmp_path: Path, t
     assert days[day2].describe()["reason"] == days[day2].reason
 
     # the replayer's own file of day 1, under a corrected history, is still replaced
-    lines = tmall.bundled_events.read_text().splitlines(keepends=True)
-    idx = next(i for i, line in enumerate(lines) if line.rstrip().endswith(",0,5-1"))
-    lines[idx] = lines[idx].replace(",0,5-1", ",1,5-1")
-    corrected = tmp_path / "t_alibaba_data.csv"
-    corrected.write_text("".join(lines))
+    corrected, _ = _history_with_one_more_buy(tmall, tmp_path, "5-1")
     again = replay(tmall, wh, start, end, bundled=corrected)
     assert [d.status for d in again.days] == ["replaced", "kept", "kept"]
 
