@@ -41,9 +41,8 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports --no-cache
 
-# Two workers: the Airflow DAG runs on one, the in-process tests on the other (tests/conftest.py groups them).
 test: install check-java check-services lint
-	$(BIN)/pytest -n 2 --dist loadscope
+	$(BIN)/pytest
 
 clean:
 	rm -rf warehouse .airflow .pytest_cache .ruff_cache

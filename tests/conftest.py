@@ -24,22 +24,6 @@ from nightrec.warehouse import Warehouse
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 
 
-def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
-    """Two groups for `pytest -n 2 --dist loadscope` (what `make test` runs): the Airflow DAG runs (tests/e2e) on one
-    worker, everything in-process on the other. Each group keeps its session fixtures on one worker, so the shared
-    warehouse is built once per group, and much of a DAG run waits on process starts the other worker fills.
-    (xdist's own `loadgroup` cannot do this under pytest 9: it renames nodeids, which pytest 9 derives itself.)"""
-    if config.getvalue("dist") != "loadscope":
-        return None
-    from xdist.scheduler import LoadScopeScheduling
-
-    class DagRunsApart(LoadScopeScheduling):
-        def _split_scope(self, nodeid: str) -> str:
-            return "dag_runs" if nodeid.startswith("tests/e2e/") else "in_process"
-
-    return DagRunsApart(config, log)
-
-
 def make_settings(warehouse_root: Path, source: str = "tmall_brand", **pipeline: int) -> Settings:
     base = load_settings("local", env={})
     spark = replace(base.spark, master="local[2]", shuffle_partitions=4, driver_memory="2g")
