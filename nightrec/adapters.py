@@ -43,10 +43,12 @@ class SourceAdapter:
 
     :param name: source name; also the ``source`` column of every event.
     :param description: one line for humans.
-    :param bundled_events: the bundled history file the replayer turns into daily deliveries.
-    :param history_start: first day of the bundled history.
-    :param history_end: last day of the bundled history (inclusive).
-    :param nightly_start: first day the demo processes with the nightly DAG (days before it are bootstrapped).
+    :param bundled_events: the bundled history file the replayer turns into daily deliveries; None for a *live feed*
+        (no ``bundled`` key), whose days are the files the user lands (`nightrec land --file F --ds D`).
+    :param history_start: first day of the history (of a feed: its first delivered day).
+    :param history_end: last day of the history, inclusive (the nightly DAG's last day).
+    :param nightly_start: first day the nightly DAG processes (days before it are bootstrapped); defaults to
+        history_start.
     :param file_format: ``csv`` or ``parquet``.
     :param file_pattern: glob of the files of one delivery.
     :param delimiter: CSV delimiter.
@@ -66,7 +68,7 @@ class SourceAdapter:
 
     name: str
     description: str
-    bundled_events: Path
+    bundled_events: Path | None
     history_start: date
     history_end: date
     nightly_start: date
@@ -94,6 +96,11 @@ class SourceAdapter:
     def header_of(self, first_record: list[str]) -> tuple[str, ...]:
         """The column names of a CSV delivery whose first record is ``first_record``."""
         return tuple(first_record) if self.header else self.fields
+
+    @property
+    def is_feed(self) -> bool:
+        """A live feed: no bundled history; the nightly `land` task checks the deliveries instead of replaying."""
+        return self.bundled_events is None
 
     @property
     def max_level(self) -> int:
@@ -210,7 +217,7 @@ def load_adapter(name: str, sources_dir: Path | None = None) -> SourceAdapter:
     try:
         h_start = date.fromisoformat(str(_req(hist, "start", where)))
         h_end = date.fromisoformat(str(_req(hist, "end", where)))
-        nightly = date.fromisoformat(str(_req(raw, "nightly_start", where)))
+        nightly = date.fromisoformat(str(raw.get("nightly_start") or h_start))
     except ValueError as exc:
         raise ConfigError(f"Dates in {where} must be YYYY-MM-DD: {exc}") from exc
     if not h_start <= nightly <= h_end:
@@ -234,7 +241,9 @@ def load_adapter(name: str, sources_dir: Path | None = None) -> SourceAdapter:
     elif fields:
         raise ConfigError(f"events.fields in {where} is only for a CSV without a header (events.header: false)")
 
-    bundled = _req(raw, "bundled", where)
+    bundled = raw.get("bundled")  # absent: a live feed
+    if bundled is not None and not (isinstance(bundled, dict) and bundled.get("events")):
+        raise ConfigError(f"'bundled' in {where} must give 'events', the history file (or leave 'bundled' out: a feed)")
     attrs = raw.get("attributes") or {}
 
     def attr(kind: str) -> AttributeFile | None:
@@ -265,7 +274,7 @@ def load_adapter(name: str, sources_dir: Path | None = None) -> SourceAdapter:
     adapter = SourceAdapter(
         name=name,
         description=str(raw.get("description") or ""),
-        bundled_events=PROJECT_ROOT / _req(bundled, "events", where),
+        bundled_events=PROJECT_ROOT / bundled["events"] if bundled else None,
         history_start=h_start,
         history_end=h_end,
         nightly_start=nightly,

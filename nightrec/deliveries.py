@@ -60,7 +60,9 @@ def inventory(
         if not files:
             raise InputError(
                 f"No delivery for source '{adapter.name}' day {ds}: expected files matching "
-                f"{adapter.file_pattern!r} in {day_dir}. Land it first (`nightrec land --start {ds}`)."
+                f"{adapter.file_pattern!r} in {day_dir}. Land it first: `nightrec land --file <file> --ds {ds}`"
+                + ("" if adapter.is_feed else f", or replay the bundled history, `nightrec land --start {ds}`")
+                + "."
             )
         seen: dict[str, str] = {}
         for f in files:

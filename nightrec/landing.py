@@ -180,6 +180,11 @@ def replay(
         cannot know which day such a row belongs to; the message lists the line numbers).
     """
     path = bundled or adapter.bundled_events
+    if path is None:
+        raise InputError(
+            f"Source '{adapter.name}' is a live feed (no 'bundled' history in conf/sources/{adapter.name}.yaml): "
+            "there is nothing to replay; land each delivered file with `nightrec land --file F --ds D`"
+        )
     if not path.is_file():
         raise InputError(f"Bundled history for source '{adapter.name}' not found at {path}")
     if adapter.file_format != "csv":

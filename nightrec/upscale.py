@@ -25,6 +25,8 @@ def upscale(adapter: SourceAdapter, factor: int, output: Path, source_file: Path
     if factor < 1:
         raise InputError(f"--factor must be >= 1, got {factor}")
     src = source_file or adapter.bundled_events
+    if src is None:
+        raise InputError(f"Source '{adapter.name}' is a live feed: it has no bundled history to up-scale")
     if not src.is_file():
         raise InputError(f"History to up-scale not found at {src}")
     text = src.read_text(encoding="utf-8")

@@ -28,7 +28,11 @@ def context(start: str | None = None, end: str | None = None) -> RunContext:
 def land_days(ctx: RunContext, dag_id: str, run_id: str) -> dict[str, Any]:
     """Open the run's attempt on each of its days, then replay the bundled history's days into raw/ (the demo's
     stand-in for the shop's delivery). What the replay did to each day's file (landed, unchanged, replaced, or a
-    user's delivery kept) goes into the day's manifest, section ``land``."""
+    user's delivery kept) goes into the day's manifest, section ``land``. A live feed (no bundled history) replays
+    nothing: its days must hold what the user landed, and the section lists those files.
+
+    :raises InputError: a live feed's day has no delivery (the message names the command that lands one).
+    """
     from nightrec.landing import replay
 
     if ctx.past_history is not None:
@@ -38,6 +42,8 @@ def land_days(ctx: RunContext, dag_id: str, run_id: str) -> dict[str, Any]:
         )
     ctx.warehouse.ensure_layout()
     begin_attempt(ctx.warehouse, ctx.days, dag_id, run_id)
+    if ctx.adapter.is_feed:
+        return _delivered_days(ctx)
     report = replay(ctx.adapter, ctx.warehouse, ctx.start, ctx.end)
     for day in report.days:
         section: dict[str, Any] = {"by": "replay", "files": [day.describe()]}
@@ -48,6 +54,18 @@ def land_days(ctx: RunContext, dag_id: str, run_id: str) -> dict[str, Any]:
     return {"days": len(report.days), "rows": report.rows} | {
         status: report.count(status) for status in ("landed", "replaced", "unchanged", "kept")
     }
+
+
+def _delivered_days(ctx: RunContext) -> dict[str, Any]:
+    """A live feed's land step: the deliveries of every day of the run, recorded as they are (nothing is written)."""
+    from nightrec.deliveries import inventory
+
+    files = inventory(ctx.adapter, ctx.warehouse, ctx.days, check_header=False)  # the raw check judges headers
+    for ds in ctx.days:
+        listed = [{"file": f.path.name, "rows": f.rows, "status": "delivered"} for f in files if f.ds == ds]
+        update_run_manifest(ctx.warehouse, ds, "land", {"by": "delivery", "files": listed})
+    log.info(f"{ctx.adapter.name}: {len(files)} delivered file(s) over {len(ctx.days)} day(s), nothing replayed")
+    return {"days": len(ctx.days), "files": len(files), "rows": sum(f.rows for f in files)}
 
 
 def record_failure(
