@@ -710,10 +710,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     show_progress()  # the steps a command runs in this process (training, scoring, Feast) print their progress
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # inside the try: a reader that stopped early is seen here, not at interpreter exit
+        return code
     except NightrecError as exc:
         print(f"nightrec: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `nightrec report | head`: the reader has what it wanted; no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
+from nightrec.config import PROJECT_ROOT
 from nightrec_app import cli
 
 
@@ -29,3 +31,17 @@ def test_a_day_or_range_the_dags_would_not_process_is_refused(args, message, tmp
     assert cli.main(args) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "airflow").exists()  # refused before Airflow's database was touched
+
+
+def test_a_reader_that_stops_early_gets_no_traceback(tmp_path: Path):
+    """`nightrec status --all | head -1`: the pipe closes before the output ends; the command ends quietly."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "NIGHTREC_WAREHOUSE_ROOT": str(tmp_path / "warehouse"), "NIGHTREC_SOURCE": "tmall_brand"}
+    command = [sys.executable, "-m", "nightrec_app.cli", "status", "--all"]
+    proc = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # the reader is gone before the command writes a line
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0 and "Traceback" not in err and "BrokenPipe" not in err, err
