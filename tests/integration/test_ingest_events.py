@@ -278,3 +278,36 @@ def test_unusual_but_valid_deliveries_are_ingested_whole(tmp_path: Path, spark, 
     reordered = bronze[bronze["source_file"] == "b_reordered.csv"].sort_values("source_line")
     assert reordered["item_id"].tolist() == rows.iloc[200:400]["brand_id"].tolist()
     assert [f["rows"] for f in manifest["files"]] == [200, 200, 0, 100, 100_000]
+
+
+def test_a_source_with_its_own_event_ids_quarantines_a_resent_event(tmp_path: Path, spark, monkeypatch):
+    """A source that delivers its own event id (none of the bundled ones does): real rows with ids, three of them sent
+    again in a later file of the day; the repeats are quarantined as duplicate_event_id, the first copies kept."""
+    import shutil
+
+    from nightrec.config import SOURCES_DIR
+
+    sources = tmp_path / "sources"
+    sources.mkdir()
+    shutil.copy(SOURCES_DIR / "tmall_brand.yaml", sources)
+    text = (SOURCES_DIR / "tmall_brand.yaml").read_text().replace("name: tmall_brand", "name: tmall_ids")
+    text = text.replace("    user_id: user_id\n", "    user_id: user_id\n    event_id: event_id\n")
+    (sources / "tmall_ids.yaml").write_text(text)
+    monkeypatch.setattr("nightrec.adapters.SOURCES_DIR", sources)
+    adapter = load_adapter("tmall_ids")
+    settings = make_settings(tmp_path / "warehouse", source=adapter.name)
+    wh = Warehouse(settings.warehouse_root, adapter.name)
+    day = date(2014, 5, 1)
+    rows = raw_tmall()
+    rows = rows[rows["visit_datetime"] == "5-1"].assign(event_id=lambda f: [f"e{i}" for i in range(len(f))])
+    rows.to_csv(tmp_path / "a_events.csv", index=False)
+    rows.head(3).to_csv(tmp_path / "b_resent.csv", index=False)
+    for name in ("a_events.csv", "b_resent.csv"):
+        land_file(adapter, wh, day, tmp_path / name)
+
+    manifest = ingest_events.run(spark, settings, day, day + timedelta(days=1))[day]
+    assert (manifest["raw_rows"], manifest["bronze_rows"]) == (len(rows) + 3, len(rows))
+    assert manifest["quarantine_reasons"] == {"duplicate_event_id": 3}
+    quarantine = read_table(wh.bronze_quarantine())
+    assert set(quarantine["source_file"]) == {"b_resent.csv"}
+    assert read_table(wh.bronze_events())["event_id"].is_unique
