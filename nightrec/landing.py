@@ -31,6 +31,7 @@ import pandas as pd
 
 from nightrec.adapters import SourceAdapter, days_between
 from nightrec.errors import InputError
+from nightrec.run_report import outside_message
 from nightrec.storage import (
     data_files,
     read_json,
@@ -97,17 +98,6 @@ class LandingReport:
         return {d: n for d, n in self.outside.items() if (d < ds.isoformat()) == first}
 
 
-def outside_message(source: str, outside: dict[str, int], history: tuple[date, date] | None) -> str:
-    """One line on the history file's rows outside the source's history, with where to change it."""
-    rows = sum(outside.values())
-    days = ", ".join(f"{n:,} on {d}" for d, n in list(outside.items())[:5]) + (", ..." if len(outside) > 5 else "")
-    span = f" [{history[0]}, {history[1]}]" if history else ""
-    return (
-        f"{rows:,} row(s) of the history file lie outside the history{span} and are not landed ({days}; days are "
-        f"UTC days of the event time): widen history.start/history.end in conf/sources/{source}.yaml to land them"
-    )
-
-
 def _ledger(warehouse: Warehouse, ds: date) -> dict[str, dict[str, str]]:
     path = warehouse.raw_ledger(ds)
     return read_json(path) if path.is_file() else {}
@@ -119,14 +109,15 @@ def _record(warehouse: Warehouse, ds: date, filename: str, digest: str, by: str)
     write_json_atomic(warehouse.raw_ledger(ds), ledger)
 
 
-def _replayed_over(warehouse: Warehouse, ds: date, filename: str) -> str | None:
-    """Why the replayer must not write ``filename`` of day ``ds`` (None when it may): the file there is not the one
-    the replayer itself wrote last."""
+def _replayed_over(warehouse: Warehouse, ds: date, filename: str, digest: str) -> str | None:
+    """Why the replayer must not write ``filename`` of day ``ds`` with content of hash ``digest`` (None when it may):
+    the file there differs and is not the one the replayer itself wrote last."""
     target = warehouse.raw_day(ds) / filename
     if not target.is_file():
         return None
+    there = sha256_file(target)
     entry = _ledger(warehouse, ds).get(filename)
-    if entry is not None and entry["by"] == "replay" and entry["sha256"] == sha256_file(target):
+    if there == digest or (entry is not None and entry["by"] == "replay" and entry["sha256"] == there):
         return None
     if entry is not None and entry["by"] == "delivery":
         return (
@@ -236,16 +227,15 @@ def replay(
         lo, hi = np.searchsorted(sorted_days, key, "left"), np.searchsorted(sorted_days, key, "right")
         rows = body[order[lo:hi]]
         content = ("" if header is None else header + "\n").encode("utf-8") + "".join(f"{r}\n" for r in rows).encode()
-        target = warehouse.raw_day(ds) / filename
-        same = target.is_file() and sha256_file(target) == hashlib.sha256(content).hexdigest()
-        refused = None if same else _replayed_over(warehouse, ds, filename)
+        digest = hashlib.sha256(content).hexdigest()
+        refused = _replayed_over(warehouse, ds, filename, digest)
         if refused is not None:
-            rows_there = count_data_rows(target.read_bytes(), adapter.header)
+            rows_there = count_data_rows((warehouse.raw_day(ds) / filename).read_bytes(), adapter.header)
             report.days.append(DayLanding(ds, filename, rows_there, "kept", refused))
             continue
         status = _deliver(warehouse.raw_day(ds), filename, content)
         if status != "unchanged" or filename not in _ledger(warehouse, ds):
-            _record(warehouse, ds, filename, hashlib.sha256(content).hexdigest(), "replay")
+            _record(warehouse, ds, filename, digest, "replay")
         report.days.append(DayLanding(ds, filename, int(hi - lo), status))
     _land_attributes(adapter, warehouse)
     return report

@@ -200,14 +200,23 @@ def attempt_mark(attempt: dict[str, Any] | None) -> str:
     return "ok" if state == "success" else f"FAILED:{attempt.get('failed_task')}" if state == "failed" else "running"
 
 
+def outside_message(source: str, outside: dict[str, int], history: tuple[date, date] | None) -> str:
+    """One line on the history file's rows outside the source's history, with where to change it."""
+    rows = sum(outside.values())
+    days = ", ".join(f"{n:,} on {d}" for d, n in list(outside.items())[:5]) + (", ..." if len(outside) > 5 else "")
+    span = f" [{history[0]}, {history[1]}]" if history else ""
+    return (
+        f"{rows:,} row(s) of the history file lie outside the history{span} and are not landed ({days}; days are "
+        f"UTC days of the event time): widen history.start/history.end in conf/sources/{source}.yaml to land them"
+    )
+
+
 def _land(s: dict[str, Any] | None, source: str) -> list[str]:
     if not s:
         return [NOT_RUN]
     lines = [f"{s['by']}: " + ", ".join(f"{f['file']} {f['status']} ({f['rows']:,} rows)" for f in s["files"])]
     lines.extend(f"{f['file']}: {f['reason']}" for f in s["files"] if f.get("reason"))
     if s.get("outside_history"):
-        from nightrec.landing import outside_message
-
         lines.append(outside_message(source, s["outside_history"], None))
     return lines
 

@@ -159,7 +159,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from nightrec.run_manifest import read_run_manifest, reconciles
-    from nightrec.run_report import attempt_mark, error_line, quality_marks
+    from nightrec.run_report import attempt_mark, error_line, outside_message, quality_marks
 
     ctx = _context(args)
     adapter, wh = ctx.adapter, ctx.warehouse
@@ -194,8 +194,6 @@ def cmd_status(args: argparse.Namespace) -> int:
     for edge in (adapter.history_start, adapter.history_end):  # the history file's rows no day holds (#24)
         outside = ((read_run_manifest(wh, edge) or {}).get("stages", {}).get("land") or {}).get("outside_history")
         if outside:
-            from nightrec.landing import outside_message
-
             print(outside_message(adapter.name, outside, (adapter.history_start, adapter.history_end)))
     for ds, attempt in failed:
         print(f"{ds}: the latest run {attempt['run_id']} FAILED in {attempt.get('failed_task')}: {error_line(attempt)}")
