@@ -10,13 +10,12 @@ Each directory is swapped into place atomically.
 
 from __future__ import annotations
 
-import os
 import shutil
 from datetime import date
 from pathlib import Path
 
 from nightrec.config import Settings
-from nightrec.storage import swap_into_place, temp_sibling
+from nightrec.storage import replace_file, swap_into_place, temp_sibling
 from nightrec.warehouse import Warehouse
 
 MARTS = (
@@ -89,7 +88,7 @@ def build_analyst_db(settings: Settings) -> Path:
         for view, table in SNAPSHOT_VIEWS.items():
             if table(wh).is_dir():
                 con.execute(f"create view {view} as select * from read_parquet('{table(wh)}/*.parquet')")
-    os.replace(tmp, final)
+    replace_file(tmp, final)
     return final
 
 

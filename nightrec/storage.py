@@ -22,6 +22,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from nightrec.faults import before_commit
+
 SUCCESS_FILE = "_SUCCESS"
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
@@ -50,6 +52,7 @@ def temp_sibling(target: Path, tag: str = "tmp") -> Path:
 def swap_into_place(new: Path, target: Path) -> None:
     """Make ``new`` visible at ``target`` atomically, replacing whatever was there."""
     target.parent.mkdir(parents=True, exist_ok=True)
+    before_commit(target)
     if not target.exists():
         os.rename(new, target)
         return
@@ -110,7 +113,14 @@ def write_text_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_sibling(path)
     tmp.write_text(text)
-    os.replace(tmp, path)
+    replace_file(tmp, path)
+
+
+def replace_file(written: Path, path: Path) -> None:
+    """Make the complete file (or symlink) ``written`` visible at ``path`` in one rename: readers see the old or
+    the new one. Every file publication goes through here (and every directory one through swap_into_place)."""
+    before_commit(path)
+    os.replace(written, path)
 
 
 def write_json_atomic(path: Path, doc: dict[str, Any]) -> None:

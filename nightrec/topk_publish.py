@@ -24,7 +24,7 @@ from typing import Any
 from nightrec import feature_store
 from nightrec.config import Settings
 from nightrec.errors import InputError
-from nightrec.storage import read_json, staged, write_json_atomic
+from nightrec.storage import read_json, replace_file, staged, write_json_atomic
 from nightrec.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ def _point(settings: Settings, pointer: dict[str, Any]) -> None:
     if link_tmp.is_symlink() or link_tmp.exists():
         link_tmp.unlink()
     link_tmp.symlink_to(Path(pointer["path"]))  # relative to serving/topk/: the warehouse may move
-    os.replace(link_tmp, root / LINK)
+    replace_file(link_tmp, root / LINK)
 
 
 def publish(settings: Settings, day: date, model_version: str, counts: dict[str, Any]) -> dict[str, Any]:

@@ -13,7 +13,6 @@ sampled and a real exposure).
 from __future__ import annotations
 
 import logging
-import os
 import random
 import sys
 import time
@@ -27,6 +26,7 @@ from torch import nn
 from tqdm import tqdm
 
 from nightrec.errors import InputError
+from nightrec.storage import replace_file
 from training.data import Batch
 from training.towers import Inputs
 
@@ -67,7 +67,7 @@ class FitResult:
 def _save_atomic(obj: dict, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     torch.save(obj, tmp)
-    os.replace(tmp, path)
+    replace_file(tmp, path)
 
 
 def fit(

@@ -66,3 +66,42 @@ def test_a_staged_partition_replaces_the_old_one_only_when_its_block_completes(t
         raise RuntimeError("killed half way")
     assert (target / "part-0.parquet").read_text() == "first"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds=2014-08-15"]  # no staging left behind
+
+
+def test_a_writer_killed_as_it_publishes_leaves_the_previous_version_and_a_retry_publishes(tmp_path: Path):
+    """A real SIGKILL (the fault hook of nightrec.faults) at the moment a partition and a document would be replaced:
+    readers see the previous versions, the new content sits complete in a hidden temporary, a rerun publishes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from nightrec.faults import KILL_AT_COMMIT
+
+    target = _make(tmp_path / "t" / "ds=2014-05-01", "published")
+    write_json_atomic(tmp_path / "t" / "pointer.json", {"version": 1})
+    writer = (
+        "import sys; from pathlib import Path; from nightrec.storage import staged, write_json_atomic\n"
+        "root = Path(sys.argv[1])\n"
+        "with staged(root / 'ds=2014-05-01', success={'rows': 1}) as s: (s / 'part-00000.parquet').write_text('new')\n"
+        "write_json_atomic(root / 'pointer.json', {'version': 2})\n"
+    )
+
+    def write(kill_at: str | None) -> int:
+        env = {k: v for k, v in os.environ.items() if k != KILL_AT_COMMIT} | (
+            {KILL_AT_COMMIT: kill_at} if kill_at else {}
+        )
+        return subprocess.run([sys.executable, "-c", writer, str(tmp_path / "t")], env=env, check=False).returncode
+
+    assert write("*/ds=2014-05-01") == -signal.SIGKILL
+    assert (target / "part-00000.parquet").read_text() == "published"
+    assert read_json(tmp_path / "t" / "pointer.json") == {"version": 1}
+    (left,) = [p for p in (tmp_path / "t").iterdir() if p.name.startswith(".tmp-")]
+    assert (left / "part-00000.parquet").read_text() == "new"  # complete, and hidden
+    assert write("*/pointer.json") == -signal.SIGKILL  # the partition is published, the document not
+    assert (target / "part-00000.parquet").read_text() == "new"
+    assert read_json(tmp_path / "t" / "pointer.json") == {"version": 1}
+    assert write(None) == 0
+    assert read_json(tmp_path / "t" / "pointer.json") == {"version": 2}
+    clean_stale_temporaries(tmp_path / "t")
+    assert sorted(p.name for p in (tmp_path / "t").iterdir()) == ["ds=2014-05-01", "pointer.json"]
