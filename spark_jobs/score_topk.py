@@ -24,6 +24,7 @@ the version into the run report: a young shop still serves something.
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
@@ -41,7 +42,7 @@ from nightrec.config import ORDINAL_KINDS, Settings
 from nightrec.errors import InputError, ReconciliationError
 from nightrec.run_manifest import read_run_manifest
 from nightrec.scoring import level_probabilities, top_k
-from nightrec.storage import read_json, swap_into_place, temp_sibling, write_json_atomic
+from nightrec.storage import clean_stale_temporaries, read_json, swap_into_place, temp_sibling, write_json_atomic
 from nightrec.warehouse import Warehouse, champion
 from spark_jobs.common import log, run_job
 from spark_jobs.segment_items import SEGMENT_DAYS, members_by_anchor, top_segment_items
@@ -374,11 +375,16 @@ def _write_and_publish(
 ) -> dict[str, Any]:
     """Write the version beside its place, check it, rename it into place and move the pointer."""
     target = topk_publish.version_dir(settings, day, model_version)
+    clean_stale_temporaries(target.parent, target.name)  # what a killed run of this version left
     staging = temp_sibling(target)
     partitions = int(spark.conf.get("spark.sql.shuffle.partitions"))
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(settings.topk.users_per_batch))
-    table.repartition(partitions, "user_id").sortWithinPartitions("user_id", "rank").write.parquet(str(staging))
-    counts = check_version(spark, staging, expected)
+    try:
+        table.repartition(partitions, "user_id").sortWithinPartitions("user_id", "rank").write.parquet(str(staging))
+        counts = check_version(spark, staging, expected)
+    except BaseException:  # a version that fails its check is never published: the previous lists stay served
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     counts.update({"model_version": model_version, **extra})
     write_json_atomic(staging / "_SUCCESS", counts)
     swap_into_place(staging, target)

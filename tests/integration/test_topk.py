@@ -16,7 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from nightrec import feature_store, topk_publish
-from nightrec.warehouse import Warehouse
+from nightrec.errors import ReconciliationError
+from nightrec.warehouse import Warehouse, champion
 from spark_jobs import score_topk
 from tests.conftest import TRAINED_DAY
 
@@ -214,6 +215,28 @@ def test_a_crash_between_write_and_publish_leaves_the_previous_version_visible(s
     pd.testing.assert_frame_equal(_current(settings).reset_index(drop=True), before)
     written = topk_publish.version_dir(settings, TRAINED_DAY, f"two_tower-{TRAINED_DAY}")
     assert json.loads((written / "_SUCCESS").read_text())["rows"] > 0  # written whole, just not published
+
+
+def test_lists_that_fail_their_check_are_not_published_and_the_previous_ones_stay_served(spark, settings, published):
+    """The publication gate: a corrupt champion (one user's embedding stored twice, so the user would get 2k rows)
+    fails the version's check; nothing is published, readers keep the previous lists, nothing is left behind."""
+    wh = Warehouse.of(settings)
+    embeddings = wh.model_dir("gnolr", champion(wh, "gnolr")["version"]) / "user_embeddings.parquet"
+    pointer, before = topk_publish.current(settings), _current(settings).reset_index(drop=True)
+    table = pq.read_table(embeddings)
+    user = table["user_id"][0].as_py()
+    online = feature_store.online_features(settings, [{"user_id": user, "item_id": ""}], "topk")
+    original = embeddings.read_bytes()
+    try:
+        pq.write_table(pa.concat_tables([table, table.slice(0, 1)]), embeddings)
+        with pytest.raises(ReconciliationError, match=f"top-k check failed .*{user}"):
+            score_topk.run(spark, settings, TRAINED_DAY)  # a rerun of the served night
+    finally:
+        embeddings.write_bytes(original)
+    assert topk_publish.current(settings) == pointer
+    pd.testing.assert_frame_equal(_current(settings).reset_index(drop=True), before)
+    assert feature_store.online_features(settings, [{"user_id": user, "item_id": ""}], "topk") == online
+    assert not list(wh.serving_topk().rglob(".tmp-*"))
 
 
 def test_excluding_bought_items_leaves_none_and_counts_what_is_left(spark, settings, published):
