@@ -13,13 +13,13 @@ from airflow.sdk import DAG, Param
 
 from nightrec.adapters import load_adapter
 from nightrec.config import load_settings
-from nightrec_app.orchestration import pipeline, task_defaults
+from nightrec_app.orchestration import BOOTSTRAP_DAG, pipeline, task_defaults
 
 settings = load_settings()
 adapter = load_adapter(settings.source)
 
 with DAG(
-    dag_id="bootstrap",
+    dag_id=BOOTSTRAP_DAG,
     description=f"Build the warehouse of {adapter.name} over its history in one pass per job",
     schedule=None,
     catchup=False,

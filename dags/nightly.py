@@ -14,7 +14,7 @@ from airflow.timetables.interval import CronDataIntervalTimetable
 
 from nightrec.adapters import load_adapter
 from nightrec.config import load_settings
-from nightrec_app.orchestration import pipeline, task_defaults
+from nightrec_app.orchestration import NIGHTLY_DAG, pipeline, task_defaults
 
 settings = load_settings()
 adapter = load_adapter(settings.source)
@@ -26,7 +26,7 @@ def _utc(d) -> datetime:
 
 
 with DAG(
-    dag_id="nightly",
+    dag_id=NIGHTLY_DAG,
     description=f"Nightly build for {adapter.name}: ingest, sequences, marts, features, training, top-k",
     # One data interval = one UTC day (Airflow 3's @daily would give start == end).
     schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),

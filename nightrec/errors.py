@@ -27,3 +27,7 @@ class QualityCheckFailed(NightrecError):
 
 class HistoryTooShort(InputError):
     """The data is shorter than the training split needs (evaluation + ranker windows + some days to train on)."""
+
+
+class RunStopped(NightrecError):
+    """An Airflow run was stopped from outside (SIGTERM or SIGHUP passed on to it) before it ended."""

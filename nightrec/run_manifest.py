@@ -36,11 +36,18 @@ def update_run_manifest(warehouse: Warehouse, ds: date, section: str, content: d
 
 
 def begin_attempt(warehouse: Warehouse, days: list[date], dag_id: str, run_id: str) -> None:
-    """Record that the Airflow run ``run_id`` is now working on each of ``days`` (its first task calls this)."""
+    """Record that the Airflow run ``run_id`` is now working on each of ``days`` (its first task calls this).
+
+    The last of ``days`` is the run's own day (a nightly run reprocesses the days before it as lookback): its manifest
+    also keeps the run as ``own_run``, which later runs that merely look back over the day leave alone. That is what
+    ``nightrec backfill --resume`` reads to tell a finished night from one still to do.
+    """
     started = {"dag_id": dag_id, "run_id": run_id, "state": "running", "started_at": utc_now_iso()}
     for ds in days:
         doc = _read_or_new(warehouse, ds)
         doc["attempt"] = dict(started)
+        if ds == days[-1]:
+            doc["own_run"] = dict(started)
         write_json_atomic(warehouse.run_manifest(ds), doc)
 
 
@@ -52,7 +59,8 @@ def end_attempt(
     task: str | None = None,
     error: str | None = None,
 ) -> list[date]:
-    """Close the attempt of run ``run_id`` as ``success`` or ``failed`` (with the failed task and its error).
+    """Close the attempt of run ``run_id`` as ``success``, ``failed`` (with the failed task and its error) or
+    ``stopped`` (terminated from outside, with why).
 
     :param days: the days to close; by default every day whose current attempt is this run. A run that failed
         before its first task recorded the attempt passes its own day, which then gets a failed attempt.
@@ -65,16 +73,44 @@ def end_attempt(
         attempt = doc.get("attempt") if (doc.get("attempt") or {}).get("run_id") == run_id else None
         attempt = attempt or {"run_id": run_id, "started_at": None}
         attempt.update(state=state, ended_at=utc_now_iso())
-        if state == "failed":
+        if state != "success":
             attempt.update(failed_task=task, error=(error or "")[:2000])  # the head names the failure
         doc["attempt"] = attempt
+        if (doc.get("own_run") or {}).get("run_id") == run_id:
+            doc["own_run"] = {**doc["own_run"], "state": state, "ended_at": attempt["ended_at"]}
         write_json_atomic(warehouse.run_manifest(ds), doc)
     return days
+
+
+def stop_attempts(warehouse: Warehouse, days: list[date], why: str, since: str, signalled: bool) -> list[date]:
+    """Close as ``stopped`` what a run that ended without success left on ``days``: attempts still marked running
+    (it was terminated, or died, before a task recorded the outcome) and, when it was stopped by a signal, the
+    failure its interrupted task recorded on the way down (that task did not fail on its own).
+
+    :param since: when the command started the run (ISO, UTC): attempts started earlier are another run's.
+    :returns: the days closed.
+    """
+    stopped = []
+    for ds in days:
+        attempt = latest_attempt(warehouse, ds)
+        if attempt is None or (attempt.get("started_at") or "") < since:
+            continue
+        state = attempt.get("state")
+        if state == "running" or (signalled and state == "failed"):
+            end_attempt(warehouse, attempt["run_id"], "stopped", [ds], task=attempt.get("failed_task"), error=why)
+            stopped.append(ds)
+    return stopped
 
 
 def latest_attempt(warehouse: Warehouse, ds: date) -> dict[str, Any] | None:
     doc = read_run_manifest(warehouse, ds)
     return None if doc is None else doc.get("attempt")
+
+
+def own_run(warehouse: Warehouse, ds: date) -> dict[str, Any] | None:
+    """The latest run whose own day is ``ds`` (not one that only looked back over it), with its state."""
+    doc = read_run_manifest(warehouse, ds)
+    return None if doc is None else doc.get("own_run")
 
 
 def stale_sections(doc: dict[str, Any]) -> dict[str, str | None]:

@@ -183,6 +183,9 @@ def attempt_lines(attempt: dict[str, Any]) -> list[str]:
     if state == "failed":
         failed = f"FAILED in task {attempt.get('failed_task')}: {run}, ended {attempt.get('ended_at')}"
         return [failed, error_line(attempt)]
+    if state == "stopped":
+        task = attempt.get("failed_task") or "no task"
+        return [f"STOPPED before it ended (in {task}): {run}, at {attempt.get('ended_at')}", error_line(attempt)]
     return [f"running since {attempt.get('started_at')}: {run} (no end recorded: still going, or interrupted)"]
 
 
@@ -193,11 +196,13 @@ def error_line(attempt: dict[str, Any]) -> str:
 
 
 def attempt_mark(attempt: dict[str, Any] | None) -> str:
-    """One word for tables: ok, FAILED:<task>, running, or - when no attempt is recorded."""
+    """One word for tables: ok, FAILED:<task>, STOPPED, running, or - when no attempt is recorded."""
     if attempt is None:
         return "-"
     state = attempt.get("state")
-    return "ok" if state == "success" else f"FAILED:{attempt.get('failed_task')}" if state == "failed" else "running"
+    if state == "failed":
+        return f"FAILED:{attempt.get('failed_task')}"
+    return {"success": "ok", "stopped": "STOPPED"}.get(state or "", "running")
 
 
 def outside_message(source: str, outside: dict[str, int], history: tuple[date, date] | None) -> str:

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from nightrec.config import PROJECT_ROOT, Settings
-from nightrec.errors import NightrecError
+from nightrec.errors import NightrecError, RunStopped
 from nightrec.logs import PROJECT_LOGGERS
 
 VENV_BIN = Path(sys.executable).parent
@@ -77,24 +77,27 @@ _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Failed|Failure)\
 
 
 @contextmanager
-def forwarding_termination(proc: subprocess.Popen) -> Iterator[None]:
+def forwarding_termination(proc: subprocess.Popen) -> Iterator[list[int]]:
     """While `proc` runs, SIGTERM and SIGHUP sent to this process are passed on to it, and this process waits for it.
 
     A supervisor (systemd, a CI timeout, a test) stops `nightrec nightly` by signalling it, not its children; without
     this the `airflow dags test` child, its tasks and their spark-submit would go on writing the warehouse after the
     command had ended. Ctrl-C needs nothing: the terminal sends SIGINT to the whole foreground process group.
+    Yields the list of the signals passed on (the caller's error message names them).
     """
+    received: list[int] = []
     if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
-        yield
+        yield received
         return
 
     def forward(signum: int, _frame: object) -> None:
+        received.append(signum)
         if proc.poll() is None:
             proc.send_signal(signum)
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
-        yield
+        yield received
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -110,7 +113,7 @@ def run_airflow(settings: Settings, args: list[str], check: bool = True, quiet: 
     cmd = [str(VENV_BIN / "airflow"), *args]
     env = airflow_environment(settings)
     if not quiet:
-        with subprocess.Popen(cmd, env=env, cwd=PROJECT_ROOT) as proc, forwarding_termination(proc):
+        with subprocess.Popen(cmd, env=env, cwd=PROJECT_ROOT) as proc, forwarding_termination(proc) as signals:
             rc = proc.wait()
     else:
         log_dir = settings.airflow.home / "logs" / "cli"
@@ -124,7 +127,7 @@ def run_airflow(settings: Settings, args: list[str], check: bool = True, quiet: 
             subprocess.Popen(
                 cmd, env=env, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
             ) as proc,
-            forwarding_termination(proc),
+            forwarding_termination(proc) as signals,
         ):
             assert proc.stdout is not None
             for line in proc.stdout:
@@ -146,6 +149,9 @@ def run_airflow(settings: Settings, args: list[str], check: bool = True, quiet: 
             if errors and not check:  # with check, the raised error carries it
                 print(f"--- why it failed ---\n{errors[-1].rstrip()}", file=sys.stderr, flush=True)
     if check and rc != 0:
+        if signals:  # stopped from outside: that is the reason, whatever the tasks printed as they went down
+            names = ", ".join(signal.Signals(n).name for n in dict.fromkeys(signals))
+            raise RunStopped(f"`airflow {' '.join(args)}` was stopped by {names} (exit code {rc})")
         reason = f":\n{errors[-1].rstrip()}" if quiet and errors else ""
         raise NightrecError(f"`airflow {' '.join(args)}` failed with exit code {rc}{reason}")
     return rc

@@ -17,9 +17,10 @@ from pathlib import Path
 from nightrec.adapters import days_between, load_adapter
 from nightrec.config import SET_VARIABLE, Settings, load_settings
 from nightrec.context import RunContext
-from nightrec.errors import NightrecError
+from nightrec.errors import NightrecError, RunStopped
 from nightrec.logs import show_progress
 from nightrec.warehouse import Warehouse
+from nightrec_app.orchestration import BOOTSTRAP_DAG, NIGHTLY_DAG
 
 EPILOG = """\
 The main job end to end on the bundled Tmall data (what `make demo` runs):
@@ -75,7 +76,7 @@ def cmd_land(args: argparse.Namespace) -> int:
 
 
 def cmd_bootstrap(args: argparse.Namespace) -> int:
-    from nightrec_app.airflow_env import ensure_metadata_db, run_airflow
+    from nightrec_app.airflow_env import ensure_metadata_db
 
     ctx = _context(args)
     s, adapter = ctx.settings, ctx.adapter
@@ -101,8 +102,27 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
     ensure_manifest()
     conf = json.dumps({"start": start.isoformat(), "end": end.isoformat()})
     print(f"bootstrap {adapter.name}: days [{start}, {end}) through the `bootstrap` DAG", flush=True)
-    run_airflow(s, ["dags", "test", "bootstrap", "-c", conf], quiet=args.quiet)
+    _run_dag(s, ["dags", "test", BOOTSTRAP_DAG, "-c", conf], days_between(start, end), args.quiet)
     return 0
+
+
+def _run_dag(s: Settings, airflow_args: list[str], days: list[date], quiet: bool) -> None:
+    """One `airflow dags test` over ``days``. If a signal stopped it, or it ended leaving attempts marked running
+    (it died before a task recorded the outcome), those attempts are recorded as stopped, with why, so `status`
+    shows neither a dead run as running nor a terminated task as a failure of its own."""
+    from nightrec.run_manifest import stop_attempts
+    from nightrec.storage import utc_now_iso
+    from nightrec_app.airflow_env import run_airflow
+
+    since = utc_now_iso()
+    try:
+        run_airflow(s, airflow_args, quiet=quiet)
+    except NightrecError as exc:
+        why = str(exc).splitlines()[0]
+        warehouse = RunContext.of(s).warehouse
+        if stopped := stop_attempts(warehouse, days, why, since, signalled=isinstance(exc, RunStopped)):
+            print(f"run stopped: {len(stopped)} day(s) recorded as stopped ({stopped[0]} .. {stopped[-1]})")
+        raise
 
 
 def ensure_manifest() -> None:
@@ -112,7 +132,7 @@ def ensure_manifest() -> None:
 
 
 def _nightly_days(s: Settings, days: list[date], quiet: bool = True) -> None:
-    from nightrec_app.airflow_env import ensure_metadata_db, run_airflow
+    from nightrec_app.airflow_env import ensure_metadata_db
 
     adapter = RunContext.of(s).adapter
     outside = [d for d in days if not adapter.history_start <= d <= adapter.history_end]
@@ -136,7 +156,8 @@ def _nightly_days(s: Settings, days: list[date], quiet: bool = True) -> None:
     for day in days:
         t0 = time.time()
         print(f"nightly {s.source}: day {day} (logical date {_logical_date(day)})", flush=True)
-        run_airflow(s, ["dags", "test", "nightly", _logical_date(day)], quiet=quiet)
+        lookback = [day - timedelta(days=n) for n in range(s.pipeline.lookback_days, -1, -1)]
+        _run_dag(s, ["dags", "test", NIGHTLY_DAG, _logical_date(day)], lookback, quiet)
         print(f"nightly {s.source}: day {day} done in {time.time() - t0:.0f}s", flush=True)
 
 
@@ -153,8 +174,30 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     s = _settings(args)
     if args.end < args.start:
         raise NightrecError(f"--end ({args.end}) is before --start ({args.start})")
-    _nightly_days(s, days_between(args.start, args.end + timedelta(days=1)), args.quiet)
+    days = days_between(args.start, args.end + timedelta(days=1))
+    if args.resume:
+        days = _unfinished(s, days)
+    _nightly_days(s, days, args.quiet)
     return 0
+
+
+def _unfinished(s: Settings, days: list[date]) -> list[date]:
+    """The days of a backfill still to run: from the first whose own nightly run did not succeed on. A night builds
+    on the nights before it (the consumer encoder continues from them, candidates read their segments), so every day
+    after a redone one is redone as well."""
+    from nightrec.run_manifest import own_run
+
+    warehouse = RunContext.of(s).warehouse
+    done = 0
+    while done < len(days):
+        run = own_run(warehouse, days[done]) or {}
+        if run.get("dag_id") != NIGHTLY_DAG or run.get("state") != "success":
+            break
+        print(f"nightly {s.source}: day {days[done]} skipped, its night succeeded in {run['run_id']} (--resume)")
+        done += 1
+    if done == len(days):
+        print(f"nightly {s.source}: every night of the range succeeded already; nothing to resume")
+    return days[done:]
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -176,7 +219,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         ing, seq = st.get("ingest_events"), st.get("build_sequences")
         attempt = (doc or {}).get("attempt")
         mark = attempt_mark(attempt)
-        if attempt is not None and attempt.get("state") == "failed":
+        if attempt is not None and attempt.get("state") in ("failed", "stopped"):
             failed.append((ds, attempt))
         if not ing:
             missing += 1
@@ -196,7 +239,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         if outside:
             print(outside_message(adapter.name, outside, (adapter.history_start, adapter.history_end)))
     for ds, attempt in failed:
-        print(f"{ds}: the latest run {attempt['run_id']} FAILED in {attempt.get('failed_task')}: {error_line(attempt)}")
+        task = attempt.get("failed_task")
+        how = f"FAILED in {task}" if attempt["state"] == "failed" else f"was STOPPED (in {task or 'no task'})"
+        print(f"{ds}: the latest run {attempt['run_id']} {how}: {error_line(attempt)}")
     if failed:
         print("(counts and checks above are the last recorded; `nightrec report --day D` says which run wrote each)")
     return 0
@@ -575,6 +620,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("backfill", parents=[common], help="run the nightly DAG for every day of a range")
     p.add_argument("--start", type=d, required=True, help="first day")
     p.add_argument("--end", type=d, required=True, help="last day, inclusive")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="skip the first days whose own nightly run succeeded (an interrupted backfill goes on where it "
+        "stopped); without it every day is run again, which gives the same tables",
+    )
     p.set_defaults(func=cmd_backfill)
 
     p = sub.add_parser("status", parents=[common], help="per-day reconciliation from the run manifests")

@@ -17,6 +17,8 @@ from typing import Any
 from nightrec.config import PROJECT_ROOT, Settings
 from nightrec.warehouse import Warehouse
 
+NIGHTLY_DAG, BOOTSTRAP_DAG = "nightly", "bootstrap"  # the dag_ids of dags/nightly.py and dags/bootstrap.py
+
 # What a user's own DAG can be scheduled on (Airflow's data-aware scheduling): each is the outlet of the task that
 # publishes it, so an event means the night's marts, online features or lists are in place.
 PUBLISHED = {

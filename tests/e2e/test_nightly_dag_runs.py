@@ -18,7 +18,9 @@ import pandas as pd
 import pytest
 
 from nightrec.config import PROJECT_ROOT, load_settings
+from nightrec.faults import KILL_AT_COMMIT
 from nightrec.marts_publish import split_queries
+from nightrec.storage import SUCCESS_FILE
 from nightrec.warehouse import Warehouse
 from tests.conftest import corrupt_real_rows, raw_tmall, read_table
 
@@ -37,11 +39,13 @@ def _env(warehouse: Path, airflow_home: Path) -> dict[str, str]:
     }
 
 
-def nightrec(args: list[str], warehouse: Path, airflow_home: Path, check: bool = True) -> subprocess.CompletedProcess:
+def nightrec(
+    args: list[str], warehouse: Path, airflow_home: Path, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     proc = subprocess.run(
         [sys.executable, "-m", "nightrec_app.cli", *args],
         cwd=PROJECT_ROOT,
-        env=_env(warehouse, airflow_home),
+        env=_env(warehouse, airflow_home) | (env or {}),
         capture_output=True,
         text=True,
         timeout=900,
@@ -50,13 +54,49 @@ def nightrec(args: list[str], warehouse: Path, airflow_home: Path, check: bool =
     return proc
 
 
+# Night two's ingest is killed (SIGKILL: no cleanup, no `finally`) as it is about to publish a day that night one
+# published: the middle day of its lookback window.
+KILLED_AT = f"*/bronze/events/ds={NIGHTS[-1] - timedelta(days=1)}"
+
+
 @pytest.fixture(scope="module")
-def airflow_run(tmp_path_factory):
+def interruption() -> dict[str, object]:
+    """What the interrupted backfill left behind, as `airflow_run` saw it before resuming."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def airflow_run(tmp_path_factory, interruption):
+    """The bootstrap, night one, then a backfill over both nights killed in night two's ingest and resumed.
+
+    Every test of this module reads the resumed warehouse, so all of them check that an interrupted backfill ends in
+    the state of a clean pass (`test_dag_path_equals_the_in_process_jobs` compares it with one in-process pass)."""
     base = tmp_path_factory.mktemp("e2e")
     warehouse, home = base / "warehouse", base / "airflow"
     boot = nightrec(["bootstrap"], warehouse, home)
-    nights = nightrec(["backfill", "--start", str(NIGHTS[0]), "--end", str(NIGHTS[-1])], warehouse, home)
-    return warehouse, home, boot.stdout + nights.stdout
+    night_one = nightrec(["nightly", "--day", str(NIGHTS[0])], warehouse, home)
+    span = ["backfill", "--start", str(NIGHTS[0]), "--end", str(NIGHTS[-1]), "--resume"]
+    started = time.time()
+    killed = nightrec(span, warehouse, home, check=False, env={KILL_AT_COMMIT: KILLED_AT})
+    interruption.update(_after_the_kill(Warehouse(warehouse, "tmall_brand"), started))
+    interruption["killed"], interruption["status"] = killed, nightrec(["status"], warehouse, home).stdout
+    resumed = nightrec(span, warehouse, home)
+    interruption["resumed"] = resumed.stdout
+    return warehouse, home, boot.stdout + night_one.stdout + killed.stdout + resumed.stdout
+
+
+def _after_the_kill(wh: Warehouse, started: float) -> dict[str, object]:
+    bronze = wh.bronze_events()
+    mtimes = {
+        ds: (bronze / f"ds={ds}" / SUCCESS_FILE).stat().st_mtime if (bronze / f"ds={ds}").exists() else None
+        for ds in [NIGHTS[-1] - timedelta(days=2), NIGHTS[-1] - timedelta(days=1), NIGHTS[-1]]
+    }
+    return {
+        "started": started,
+        "success_mtimes": mtimes,
+        "temporaries": sorted(p.relative_to(wh.root).as_posix() for p in wh.root.rglob(".tmp-*")),
+        "manifest": json.loads(wh.run_manifest(NIGHTS[-1]).read_text()),
+    }
 
 
 def _tables(wh: Warehouse, days: list[date]) -> dict[str, object]:
@@ -88,6 +128,31 @@ def test_bootstrap_and_two_nights_build_every_day(airflow_run, tmall):
         sum(json.loads(wh.run_manifest(d).read_text())["stages"]["ingest_events"]["bronze_rows"] for d in days)
         == 182_880
     )
+
+
+def test_an_interrupted_backfill_keeps_the_previous_partition_and_resumes_where_it_stopped(airflow_run, interruption):
+    """SIGKILL of the ingest task mid-publication: readers still see night one's partition of the day it was about to
+    replace; the failure is on record; `--resume` skips night one, reruns night two and leaves no temporary."""
+    warehouse, _, _ = airflow_run
+    killed = interruption["killed"]
+    assert killed.returncode != 0
+    assert "ingest_events" in killed.stdout + killed.stderr
+    before, during, new_day = interruption["success_mtimes"].values()
+    assert before is not None and before > interruption["started"]  # the task had published the first day...
+    assert during is not None and during < interruption["started"]  # ...not the second: night one's is still there
+    assert new_day is None  # and the night's own new day is not visible at all
+    assert any(
+        name.startswith(f"bronze/events/.tmp-ds={NIGHTS[-1] - timedelta(days=1)}-")
+        for name in interruption["temporaries"]
+    ), interruption["temporaries"]  # its complete new version, hidden
+    attempt, own = interruption["manifest"]["attempt"], interruption["manifest"]["own_run"]
+    assert (attempt["state"], attempt["failed_task"], own["state"]) == ("failed", "ingest_events", "failed")
+    assert re.search(rf"{NIGHTS[-1]} .*FAILED:ingest_events", interruption["status"]), interruption["status"]
+    assert f"day {NIGHTS[0]} skipped, its night succeeded in " in interruption["resumed"]
+    assert f"day {NIGHTS[-1]} done in " in interruption["resumed"]
+    assert not list(warehouse.rglob(".tmp-*")) and not list(warehouse.rglob(".trash-*"))
+    manifest = json.loads(Warehouse(warehouse, "tmall_brand").run_manifest(NIGHTS[-1]).read_text())
+    assert (manifest["attempt"]["state"], manifest["own_run"]["state"]) == ("success", "success")
 
 
 def test_dag_path_equals_the_in_process_jobs(airflow_run, tmall_warehouse, tmall):
@@ -216,6 +281,20 @@ def test_an_audience_is_built_from_a_predicate_over_the_analysts_database(airflo
     assert refused.returncode == 2 and "this is a DELETE statement" in refused.stderr
 
 
+def _served_lists(warehouse: Path) -> tuple[str, list[str]]:
+    """What services read: the top-k pointer and one user's list from the Feast online store."""
+    import duckdb
+
+    from nightrec import feature_store
+    from tests.conftest import make_settings
+
+    settings = make_settings(warehouse)
+    serving = Warehouse.of(settings).serving_topk()
+    user = duckdb.sql(f"select min(user_id) from read_parquet('{serving / 'current' / '*.parquet'}')").fetchall()[0][0]
+    online = feature_store.online_features(settings, [{"user_id": user, "item_id": ""}], "topk")
+    return (serving / "current.json").read_text(), online["user_topk__topk_item_ids"][0]
+
+
 def test_a_corrupted_delivery_stops_the_nightly_run_before_ingest(airflow_run, tmall, tmp_path):
     """GX at the raw boundary: nulls, an unknown event type and times outside the day stop the DAG with a message
     naming the table, the expectations and the offending rows; bronze and the marts stay as they were."""
@@ -225,6 +304,7 @@ def test_a_corrupted_delivery_stops_the_nightly_run_before_ingest(airflow_run, t
     wh, day = Warehouse(warehouse, tmall.name), NIGHTS[-1]
     before = _tables(wh, [day])
     marts_before = (warehouse / "marts" / "parquet" / "fct_interactions" / "part-00000.parquet").read_bytes()
+    served_before = _served_lists(warehouse)
     delivery = tmp_path / "late_delivery.csv"
     corrupt_real_rows(wh.raw_day(day) / "t_alibaba_data.csv", delivery, 400)
     nightrec(["land", "--file", str(delivery), "--ds", str(day)], warehouse, home)
@@ -246,6 +326,7 @@ def test_a_corrupted_delivery_stops_the_nightly_run_before_ingest(airflow_run, t
     for name in before:
         assert before[name].astype(str).equals(after[name].astype(str)), name
     assert (warehouse / "marts" / "parquet" / "fct_interactions" / "part-00000.parquet").read_bytes() == marts_before
+    assert _served_lists(warehouse) == served_before  # the failed gate left the previous night's lists in service
     manifest = json.loads(wh.run_manifest(day).read_text())["stages"]
     assert manifest["quality_raw"]["success"] is False
     assert manifest["quality_marts"]["success"] is True  # from the earlier, clean run
@@ -445,16 +526,43 @@ def test_a_terminated_run_takes_airflow_and_spark_submit_down_with_it(tmp_path):
             time.sleep(0.5)
         descendants = wrapper.children(recursive=True)
         assert any("airflow" in _cmdline(c) for c in descendants)
+        signalled = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         rest, _ = proc.communicate(timeout=180)
+        stopping = time.monotonic() - signalled
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode != 0
+    assert stopping < 30, f"the run took {stopping:.0f}s to stop"  # within seconds, not at the job's end
     # the command returned only once its run had stopped: a supervisor may start the next one right away
     _, alive = psutil.wait_procs(descendants, timeout=1)
     assert not alive, [_cmdline(p) for p in alive]
-    assert "failed" in rest
+    assert "was stopped by SIGTERM" in rest, rest[-3000:]
+    # nothing half-written is visible: every partition a reader can see is complete (a _SUCCESS beside its files)
+    warehouse = tmp_path / "warehouse"
+    visible = [
+        p
+        for p in warehouse.rglob("ds=*")
+        if p.is_dir() and not any(part.startswith(".") for part in p.relative_to(warehouse).parts)
+    ]
+    zones = [p for p in visible if p.relative_to(warehouse).parts[0] in ("bronze", "silver")]
+    assert all((p / SUCCESS_FILE).is_file() for p in zones), [p for p in zones if not (p / SUCCESS_FILE).is_file()]
+    # and the stopped run is on record, not shown as running
+    status = subprocess.run(
+        [sys.executable, "-m", "nightrec_app.cli", "status"],
+        cwd=PROJECT_ROOT,
+        env=_env(warehouse, tmp_path / "airflow"),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "running" not in status.split("latest attempt", 1)[1], status
+    # Airflow killed the running task on the way down, and its failure callback recorded a failure of ingest; the
+    # command then records the days as stopped, naming the signal
+    assert "STOPPED" in status and "FAILED:" not in status, status
+    assert "was STOPPED (in ingest_events): `airflow dags test bootstrap" in status, status
+    assert "was stopped by SIGTERM" in status, status
 
 
 def test_each_night_segments_every_consumer_and_keeps_the_segment_ids(airflow_run, tmall):
