@@ -34,7 +34,7 @@ with DAG(
     # Manual runs (`airflow dags test nightly D+1`) carry the interval END as logical date and Airflow creates
     # no task whose end_date precedes it, so end_date is the day after the data; a scheduled run for a day past
     # the data is skipped by its land task with a message (docs/architecture.md, "Time").
-    end_date=_utc(adapter.history_end + timedelta(days=1)),
+    end_date=None if adapter.open_ended else _utc(adapter.history_end + timedelta(days=1)),  # a live feed runs on
     catchup=True,
     max_active_runs=1,  # day D continues from day D-1's sequences
     default_args=task_defaults(settings),  # retries; a failed task is recorded in the days' run manifests

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,8 @@ class SourceAdapter:
     :param bundled_events: the bundled history file the replayer turns into daily deliveries; None for a *live feed*
         (no ``bundled`` key), whose days are the files the user lands (`nightrec land --file F --ds D`).
     :param history_start: first day of the history (of a feed: its first delivered day).
-    :param history_end: last day of the history, inclusive (the nightly DAG's last day).
+    :param history_end: last day of the history, inclusive (the nightly DAG's last day). A live feed may leave it
+        out (``open_ended``): then it is the last complete UTC day, yesterday, and the nightly DAG has no end date.
     :param nightly_start: first day the nightly DAG processes (days before it are bootstrapped); defaults to
         history_start.
     :param file_format: ``csv`` or ``parquet``.
@@ -87,6 +88,7 @@ class SourceAdapter:
     extra: dict[str, Any] = field(default_factory=dict)
     header: bool = True
     fields: tuple[str, ...] = ()
+    open_ended: bool = False
 
     @property
     def first_data_line(self) -> int:
@@ -164,6 +166,11 @@ def _req(d: dict[str, Any], key: str, where: str) -> Any:
     return d[key]
 
 
+def last_complete_day() -> date:
+    """Yesterday in UTC: the last day whose delivery can be complete, where an open-ended feed's history ends."""
+    return datetime.now(UTC).date() - timedelta(days=1)
+
+
 def load_adapter(name: str, sources_dir: Path | None = None) -> SourceAdapter:
     """Read and validate ``conf/sources/<name>.yaml`` (or ``<sources_dir>/<name>.yaml``).
 
@@ -214,9 +221,15 @@ def load_adapter(name: str, sources_dir: Path | None = None) -> SourceAdapter:
     spec = TimeSpec(format=fmt, year=t.get("year"), timezone=str(t.get("timezone") or "UTC"))
 
     hist = _req(raw, "history", where)
+    open_ended = hist.get("end") is None
+    if open_ended and raw.get("bundled") is not None:
+        raise ConfigError(
+            f"history.end is required in {where}: a bundled history is replayed up to it. Only a live feed (no "
+            "'bundled') may leave it out, and then runs up to the last complete UTC day."
+        )
     try:
         h_start = date.fromisoformat(str(_req(hist, "start", where)))
-        h_end = date.fromisoformat(str(_req(hist, "end", where)))
+        h_end = last_complete_day() if open_ended else date.fromisoformat(str(hist["end"]))
         nightly = date.fromisoformat(str(raw.get("nightly_start") or h_start))
     except ValueError as exc:
         raise ConfigError(f"Dates in {where} must be YYYY-MM-DD: {exc}") from exc
@@ -292,6 +305,7 @@ def load_adapter(name: str, sources_dir: Path | None = None) -> SourceAdapter:
         credit=str(raw.get("credit") or ""),
         header=has_header,
         fields=fields,
+        open_ended=open_ended,
     )
     if adapter.has_availability and not (adapter.item_attributes and "available" in adapter.item_attributes.columns):
         raise ConfigError(

@@ -158,6 +158,25 @@ def test_the_published_marts_features_and_lists_are_assets_a_dag_can_be_schedule
         assert others == []
 
 
+def test_an_open_ended_feed_gets_a_nightly_dag_without_an_end_date(dagbag, tmp_path, monkeypatch):
+    """A live feed without history.end: the nightly DAG runs on (no end_date); a bundled history's DAG ends."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    from tests.unit.test_live_feed import FEED, OPEN
+
+    sources = tmp_path / "sources"
+    sources.mkdir()
+    (sources / "tmall_feed.yaml").write_text(FEED.replace(OPEN, ""))
+    for module in ("nightrec.adapters", "nightrec.config"):
+        monkeypatch.setattr(f"{module}.SOURCES_DIR", sources)
+    monkeypatch.setenv("NIGHTREC_SOURCE", "tmall_feed")
+    bag = DagBag(dag_folder=str(PROJECT_ROOT / "dags" / "nightly.py"))
+    assert bag.import_errors == {}
+    feed_dag = bag.dags["nightly"]
+    assert feed_dag.end_date is None and feed_dag.start_date == datetime(2014, 4, 15, tzinfo=UTC)
+    assert dagbag.dags["nightly"].end_date == datetime(2014, 8, 16, tzinfo=UTC)
+
+
 def test_a_day_past_the_history_is_skipped_not_processed(tmp_path):
     from nightrec.context import RunContext
     from nightrec_app.tasks import land_days

@@ -30,6 +30,8 @@ events:
   time: {format: month-day, year: 2014}
 """
 
+OPEN = ", end: 2014-08-15"  # without it: an open-ended feed
+
 
 @pytest.fixture
 def feed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
@@ -45,6 +47,26 @@ def test_a_feed_needs_neither_a_bundled_history_nor_a_nightly_start(feed):
     assert feed.is_feed and feed.bundled_events is None
     assert feed.nightly_start == feed.history_start == date(2014, 4, 15)
     assert not load_adapter("tmall_brand").is_feed
+
+
+def test_a_feed_may_leave_its_end_open_and_runs_up_to_yesterday(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from datetime import UTC, datetime, timedelta
+
+    from nightrec.errors import ConfigError
+
+    sources = tmp_path / "sources"
+    sources.mkdir()
+    (sources / "open_feed.yaml").write_text(FEED.replace("name: tmall_feed", "name: open_feed").replace(OPEN, ""))
+    bundled = (SOURCES_DIR / "tmall_brand.yaml").read_text()
+    (sources / "open_history.yaml").write_text(
+        bundled.replace("name: tmall_brand", "name: open_history").replace("end: 2014-08-15", "")
+    )
+    monkeypatch.setattr("nightrec.adapters.SOURCES_DIR", sources)
+    feed = load_adapter("open_feed")
+    assert feed.open_ended and feed.history_end == datetime.now(UTC).date() - timedelta(days=1)
+    assert feed.history_start == feed.nightly_start == date(2014, 4, 15)
+    with pytest.raises(ConfigError, match=r"history\.end is required in .*a bundled history is replayed up to it"):
+        load_adapter("open_history")
 
 
 def test_the_land_task_of_a_feed_records_the_deliveries_and_names_the_command_for_a_missing_day(feed, tmp_path):
