@@ -1,4 +1,5 @@
-"""The real DAGs through `airflow dags test` and spark-submit: bootstrap, two consecutive nights, a rerun."""
+"""The real DAGs through `airflow dags test` and spark-submit: bootstrap, two consecutive nights, a rerun of the second
+killed mid-write and resumed, a corrupted delivery, a terminated run."""
 
 from __future__ import annotations
 
@@ -54,46 +55,51 @@ def nightrec(
     return proc
 
 
-# Night two's ingest is killed (SIGKILL: no cleanup, no `finally`) as it is about to publish a day that night one
-# published: the middle day of its lookback window.
+# The rerun of night two is killed (SIGKILL: no cleanup, no `finally`) as its ingest is about to publish the middle
+# day of its three (lookback): one day is then new, one old, one not yet rewritten.
 KILLED_AT = f"*/bronze/events/ds={NIGHTS[-1] - timedelta(days=1)}"
+RERUN_DAYS = [NIGHTS[-1] - timedelta(days=2), NIGHTS[-1] - timedelta(days=1), NIGHTS[-1]]
 
 
 @pytest.fixture(scope="module")
 def interruption() -> dict[str, object]:
-    """What the interrupted backfill left behind, as `airflow_run` saw it before resuming."""
+    """What `airflow_run` saw before night two's rerun, after its kill, and when resuming."""
     return {}
 
 
 @pytest.fixture(scope="module")
 def airflow_run(tmp_path_factory, interruption):
-    """The bootstrap, night one, then a backfill over both nights killed in night two's ingest and resumed.
+    """The bootstrap and both nights as a backfill; then night two again, killed in its ingest, and resumed.
 
-    Every test of this module reads the resumed warehouse, so all of them check that an interrupted backfill ends in
-    the state of a clean pass (`test_dag_path_equals_the_in_process_jobs` compares it with one in-process pass)."""
+    `backfill --resume` over both nights then skips night one and runs night two whole. Every test of this module
+    reads that resumed warehouse: `test_a_night_killed_mid_write_...` compares it with the tables before the kill (a
+    rerun gives the same tables), `test_dag_path_equals_the_in_process_jobs` with one in-process pass."""
     base = tmp_path_factory.mktemp("e2e")
     warehouse, home = base / "warehouse", base / "airflow"
+    wh = Warehouse(warehouse, "tmall_brand")
     boot = nightrec(["bootstrap"], warehouse, home)
-    night_one = nightrec(["nightly", "--day", str(NIGHTS[0])], warehouse, home)
-    span = ["backfill", "--start", str(NIGHTS[0]), "--end", str(NIGHTS[-1]), "--resume"]
+    nights = nightrec(["backfill", "--start", str(NIGHTS[0]), "--end", str(NIGHTS[-1])], warehouse, home)
+    interruption["before"] = _tables(wh, RERUN_DAYS) | _segment_tables(wh)
+    interruption["raw"] = _raw_mtimes(wh)
     started = time.time()
-    killed = nightrec(span, warehouse, home, check=False, env={KILL_AT_COMMIT: KILLED_AT})
-    interruption.update(_after_the_kill(Warehouse(warehouse, "tmall_brand"), started))
+    again = ["backfill", "--start", str(NIGHTS[-1]), "--end", str(NIGHTS[-1])]
+    killed = nightrec(again, warehouse, home, check=False, env={KILL_AT_COMMIT: KILLED_AT})
+    interruption.update(_after_the_kill(wh, started))
     interruption["killed"], interruption["status"] = killed, nightrec(["status"], warehouse, home).stdout
-    resumed = nightrec(span, warehouse, home)
-    interruption["resumed"] = resumed.stdout
-    return warehouse, home, boot.stdout + night_one.stdout + killed.stdout + resumed.stdout
+    span = ["backfill", "--start", str(NIGHTS[0]), "--end", str(NIGHTS[-1]), "--resume"]
+    interruption["resumed"] = nightrec(span, warehouse, home).stdout
+    return warehouse, home, boot.stdout + nights.stdout + killed.stdout + interruption["resumed"]
+
+
+def _raw_mtimes(wh: Warehouse) -> list[int]:
+    return sorted(p.stat().st_mtime_ns for d in RERUN_DAYS for p in wh.raw_day(d).iterdir())
 
 
 def _after_the_kill(wh: Warehouse, started: float) -> dict[str, object]:
     bronze = wh.bronze_events()
-    mtimes = {
-        ds: (bronze / f"ds={ds}" / SUCCESS_FILE).stat().st_mtime if (bronze / f"ds={ds}").exists() else None
-        for ds in [NIGHTS[-1] - timedelta(days=2), NIGHTS[-1] - timedelta(days=1), NIGHTS[-1]]
-    }
     return {
         "started": started,
-        "success_mtimes": mtimes,
+        "success_mtimes": [(bronze / f"ds={ds}" / SUCCESS_FILE).stat().st_mtime for ds in RERUN_DAYS],
         "temporaries": sorted(p.relative_to(wh.root).as_posix() for p in wh.root.rglob(".tmp-*")),
         "manifest": json.loads(wh.run_manifest(NIGHTS[-1]).read_text()),
     }
@@ -130,29 +136,36 @@ def test_bootstrap_and_two_nights_build_every_day(airflow_run, tmall):
     )
 
 
-def test_an_interrupted_backfill_keeps_the_previous_partition_and_resumes_where_it_stopped(airflow_run, interruption):
-    """SIGKILL of the ingest task mid-publication: readers still see night one's partition of the day it was about to
-    replace; the failure is on record; `--resume` skips night one, reruns night two and leaves no temporary."""
+def test_a_night_killed_mid_write_keeps_the_previous_partitions_and_resumed_gives_the_same_tables(
+    airflow_run, interruption, tmall
+):
+    """SIGKILL of the ingest task under Airflow as it publishes: readers still see the previous version of the day it
+    was replacing; the failure is on record; `backfill --resume` skips night one, runs night two again, and the
+    tables equal those before the kill (rerunning a night gives the same tables) with no temporary left."""
     warehouse, _, _ = airflow_run
-    killed = interruption["killed"]
+    wh = Warehouse(warehouse, tmall.name)
+    killed, started = interruption["killed"], interruption["started"]
     assert killed.returncode != 0
     assert "ingest_events" in killed.stdout + killed.stderr
-    before, during, new_day = interruption["success_mtimes"].values()
-    assert before is not None and before > interruption["started"]  # the task had published the first day...
-    assert during is not None and during < interruption["started"]  # ...not the second: night one's is still there
-    assert new_day is None  # and the night's own new day is not visible at all
-    assert any(
-        name.startswith(f"bronze/events/.tmp-ds={NIGHTS[-1] - timedelta(days=1)}-")
-        for name in interruption["temporaries"]
-    ), interruption["temporaries"]  # its complete new version, hidden
+    published, replacing, untouched = interruption["success_mtimes"]
+    assert published > started  # the task had published the first day...
+    assert replacing < started and untouched < started  # ...not the second: the previous version is what readers see
+    assert any(name.startswith(f"bronze/events/.tmp-ds={RERUN_DAYS[1]}-") for name in interruption["temporaries"]), (
+        interruption["temporaries"]
+    )  # its complete new version, hidden
     attempt, own = interruption["manifest"]["attempt"], interruption["manifest"]["own_run"]
     assert (attempt["state"], attempt["failed_task"], own["state"]) == ("failed", "ingest_events", "failed")
     assert re.search(rf"{NIGHTS[-1]} .*FAILED:ingest_events", interruption["status"]), interruption["status"]
+
     assert f"day {NIGHTS[0]} skipped, its night succeeded in " in interruption["resumed"]
     assert f"day {NIGHTS[-1]} done in " in interruption["resumed"]
-    assert not list(warehouse.rglob(".tmp-*")) and not list(warehouse.rglob(".trash-*"))
-    manifest = json.loads(Warehouse(warehouse, "tmall_brand").run_manifest(NIGHTS[-1]).read_text())
+    manifest = json.loads(wh.run_manifest(NIGHTS[-1]).read_text())
     assert (manifest["attempt"]["state"], manifest["own_run"]["state"]) == ("success", "success")
+    after = _tables(wh, RERUN_DAYS) | _segment_tables(wh)
+    for name, table in interruption["before"].items():
+        assert table.astype(str).equals(after[name].astype(str)), name
+    assert _raw_mtimes(wh) == interruption["raw"]  # the land step rewrote no delivery
+    assert not list(warehouse.rglob(".tmp-*")) and not list(warehouse.rglob(".trash-*"))
 
 
 def test_dag_path_equals_the_in_process_jobs(airflow_run, tmall_warehouse, tmall):
@@ -205,20 +218,6 @@ def test_airflow_recorded_both_nights_as_successful_runs(airflow_run):
         ("nightrec_tmall_brand_marts", "publish_marts"),
         ("nightrec_tmall_brand_features", "feast_materialize"),
     }
-
-
-def test_rerunning_a_night_gives_the_same_tables(airflow_run, tmall):
-    warehouse, home, _ = airflow_run
-    wh = Warehouse(warehouse, tmall.name)
-    days = [NIGHTS[-1] - timedelta(days=2), NIGHTS[-1] - timedelta(days=1), NIGHTS[-1]]
-    before = _tables(wh, days) | _segment_tables(wh)
-    raw_before = sorted(p.stat().st_mtime_ns for d in days for p in wh.raw_day(d).iterdir())
-    nightrec(["nightly", "--day", str(NIGHTS[-1])], warehouse, home)
-    after = _tables(wh, days) | _segment_tables(wh)
-    for name in before:
-        assert before[name].astype(str).equals(after[name].astype(str)), name
-    assert sorted(p.stat().st_mtime_ns for d in days for p in wh.raw_day(d).iterdir()) == raw_before
-    assert not list(warehouse.rglob(".tmp-*"))
 
 
 def test_the_dag_builds_publishes_and_documents_the_marts(airflow_run, tmall):
