@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from nightrec.adapters import AttributeFile, SourceAdapter
 from nightrec.contract import FALSE_WORDS, ITEM_ATTRIBUTE_SCHEMA, TRUE_WORDS, USER_ATTRIBUTE_SCHEMA
 from nightrec.errors import InputError, ReconciliationError
-from nightrec.storage import swap_into_place, temp_sibling, write_json_atomic
+from nightrec.storage import fresh_staging, swap_into_place, write_json_atomic
 from nightrec.warehouse import Warehouse
 
 ATTRIBUTE_QUARANTINE_SCHEMA = pa.schema(
@@ -113,7 +113,7 @@ def _canonical(entity: str, attr: AttributeFile, path: Path, schema: pa.Schema) 
 
 
 def _publish(table: pa.Table, target: Path, manifest: dict[str, Any]) -> None:
-    staging = temp_sibling(target)
+    staging = fresh_staging(target)
     staging.mkdir(parents=True)
     pq.write_table(table, staging / "part-00000.parquet")
     write_json_atomic(staging / "_SUCCESS", manifest)

@@ -34,10 +34,10 @@ from nightrec.errors import InputError
 from nightrec.run_report import outside_message
 from nightrec.storage import (
     data_files,
+    fresh_staging,
     read_json,
     sha256_file,
     swap_into_place,
-    temp_sibling,
     utc_now_iso,
     write_json_atomic,
 )
@@ -137,7 +137,7 @@ def _deliver(day_dir: Path, filename: str, content: bytes) -> str:
     status = "replaced" if target.exists() else "landed"
     if status == "landed" and any(sha256_file(f) == digest for f in others):
         status = "redelivered"
-    staging = temp_sibling(day_dir)
+    staging = fresh_staging(day_dir)
     staging.mkdir()
     for f in others:  # keep the day's other deliveries (hard links: no copy of the bytes)
         try:

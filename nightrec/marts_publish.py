@@ -15,7 +15,7 @@ from datetime import date
 from pathlib import Path
 
 from nightrec.config import Settings
-from nightrec.storage import replace_file, swap_into_place, temp_sibling
+from nightrec.storage import fresh_staging, replace_file, swap_into_place
 from nightrec.warehouse import Warehouse
 
 MARTS = (
@@ -58,7 +58,7 @@ def export_marts(settings: Settings, names: tuple[str, ...] = MARTS) -> dict[str
         con.execute("set timezone = 'UTC'")
         for name in names:
             target = Warehouse.of(settings).mart_export(name)
-            staging = temp_sibling(target)
+            staging = fresh_staging(target)
             staging.mkdir(parents=True)
             con.execute(f"copy (select * from main.{name}) to '{staging / 'part-00000.parquet'}' (format parquet)")
             counts[name] = con.execute(f"select count(*) from main.{name}").fetchone()[0]
@@ -72,7 +72,7 @@ def build_analyst_db(settings: Settings) -> Path:
 
     final = Warehouse.of(settings).analyst_db()
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_sibling(final)
+    tmp = fresh_staging(final)
     wh = Warehouse.of(settings)
     with duckdb.connect(str(tmp)) as con:
         for schema in ("marts", "bronze", "silver"):
@@ -115,7 +115,7 @@ def publish_segment_marts(settings: Settings, start: date, end: date) -> dict[st
 def publish_dbt_docs(settings: Settings, target_dir: Path) -> Path:
     """Copy the static dbt docs site (index.html + JSON artifacts) to ``docs/dbt/``."""
     final = Warehouse.of(settings).dbt_docs()
-    staging = temp_sibling(final)
+    staging = fresh_staging(final)
     staging.mkdir(parents=True)
     for name in ("index.html", "manifest.json", "catalog.json"):
         shutil.copy2(target_dir / name, staging / name)

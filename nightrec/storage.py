@@ -49,6 +49,14 @@ def temp_sibling(target: Path, tag: str = "tmp") -> Path:
     return target.parent / f".{tag}-{target.name}-{uuid.uuid4().hex[:12]}"
 
 
+def fresh_staging(target: Path) -> Path:
+    """A new temporary path beside ``target`` (see :func:`temp_sibling`), after removing what killed writers of the
+    same target left there (``.tmp-<name>-*``, ``.trash-<name>-*``). For targets with one writer at a time (a
+    partition, a table, a model version, the analysts' file): a second live writer's temporary would be removed."""
+    clean_stale_temporaries(target.parent, target.name)
+    return temp_sibling(target)
+
+
 def swap_into_place(new: Path, target: Path) -> None:
     """Make ``new`` visible at ``target`` atomically, replacing whatever was there."""
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -73,7 +81,7 @@ def staged(target: Path, success: dict[str, Any] | None = None) -> Iterator[Path
     """A fresh directory beside ``target`` to write its new content into; when the block ends it is swapped into
     place (with ``_SUCCESS`` holding ``success`` when given), and if the block raises it is removed, leaving the
     previous content visible."""
-    staging = temp_sibling(target)
+    staging = fresh_staging(target)
     staging.mkdir(parents=True)
     try:
         yield staging

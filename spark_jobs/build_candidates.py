@@ -43,7 +43,7 @@ from nightrec.anchors import AnchorPlan, plan_for
 from nightrec.config import Settings
 from nightrec.errors import InputError
 from nightrec.scoring import level_probabilities, top_k
-from nightrec.storage import swap_into_place, temp_sibling, write_json_atomic
+from nightrec.storage import fresh_staging, swap_into_place, write_json_atomic
 from nightrec.warehouse import Warehouse
 from spark_jobs.common import JobRun, log, run_job
 from spark_jobs.segment_items import SEGMENT_DAYS, members_by_anchor, top_segment_items
@@ -475,7 +475,7 @@ def run(
 ) -> dict[str, Any]:
     """Build and write the candidates of every anchor of `plan` (the embedding models of `version`)."""
     target = out or Warehouse.of(settings).candidates(plan.serve - timedelta(days=1))
-    staging = temp_sibling(target)
+    staging = fresh_staging(target)
     log(JOB, f"{len(plan.days())} anchors {plan.days()[0]}..{plan.days()[-1]}, sources {list(settings.ranker.sources)}")
     table = candidate_table(spark, settings, plan, version)
     table.repartition("anchor").sortWithinPartitions("anchor", "user_id", "item_id").write.partitionBy(

@@ -42,7 +42,7 @@ from nightrec.config import ORDINAL_KINDS, Settings
 from nightrec.errors import InputError, ReconciliationError
 from nightrec.run_manifest import read_run_manifest
 from nightrec.scoring import level_probabilities, top_k
-from nightrec.storage import clean_stale_temporaries, read_json, swap_into_place, temp_sibling, write_json_atomic
+from nightrec.storage import fresh_staging, read_json, swap_into_place, write_json_atomic
 from nightrec.warehouse import Warehouse, champion
 from spark_jobs.common import log, run_job
 from spark_jobs.segment_items import SEGMENT_DAYS, members_by_anchor, top_segment_items
@@ -375,8 +375,7 @@ def _write_and_publish(
 ) -> dict[str, Any]:
     """Write the version beside its place, check it, rename it into place and move the pointer."""
     target = topk_publish.version_dir(settings, day, model_version)
-    clean_stale_temporaries(target.parent, target.name)  # what a killed run of this version left
-    staging = temp_sibling(target)
+    staging = fresh_staging(target)  # after removing what a killed run of this version left
     partitions = int(spark.conf.get("spark.sql.shuffle.partitions"))
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(settings.topk.users_per_batch))
     try:

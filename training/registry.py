@@ -26,7 +26,7 @@ import torch
 
 from nightrec import warehouse
 from nightrec.config import PROJECT_ROOT
-from nightrec.storage import swap_into_place, temp_sibling, write_json_atomic
+from nightrec.storage import fresh_staging, swap_into_place, write_json_atomic
 
 CHAMPION_FILE = warehouse.CHAMPION_FILE
 EVALUATED_FILE = "evaluated.pt"
@@ -66,7 +66,7 @@ def write_version(
 ) -> Path:
     """Write models/<name>/<version>/ atomically (a rerun replaces it whole): each writer gets its file's path."""
     target = model_dir(warehouse_root, name, version)
-    tmp = temp_sibling(target)
+    tmp = fresh_staging(target)
     tmp.mkdir(parents=True)
     for filename, write in writers.items():
         (tmp / filename).parent.mkdir(parents=True, exist_ok=True)

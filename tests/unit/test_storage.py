@@ -105,3 +105,17 @@ def test_a_writer_killed_as_it_publishes_leaves_the_previous_version_and_a_retry
     assert read_json(tmp_path / "t" / "pointer.json") == {"version": 2}
     clean_stale_temporaries(tmp_path / "t")
     assert sorted(p.name for p in (tmp_path / "t").iterdir()) == ["ds=2014-05-01", "pointer.json"]
+
+
+def test_a_new_write_of_a_target_removes_what_killed_writers_of_that_target_left(tmp_path: Path):
+    from nightrec.storage import fresh_staging
+
+    target = _make(tmp_path / "ds=2014-05-01", "published")
+    stale = [temp_sibling(target), temp_sibling(target, "trash")]
+    other = temp_sibling(tmp_path / "ds=2014-05-02")  # another partition's writer: not this one's to remove
+    for p in [*stale, other]:
+        p.mkdir()
+    staging = fresh_staging(target)
+    assert not staging.exists() and staging.name.startswith(".tmp-ds=2014-05-01-")
+    assert not any(p.exists() for p in stale) and other.is_dir()
+    assert (target / "part-00000.parquet").read_text() == "published"
