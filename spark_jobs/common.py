@@ -23,6 +23,7 @@ from nightrec.storage import (
     SUCCESS_FILE,
     clean_stale_temporaries,
     data_files,
+    fresh_staging,
     swap_into_place,
     temp_sibling,
     write_json_atomic,
@@ -206,5 +207,4 @@ def prepare_table(table_root: Path) -> Path:
     """Remove leftovers of killed runs and return a fresh staging directory beside the table."""
     table_root.mkdir(parents=True, exist_ok=True)
     clean_stale_temporaries(table_root)  # half-built partitions of this table
-    clean_stale_temporaries(table_root.parent, table_root.name)  # this table's own staging directories only
-    return temp_sibling(table_root)
+    return fresh_staging(table_root)  # after removing this table's own stale staging directories
