@@ -38,8 +38,8 @@ from nightrec.storage import (
     read_json,
     sha256_file,
     swap_into_place,
+    update_json,
     utc_now_iso,
-    write_json_atomic,
 )
 from nightrec.timeformats import parse_times
 from nightrec.warehouse import Warehouse
@@ -104,9 +104,9 @@ def _ledger(warehouse: Warehouse, ds: date) -> dict[str, dict[str, str]]:
 
 
 def _record(warehouse: Warehouse, ds: date, filename: str, digest: str, by: str) -> None:
-    ledger = _ledger(warehouse, ds)
-    ledger[filename] = {"sha256": digest, "by": by, "at": utc_now_iso()}
-    write_json_atomic(warehouse.raw_ledger(ds), ledger)
+    entry = {"sha256": digest, "by": by, "at": utc_now_iso()}
+    # locked: the nightly land task and a user's `nightrec land --file` may record files of one day at once
+    update_json(warehouse.raw_ledger(ds), lambda ledger: {**(ledger or {}), filename: entry})
 
 
 def _replayed_over(warehouse: Warehouse, ds: date, filename: str, digest: str) -> str | None:

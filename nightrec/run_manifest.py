@@ -11,28 +11,37 @@ after a failed run `status` and `report` show the failure, and say which section
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 from typing import Any
 
-from nightrec.storage import read_json, utc_now_iso, write_json_atomic
+from nightrec.storage import read_json, update_json, utc_now_iso
 from nightrec.warehouse import Warehouse
 
 
-def _read_or_new(warehouse: Warehouse, ds: date) -> dict[str, Any]:
-    path = warehouse.run_manifest(ds)
-    return read_json(path) if path.is_file() else {"source": warehouse.source, "ds": ds.isoformat(), "stages": {}}
+def _update(warehouse: Warehouse, ds: date, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    """Apply ``change`` (in place) to the day's manifest, a new one if there is none, under its lock: several tasks
+    of a run update the same day's manifest, at the same time under a scheduler that runs tasks in parallel."""
+
+    def apply(doc: dict[str, Any] | None) -> dict[str, Any]:
+        doc = doc or {"source": warehouse.source, "ds": ds.isoformat(), "stages": {}}
+        change(doc)
+        return doc
+
+    return update_json(warehouse.run_manifest(ds), apply)
 
 
 def update_run_manifest(warehouse: Warehouse, ds: date, section: str, content: dict[str, Any]) -> Path:
     """Replace ``section`` of the day's run manifest (a rerun overwrites its own section only) and note which run
     wrote it (the day's current attempt; None outside an Airflow run, e.g. a job started by hand)."""
-    path = warehouse.run_manifest(ds)
-    doc = _read_or_new(warehouse, ds)
-    doc["stages"][section] = content
-    doc.setdefault("written_by", {})[section] = (doc.get("attempt") or {}).get("run_id")
-    write_json_atomic(path, doc)
-    return path
+
+    def change(doc: dict[str, Any]) -> None:
+        doc["stages"][section] = content
+        doc.setdefault("written_by", {})[section] = (doc.get("attempt") or {}).get("run_id")
+
+    _update(warehouse, ds, change)
+    return warehouse.run_manifest(ds)
 
 
 def begin_attempt(warehouse: Warehouse, days: list[date], dag_id: str, run_id: str) -> None:
@@ -44,11 +53,13 @@ def begin_attempt(warehouse: Warehouse, days: list[date], dag_id: str, run_id: s
     """
     started = {"dag_id": dag_id, "run_id": run_id, "state": "running", "started_at": utc_now_iso()}
     for ds in days:
-        doc = _read_or_new(warehouse, ds)
-        doc["attempt"] = dict(started)
-        if ds == days[-1]:
-            doc["own_run"] = dict(started)
-        write_json_atomic(warehouse.run_manifest(ds), doc)
+
+        def change(doc: dict[str, Any], own: bool = ds == days[-1]) -> None:
+            doc["attempt"] = dict(started)
+            if own:
+                doc["own_run"] = dict(started)
+
+        _update(warehouse, ds, change)
 
 
 def end_attempt(
@@ -68,8 +79,8 @@ def end_attempt(
     """
     if days is None:
         days = [ds for ds in manifest_days(warehouse) if (latest_attempt(warehouse, ds) or {}).get("run_id") == run_id]
-    for ds in days:
-        doc = _read_or_new(warehouse, ds)
+
+    def change(doc: dict[str, Any]) -> None:
         attempt = doc.get("attempt") if (doc.get("attempt") or {}).get("run_id") == run_id else None
         attempt = attempt or {"run_id": run_id, "started_at": None}
         attempt.update(state=state, ended_at=utc_now_iso())
@@ -78,7 +89,9 @@ def end_attempt(
         doc["attempt"] = attempt
         if (doc.get("own_run") or {}).get("run_id") == run_id:
             doc["own_run"] = {**doc["own_run"], "state": state, "ended_at": attempt["ended_at"]}
-        write_json_atomic(warehouse.run_manifest(ds), doc)
+
+    for ds in days:
+        _update(warehouse, ds, change)
     return days
 
 

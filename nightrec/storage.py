@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import fcntl
 import hashlib
 import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -117,11 +118,39 @@ def clean_stale_temporaries(directory: Path, name: str = "") -> list[Path]:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Write a text file so that readers see the old or the new file, never a partial one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_sibling(path)
+    """Write a text file so that readers see the old or the new file, never a partial one.
+
+    One writer of a document at a time: the ones several processes rewrite (a day's run manifest, its landing
+    ledger) are written inside :func:`update_json`'s lock; the write first removes what killed writers of it left."""
+    tmp = fresh_staging(path)
     tmp.write_text(text)
     replace_file(tmp, path)
+
+
+@contextmanager
+def locked(directory: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``directory`` (``flock`` on its ``.lock`` file) until the block ends.
+
+    For read-modify-write of documents that several tasks update: tasks of one run may run at the same time under
+    a real scheduler, and without the lock the later write would drop the earlier one's change. The kernel releases
+    the lock of a killed process, so a SIGKILL never leaves a document locked. (``flock`` coordinates the processes
+    of one machine; across machines only where the filesystem carries it: docs/decisions.md, decision 24.)"""
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(directory / ".lock", os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def update_json(path: Path, change: Callable[[dict[str, Any] | None], dict[str, Any]]) -> dict[str, Any]:
+    """Replace the JSON document at ``path`` by ``change(current)`` (``None`` when there is none yet), under the
+    lock of its directory, atomically (:func:`write_json_atomic`); returns what was written."""
+    with locked(path.parent):
+        doc = change(read_json(path) if path.is_file() else None)
+        write_json_atomic(path, doc)
+    return doc
 
 
 def replace_file(written: Path, path: Path) -> None:

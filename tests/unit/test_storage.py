@@ -103,7 +103,7 @@ def test_a_writer_killed_as_it_publishes_leaves_the_previous_version_and_a_retry
     assert read_json(tmp_path / "t" / "pointer.json") == {"version": 1}
     assert write(None) == 0
     assert read_json(tmp_path / "t" / "pointer.json") == {"version": 2}
-    clean_stale_temporaries(tmp_path / "t")
+    # the retry itself removed both killed writers' temporaries
     assert sorted(p.name for p in (tmp_path / "t").iterdir()) == ["ds=2014-05-01", "pointer.json"]
 
 
@@ -119,3 +119,27 @@ def test_a_new_write_of_a_target_removes_what_killed_writers_of_that_target_left
     assert not staging.exists() and staging.name.startswith(".tmp-ds=2014-05-01-")
     assert not any(p.exists() for p in stale) and other.is_dir()
     assert (target / "part-00000.parquet").read_text() == "published"
+
+
+def test_documents_several_processes_update_at_once_lose_no_change(tmp_path: Path):
+    """Four processes each add 30 sections to one day's run manifest at the same time (tasks of a run under a
+    scheduler that runs them in parallel): every section is there, none overwritten by another's older copy."""
+    import subprocess
+    import sys
+
+    writer = (
+        "import sys; from datetime import date; from pathlib import Path\n"
+        "from nightrec.run_manifest import update_run_manifest; from nightrec.warehouse import Warehouse\n"
+        "wh = Warehouse(Path(sys.argv[1]), 'tmall_brand')\n"
+        "for i in range(30): update_run_manifest(wh, date(2014, 5, 1), f'{sys.argv[2]}-{i}', {'i': i})\n"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", writer, str(tmp_path), name]) for name in "abcd"]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0, 0, 0]
+    from datetime import date
+
+    from nightrec.run_manifest import read_run_manifest
+    from nightrec.warehouse import Warehouse
+
+    doc = read_run_manifest(Warehouse(tmp_path, "tmall_brand"), date(2014, 5, 1))
+    assert doc is not None and len(doc["stages"]) == 120
+    assert not [p.name for p in Warehouse(tmp_path, "tmall_brand").run_manifest(date(2014, 5, 1)).parent.glob(".tmp-*")]
