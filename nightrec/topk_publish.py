@@ -16,7 +16,6 @@ version but does not move the pointer backwards (docs/architecture.md, "Landing 
 from __future__ import annotations
 
 import logging
-import os
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from typing import Any
 from nightrec import feature_store
 from nightrec.config import Settings
 from nightrec.errors import InputError
-from nightrec.storage import read_json, replace_file, staged, write_json_atomic
+from nightrec.storage import fresh_staging, read_json, replace_file, staged, write_json_atomic
 from nightrec.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
@@ -43,13 +42,17 @@ def current(settings: Settings) -> dict[str, Any] | None:
 
 
 def _point(settings: Settings, pointer: dict[str, Any]) -> None:
+    """Point readers at ``pointer``'s version: the ``current`` link first, then the pointer document.
+
+    The pointer is the record of what is published (``current``, ``rollback`` and ``publish_topk`` read it), so it
+    is written last: a process killed between the two steps leaves the pointer as it was, and the retry of the same
+    command (a rerun of the night's scoring, a second ``rollback``) reads the same pointer and ends where one clean
+    run would, rather than a step further (tests/integration/test_topk.py, the killed rollback)."""
     root = Warehouse.of(settings).serving_topk()
-    write_json_atomic(root / POINTER, pointer)
-    link_tmp = root / f".{LINK}.tmp-{os.getpid()}"
-    if link_tmp.is_symlink() or link_tmp.exists():
-        link_tmp.unlink()
+    link_tmp = fresh_staging(root / LINK)  # removes a killed run's temporary link
     link_tmp.symlink_to(Path(pointer["path"]))  # relative to serving/topk/: the warehouse may move
     replace_file(link_tmp, root / LINK)
+    write_json_atomic(root / POINTER, pointer)
 
 
 def publish(settings: Settings, day: date, model_version: str, counts: dict[str, Any]) -> dict[str, Any]:

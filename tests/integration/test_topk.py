@@ -358,3 +358,55 @@ def test_a_history_too_short_to_train_still_publishes_the_popular_list_and_says_
     update_run_manifest(wh, FIRST_DAY, "topk", {"current": result["current"], "counts": result})
     report = render(read_run_manifest(wh, FIRST_DAY))
     assert f"the popular list for every user: no ranker decision or candidates for {FIRST_DAY}: {why}" in report
+
+
+def _rollback_in_a_process(settings, kill_at: str):
+    """`nightrec topk rollback` in a process of its own, killed by the fault hook as it publishes `kill_at`."""
+    import os
+    import subprocess
+    import sys
+
+    from nightrec.config import PROJECT_ROOT
+    from nightrec.faults import KILL_AT_COMMIT
+
+    env = {k: v for k, v in os.environ.items() if k != KILL_AT_COMMIT} | settings.environment()
+    return subprocess.run(
+        [sys.executable, "-m", "nightrec_app.cli", "topk", "rollback"],
+        cwd=PROJECT_ROOT,
+        env=env | {KILL_AT_COMMIT: kill_at},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_a_rollback_killed_at_either_step_ends_one_version_back_when_retried(settings, published):
+    """The rollback publishes in two steps, the `current` link that readers of the files follow, then the pointer
+    that records what is published. SIGKILL at either step, then the same command again: one version back, not two,
+    and nothing the killed runs left behind."""
+    import os
+    import signal
+
+    root = Warehouse.of(settings).serving_topk()
+    now = topk_publish.current(settings)
+    assert now["history"], "an earlier version to roll back to"
+    back = now["history"][-1]["path"]
+
+    killed = _rollback_in_a_process(settings, f"*/serving/topk/{topk_publish.LINK}")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert topk_publish.current(settings) == now and os.readlink(root / topk_publish.LINK) == now["path"]
+    assert [p for p in root.iterdir() if p.name.startswith(f".tmp-{topk_publish.LINK}-")]  # its link, hidden
+
+    killed = _rollback_in_a_process(settings, f"*/serving/topk/{topk_publish.POINTER}")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert os.readlink(root / topk_publish.LINK) == back  # the files' readers are back already...
+    assert topk_publish.current(settings) == now  # ...the record is not: the retry starts from the same pointer
+
+    # the retry in this process: it has dbt's DuckDB file open (the serving marts were built here), which a second
+    # process could not write while this one lives
+    assert topk_publish.rollback(settings)["path"] == back
+    topk_publish.serve(settings)
+    after = topk_publish.current(settings)
+    assert after["path"] == back and after["history"] == now["history"][:-1]
+    assert os.readlink(root / topk_publish.LINK) == back
+    assert not [p.name for p in root.iterdir() if p.name.startswith((".tmp-", ".trash-"))]
