@@ -193,6 +193,23 @@ def test_the_published_lists_are_the_evaluated_kernel_run_on_the_serving_candida
     assert (current["source"] == decision["lists"]).all()
 
 
+def test_a_worse_ranker_trained_beside_the_champion_leaves_the_champion_and_its_lists(settings, plan, night):
+    """The champion gate with a real model: a ranker that learns nothing (one round at a vanishing rate), trained as
+    a new version on the same night. Both are judged on the same held-out window; the new one is worse beyond the
+    tolerance, so the champion pointer stays and the night's decision is the champion's, as when it was trained. The
+    new version is written (and judged), never served."""
+    wh = Warehouse.of(settings)
+    before = wh.champion_pointer("ranker").read_text()
+    weak = settings.with_overrides(ranker=replace(settings.ranker, rounds=1, learning_rate=1e-9))
+    report = ranker.run(weak, TRAINED_DAY, plan=plan, version="learns-nothing")
+    gate = report["gate"]
+    assert (gate["publish"], gate["reason"]) == (False, "worse than the champion"), gate
+    assert gate["new"] < gate["champion"] - gate["tolerance"]
+    assert wh.champion_pointer("ranker").read_text() == before
+    assert report["lists"] == night[1]["lists"]  # the champion's lists, decided as on its own night
+    assert json.loads((wh.model_dir("ranker", "learns-nothing") / "metrics.json").read_text())["gate"] == gate
+
+
 def test_a_ranker_that_loses_to_a_baseline_publishes_the_baselines_list(spark, settings, plan, night):
     """A ranker that learns nothing (one round at a vanishing rate: every candidate scores the same, lists in item id
     order) does not beat the best baseline: the night publishes that baseline's list and says why."""
