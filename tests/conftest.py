@@ -171,6 +171,35 @@ def corrupt_real_rows(day_file: Path, out: Path, n_rows: int) -> list[int]:
     return broken
 
 
+def task_in_process(
+    env: dict[str, str], task: str, day: date, kill_at: str | None = None
+) -> subprocess.CompletedProcess:
+    """One task of the nightly run of ``day`` (``nightrec_app.tasks.<task>``) in a process of its own, as an Airflow
+    worker runs it, with the settings ``env`` carries; killed by the fault hook (nightrec/faults.py) as it publishes a
+    path matching ``kill_at``. Tasks that take the Airflow run's ids get ``nightly`` and ``manual__kill_test``."""
+    import sys
+
+    from nightrec.config import PROJECT_ROOT
+    from nightrec.faults import KILL_AT_COMMIT
+
+    code = (
+        "import inspect, sys; from nightrec_app import tasks\n"
+        f"ctx = tasks.context('{day}', '{day + timedelta(days=1)}')\n"
+        "run = getattr(tasks, sys.argv[1])\n"
+        "ids = ('nightly', 'manual__kill_test')[: len(inspect.signature(run).parameters) - 1]\n"
+        "run(ctx, *ids)\n"
+    )
+    env = {k: v for k, v in env.items() if k != KILL_AT_COMMIT} | ({KILL_AT_COMMIT: kill_at} if kill_at else {})
+    return subprocess.run(
+        [sys.executable, "-c", code, task], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+def leftovers(path: Path) -> list[str]:
+    """What writers of ``path`` left beside it: their hidden ``.tmp-<name>-*`` and ``.trash-<name>-*``."""
+    return [p.name for p in path.parent.iterdir() if p.name.startswith((f".tmp-{path.name}-", f".trash-{path.name}-"))]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -1,5 +1,5 @@
-"""The real DAGs through `airflow dags test` and spark-submit: bootstrap, two consecutive nights, a rerun of the second
-killed mid-write and resumed, a corrupted delivery, a terminated run."""
+"""The real DAGs through `airflow dags test` and spark-submit: bootstrap, two consecutive nights (the second killed
+mid-write and resumed), the night's Python tasks killed as they publish, a corrupted delivery, a terminated run."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from nightrec.faults import KILL_AT_COMMIT
 from nightrec.marts_publish import split_queries
 from nightrec.storage import SUCCESS_FILE
 from nightrec.warehouse import Warehouse
-from tests.conftest import corrupt_real_rows, raw_tmall, read_table
+from tests.conftest import corrupt_real_rows, leftovers, raw_tmall, read_table, task_in_process
 
 pytestmark = [pytest.mark.e2e, pytest.mark.spark]
 
@@ -55,40 +55,41 @@ def nightrec(
     return proc
 
 
-# The rerun of night two is killed (SIGKILL: no cleanup, no `finally`) as its ingest is about to publish the middle
-# day of its three (lookback): one day is then new, one old, one not yet rewritten.
+# Night two's first run is killed (SIGKILL: no cleanup, no `finally`) as its ingest is about to publish the middle
+# day of its three (lookback): the first is then republished, the middle one is still night one's, the last (new this
+# night) not visible at all.
 KILLED_AT = f"*/bronze/events/ds={NIGHTS[-1] - timedelta(days=1)}"
 RERUN_DAYS = [NIGHTS[-1] - timedelta(days=2), NIGHTS[-1] - timedelta(days=1), NIGHTS[-1]]
 
 
 @pytest.fixture(scope="module")
 def interruption() -> dict[str, object]:
-    """What `airflow_run` saw before night two's rerun, after its kill, and when resuming."""
+    """What `airflow_run` saw after night one, after night two's killed run, and when resuming."""
     return {}
 
 
 @pytest.fixture(scope="module")
 def airflow_run(tmp_path_factory, interruption):
-    """The bootstrap and both nights as a backfill; then night two again, killed in its ingest, and resumed.
+    """The bootstrap and night one; night two killed in its ingest; then both nights resumed as one backfill.
 
-    `backfill --resume` over both nights then skips night one and runs night two whole. Every test of this module
-    reads that resumed warehouse: `test_a_night_killed_mid_write_...` compares it with the tables before the kill (a
-    rerun gives the same tables), `test_dag_path_equals_the_in_process_jobs` with one in-process pass."""
+    `backfill --resume` over both nights skips night one and runs night two whole. Every test of this module reads
+    that resumed warehouse: `test_a_night_killed_mid_write_...` compares the days night two re-ingested with night
+    one's tables of them, `test_dag_path_equals_the_in_process_jobs` the whole of it with one in-process pass."""
     base = tmp_path_factory.mktemp("e2e")
     warehouse, home = base / "warehouse", base / "airflow"
     wh = Warehouse(warehouse, "tmall_brand")
     boot = nightrec(["bootstrap"], warehouse, home)
-    nights = nightrec(["backfill", "--start", str(NIGHTS[0]), "--end", str(NIGHTS[-1])], warehouse, home)
-    interruption["before"] = _tables(wh, RERUN_DAYS) | _segment_tables(wh)
-    interruption["raw"] = _raw_mtimes(wh)
+    first = nightrec(["backfill", "--start", str(NIGHTS[0]), "--end", str(NIGHTS[0])], warehouse, home)
+    interruption["before"] = _tables(wh, RERUN_DAYS[:2])
     started = time.time()
     again = ["backfill", "--start", str(NIGHTS[-1]), "--end", str(NIGHTS[-1])]
     killed = nightrec(again, warehouse, home, check=False, env={KILL_AT_COMMIT: KILLED_AT})
     interruption.update(_after_the_kill(wh, started))
     interruption["killed"], interruption["status"] = killed, nightrec(["status"], warehouse, home).stdout
+    interruption["raw"] = _raw_mtimes(wh)
     span = ["backfill", "--start", str(NIGHTS[0]), "--end", str(NIGHTS[-1]), "--resume"]
     interruption["resumed"] = nightrec(span, warehouse, home).stdout
-    return warehouse, home, boot.stdout + nights.stdout + killed.stdout + interruption["resumed"]
+    return warehouse, home, boot.stdout + first.stdout + killed.stdout + interruption["resumed"]
 
 
 def _raw_mtimes(wh: Warehouse) -> list[int]:
@@ -99,7 +100,8 @@ def _after_the_kill(wh: Warehouse, started: float) -> dict[str, object]:
     bronze = wh.bronze_events()
     return {
         "started": started,
-        "success_mtimes": [(bronze / f"ds={ds}" / SUCCESS_FILE).stat().st_mtime for ds in RERUN_DAYS],
+        "success_mtimes": [(bronze / f"ds={ds}" / SUCCESS_FILE).stat().st_mtime for ds in RERUN_DAYS[:2]],
+        "last_day_visible": (bronze / f"ds={RERUN_DAYS[-1]}").exists(),
         "temporaries": sorted(p.relative_to(wh.root).as_posix() for p in wh.root.rglob(".tmp-*")),
         "manifest": json.loads(wh.run_manifest(NIGHTS[-1]).read_text()),
     }
@@ -140,16 +142,18 @@ def test_a_night_killed_mid_write_keeps_the_previous_partitions_and_resumed_give
     airflow_run, interruption, tmall
 ):
     """SIGKILL of the ingest task under Airflow as it publishes: readers still see the previous version of the day it
-    was replacing; the failure is on record; `backfill --resume` skips night one, runs night two again, and the
-    tables equal those before the kill (rerunning a night gives the same tables) with no temporary left."""
+    was replacing and nothing of the day it had not reached; the failure is on record; `backfill --resume` skips night
+    one, runs night two again, and the days both nights ingested hold night one's rows again (rerunning a day gives
+    the same tables) with no temporary left."""
     warehouse, _, _ = airflow_run
     wh = Warehouse(warehouse, tmall.name)
     killed, started = interruption["killed"], interruption["started"]
     assert killed.returncode != 0
     assert "ingest_events" in killed.stdout + killed.stderr
-    published, replacing, untouched = interruption["success_mtimes"]
+    published, replacing = interruption["success_mtimes"]
     assert published > started  # the task had published the first day...
-    assert replacing < started and untouched < started  # ...not the second: the previous version is what readers see
+    assert replacing < started  # ...not the second: night one's version is what readers see
+    assert not interruption["last_day_visible"]  # and the third, new tonight, is not visible at all
     assert any(name.startswith(f"bronze/events/.tmp-ds={RERUN_DAYS[1]}-") for name in interruption["temporaries"]), (
         interruption["temporaries"]
     )  # its complete new version, hidden
@@ -161,10 +165,10 @@ def test_a_night_killed_mid_write_keeps_the_previous_partitions_and_resumed_give
     assert f"day {NIGHTS[-1]} done in " in interruption["resumed"]
     manifest = json.loads(wh.run_manifest(NIGHTS[-1]).read_text())
     assert (manifest["attempt"]["state"], manifest["own_run"]["state"]) == ("success", "success")
-    after = _tables(wh, RERUN_DAYS) | _segment_tables(wh)
+    after = _tables(wh, RERUN_DAYS[:2])
     for name, table in interruption["before"].items():
         assert table.astype(str).equals(after[name].astype(str)), name
-    assert _raw_mtimes(wh) == interruption["raw"]  # the land step rewrote no delivery
+    assert _raw_mtimes(wh) == interruption["raw"]  # the resumed land step rewrote no delivery
     assert not list(warehouse.rglob(".tmp-*")) and not list(warehouse.rglob(".trash-*"))
 
 
@@ -176,17 +180,6 @@ def test_dag_path_equals_the_in_process_jobs(airflow_run, tmall_warehouse, tmall
     in_process = _tables(Warehouse(tmall_warehouse.warehouse_root, tmall.name), days)
     for name in via_airflow:
         assert via_airflow[name].astype(str).equals(in_process[name].astype(str)), name
-
-
-def _segment_tables(wh: Warehouse) -> dict[str, object]:
-    """The night's consumer embeddings and segments (the encoder continues from the night before, so a rerun of the
-    night starts from the same weights and gives the same table)."""
-    embeddings = pd.read_parquet(wh.consumer_embeddings(NIGHTS[-1]))
-    embeddings["embedding"] = embeddings["embedding"].map(lambda v: np.asarray(v).tobytes().hex())  # bit for bit
-    return {
-        "embeddings": embeddings,
-        **{name: read_table(wh.segments(name), [NIGHTS[-1]]) for name in ("membership", "profiles", "centroids")},
-    }
 
 
 def test_airflow_recorded_both_nights_as_successful_runs(airflow_run):
@@ -207,14 +200,14 @@ def test_airflow_recorded_both_nights_as_successful_runs(airflow_run):
             "select a.name, e.source_dag_id, e.source_task_id, count(*) from asset_event e "
             "join asset a on a.id = e.asset_id where substr(a.name, 1, 9) = 'nightrec_' group by 1, 2, 3"
         ).fetchall()
-    # an event per successful publication: night one, night two, and night two's resumed rerun (Airflow keeps one run
-    # per night above, the latest, but every event: a DAG scheduled on them ran after each)
+    # an event per successful publication: night one and night two's resumed run (its killed first run stopped
+    # before publishing anything)
     nightly = {(name, task): n for name, dag, task, n in events if dag == "nightly"}
     assert nightly == {
-        ("nightrec_tmall_brand_marts", "publish_marts"): 3,
-        ("nightrec_tmall_brand_features", "feast_materialize"): 3,
-        ("nightrec_tmall_brand_topk", "publish_topk"): 3,
-        ("nightrec_tmall_brand_segments", "segments.publish_segments"): 3,
+        ("nightrec_tmall_brand_marts", "publish_marts"): 2,
+        ("nightrec_tmall_brand_features", "feast_materialize"): 2,
+        ("nightrec_tmall_brand_topk", "publish_topk"): 2,
+        ("nightrec_tmall_brand_segments", "segments.publish_segments"): 2,
     }
     assert {(name, task) for name, dag, task, _ in events if dag == "bootstrap"} == {
         ("nightrec_tmall_brand_marts", "publish_marts"),
@@ -759,3 +752,37 @@ def test_the_second_nights_candidates_carry_the_first_nights_segment_items(airfl
         rows = proposed[proposed["user_id"] == user].sort_values("rank__segment_popular")
         assert rows["item_id"].tolist() == ranked["item_id"].tolist()[:depth], user
         assert rows["score__segment_popular"].tolist() == ranked["n"].astype(float).tolist()[:depth]
+
+
+# The Python tasks of a night that publish after ingest, each with the first path it makes visible (the Spark jobs
+# publish the same way as the ingest task killed in `airflow_run`; land, the attribute snapshots and the marts'
+# publication are killed on the session warehouse in tests/integration/test_killed_tasks.py).
+KILLED_TASKS = {
+    "train_ranker": lambda wh: wh.champion_pointer("ranker"),  # after its model version, the champion record
+    "publish_topk": lambda wh: wh.serving_user_topk() / f"ds={NIGHTS[-1]}",  # the online lists' source
+    "build_audiences": lambda wh: wh.segments("audiences") / f"ds={NIGHTS[-1]}",
+    "publish_segments": lambda wh: wh.mart_export("segment_profiles"),  # one of the segment marts' exports
+    "record_run": lambda wh: wh.run_manifest(NIGHTS[-1]),  # the day's manifest, stamped with the run
+}
+
+
+def test_the_nights_python_tasks_killed_as_they_publish_keep_the_previous_version_and_a_retry_publishes(
+    airflow_run, tmall, tmp_path
+):
+    """Each task, in its own process on a copy of the resumed warehouse, SIGKILLed as it makes its output visible:
+    the path still names the previous version (same inode), the new one waits hidden beside it; the task run again
+    exits 0, puts a new version there and removes what the killed run left."""
+    warehouse, home, _ = airflow_run
+    copy = tmp_path / "warehouse"
+    shutil.copytree(warehouse, copy, symlinks=True)
+    wh, env = Warehouse(copy, tmall.name), _env(copy, home)
+    for task, target in KILLED_TASKS.items():
+        path = target(wh)
+        previous = path.stat().st_ino
+        killed = task_in_process(env, task, NIGHTS[-1], f"*/{path.relative_to(copy)}")
+        assert killed.returncode == -signal.SIGKILL, (task, killed.stderr[-3000:])
+        assert path.stat().st_ino == previous, task
+        assert leftovers(path), task
+        retry = task_in_process(env, task, NIGHTS[-1])
+        assert retry.returncode == 0, (task, retry.stderr[-3000:])
+        assert path.stat().st_ino != previous and not leftovers(path), task

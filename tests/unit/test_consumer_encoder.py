@@ -187,3 +187,23 @@ def test_validation_seeds_are_the_consumers_of_the_items_ranked_fourth_to_eighth
     assert level == 1
     assert [len(s) for s in seeds] == [27, 26, 25, 24, 23]  # items i3..i7
     assert seeds[0].tolist() == list(range(27))
+
+
+def test_a_rerun_of_a_night_from_the_same_weights_gives_the_same_embeddings_bit_for_bit():
+    """A night rerun (a retry, a resumed backfill) continues from the same earlier night's weights with the same seed:
+    its embedding table must be the same, or tonight's segment ids and audiences would move on a retry."""
+    data = encode(
+        frame([(f"u{i}", ["a", "b", "c", "d"][: 1 + i % 4], [1, 2, 4, 1][: 1 + i % 4]) for i in range(40)]), 4
+    )
+    settings = EncoderSettings(dim=8, layers=1, heads=2, epochs=2, batch_size=16, objective="both", min_item_count=1)
+    earlier = train(data, 4, settings, torch.device("cpu"), lambda e: float(e.sum()))
+    record = {
+        "state_dict": earlier.model.state_dict(),
+        "vocabulary": list(data.vocabulary),
+        "levels": 4,
+        "length": data.items.shape[1],
+        "settings": {"dim": 8, "layers": 1, "heads": 2},
+    }
+    runs = [train(data, 4, settings, torch.device("cpu"), lambda e: 0.0, start_from=record) for _ in range(2)]
+    assert runs[0].embeddings.tobytes() == runs[1].embeddings.tobytes()
+    assert not np.array_equal(runs[0].embeddings, earlier.embeddings)  # it did train on from the earlier weights
