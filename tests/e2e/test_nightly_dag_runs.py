@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from nightrec.config import PROJECT_ROOT, load_settings
@@ -758,6 +759,7 @@ def test_the_second_nights_candidates_carry_the_first_nights_segment_items(airfl
 # publish the same way as the ingest task killed in `airflow_run`; land, the attribute snapshots and the marts'
 # publication are killed on the session warehouse in tests/integration/test_killed_tasks.py).
 KILLED_TASKS = {
+    "train_consumer_encoder": lambda wh: wh.model_dir("consumer_encoder", str(NIGHTS[-1])),  # weights + embeddings
     "train_ranker": lambda wh: wh.champion_pointer("ranker"),  # after its model version, the champion record
     "publish_topk": lambda wh: wh.serving_user_topk() / f"ds={NIGHTS[-1]}",  # the online lists' source
     "build_audiences": lambda wh: wh.segments("audiences") / f"ds={NIGHTS[-1]}",
@@ -766,23 +768,32 @@ KILLED_TASKS = {
 }
 
 
+def _version(path: Path) -> int | bytes:
+    """What tells one published version of `path` from another: a directory's inode (a swap puts a new directory
+    there), a document's bytes (a document rewritten several times may get an earlier inode number back)."""
+    return path.stat().st_ino if path.is_dir() else path.read_bytes()
+
+
 def test_the_nights_python_tasks_killed_as_they_publish_keep_the_previous_version_and_a_retry_publishes(
     airflow_run, tmall, tmp_path
 ):
     """Each task, in its own process on a copy of the resumed warehouse, SIGKILLed as it makes its output visible:
-    the path still names the previous version (same inode), the new one waits hidden beside it; the task run again
-    exits 0, puts a new version there and removes what the killed run left."""
+    the path still names the previous version, the new one waits hidden beside it; the task run again
+    exits 0, puts a new version there and removes what the killed run left. The consumer encoder's retry starts from
+    the same weights (night one's) as the night did, so its embeddings are the night's, bit for bit."""
     warehouse, home, _ = airflow_run
     copy = tmp_path / "warehouse"
     shutil.copytree(warehouse, copy, symlinks=True)
     wh, env = Warehouse(copy, tmall.name), _env(copy, home)
+    night_embeddings = pq.read_table(wh.consumer_embeddings(NIGHTS[-1]))
     for task, target in KILLED_TASKS.items():
         path = target(wh)
-        previous = path.stat().st_ino
+        previous = _version(path)
         killed = task_in_process(env, task, NIGHTS[-1], f"*/{path.relative_to(copy)}")
         assert killed.returncode == -signal.SIGKILL, (task, killed.stderr[-3000:])
-        assert path.stat().st_ino == previous, task
+        assert _version(path) == previous, task
         assert leftovers(path), task
         retry = task_in_process(env, task, NIGHTS[-1])
         assert retry.returncode == 0, (task, retry.stderr[-3000:])
-        assert path.stat().st_ino != previous and not leftovers(path), task
+        assert _version(path) != previous and not leftovers(path), task
+    assert pq.read_table(wh.consumer_embeddings(NIGHTS[-1])).equals(night_embeddings)
