@@ -298,6 +298,24 @@ class SegmentSettings:
 
 
 @dataclass(frozen=True)
+class AlertSettings:
+    """Who hears of a failed task or a stopped run (nightrec/notify.py). Each notifier is a ``scheme:target`` text:
+
+    - ``file:<path>``: one JSON line per event appended to the file (relative paths are under the warehouse root);
+    - ``webhook:<http(s) URL>``: the event POSTed as JSON (Slack-, Teams- or Alertmanager-style receivers take it
+      through their own adapters);
+    - ``python:<module>:<function>``: a function of yours, called with the event (a pager, a ticket).
+
+    :param notifiers: the notifiers every event goes to, in order. The default keeps a file of them in the warehouse.
+    :param webhook_timeout_seconds: how long a webhook may take before the notification counts as failed (a failed
+        notification is logged and recorded; it never hides the failure it was about).
+    """
+
+    notifiers: tuple[str, ...] = ("file:alerts/alerts.jsonl",)
+    webhook_timeout_seconds: float = 10.0
+
+
+@dataclass(frozen=True)
 class AirflowSettings:
     """How the project drives Airflow.
 
@@ -329,6 +347,7 @@ class Settings:
     :param ranker: the candidate -> rank pipeline of the published lists.
     :param topk: the precomputed top-k lists.
     :param segments: consumer segments (the encoder and the segments job).
+    :param alerts: the notifiers of failed tasks and stopped runs.
     :param dbt_target: ``duckdb`` (default, embedded) or ``spark``.
     :param run_date: the day D a one-off command processes, if given.
     """
@@ -345,6 +364,7 @@ class Settings:
     ranker: RankerSettings = field(default_factory=RankerSettings)
     topk: TopkSettings = field(default_factory=TopkSettings)
     segments: SegmentSettings = field(default_factory=SegmentSettings)
+    alerts: AlertSettings = field(default_factory=AlertSettings)
     dbt_target: str = "duckdb"
     run_date: date | None = None
     overrides: str = ""  # the NIGHTREC_SET entries applied, carried to child processes by environment()
@@ -385,6 +405,7 @@ _TOP_KEYS = {
     "ranker",
     "topk",
     "segments",
+    "alerts",
     "dbt_target",
     "run_date",
 }
@@ -401,6 +422,7 @@ _OVERRIDABLE: dict[str, type] = {
     "ranker": RankerSettings,
     "topk": TopkSettings,
     "segments": SegmentSettings,
+    "alerts": AlertSettings,
 }
 
 
@@ -517,6 +539,9 @@ def load_settings(profile: str | None = None, env: dict[str, str] | None = None)
             ranker_kw[key] = tuple(ranker_kw[key])
     topk_kw = _section(raw, "topk", TopkSettings, path)
     segments_kw = _section(raw, "segments", SegmentSettings, path)
+    alerts_kw = _section(raw, "alerts", AlertSettings, path)
+    if "notifiers" in alerts_kw:
+        alerts_kw["notifiers"] = tuple(alerts_kw["notifiers"] or ())
     if "NIGHTREC_FEAST_VARIANT" in env:
         feast_kw["variant"] = env["NIGHTREC_FEAST_VARIANT"]
     overrides = env.get(SET_VARIABLE, "")
@@ -529,6 +554,7 @@ def load_settings(profile: str | None = None, env: dict[str, str] | None = None)
         "ranker": ranker_kw,
         "topk": topk_kw,
         "segments": segments_kw,
+        "alerts": alerts_kw,
     }
     for section, values in parse_overrides(overrides).items():
         for key, text in values.items():
@@ -554,6 +580,7 @@ def load_settings(profile: str | None = None, env: dict[str, str] | None = None)
         ranker=RankerSettings(**ranker_kw),
         topk=TopkSettings(**topk_kw),
         segments=SegmentSettings(**segments_kw),
+        alerts=AlertSettings(**alerts_kw),
         dbt_target=str(raw.get("dbt_target") or "duckdb"),
         run_date=run_date,
         overrides=overrides,
@@ -625,6 +652,16 @@ def _validate(s: Settings, where: str | Path) -> None:
             f"segments: k must be 0 (choose) or >= 2, and 2 <= k_min <= k_max (got k={g.k}, k_min={g.k_min}, "
             f"k_max={g.k_max}) in {where}"
         )
+    for spec in s.alerts.notifiers:
+        scheme, _, target = spec.partition(":")
+        if scheme not in {"file", "webhook", "python"} or not target:
+            raise ConfigError(
+                f"alerts.notifiers: {spec!r} is not file:<path>, webhook:<url> or python:<module>:<function> in {where}"
+            )
+        if scheme == "webhook" and not target.startswith(("http://", "https://")):
+            raise ConfigError(f"alerts.notifiers: {spec!r}: a webhook needs an http(s) URL in {where}")
+    if s.alerts.webhook_timeout_seconds <= 0:
+        raise ConfigError(f"alerts.webhook_timeout_seconds must be > 0 in {where}")
     if s.dbt_target not in {"duckdb", "spark", "spark_thrift"}:
         raise ConfigError(f"dbt_target must be duckdb, spark or spark_thrift (got {s.dbt_target!r}) in {where}")
     if not (SOURCES_DIR / f"{s.source}.yaml").is_file():

@@ -66,6 +66,10 @@ class Warehouse:
     def run_manifest(self, ds: date) -> Path:
         return self.runs() / f"ds={ds.isoformat()}" / "manifest.json"
 
+    def completeness(self, output: str) -> Path:
+        """The "complete through D" marker of a published output (nightrec/completeness.py)."""
+        return self.root / "_complete" / f"{output}.json"
+
     def marts(self, target: str) -> Path:
         """Each dbt target writes under its own root (docs/architecture.md, "dbt on two targets")."""
         return self.root / "marts" / target

@@ -122,6 +122,9 @@ def _run_dag(s: Settings, airflow_args: list[str], days: list[date], quiet: bool
         warehouse = RunContext.of(s).warehouse
         if stopped := stop_attempts(warehouse, days, why, since, signalled=isinstance(exc, RunStopped)):
             print(f"run stopped: {len(stopped)} day(s) recorded as stopped ({stopped[0]} .. {stopped[-1]})")
+            from nightrec.notify import notify
+
+            notify(s, "run_stopped", days=[str(d) for d in stopped], why=why)
         raise
 
 
@@ -201,6 +204,7 @@ def _unfinished(s: Settings, days: list[date]) -> list[date]:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from nightrec.completeness import OUTPUTS, complete_through
     from nightrec.run_manifest import read_run_manifest, reconciles
     from nightrec.run_report import attempt_mark, error_line, outside_message, quality_marks
 
@@ -244,6 +248,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"{ds}: the latest run {attempt['run_id']} {how}: {error_line(attempt)}")
     if failed:
         print("(counts and checks above are the last recorded; `nightrec report --day D` says which run wrote each)")
+    complete = {output: complete_through(wh, output) for output in OUTPUTS}
+    print(
+        "complete through: "
+        + ", ".join(f"{output} {day or 'never published'}" for output, day in complete.items())
+        + f" ({wh.completeness('<output>')})"
+    )
     return 0
 
 

@@ -42,7 +42,8 @@ def assets(settings: Settings) -> dict[str, Any]:
 
 def task_defaults(settings: Settings) -> dict[str, Any]:
     """The ``default_args`` of both DAGs: retries, and a failure callback that records the failed task and its error
-    in the run manifests of the run's days, so `nightrec status` and `report` show the failure afterwards."""
+    in the run manifests of the run's days, so `nightrec status` and `report` show the failure afterwards, and sends
+    it to the notifiers of ``alerts.notifiers``."""
     return {
         "retries": settings.airflow.task_retries,
         "retry_delay": timedelta(minutes=2),
@@ -60,7 +61,9 @@ def record_failure(context: Any) -> None:
     else:  # the nightly DAG: its data interval's day
         day = context["data_interval_start"].date()
     task_id, error = context["ti"].task_id, context.get("exception")
-    tasks.record_failure(tasks.context().warehouse, run.dag_id, run.run_id, task_id, error, day.isoformat())
+    ctx = tasks.context()
+    tasks.record_failure(ctx.warehouse, run.dag_id, run.run_id, task_id, error, day.isoformat())
+    tasks.alert_failure(ctx.settings, run.dag_id, run.run_id, task_id, error, day.isoformat())
 
 
 def spark_job(settings: Settings, job: str, start: str, end: str) -> Any:

@@ -11,7 +11,8 @@ from datetime import date
 from typing import Any
 
 from nightrec import run_report
-from nightrec.config import load_settings
+from nightrec.completeness import mark_complete
+from nightrec.config import Settings, load_settings
 from nightrec.context import RunContext
 from nightrec.errors import HistoryTooShort, NothingToProcess, QualityCheckFailed, ReconciliationError
 from nightrec.run_manifest import begin_attempt, end_attempt, read_run_manifest, reconciles, update_run_manifest
@@ -68,6 +69,10 @@ def _delivered_days(ctx: RunContext) -> dict[str, Any]:
     return {"days": len(ctx.days), "files": len(files), "rows": sum(f.rows for f in files)}
 
 
+def _error_text(error: BaseException | None) -> str:
+    return f"{type(error).__name__}: {error}" if error is not None else "the task failed (no exception recorded)"
+
+
 def record_failure(
     warehouse: Warehouse, dag_id: str, run_id: str, task_id: str, error: BaseException | None, day: str | None
 ) -> None:
@@ -76,10 +81,22 @@ def record_failure(
     :param day: the run's own day (its data interval's start), used when the run failed before it recorded its
         attempt, so the failure is still visible on that day.
     """
-    message = f"{type(error).__name__}: {error}" if error is not None else "the task failed (no exception recorded)"
+    message = _error_text(error)
     closed = end_attempt(warehouse, run_id, "failed", task=task_id, error=message)
     if not closed and day is not None:
         end_attempt(warehouse, run_id, "failed", days=[date.fromisoformat(day)], task=task_id, error=message)
+
+
+def alert_failure(
+    settings: Settings, dag_id: str, run_id: str, task_id: str, error: BaseException | None, day: str | None
+) -> dict[str, str]:
+    """Send the failed task to every notifier (nightrec/notify.py); each outcome is logged and returned."""
+    from nightrec.notify import notify
+
+    message = _error_text(error)
+    outcomes = notify(settings, "task_failed", dag_id=dag_id, run_id=run_id, task_id=task_id, day=day, error=message)
+    log.info(f"failure of {task_id} sent to the notifiers: {outcomes}")
+    return outcomes
 
 
 def ingest_attribute_snapshots(ctx: RunContext) -> dict[str, Any]:
@@ -152,6 +169,8 @@ def publish_marts(ctx: RunContext) -> dict[str, Any]:
     run_dbt(settings, ["docs", "generate"])
     docs = publish_dbt_docs(settings, target_path(settings, settings.dbt_target))
     log.info(f"marts exported {counts}; analysts' database {analyst}; dbt docs {docs}/index.html")
+    if ctx.last_day is not None:
+        mark_complete(ctx.warehouse, "marts", ctx.last_day)
     return {"rows": counts, "analyst_db": str(analyst), "dbt_docs": str(docs)}
 
 
@@ -180,6 +199,7 @@ def feast_materialize(ctx: RunContext) -> dict[str, Any]:
     }
     for ds in ctx.days:
         update_run_manifest(ctx.warehouse, ds, "feast_materialize", summary)
+    mark_complete(ctx.warehouse, "features", ctx.days[-1], variant=settings.feast.variant)
     return {"chunks": len(chunks), **summary}
 
 
@@ -302,6 +322,7 @@ def publish_segments(ctx: RunContext) -> dict[str, Any]:
         feature_store.apply(ctx.settings)  # registers user_segments once its mart exists
         online = feature_store.materialize_at(ctx.settings, feature_store.SEGMENTS_VIEW, feature_store.known_at(day))
         summary = {"marts": marts, "online_users": online}
+        mark_complete(ctx.warehouse, "segments", day)
     log.info(f"publish_segments: {summary}")
     built = (read_run_manifest(ctx.warehouse, day) or {}).get("stages", {}).get("segments", {})
     update_run_manifest(ctx.warehouse, day, "segments", {**built, "published": summary})
@@ -354,6 +375,7 @@ def publish_topk(ctx: RunContext) -> dict[str, Any]:
     else:
         counts = read_json(warehouse.serving_topk() / pointer["path"] / "_SUCCESS")
         summary = {**topk_publish.serve(settings), "counts": counts}
+        mark_complete(warehouse, "topk", day, version=pointer["path"])
     log.info(f"publish_topk: {summary}")
     update_run_manifest(warehouse, day, "topk", summary)
     return summary

@@ -12,6 +12,7 @@ from datetime import date
 
 import pytest
 
+from nightrec.completeness import complete_through
 from nightrec.config import Settings
 from nightrec.warehouse import Warehouse
 from tests.conftest import leftovers, task_in_process
@@ -57,3 +58,5 @@ def test_a_task_killed_as_it_publishes_leaves_the_previous_version_and_a_retry_p
     assert not leftovers(path)  # and the retry removed what the killed run left
     if task == "land_days":
         assert (path / "t_alibaba_data.csv").is_file()
+    if task == "publish_marts":  # and only the publication that succeeded says the marts are complete
+        assert complete_through(wh, "marts") == DAY
