@@ -19,6 +19,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from nightrec.completeness import OUTPUTS, complete_through
 from nightrec.config import PROJECT_ROOT, load_settings
 from nightrec.faults import KILL_AT_COMMIT
 from nightrec.marts_publish import split_queries
@@ -93,6 +94,12 @@ def airflow_run(tmp_path_factory, interruption):
     return warehouse, home, boot.stdout + first.stdout + killed.stdout + interruption["resumed"]
 
 
+def _alerts(warehouse: Path) -> list[dict]:
+    """The events the default notifier (alerts.notifiers: a file in the warehouse) recorded."""
+    path = warehouse / "alerts" / "alerts.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+
 def _raw_mtimes(wh: Warehouse) -> list[int]:
     return sorted(p.stat().st_mtime_ns for d in RERUN_DAYS for p in wh.raw_day(d).iterdir())
 
@@ -137,6 +144,8 @@ def test_bootstrap_and_two_nights_build_every_day(airflow_run, tmall):
         sum(json.loads(wh.run_manifest(d).read_text())["stages"]["ingest_events"]["bronze_rows"] for d in days)
         == 182_880
     )
+    # each published output says how far it is complete, for consumers that poll
+    assert {output: complete_through(wh, output) for output in OUTPUTS} == dict.fromkeys(OUTPUTS, NIGHTS[-1])
 
 
 def test_a_night_killed_mid_write_keeps_the_previous_partitions_and_resumed_gives_the_same_tables(
@@ -161,6 +170,8 @@ def test_a_night_killed_mid_write_keeps_the_previous_partitions_and_resumed_give
     attempt, own = interruption["manifest"]["attempt"], interruption["manifest"]["own_run"]
     assert (attempt["state"], attempt["failed_task"], own["state"]) == ("failed", "ingest_events", "failed")
     assert re.search(rf"{NIGHTS[-1]} .*FAILED:ingest_events", interruption["status"]), interruption["status"]
+    failed = [e for e in _alerts(warehouse) if e["event"] == "task_failed"]  # and the notifiers heard of it
+    assert [(e["task_id"], e["day"]) for e in failed] == [("ingest_events", str(NIGHTS[-1]))], failed
 
     assert f"day {NIGHTS[0]} skipped, its night succeeded in " in interruption["resumed"]
     assert f"day {NIGHTS[-1]} done in " in interruption["resumed"]
@@ -334,6 +345,9 @@ def test_a_corrupted_delivery_stops_the_nightly_run_before_ingest(airflow_run, t
     assert "(quality_bronze, quality_marts: recorded by an earlier run" in report
     status = nightrec(["status", "--start", str(day), "--end", str(day)], warehouse, home).stdout
     assert "FAILED:validate_raw" in status and f"{day}: the latest run " in status
+    alert = _alerts(warehouse)[-1]
+    assert (alert["event"], alert["task_id"], alert["day"]) == ("task_failed", "validate_raw", str(day))
+    assert alert["error"].startswith("QualityCheckFailed: Data quality check 'raw' failed: 3 critical")
     assert "[critical] raw.events: expect_column_values_to_not_be_null(column='user_id')" in report
     out = nightrec(["airflow", "dags", "list-runs", "nightly", "-o", "json"], warehouse, home).stdout
     runs = next(json.loads(line) for line in out.splitlines() if line.startswith("[{"))
@@ -558,6 +572,8 @@ def test_a_terminated_run_takes_airflow_and_spark_submit_down_with_it(tmp_path):
     assert "STOPPED" in status and "FAILED:" not in status, status
     assert "was STOPPED (in ingest_events): `airflow dags test bootstrap" in status, status
     assert "was stopped by SIGTERM" in status, status
+    stopped = [e for e in _alerts(warehouse) if e["event"] == "run_stopped"]
+    assert len(stopped) == 1 and "stopped by SIGTERM" in stopped[0]["why"], _alerts(warehouse)
 
 
 def test_each_night_segments_every_consumer_and_keeps_the_segment_ids(airflow_run, tmall):
@@ -768,10 +784,11 @@ KILLED_TASKS = {
 }
 
 
-def _version(path: Path) -> int | bytes:
-    """What tells one published version of `path` from another: a directory's inode (a swap puts a new directory
-    there), a document's bytes (a document rewritten several times may get an earlier inode number back)."""
-    return path.stat().st_ino if path.is_dir() else path.read_bytes()
+def _version(path: Path) -> tuple[int, int]:
+    """What tells one published version of `path` from another: its inode and modification time (a document
+    rewritten several times may get an earlier inode number back, and a retry may write the same bytes)."""
+    st = path.stat()
+    return st.st_ino, st.st_mtime_ns
 
 
 def test_the_nights_python_tasks_killed_as_they_publish_keep_the_previous_version_and_a_retry_publishes(
@@ -796,4 +813,5 @@ def test_the_nights_python_tasks_killed_as_they_publish_keep_the_previous_versio
         retry = task_in_process(env, task, NIGHTS[-1])
         assert retry.returncode == 0, (task, retry.stderr[-3000:])
         assert _version(path) != previous and not leftovers(path), task
+    assert complete_through(wh, "topk") == complete_through(wh, "segments") == NIGHTS[-1]
     assert pq.read_table(wh.consumer_embeddings(NIGHTS[-1])).equals(night_embeddings)
