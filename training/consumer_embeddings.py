@@ -1,11 +1,13 @@
 """The nightly consumer embedding table: the consumer encoder trained on every consumer's sequence as of night D.
 
     models/consumer_encoder/<D>/user_embeddings.parquet   user_id, embedding (float32[segments.dim], L2-normalised)
-    models/consumer_encoder/<D>/weights.pt                the encoder and its item vocabulary
+    models/consumer_encoder/<D>/weights.pt                the encoder, its item and attribute vocabularies
     models/consumer_encoder/<D>/metrics.json              epochs, validation lookalike recall, seconds, device
     models/consumer_encoder/<D>/manifest.json             day, settings, code version
 
-Every consumer with a ``silver/sequences`` row on or before D gets a vector (the segments job clusters them all). The
+Every consumer with a ``silver/sequences`` row on or before D gets a vector (the segments job clusters them all);
+the items' attributes come from the ``dim_items`` export and the consumers' (age, membership) from ``dim_users``, so
+this runs after the night's marts are published. The
 epoch kept is the one whose embeddings expand validation seeds best (``nightrec.lookalike.validation_recall``): the
 buyers (the source's top level; a lower level when too few buy) of the items ranked 4th to 8th by such consumers in
 the sequences, 30% of each hidden, recall at 10x. The top three items are left out because the benchmark reports
@@ -113,7 +115,12 @@ def run(settings: Settings, day: date) -> dict[str, Any]:
     frame = ce.latest_sequences(wh.silver_sequences(), day)
     if len(frame) < 2:
         raise HistoryTooShort(f"{len(frame)} consumer(s) have a behaviour sequence by {day}: nothing to embed")
-    data = ce.encode(frame, settings.pipeline.sequence_length)
+    data = ce.encode(
+        frame,
+        settings.pipeline.sequence_length,
+        item_attributes=ce.item_attribute_frame(wh),
+        consumer_attributes=ce.consumer_attribute_frame(wh),
+    )
     seed_level, seeds = validation_seeds(data, adapter.max_level)
     if seeds:
 
@@ -143,7 +150,10 @@ def run(settings: Settings, day: date) -> dict[str, Any]:
     log.info(
         f"consumer encoder: {len(data.user_ids):,} consumers, {len(data.vocabulary):,} items, objective "
         f"{config.objective}, {config.epochs} epochs on {device}, {len(seeds)} validation seeds (level >= "
-        f"{seed_level}), " + (f"continuing from {earlier}" if start_from else "from a random start")
+        f"{seed_level}), attribute values: "
+        + (", ".join(f"{k} {len(v)}" for k, v in data.attribute_values.items() if v) or "none")
+        + ", "
+        + (f"continuing from {earlier}" if start_from else "from a random start")
     )
     trained = ce.train(data, adapter.max_level, config, device, validate, start_from)
     embeddings, alignment = trained.embeddings, {"aligned": False}
@@ -154,6 +164,8 @@ def run(settings: Settings, day: date) -> dict[str, Any]:
     metrics = {
         "consumers": len(data.user_ids),
         "items": len(data.vocabulary),
+        # values of each attribute the tokens and consumers carry (0: the source has none)
+        "attribute_values": {name: len(values) for name, values in data.attribute_values.items()},
         "best_epoch": trained.best_epoch,
         "validation_seeds": [len(s) for s in seeds],
         "validation_level": seed_level,
@@ -167,6 +179,7 @@ def run(settings: Settings, day: date) -> dict[str, Any]:
     weights = {
         "state_dict": trained.model.state_dict(),
         "vocabulary": data.vocabulary,
+        "attribute_values": data.attribute_values,
         "levels": adapter.max_level,
         "length": data.items.shape[1],
         "settings": asdict(config),

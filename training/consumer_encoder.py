@@ -1,20 +1,20 @@
 """The consumer encoder (UNICON's representation): a transformer over a consumer's behaviour sequence -> one vector.
 
 Each token of ``silver/sequences`` (a consumer's latest state as of day D, oldest first, right-aligned here) is the
-sum of its item, behaviour level, time-gap bucket and recency-position embeddings; a small transformer encoder reads
-the real tokens and their mean is projected and L2-normalised into the consumer's embedding. Two self-supervised
-objectives, chosen by ``objective``:
+sum of its item, its attributes (category, subcategory, colour where the source has them), behaviour level, time-gap
+bucket and recency-position embeddings; a small transformer encoder reads the real tokens, their mean plus the
+consumer's attributes (age band, membership where the source has them) is projected and L2-normalised into the
+consumer's embedding. An attribute belongs to the raw item, not to its row in the item table, so a rare item (one
+shared unknown row) still tells its category. Two self-supervised objectives, chosen by ``objective``:
 
-- ``masked``: a share of the tokens' items is replaced by a mask id and the item is predicted back from the token's
-  output (a softmax over the item vocabulary, the item table tied as the output layer);
+- ``masked``: a share of the tokens' items (and their attributes) is replaced by a mask id and the item is predicted
+  back from the token's output (a softmax over the item vocabulary, the item table tied as the output layer);
 - ``contrastive``: two views of a consumer (a random contiguous crop, some tokens dropped) must find each other among
   the batch's other consumers (InfoNCE on the embeddings);
 - ``both``: the sum.
 
 The embedding's use is lookalike expansion, so the epoch kept is the one with the best validation lookalike recall
 (``nightrec.lookalike``) on seeds given by the caller, not the lowest loss. Runs on CUDA when present.
-
-Version 1 (issue #23): items, levels and gaps; item and consumer attributes and the nightly task come next.
 """
 
 from __future__ import annotations
@@ -22,24 +22,32 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
+from itertools import pairwise
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from nightrec.errors import InputError
+from nightrec.warehouse import Warehouse
+from training.data import ITEM_ATTRIBUTES, ITEMS_MART
 from training.towers import GAP_BUCKETS, gap_buckets
 
 log = logging.getLogger(__name__)
 
 PAD, MASK, UNKNOWN = 0, 1, 2  # reserved item ids; real items start at 3
 OBJECTIVES = ("masked", "contrastive", "both")
+# The consumer's own attributes (canonical names, nightrec/contract.py; age as a band): 0 = unknown or absent
+CONSUMER_ATTRIBUTES = ("age_band", "membership")
+AGE_BAND_EDGES = (25, 35, 45, 55, 65)  # bands: under 25, 25-34, ..., 65 and over
+USERS_MART = "dim_users"
 
 
 @dataclass(frozen=True)
@@ -63,13 +71,57 @@ class EncoderSettings:
 
 @dataclass
 class Sequences:
-    """Every consumer's tokens as right-aligned int64 arrays (N = the sequences' length), and the item vocabulary."""
+    """Every consumer's tokens as right-aligned int64 arrays (N = the sequences' length), the item vocabulary, and
+    the attributes' vocabularies (index i + 1 = value i; 0 = unknown, absent or padding)."""
 
     user_ids: np.ndarray  # (U,) str, sorted
     items: np.ndarray  # (U, N) item index, PAD on the left
     levels: np.ndarray  # (U, N) level, 0 = padding
     gaps: np.ndarray  # (U, N) gap bucket, 0 = padding
     vocabulary: list[str]  # item id of each index >= 3
+    attributes: np.ndarray | None = None  # (U, N, len(ITEM_ATTRIBUTES)) the token's item's attribute values
+    consumer: np.ndarray | None = None  # (U, len(CONSUMER_ATTRIBUTES))
+    attribute_values: dict[str, list[str]] = field(default_factory=dict)  # every attribute -> its values
+
+    def __post_init__(self) -> None:
+        n, length = self.items.shape
+        if self.attributes is None:
+            self.attributes = np.zeros((n, length, len(ITEM_ATTRIBUTES)), dtype=np.int64)
+        if self.consumer is None:
+            self.consumer = np.zeros((n, len(CONSUMER_ATTRIBUTES)), dtype=np.int64)
+        for name in (*ITEM_ATTRIBUTES, *CONSUMER_ATTRIBUTES):
+            self.attribute_values.setdefault(name, [])
+
+    def sizes(self, names: tuple[str, ...]) -> list[int]:
+        """Embedding rows per attribute (the unknown row included)."""
+        return [len(self.attribute_values[name]) + 1 for name in names]
+
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        """The model's inputs in :class:`Tokens` order."""
+        assert self.attributes is not None and self.consumer is not None
+        return self.items, self.levels, self.gaps, self.attributes, self.consumer
+
+
+class Tokens(NamedTuple):
+    """A batch of the model's inputs: (B, N) items, levels, gaps; (B, N, A) item attributes; (B, C) consumer's."""
+
+    items: torch.Tensor
+    levels: torch.Tensor
+    gaps: torch.Tensor
+    attributes: torch.Tensor
+    consumer: torch.Tensor
+
+    @classmethod
+    def of(cls, items: torch.Tensor, levels: torch.Tensor, gaps: torch.Tensor) -> Tokens:
+        """Tokens without any attribute (every attribute unknown)."""
+        b, n = items.shape
+        return cls(
+            items,
+            levels,
+            gaps,
+            items.new_zeros((b, n, len(ITEM_ATTRIBUTES))),
+            items.new_zeros((b, len(CONSUMER_ATTRIBUTES))),
+        )
 
 
 def latest_sequences(sequences_root: Path, day: date) -> pd.DataFrame:
@@ -85,8 +137,54 @@ def latest_sequences(sequences_root: Path, day: date) -> pd.DataFrame:
     ).df()
 
 
-def encode(frame: pd.DataFrame, length: int, min_item_count: int = 2) -> Sequences:
-    """Tokens of ``latest_sequences`` rows, the most recent ``length`` per consumer, right-aligned."""
+def item_attribute_frame(wh: Warehouse) -> pd.DataFrame | None:
+    """item_id and ITEM_ATTRIBUTES of every item the ``dim_items`` export describes; None where it describes none
+    (a source without an item file: Tmall)."""
+    path = wh.mart_export(ITEMS_MART)
+    if not any(path.glob("*.parquet")):
+        raise InputError(f"No export of mart '{ITEMS_MART}' under {path}: run the marts first (`nightrec nightly`)")
+    frame = pq.read_table(path, columns=["item_id", *ITEM_ATTRIBUTES]).to_pandas()
+    frame = frame[frame[list(ITEM_ATTRIBUTES)].notna().any(axis=1)]
+    return None if frame.empty else frame.assign(item_id=frame["item_id"].astype(str))
+
+
+def consumer_attribute_frame(wh: Warehouse) -> pd.DataFrame | None:
+    """user_id, age and membership from the ``dim_users`` export; None where no consumer has either (Tmall)."""
+    path = wh.mart_export(USERS_MART)
+    if not any(path.glob("*.parquet")):
+        raise InputError(f"No export of mart '{USERS_MART}' under {path}: run the marts first (`nightrec nightly`)")
+    frame = pq.read_table(path, columns=["user_id", "age", "membership"]).to_pandas()
+    frame = frame[frame["age"].notna() | frame["membership"].notna()]
+    return None if frame.empty else frame.assign(user_id=frame["user_id"].astype(str))
+
+
+def age_band(age: pd.Series) -> pd.Series:
+    """'<25', '25-34', ..., '65+' (None where the age is unknown): the band a consumer's age falls in."""
+    names = [f"<{AGE_BAND_EDGES[0]}"] + [f"{a}-{b - 1}" for a, b in pairwise(AGE_BAND_EDGES)]
+    names.append(f"{AGE_BAND_EDGES[-1]}+")
+    values = pd.to_numeric(age, errors="coerce")
+    bands = np.searchsorted(np.asarray(AGE_BAND_EDGES), values.fillna(-1).to_numpy(), side="right")
+    return pd.Series([names[b] if pd.notna(v) else None for b, v in zip(bands, values, strict=True)], index=age.index)
+
+
+def _indexed(values: pd.Series) -> tuple[list[str], dict[str, int]]:
+    """A vocabulary of the non-null values (sorted) and value -> index (1-based)."""
+    vocabulary = sorted(values.dropna().astype(str).unique())
+    return vocabulary, {v: i + 1 for i, v in enumerate(vocabulary)}
+
+
+def encode(
+    frame: pd.DataFrame,
+    length: int,
+    min_item_count: int = 2,
+    item_attributes: pd.DataFrame | None = None,
+    consumer_attributes: pd.DataFrame | None = None,
+) -> Sequences:
+    """Tokens of ``latest_sequences`` rows, the most recent ``length`` per consumer, right-aligned.
+
+    :param item_attributes: item_id and ITEM_ATTRIBUTES (:func:`item_attribute_frame`); each token carries its
+        item's values, the vocabularies are the values of the items in the sequences.
+    :param consumer_attributes: user_id, age and membership (:func:`consumer_attribute_frame`)."""
     if frame.empty:
         raise InputError("No behaviour sequences to encode (is silver/sequences built up to the day?)")
     counts = pd.Series([i for row in frame["seq_item_ids"] for i in row]).value_counts()
@@ -107,7 +205,38 @@ def encode(frame: pd.DataFrame, length: int, min_item_count: int = 2) -> Sequenc
             items[r, -k:] = [index.get(i, UNKNOWN) for i in seq]
             levels[r, -k:] = lv
             gaps[r, -k:] = gap_buckets(gap)
-    return Sequences(frame["user_id"].astype(str).to_numpy(), items, levels, gaps, vocabulary)
+    user_ids = frame["user_id"].astype(str).to_numpy()
+    data = Sequences(user_ids, items, levels, gaps, vocabulary)
+    if item_attributes is not None:
+        _attach_item_attributes(data, frame, length, item_attributes)
+    if consumer_attributes is not None:
+        described = consumer_attributes.set_index("user_id").reindex(user_ids)
+        columns = {"age_band": age_band(described["age"]), "membership": described["membership"]}
+        assert data.consumer is not None
+        for c, name in enumerate(CONSUMER_ATTRIBUTES):
+            data.attribute_values[name], index = _indexed(columns[name])
+            data.consumer[:, c] = columns[name].map(lambda v, index=index: index.get(str(v), 0) if pd.notna(v) else 0)
+    return data
+
+
+def _attach_item_attributes(data: Sequences, frame: pd.DataFrame, length: int, described: pd.DataFrame) -> None:
+    """Give every token its item's attribute indices (vocabularies: the values of the items in the sequences)."""
+    seen = {i for row in frame["seq_item_ids"] for i in row}
+    described = described[described["item_id"].isin(seen)].drop_duplicates("item_id").set_index("item_id")
+    by_item: dict[str, np.ndarray] = {}
+    columns = []
+    for name in ITEM_ATTRIBUTES:
+        data.attribute_values[name], index = _indexed(described[name])
+        columns.append(described[name].map(lambda v, index=index: index.get(str(v), 0) if pd.notna(v) else 0))
+    if columns:
+        table = np.stack([c.to_numpy(np.int64) for c in columns], axis=1)
+        by_item = dict(zip(described.index, table, strict=True))
+    unknown = np.zeros(len(ITEM_ATTRIBUTES), dtype=np.int64)
+    assert data.attributes is not None
+    for r, seq in enumerate(frame["seq_item_ids"]):
+        seq = list(seq)[-length:]
+        if seq:
+            data.attributes[r, -len(seq) :] = [by_item.get(i, unknown) for i in seq]
 
 
 def _gaps_or_first(gap: Iterable[float | None]) -> np.ndarray:
@@ -120,50 +249,93 @@ def _gaps_or_first(gap: Iterable[float | None]) -> np.ndarray:
 
 
 class ConsumerEncoder(nn.Module):
-    """Tokens -> transformer -> mean over real tokens -> projection -> L2-normalised consumer embedding."""
+    """Tokens -> transformer -> mean over real tokens + the consumer's attributes -> projection -> L2-normalised
+    consumer embedding.
 
-    def __init__(self, n_items: int, levels: int, length: int, dim: int, layers: int, heads: int) -> None:
+    :param attribute_sizes: embedding rows of each of ITEM_ATTRIBUTES (1 = the source has none: the table holds only
+        the zero unknown row and adds nothing); :param consumer_sizes: the same for CONSUMER_ATTRIBUTES."""
+
+    def __init__(
+        self,
+        n_items: int,
+        levels: int,
+        length: int,
+        dim: int,
+        layers: int,
+        heads: int,
+        attribute_sizes: list[int] | None = None,
+        consumer_sizes: list[int] | None = None,
+    ) -> None:
         super().__init__()
         self.items = nn.Embedding(n_items, dim, padding_idx=PAD)
         self.levels = nn.Embedding(levels + 1, dim, padding_idx=0)
         self.gaps = nn.Embedding(GAP_BUCKETS, dim, padding_idx=0)
         self.positions = nn.Embedding(length, dim)
+        self.item_attributes = nn.ModuleList(
+            nn.Embedding(n, dim, padding_idx=0) for n in attribute_sizes or [1] * len(ITEM_ATTRIBUTES)
+        )
+        self.consumer_attributes = nn.ModuleList(
+            nn.Embedding(n, dim, padding_idx=0) for n in consumer_sizes or [1] * len(CONSUMER_ATTRIBUTES)
+        )
         layer = nn.TransformerEncoderLayer(dim, heads, 2 * dim, dropout=0.1, batch_first=True, norm_first=True)
         self.transformer = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.out = nn.Linear(dim, dim)
 
-    def tokens(self, items: torch.Tensor, levels: torch.Tensor, gaps: torch.Tensor) -> torch.Tensor:
+    def tokens(self, t: Tokens) -> torch.Tensor:
         """Every token's contextual output (B, N, dim); padding positions are masked out of attention."""
-        n = items.shape[1]
-        positions = torch.arange(self.positions.num_embeddings - n, self.positions.num_embeddings, device=items.device)
-        x = self.items(items) + self.levels(levels) + self.gaps(gaps) + self.positions(positions)
-        padding = levels == 0
+        n = t.items.shape[1]
+        positions = torch.arange(
+            self.positions.num_embeddings - n, self.positions.num_embeddings, device=t.items.device
+        )
+        x = self.items(t.items) + self.levels(t.levels) + self.gaps(t.gaps) + self.positions(positions)
+        for a, table in enumerate(self.item_attributes):
+            x = x + table(t.attributes[..., a])
+        padding = t.levels == 0
         # a consumer without any token would make attention all -inf: let such rows attend to their padding
         empty = padding.all(dim=1, keepdim=True)
         return self.transformer(x, src_key_padding_mask=padding & ~empty)
 
-    def forward(self, items: torch.Tensor, levels: torch.Tensor, gaps: torch.Tensor) -> torch.Tensor:
-        h = self.tokens(items, levels, gaps)
-        real = (levels > 0).unsqueeze(-1).to(h.dtype)
+    def forward(self, t: Tokens) -> torch.Tensor:
+        h = self.tokens(t)
+        real = (t.levels > 0).unsqueeze(-1).to(h.dtype)
         pooled = (h * real).sum(1) / real.sum(1).clamp(min=1.0)
+        for c, table in enumerate(self.consumer_attributes):
+            pooled = pooled + table(t.consumer[:, c])
         return F.normalize(self.out(pooled), dim=-1)
 
 
-def masked_item_loss(
-    model: ConsumerEncoder, items: torch.Tensor, levels: torch.Tensor, gaps: torch.Tensor, share: float
-) -> torch.Tensor:
-    """Cross-entropy of the masked tokens' items, predicted from their outputs against the whole item table."""
-    real = levels > 0
-    chosen = real & (torch.rand(items.shape, device=items.device) < share)
+def model_for(data: Sequences, levels: int, settings: EncoderSettings) -> ConsumerEncoder:
+    """A fresh encoder shaped for ``data`` (its items, sequence length and attribute vocabularies)."""
+    return ConsumerEncoder(
+        len(data.vocabulary) + 3,
+        levels,
+        data.items.shape[1],
+        settings.dim,
+        settings.layers,
+        settings.heads,
+        data.sizes(ITEM_ATTRIBUTES),
+        data.sizes(CONSUMER_ATTRIBUTES),
+    )
+
+
+def masked_item_loss(model: ConsumerEncoder, t: Tokens, share: float) -> torch.Tensor:
+    """Cross-entropy of the masked tokens' items, predicted from their outputs against the whole item table. A
+    masked token hides its attributes too: what is left to tell the item is the consumer's other tokens."""
+    real = t.levels > 0
+    chosen = real & (torch.rand(t.items.shape, device=t.items.device) < share)
     if not chosen.any():
-        return items.new_zeros((), dtype=torch.float32)
-    h = model.tokens(items.masked_fill(chosen, MASK), levels, gaps)
+        return t.items.new_zeros((), dtype=torch.float32)
+    hidden = t._replace(
+        items=t.items.masked_fill(chosen, MASK), attributes=t.attributes.masked_fill(chosen.unsqueeze(-1), 0)
+    )
+    h = model.tokens(hidden)
     logits = h[chosen] @ model.items.weight[MASK + 1 :].T  # PAD and MASK are never the answer
-    return F.cross_entropy(logits, items[chosen] - (MASK + 1))
+    return F.cross_entropy(logits, t.items[chosen] - (MASK + 1))
 
 
-def _view(items: torch.Tensor, levels: torch.Tensor, gaps: torch.Tensor) -> tuple[torch.Tensor, ...]:
+def _view(t: Tokens) -> Tokens:
     """A random view: keep a contiguous crop of 60-100% of the real tokens and drop 15% of the rest (re-aligned)."""
+    items, levels = t.items, t.levels
     b, n = items.shape
     lengths = (levels > 0).sum(1)
     keep_share = 0.6 + 0.4 * torch.rand(b, device=items.device)
@@ -179,18 +351,19 @@ def _view(items: torch.Tensor, levels: torch.Tensor, gaps: torch.Tensor) -> tupl
     order = torch.argsort(keep.long() * 2 * n + pos, dim=1)
     kept_sorted = torch.gather(keep, 1, order)
 
-    def moved(t: torch.Tensor) -> torch.Tensor:
-        return torch.where(kept_sorted, torch.gather(t, 1, order), torch.zeros_like(t))
+    def moved(x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 3:  # per-token attributes: move every column with its token
+            index = order.unsqueeze(-1).expand_as(x)
+            return torch.where(kept_sorted.unsqueeze(-1), torch.gather(x, 1, index), torch.zeros_like(x))
+        return torch.where(kept_sorted, torch.gather(x, 1, order), torch.zeros_like(x))
 
-    return moved(items), moved(levels), moved(gaps)
+    return Tokens(moved(items), moved(levels), moved(t.gaps), moved(t.attributes), t.consumer)
 
 
-def contrastive_loss(
-    model: ConsumerEncoder, items: torch.Tensor, levels: torch.Tensor, gaps: torch.Tensor, temperature: float
-) -> torch.Tensor:
+def contrastive_loss(model: ConsumerEncoder, t: Tokens, temperature: float) -> torch.Tensor:
     """InfoNCE between two views of each consumer, the batch's other consumers as negatives (both directions)."""
-    a = model(*_view(items, levels, gaps))
-    b = model(*_view(items, levels, gaps))
+    a = model(_view(t))
+    b = model(_view(t))
     logits = a @ b.T / temperature
     target = torch.arange(len(a), device=a.device)
     return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
@@ -207,22 +380,47 @@ def compatible(record: dict[str, Any], settings: EncoderSettings, levels: int, l
 
 
 @torch.no_grad()
-def warm_start(model: ConsumerEncoder, vocabulary: list[str], record: dict[str, Any]) -> int:
-    """Load an earlier night's weights into ``model``: every layer as it was, each item's row by its id (items new
-    tonight keep their random rows). Returns how many items were carried over."""
+def warm_start(
+    model: ConsumerEncoder,
+    vocabulary: list[str],
+    record: dict[str, Any],
+    attribute_values: dict[str, list[str]] | None = None,
+) -> int:
+    """Load an earlier night's weights into ``model``: every layer as it was, each item's row by its id and each
+    attribute value's row by its value (items and values new tonight keep their random rows). Returns how many
+    items were carried over."""
     state = record["state_dict"]
     own = model.state_dict()
+    by_value = {"items.weight"} | {
+        f"{table}.{i}.weight" for table, names in _ATTRIBUTE_TABLES.items() for i in range(len(names))
+    }
     for name, value in state.items():
-        if name != "items.weight" and name in own and own[name].shape == value.shape:
+        if name not in by_value and name in own and own[name].shape == value.shape:
             own[name].copy_(value)
-    old_rows = {item: i + 3 for i, item in enumerate(record["vocabulary"])}
-    table = own["items.weight"]
-    table[: MASK + 2] = state["items.weight"][: MASK + 2]  # PAD, MASK, UNKNOWN
+    carried = _rows_by_value(own["items.weight"], state["items.weight"], vocabulary, record["vocabulary"], first=3)
+    own["items.weight"][: MASK + 2] = state["items.weight"][: MASK + 2]  # PAD, MASK, UNKNOWN
+    old_values = record.get("attribute_values", {})
+    for table, names in _ATTRIBUTE_TABLES.items():
+        for i, name in enumerate(names):
+            key = f"{table}.{i}.weight"
+            if key in state and name in old_values:
+                _rows_by_value(own[key], state[key], (attribute_values or {}).get(name, []), old_values[name], first=1)
+    return carried
+
+
+# the attribute tables of ConsumerEncoder, in the order of their columns
+_ATTRIBUTE_TABLES = {"item_attributes": ITEM_ATTRIBUTES, "consumer_attributes": CONSUMER_ATTRIBUTES}
+
+
+def _rows_by_value(table: torch.Tensor, old: torch.Tensor, values: list[str], old_values: list[str], first: int) -> int:
+    """Copy each value's row of an earlier table (rows ``first``.. in ``old_values`` order) into ``table`` (rows
+    ``first``.. in ``values`` order); returns how many values were found."""
+    old_rows = {v: i + first for i, v in enumerate(old_values)}
     carried = 0
-    for i, item in enumerate(vocabulary):
-        row = old_rows.get(item)
+    for i, value in enumerate(values):
+        row = old_rows.get(value)
         if row is not None:
-            table[i + 3] = state["items.weight"][row]
+            table[i + first] = old[row]
             carried += 1
     return carried
 
@@ -233,8 +431,8 @@ def embed(model: ConsumerEncoder, data: Sequences, device: torch.device, batch_s
     model.eval()
     out = []
     for lo in range(0, len(data.user_ids), batch_size):
-        batch = [torch.from_numpy(a[lo : lo + batch_size]).to(device) for a in (data.items, data.levels, data.gaps)]
-        out.append(model(*batch).float().cpu().numpy())
+        batch = Tokens(*(torch.from_numpy(a[lo : lo + batch_size]).to(device) for a in data.arrays()))
+        out.append(model(batch).float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, model.out.out_features), dtype=np.float32)
 
 
@@ -264,13 +462,12 @@ def train(
         raise InputError(f"Unknown consumer encoder objective {settings.objective!r}; one of {OBJECTIVES}")
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
-    length = data.items.shape[1]
-    model = ConsumerEncoder(len(data.vocabulary) + 3, levels, length, settings.dim, settings.layers, settings.heads)
+    model = model_for(data, levels, settings)
     if start_from is not None:
-        warm_start(model, data.vocabulary, start_from)
+        warm_start(model, data.vocabulary, start_from, data.attribute_values)
     model.to(device)
     optimiser = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=0.01)
-    tensors = [torch.from_numpy(a) for a in (data.items, data.levels, data.gaps)]
+    tensors = [torch.from_numpy(a) for a in data.arrays()]
     has_tokens = np.flatnonzero(data.levels.any(axis=1))
     t0 = time.time()
     best = (-np.inf, 0, embed(model, data, device))
@@ -284,12 +481,12 @@ def train(
             idx = torch.from_numpy(order[lo : lo + settings.batch_size])
             if len(idx) < 2:
                 continue
-            items, lv, gaps = (t[idx].to(device) for t in tensors)
-            loss = items.new_zeros((), dtype=torch.float32)
+            batch = Tokens(*(t[idx].to(device) for t in tensors))
+            loss = batch.items.new_zeros((), dtype=torch.float32)
             if settings.objective in {"masked", "both"}:
-                loss = loss + masked_item_loss(model, items, lv, gaps, settings.mask_share)
+                loss = loss + masked_item_loss(model, batch, settings.mask_share)
             if settings.objective in {"contrastive", "both"}:
-                loss = loss + contrastive_loss(model, items, lv, gaps, settings.temperature)
+                loss = loss + contrastive_loss(model, batch, settings.temperature)
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
@@ -301,8 +498,9 @@ def train(
             f"consumer encoder epoch {epoch}: loss {total / max(batches, 1):.4f}, validation lookalike {score:.4f}"
             f"{' (best)' if score > best[0] else ''}"
         )
-        if score > best[0]:
-            best = (score, epoch, embeddings)
+        # no validation seed (NaN): each epoch replaces the one before, rather than the untrained start staying
+        if score > best[0] or np.isnan(score):
+            best = (score if not np.isnan(score) else -np.inf, epoch, embeddings)
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     model.load_state_dict(best_state)
     return TrainedEncoder(model, best[2], best[1], history, round(time.time() - t0, 1))

@@ -226,3 +226,34 @@ def test_the_analysts_example_queries_run_on_a_one_level_source(hm, capsys):
     ]
     assert "4 of 10 queries failed (7, 8, 9, 10)" in err and "publish_topk" in err
     assert "top_level_events_30d" in out and "per_level_1_event" in out and "last_below_top" in out
+
+
+def test_the_nightly_consumer_encoder_reads_the_articles_and_customers_attributes(hm, raw):
+    """H&M describes articles (group, type, colour) and customers (age, club status): the night's encoder takes them as
+    inputs, values read from the delivered files, and keeps its vocabularies with its weights for the next night."""
+    from training import consumer_embeddings
+
+    settings, _ = hm
+    purchases, articles = raw
+    customers = pd.read_csv(load_adapter("hm").user_attributes.path, dtype=str).set_index("customer_id")
+    result = consumer_embeddings.run(settings, LAST_DAY)
+    buyers = purchases["customer_id"].unique()
+    assert result["consumers"] == len(buyers)
+    weights = torch.load(
+        Warehouse.of(settings).model_dir("consumer_encoder", LAST_DAY.isoformat()) / "weights.pt", weights_only=False
+    )
+    values = weights["attribute_values"]
+    assert result["attribute_values"] == {name: len(v) for name, v in values.items()}
+    # the product groups of the bought articles the file describes; every token of a customer with at most 50
+    # purchases is in their sequence, so those customers' groups are all there
+    described = purchases[purchases["article_id"].isin(articles.index)]
+    groups = set(articles.loc[described["article_id"].unique(), "product_group_name"].dropna())
+    short = described.groupby("customer_id").filter(lambda g: len(purchases[purchases.customer_id == g.name]) <= 50)
+    assert set(articles.loc[short["article_id"].unique(), "product_group_name"].dropna()) <= set(values["category"])
+    assert set(values["category"]) <= groups and len(values["category"]) > 1
+    assert values["membership"] == sorted(set(customers.loc[buyers, "club_member_status"].dropna()))
+    ages = pd.to_numeric(customers.loc[buyers, "age"]).dropna()
+    assert len(values["age_band"]) == len(set(np.searchsorted([25, 35, 45, 55, 65], ages, side="right")))
+    table = pq.read_table(Warehouse.of(settings).consumer_embeddings(LAST_DAY)).to_pandas()
+    vectors = np.stack(table["embedding"].to_numpy())
+    assert len(table) == len(buyers) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)

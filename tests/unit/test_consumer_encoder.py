@@ -13,6 +13,7 @@ from training.consumer_encoder import (
     UNKNOWN,
     ConsumerEncoder,
     EncoderSettings,
+    Tokens,
     _view,
     contrastive_loss,
     embed,
@@ -52,13 +53,13 @@ def test_the_embedding_is_unit_length_finite_for_an_empty_history_and_blind_to_p
     items = torch.tensor([[0, 0, 3, 4, 5], [0, 0, 0, 0, 0]])
     levels = torch.tensor([[0, 0, 1, 2, 4], [0, 0, 0, 0, 0]])
     gaps = torch.tensor([[0, 0, 1, 3, 2], [0, 0, 0, 0, 0]])
-    out = model(items, levels, gaps)
+    out = model(Tokens.of(items, levels, gaps))
     assert out.shape == (2, 8) and torch.isfinite(out).all()
     assert torch.allclose(out.norm(dim=1), torch.ones(2), atol=1e-5)
     # what sits in padded positions does not matter
     noisy = items.clone()
     noisy[0, :2] = 5
-    assert torch.allclose(model(noisy, levels, gaps)[0], out[0], atol=1e-5)
+    assert torch.allclose(model(Tokens.of(noisy, levels, gaps))[0], out[0], atol=1e-5)
 
 
 def test_a_view_is_a_non_empty_ordered_subsequence_realigned_right():
@@ -66,7 +67,7 @@ def test_a_view_is_a_non_empty_ordered_subsequence_realigned_right():
     items = torch.tensor([[0, 0, 3, 4, 5, 6, 7, 8], [0, 0, 0, 0, 0, 0, 0, 9]])
     levels = (items > 0).long()
     for _ in range(20):
-        v_items, v_levels, _ = _view(items, levels, levels)
+        v_items, v_levels = _view(Tokens.of(items, levels, levels))[:2]
         for row in range(2):
             kept = v_items[row][v_levels[row] > 0].tolist()
             assert kept and kept == sorted(kept)  # order kept (the ids increase along the sequence)
@@ -94,7 +95,7 @@ def test_the_masked_objective_learns_a_planted_pattern():
     rng = np.random.default_rng(0)
     items = torch.tensor(np.array([rng.choice([[3, 4] * 3, [5, 6] * 3]) for _ in range(64)]))
     levels, gaps = torch.ones_like(items), torch.full_like(items, 2)
-    first, last = _fit(lambda m: masked_item_loss(m, items, levels, gaps, 0.3), n_items=7, length=6)
+    first, last = _fit(lambda m: masked_item_loss(m, Tokens.of(items, levels, gaps), 0.3), n_items=7, length=6)
     assert last < 0.5 * first and MASK == 1
 
 
@@ -103,7 +104,7 @@ def test_the_contrastive_objective_learns_to_tell_consumers_apart():
     rng = np.random.default_rng(0)
     items = torch.tensor(rng.integers(3, 40, size=(64, 8)))
     levels, gaps = torch.ones_like(items), torch.full_like(items, 2)
-    first, last = _fit(lambda m: contrastive_loss(m, items, levels, gaps, 0.2), n_items=40, length=8)
+    first, last = _fit(lambda m: contrastive_loss(m, Tokens.of(items, levels, gaps), 0.2), n_items=40, length=8)
     assert first > 0.8 * np.log(64) and last < 0.6 * first  # from chance towards matching
 
 
@@ -207,3 +208,102 @@ def test_a_rerun_of_a_night_from_the_same_weights_gives_the_same_embeddings_bit_
     runs = [train(data, 4, settings, torch.device("cpu"), lambda e: 0.0, start_from=record) for _ in range(2)]
     assert runs[0].embeddings.tobytes() == runs[1].embeddings.tobytes()
     assert not np.array_equal(runs[0].embeddings, earlier.embeddings)  # it did train on from the earlier weights
+
+
+def test_tokens_carry_their_items_attributes_and_consumers_their_own():
+    """A rare item (the shared unknown row) still tells its category; an item without attributes and a consumer
+    nobody described carry zeros; ages fall in their bands at the edges."""
+    from training.consumer_encoder import age_band
+
+    items = pd.DataFrame(
+        {
+            "item_id": ["a", "b", "c", "z"],  # z is in no sequence: its value stays out of the vocabulary
+            "category": ["Shoes", "Shirts", "Shoes", "Hats"],
+            "subcategory": ["Boot", None, "Sneaker", "Cap"],
+            "colour": [None, None, None, None],
+        }
+    )
+    consumers = pd.DataFrame({"user_id": ["u1", "u2"], "age": [24, 65], "membership": ["ACTIVE", None]})
+    rows = [("u1", ["a", "b", "a"], [1, 1, 1]), ("u2", ["b", "c", "d"], [1, 1, 1]), ("u3", ["a"], [1])]
+    data = encode(frame(rows), length=4, item_attributes=items, consumer_attributes=consumers)
+    assert data.vocabulary == ["a", "b"]  # c and d are seen once
+    assert data.attribute_values["category"] == ["Shirts", "Shoes"]
+    assert data.attribute_values["subcategory"] == ["Boot", "Sneaker"]
+    assert data.attribute_values["colour"] == []
+    shirts, shoes, boot, sneaker = 1, 2, 1, 2
+    assert data.attributes[0, :, :2].tolist() == [[0, 0], [shoes, boot], [shirts, 0], [shoes, boot]]
+    assert data.items[1].tolist() == [0, 4, UNKNOWN, UNKNOWN]
+    assert data.attributes[1, :, :2].tolist() == [[0, 0], [shirts, 0], [shoes, sneaker], [0, 0]]  # d: none
+    assert data.attribute_values["age_band"] == ["65+", "<25"]
+    assert data.attribute_values["membership"] == ["ACTIVE"]
+    assert data.consumer.tolist() == [[2, 1], [1, 0], [0, 0]]
+    assert data.sizes(("category", "colour")) == [3, 1]
+    bands = age_band(pd.Series([0, 24, 25, 34, 35, 64, 65, 99, None]))
+    assert bands.tolist() == ["<25", "<25", "25-34", "25-34", "35-44", "55-64", "65+", "65+", None]
+
+
+def test_attributes_reach_the_embedding_move_with_their_token_and_are_hidden_when_it_is_masked():
+    from training.consumer_encoder import masked_item_loss, model_for
+
+    torch.manual_seed(0)
+    items = torch.tensor([[0, 3, 4, 5, 6], [0, 3, 4, 5, 6]])
+    levels = (items > 0).long()
+    t = Tokens.of(items, levels, levels)
+    t = t._replace(attributes=(items * 10).unsqueeze(-1).expand(-1, -1, 3).clone())
+    for _ in range(10):  # each kept token brings its own attributes along
+        view = _view(t)
+        real = view.levels > 0
+        assert torch.equal(view.attributes[..., 0][real], view.items[real] * 10)
+        assert (view.attributes[~real] == 0).all()
+    data = encode(frame([("u1", ["a", "b"], [1, 1]), ("u2", ["a", "b"], [1, 1])]), 3, min_item_count=1)
+    data.attribute_values["membership"] = ["ACTIVE", "PRE-CREATE"]
+    data.consumer[:, 1] = [1, 2]  # the same behaviour, two different memberships
+    data.attribute_values["category"] = ["Hats", "Shoes"]
+    data.attributes[:, 1:, 0] = [1, 2]  # a: Hats, b: Shoes
+    model = model_for(data, 4, EncoderSettings(dim=8, layers=1, heads=2)).eval()
+    out = model(Tokens(*(torch.from_numpy(a) for a in data.arrays())))
+    assert not torch.allclose(out[0], out[1])
+    data.consumer[:, 1] = [1, 1]
+    same = model(Tokens(*(torch.from_numpy(a) for a in data.arrays())))
+    assert torch.allclose(same[0], same[1], atol=1e-6)
+    # a masked token tells neither its item nor its attributes to the model
+    seen: list[Tokens] = []
+    original = model.tokens
+    model.tokens = lambda tokens: seen.append(tokens) or original(tokens)  # type: ignore[method-assign]
+    masked_item_loss(model, Tokens(*(torch.from_numpy(a) for a in data.arrays())), share=1.0)
+    masked = seen[0].items == MASK
+    assert masked.sum() == 4 and (seen[0].attributes[masked] == 0).all()
+
+
+def test_a_night_continues_each_attribute_value_from_last_nights_row():
+    from training.consumer_encoder import model_for, warm_start
+
+    def data_with(categories: list[str]) -> object:
+        data = encode(frame([("u1", ["a"], [1]), ("u2", ["a"], [1])]), 2, min_item_count=1)
+        data.attribute_values["category"] = categories
+        return data
+
+    torch.manual_seed(0)
+    settings = EncoderSettings(dim=8, layers=1, heads=2)
+    before = model_for(data_with(["Hats", "Shoes"]), 4, settings)
+    record = {
+        "state_dict": before.state_dict(),
+        "vocabulary": ["a"],
+        "attribute_values": {"category": ["Hats", "Shoes"]},
+    }
+    tonight_data = data_with(["Bags", "Shoes"])  # Hats gone, Bags new: a table of the same size, other values
+    tonight = model_for(tonight_data, 4, settings)
+    fresh = tonight.item_attributes[0].weight[1].detach().clone()
+    warm_start(tonight, ["a"], record, tonight_data.attribute_values)
+    old = before.item_attributes[0].weight.detach()
+    assert torch.equal(tonight.item_attributes[0].weight[2], old[2])  # Shoes by value
+    assert torch.equal(tonight.item_attributes[0].weight[1], fresh)  # Bags keeps its random row, not Hats'
+    assert torch.equal(tonight.item_attributes[0].weight[0], torch.zeros(8))
+
+
+def test_without_validation_seeds_the_last_epoch_is_kept_not_the_untrained_start():
+    data = encode(frame([(f"u{i}", ["a", "b", "c"][: 1 + i % 3], [1, 2, 4][: 1 + i % 3]) for i in range(30)]), 3)
+    settings = EncoderSettings(dim=8, layers=1, heads=2, epochs=2, batch_size=16, min_item_count=1)
+    trained = train(data, 4, settings, torch.device("cpu"), lambda e: float("nan"))
+    assert trained.best_epoch == 2
+    assert np.allclose(embed(trained.model, data, torch.device("cpu")), trained.embeddings, atol=1e-5)
