@@ -3,10 +3,15 @@
     python benchmarks/lookalike_quality.py --warehouse warehouse                 # the demo's Tmall warehouse
     NIGHTREC_SOURCE=hm python benchmarks/lookalike_quality.py --warehouse <an H&M warehouse>
 
+Recall is reported at audiences of 1x, 5x and 10x the expanded seed and at 5%, 10% and 20% of the population: on a
+small population 10x a large seed is nearly everyone (a random audience finds almost every hidden member too), so the
+summary is the lift over random in an audience of 10% of the population, per seed kind.
+
 The population is every consumer of the ``user_features`` mart on day D (active in the 90 days up to D; default: the
 mart's last day). Seeds, from ``fct_interactions`` over the same 90 days:
 - item buyers: the buyers of the three items (Tmall: brands) with the most buyers, and of two of middling reach;
 - category buyers, where the source has item categories: the buyers of its two largest categories;
+- subcategory buyers, where single items have too few buyers to be seeds (H&M's articles): the three largest;
 - heavy buyers: the tenth of buyers with the most purchase days.
 For every seed and repeat, 30% of the seed is hidden, the rest is expanded, and the recall of the hidden members is
 measured in audiences of 1x, 5x and 10x the expanded seed (``nightrec.lookalike``), for each representation:
@@ -15,8 +20,11 @@ measured in audiences of 1x, 5x and 10x the expanded seed (``nightrec.lookalike`
 - ``random``: the exact expectation of a random audience of the same size.
 - ``encoder:<objective>``: the same classifier on the consumer encoder's embeddings (``training.consumer_encoder``),
   trained on every consumer's sequence as of D once per objective and seed (``--encoder``, ``--encoder-seeds``); its
-  epoch is chosen on validation seeds (the buyers of the items ranked 4th to 8th), which no reported seed repeats;
-  ``...+features``: the embedding and the ``user_features`` columns side by side.
+  epoch is chosen on validation seeds (the buyers of the items, or subcategories, ranked 4th to 8th), which no reported
+  seed repeats;
+  ``...+features``: the embedding and the ``user_features`` columns side by side; ``.../no-attributes``: the encoder
+  without the items' and consumers' attributes (``--attributes both``), to measure what they add where the source
+  has them (H&M: article group, type and colour; customer age band and club status).
 """
 
 from __future__ import annotations
@@ -37,10 +45,12 @@ from nightrec.audiences import feature_matrix, population
 from nightrec.config import Settings, load_settings
 from nightrec.lookalike import (
     MULTIPLES,
+    SHARES,
     HiddenRecall,
     centroid_scores,
     hidden_recall,
     pu_scores,
+    share_recall,
     split_seed,
     validation_recall,
 )
@@ -56,6 +66,14 @@ class Seed:
     members: np.ndarray  # positions in the population
 
 
+@dataclass(frozen=True)
+class Validation:
+    """The encoder's validation seeds and the audience multiple its epochs are compared at."""
+
+    seeds: list[Seed]
+    multiple: int
+
+
 def rfm_matrix(frame: pd.DataFrame, top_level: int) -> np.ndarray:
     return np.column_stack(
         [
@@ -68,7 +86,7 @@ def rfm_matrix(frame: pd.DataFrame, top_level: int) -> np.ndarray:
 
 def seeds(
     wh: Warehouse, users: pd.Series, day: date, top_level: int, has_categories: bool
-) -> tuple[list[Seed], list[Seed]]:
+) -> tuple[list[Seed], Validation]:
     """(reported seeds, validation seeds of the encoder)."""
     facts = wh.mart_export("fct_interactions") / "*.parquet"
     lo = day - timedelta(days=WINDOW_DAYS - 1)
@@ -81,6 +99,7 @@ def seeds(
     )
     out: list[Seed] = []
     validation: list[Seed] = []
+    multiple = max(MULTIPLES)
 
     def positions(query: str, params: list | None = None) -> np.ndarray:
         sql = f"select distinct p.pos from ({query}) s join population p using (user_id) order by p.pos"
@@ -98,7 +117,7 @@ def seeds(
         validation.append(Seed(item, "validation", positions("select user_id from buys where item_id = ?", [item])))
     if has_categories:
         attrs = wh.bronze_item_attributes() / "*.parquet"
-        con.execute(f"create table categories as select item_id, category from read_parquet('{attrs}')")
+        con.execute(f"create table categories as select item_id, category, subcategory from read_parquet('{attrs}')")
         top = con.execute(
             "select c.category, count(distinct b.user_id) n from buys b join categories c using (item_id) "
             "where c.category is not null group by 1 order by n desc, 1 limit 2"
@@ -106,40 +125,71 @@ def seeds(
         for category, _ in top:
             query = "select b.user_id from buys b join categories c using (item_id) where c.category = ?"
             out.append(Seed(f"buyers of category {category}", "category", positions(query, [category])))
+        if sum(len(v.members) >= 10 for v in validation) < 3:
+            # single items with too few buyers (H&M: at most 6 of 536 consumers in 90 days): the finest seeds are
+            # the buyers of a subcategory (H&M product type), the top three reported, the 4th-8th for validation
+            ranked = con.execute(
+                "select c.subcategory, count(distinct b.user_id) n from buys b join categories c using (item_id) "
+                "where c.subcategory is not null group by 1 order by n desc, 1 limit 8"
+            ).fetchall()
+            query = "select b.user_id from buys b join categories c using (item_id) where c.subcategory = ?"
+            for subcategory, _ in ranked[:3]:
+                members = positions(query, [subcategory])
+                out.append(Seed(f"buyers of subcategory {subcategory}", "subcategory", members))
+            validation = [Seed(sub, "validation", positions(query, [sub])) for sub, _ in ranked[3:8]]
+            multiple = 1  # ten times a product type's buyers is nearly everyone: every epoch would score 1.0
     heavy = con.execute(
         "select user_id from (select user_id, count(distinct ds) d from buys group by 1) "
         "qualify d >= quantile_disc(d, 0.9) over ()"
     ).fetchall()
     out.append(Seed("heavy buyers (top 10% by purchase days)", "heavy", positions_of(users, [r[0] for r in heavy])))
-    return [s for s in out if len(s.members) >= 10], [s for s in validation if len(s.members) >= 10]
+    return [s for s in out if len(s.members) >= 10], Validation(
+        [s for s in validation if len(s.members) >= 10], multiple
+    )
 
 
 def encoder_embeddings(
-    settings: Settings, wh: Warehouse, day: date, users: pd.Series, validation: list[Seed], objective: str, seed: int
+    settings: Settings,
+    wh: Warehouse,
+    day: date,
+    users: pd.Series,
+    validation: Validation,
+    objective: str,
+    seed: int,
+    attributes: bool = True,
 ) -> np.ndarray:
-    """The consumer encoder's embeddings of the population, trained on every consumer's sequence as of D."""
+    """The consumer encoder's embeddings of the population, trained on every consumer's sequence as of D (with the
+    items' and consumers' attributes as inputs, as the nightly encoder has them, unless ``attributes`` is off)."""
     from training import consumer_encoder as ce
     from training.trainer import pick_device
 
-    data = ce.encode(ce.latest_sequences(wh.silver_sequences(), day), settings.pipeline.sequence_length)
+    adapter = load_adapter(settings.source)
+    data = ce.encode(
+        ce.latest_sequences(wh.silver_sequences(), day),
+        settings.pipeline.sequence_length,
+        item_attributes=ce.item_attribute_frame(wh, attributes and adapter.item_attributes is not None),
+        consumer_attributes=ce.consumer_attribute_frame(wh, attributes and adapter.user_attributes is not None),
+    )
     rows = pd.Series(np.arange(len(data.user_ids)), index=data.user_ids).reindex(users.to_numpy())
     if rows.isna().any():
         raise SystemExit(f"{int(rows.isna().sum())} consumers of user_features have no sequence on {day}")
     take = rows.to_numpy(dtype=np.int64)
     device, _ = pick_device(settings.training.device)
     encoder_settings = ce.EncoderSettings(objective=objective, seed=seed)
-    adapter = load_adapter(settings.source)
     trained = ce.train(
         data,
         adapter.max_level,
         encoder_settings,
         device,
-        lambda e: validation_recall(e[take], [v.members for v in validation]),
+        lambda e: validation_recall(e[take], [v.members for v in validation.seeds], validation.multiple),
     )
+    described = ", ".join(f"{k} {len(v)}" for k, v in data.attribute_values.items() if v) or "none"
     print(
-        f"encoder {objective} seed {seed}: {len(data.user_ids):,} consumers, {len(data.vocabulary):,} items, "
+        f"encoder {objective} seed {seed} (attribute values: {described}): {len(data.user_ids):,} consumers, "
+        f"{len(data.vocabulary):,} items, "
         f"best epoch {trained.best_epoch} of {encoder_settings.epochs} "
-        f"(validation {max(h['validation'] for h in trained.history):.3f}), {trained.seconds:.0f}s on {device}"
+        f"(validation recall@{validation.multiple}x {max(h['validation'] for h in trained.history):.3f}), "
+        f"{trained.seconds:.0f}s on {device}"
     )
     return trained.embeddings[take].astype(np.float64)
 
@@ -159,6 +209,13 @@ def main(argv: list[str] | None = None) -> int:
         help="consumer encoder objectives to train and compare ('' none)",
     )
     parser.add_argument("--encoder-seeds", default="0", help="training seeds per objective (default 0)")
+    parser.add_argument(
+        "--attributes",
+        choices=("on", "off", "both"),
+        default="on",
+        help="the encoder with the items' and consumers' attributes (on, the nightly encoder), without them (off), "
+        "or both side by side (default on)",
+    )
     args = parser.parse_args(argv)
 
     settings = load_settings().with_overrides(warehouse_root=args.warehouse.resolve())
@@ -172,37 +229,69 @@ def main(argv: list[str] | None = None) -> int:
     representations = {"user_features": features}
     for objective in [o for o in args.encoder.split(",") if o]:
         for seed in (int(x) for x in args.encoder_seeds.split(",")):
-            name = f"encoder:{objective}" + (f"/{seed}" if "," in args.encoder_seeds else "")
-            embeddings = encoder_embeddings(settings, wh, day, frame["user_id"], validation, objective, seed)
-            representations[name] = embeddings
-            # the embedding beside the consumer's counts: what the sequence adds to user_features
-            representations[f"{name}+features"] = np.hstack([embeddings, features])
+            for attributes in {"on": (True,), "off": (False,), "both": (True, False)}[args.attributes]:
+                name = (
+                    f"encoder:{objective}"
+                    + (f"/{seed}" if "," in args.encoder_seeds else "")
+                    + ("" if attributes else "/no-attributes")
+                )
+                embeddings = encoder_embeddings(
+                    settings, wh, day, frame["user_id"], validation, objective, seed, attributes
+                )
+                representations[name] = embeddings
+                # the embedding beside the consumer's counts: what the sequence adds to user_features
+                representations[f"{name}+features"] = np.hstack([embeddings, features])
     print(
         f"{adapter.name}, day {day}: {len(frame):,} consumers, {len(columns)} user_features columns, "
         f"{len(seed_list)} seeds, {args.repeats} hides each ({time.time() - t0:.1f}s to load)"
     )
-    header = f"{'seed':<44} {'size':>6} {'method':<30}" + "".join(f" {f'R@{m}x':>7}" for m in MULTIPLES)
-    print(header + f" {'lift@10x':>9}")
+    header = f"{'seed':<44} {'size':>6} {'method':<38}" + "".join(f" {f'R@{m}x':>7}" for m in MULTIPLES)
+    header += f" {'lift@10x':>9}" + "".join(f" {f'R@{share:.0%}':>7}" for share in SHARES)
+    print(header + f" {f'lift@{SHARES[1]:.0%}':>9}")
     summary: dict[str, list[float]] = {}
-    top = max(MULTIPLES)
+    share_lifts: dict[str, dict[str, list[float]]] = {}
+    top, share = max(MULTIPLES), SHARES[1]
     for seed in seed_list:
         runs: dict[str, list[HiddenRecall]] = {name: [] for name in [*representations, "rfm"]}
+        by_share: dict[str, list[dict[float, float]]] = {name: [] for name in [*representations, "rfm"]}
         for repeat in range(args.repeats):
             visible, hidden = split_seed(seed.members, np.random.default_rng(repeat))
-            for name, x in representations.items():
-                runs[name].append(hidden_recall(pu_scores(x, visible), visible, hidden))
-            runs["rfm"].append(hidden_recall(centroid_scores(rfm, visible), visible, hidden))
+            scored = {name: pu_scores(x, visible) for name, x in representations.items()}
+            scored["rfm"] = centroid_scores(rfm, visible)
+            for name, scores in scored.items():
+                runs[name].append(hidden_recall(scores, visible, hidden))
+                by_share[name].append(share_recall(scores, visible, hidden))
         rows = {method: [r.recall for r in found] for method, found in runs.items()}
         rows["random"] = [r.random for r in runs["rfm"]]  # the exact expectation at the same sizes
+        by_share["random"] = [dict(zip(SHARES, SHARES, strict=True))] * args.repeats
         chance = [r.random[top] for r in runs["rfm"]]
+        # the best lift any ranking could reach at the share: every hidden member first (below 1 / share when the
+        # hidden members outnumber the audience)
+        best = [min(1.0, round(share * r.candidates) / r.hidden) / share for r in runs["rfm"]]
+        share_lifts.setdefault("ceiling", {}).setdefault(seed.kind, []).append(float(np.mean(best)))
         for method, recalls in rows.items():
             mean = {m: float(np.mean([r[m] for r in recalls])) for m in MULTIPLES}
             spread = float(np.std([r[top] for r in recalls]))
             lift = float(np.mean([r[top] / c for r, c in zip(recalls, chance, strict=True)]))
+            at_share = {s: float(np.mean([r[s] for r in by_share[method]])) for s in SHARES}
             summary.setdefault(method, []).append(mean[top])
+            share_lifts.setdefault(method, {}).setdefault(seed.kind, []).append(at_share[share] / share)
             cells = "".join(f" {mean[m]:>7.3f}" for m in MULTIPLES)
-            print(f"{seed.name[:44]:<44} {len(seed.members):>6} {method:<30}{cells} {lift:>8.2f}x  (+-{spread:.3f})")
+            cells += f" {lift:>8.2f}x" + "".join(f" {at_share[s]:>7.3f}" for s in SHARES)
+            print(
+                f"{seed.name[:44]:<44} {len(seed.members):>6} {method:<38}{cells} {at_share[share] / share:>8.2f}x"
+                f"  (+-{spread:.3f} at {top}x)"
+            )
     print(f"mean recall@{top}x over seeds: " + ", ".join(f"{m} {np.mean(v):.3f}" for m, v in summary.items()))
+    kinds = list(dict.fromkeys(seed.kind for seed in seed_list))
+    print(
+        f"\nlift over random in an audience of {share:.0%} of the population, mean per seed kind "
+        f"({', '.join(kinds)}) and over all seeds:"
+    )
+    for method, per_kind in sorted(share_lifts.items(), key=lambda kv: kv[0] == "ceiling"):
+        every = [x for kind in kinds for x in per_kind[kind]]
+        cells = "  ".join(f"{kind} {np.mean(per_kind[kind]):.2f}x" for kind in kinds)
+        print(f"  {method:<38} {cells}  all {np.mean(every):.2f}x (lowest seed {min(every):.2f}x)")
     print(f"done in {time.time() - t0:.1f}s")
     return 0
 

@@ -1,13 +1,15 @@
 """Consumer segments night after night: encoder time, the segments job's time, silhouette and stability (ARI).
 
-For each up-scaling factor of the Tmall log, a scratch warehouse gets the whole history (land, ingest, sequences in
-one pass), then the nights D-n+1..D each run what the nightly DAG's segments group runs, in-process: the consumer
-encoder (training/consumer_embeddings.py) and the segments job (spark_jobs/build_segments.py, one Spark session). The
-first night starts the encoder from random weights and picks k by silhouette; the later ones continue (decision 21).
+For each up-scaling factor of a source's history (``--source``, default the Tmall log), a scratch warehouse gets the
+whole history (land, attribute snapshots, ingest, sequences in one pass), then the nights D-n+1..D each run what the
+nightly DAG's segments group runs, in-process: the consumer encoder (training/consumer_embeddings.py) and the
+segments job (spark_jobs/build_segments.py, one Spark session). The first night starts the encoder from random
+weights and picks k by silhouette; the later ones continue (decision 21).
 Prints one line per night and a table; nothing is asserted.
 
     python benchmarks/segments_nightly.py --factors 1 --nights 3                # the local profile's encoder
     python benchmarks/segments_nightly.py --factors 10 --nights 2 --epochs 1    # the job's time on the 10x copy
+    python benchmarks/segments_nightly.py --source hm --nights 3 --seed 1       # H&M, attributes in the encoder
 
 Factors above 1 replicate every user with new ids (``nightrec upscale``), so consumers come in identical groups:
 their silhouette and ARI say nothing about real data, only the times do.
@@ -38,6 +40,8 @@ def main() -> None:
     parser.add_argument("--nights", type=int, default=3, help="consecutive nights ending on --end (default 3)")
     parser.add_argument("--end", type=date.fromisoformat, help="the last night (default: the history's last day)")
     parser.add_argument("--profile", default="local", help="configuration profile whose segments settings run")
+    parser.add_argument("--source", default="tmall_brand", help="source adapter (default tmall_brand)")
+    parser.add_argument("--seed", type=int, help="override training.seed (the encoder's initialisation and batches)")
     parser.add_argument("--epochs", type=int, help="override segments.epochs (e.g. 1 for a timing run at scale)")
     parser.add_argument(
         "--set",
@@ -51,14 +55,17 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 
+    from nightrec.attributes import ingest_attributes
     from nightrec.logs import show_progress
     from spark_jobs import build_segments, build_sequences, ingest_events
     from spark_jobs.common import JobRun, build_spark
     from training import consumer_embeddings
 
     show_progress()
-    adapter = load_adapter("tmall_brand")
-    base = load_settings(args.profile, env={})
+    adapter = load_adapter(args.source)
+    base = load_settings(args.profile, env={}).with_overrides(source=adapter.name)
+    if args.seed is not None:
+        base = base.with_overrides(training=replace(base.training, seed=args.seed))
     changes: dict[str, object] = {"epochs": args.epochs} if args.epochs else {}
     for item in args.set:
         key, _, value = item.partition("=")
@@ -75,6 +82,7 @@ def main() -> None:
         wh = Warehouse(settings.warehouse_root, adapter.name)
         end = last + timedelta(days=1)
         replay(adapter, wh, adapter.history_start, end, bundled)
+        ingest_attributes(adapter, wh)
         ingest_events.run(spark, settings, adapter.history_start, end)
         build_sequences.run(spark, settings, adapter.history_start, end)
         for night in nights:
@@ -94,7 +102,8 @@ def main() -> None:
 
     s = base.segments
     print(
-        f"\nmachine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}; profile {args.profile}: "
+        f"\nmachine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}; source {adapter.name}, "
+        f"seed {base.training.seed}; profile {args.profile}: "
         f"encoder {s.objective}, {s.epochs} epochs, {s.dim}-d, {s.layers} layers, learning rate {s.learning_rate} "
         f"(continued nights {s.fine_tune_learning_rate}); k {s.k or f'{s.k_min}..{s.k_max}'}, keep margin "
         f"{s.keep_margin}"

@@ -13,7 +13,7 @@ Saved audiences (``conf/audiences/<source>.yaml``: a list of ``name``, ``seed_sq
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ import yaml
 
 from nightrec.config import PROJECT_ROOT, Settings
 from nightrec.errors import ConfigError, InputError
-from nightrec.lookalike import MULTIPLES, hidden_recall, pu_scores, split_seed
+from nightrec.lookalike import MULTIPLES, SHARES, hidden_recall, pu_scores, share_recall, split_seed
 from nightrec.seeds import SeedCheck, check_seed
 from nightrec.warehouse import Warehouse
 
@@ -62,13 +62,16 @@ def feature_matrix(frame: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
 @dataclass(frozen=True)
 class Audience:
     """An expanded seed: ``rows`` (user_id, score, rank, is_seed; rank 1.. outside the seed, none for its members)
-    and the evaluation (multiple -> (recall of hidden members, a random audience's recall), means over the hides)."""
+    and the evaluation (multiple -> (recall of hidden members, a random audience's recall), means over the hides;
+    ``at_share``: share of the consumers -> (recall of hidden members, the best any ranking could reach; a random
+    audience's recall is the share itself))."""
 
     day: date
     seed: SeedCheck
     rows: pd.DataFrame
     evaluation: dict[int, tuple[float, float]]
     representation: str = "user_features"
+    at_share: dict[float, tuple[float, float]] = field(default_factory=dict)
 
 
 def build(settings: Settings, seed_ids: Iterable[str], multiple: int, day: date | None = None) -> Audience:
@@ -83,14 +86,25 @@ def build(settings: Settings, seed_ids: Iterable[str], multiple: int, day: date 
     users = frame["user_id"].astype(str).tolist()
     seed = check_seed(seed_ids, users)
     evaluation: dict[int, tuple[float, float]] = {}
+    at_share: dict[float, tuple[float, float]] = {}
     if len(seed.members) >= 2:
-        runs = []
+        runs, shares = [], []
         for hide in range(HIDES):
             visible, hidden = split_seed(seed.members, np.random.default_rng(hide))
-            runs.append(hidden_recall(pu_scores(features, visible), visible, hidden))
+            scores = pu_scores(features, visible)
+            runs.append(hidden_recall(scores, visible, hidden))
+            shares.append(share_recall(scores, visible, hidden))
         evaluation = {
             m: (float(np.mean([r.recall[m] for r in runs])), float(np.mean([r.random[m] for r in runs])))
             for m in MULTIPLES
+        }
+        # 10x a large seed can be every consumer: a share of the population says more, beside its ceiling
+        at_share = {
+            share: (
+                float(np.mean([found[share] for found in shares])),
+                float(np.mean([min(1.0, round(share * r.candidates) / r.hidden) for r in runs])),
+            )
+            for share in SHARES
         }
     scores = pu_scores(features, seed.members)
     in_seed = np.zeros(len(users), dtype=bool)
@@ -106,7 +120,7 @@ def build(settings: Settings, seed_ids: Iterable[str], multiple: int, day: date 
             "is_seed": in_seed[chosen],
         }
     )
-    return Audience(day, seed, rows, evaluation, representation)
+    return Audience(day, seed, rows, evaluation, representation, at_share)
 
 
 def represent(settings: Settings, day: date, frame: pd.DataFrame) -> tuple[np.ndarray, str]:
@@ -199,6 +213,7 @@ def build_saved(
             "size": audience.size,
             "representation": built.representation,
             "evaluation": {str(m): {"recall": r, "random": c} for m, (r, c) in built.evaluation.items()},
+            "at_share": {str(share): {"recall": r, "best": b} for share, (r, b) in built.at_share.items()},
         }
     empty = pd.DataFrame(
         {

@@ -11,7 +11,8 @@ the nightly job would publish:
   sample of all positives (Elkan and Noto, 2008), which is what ranking an audience needs;
 - :func:`expand` ranks every consumer outside the seed by that score;
 - :func:`hidden_recall` hides a share of a seed, expands the rest and reports the recall of the hidden members at
-  audience sizes that are multiples of the expanded seed, beside the recall a random audience of that size has.
+  audience sizes that are multiples of the expanded seed, beside the recall a random audience of that size has;
+  :func:`share_recall` the same at audiences that are shares of the population.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ from nightrec.errors import InputError
 from nightrec.seeds import SeedError
 
 MULTIPLES = (1, 5, 10)  # audience sizes reported, as multiples of the expanded seed
+# audience sizes reported as shares of the candidates: on a small population 10x a large seed is nearly everyone
+# (a random audience finds almost all hidden members too), while a share keeps the best possible lift at 1 / share
+SHARES = (0.05, 0.10, 0.20)
 HIDDEN_SHARE = 0.3  # the share of a seed hidden when an expansion is measured
 
 
@@ -126,6 +130,17 @@ def hidden_recall(
     recall = {m: float(found[: m * len(visible)].sum() / len(hidden)) for m in multiples}
     random = {m: min(1.0, m * len(visible) / candidates) for m in multiples}
     return HiddenRecall(len(visible), len(hidden), candidates, recall, random)
+
+
+def share_recall(
+    scores: np.ndarray, visible: np.ndarray, hidden: np.ndarray, shares: Sequence[float] = SHARES
+) -> dict[float, float]:
+    """Recall of ``hidden`` in the audiences of ``shares`` of the candidates (everyone outside ``visible``) ranked by
+    ``scores``; a random audience's expected recall at a share is the share itself."""
+    candidates = len(scores) - len(visible)
+    sizes = {share: round(share * candidates) for share in shares}
+    found = np.isin(expand(scores, visible, max(sizes.values())), hidden)
+    return {share: float(found[:n].sum() / len(hidden)) for share, n in sizes.items()}
 
 
 def centroid_scores(features: np.ndarray, seed: np.ndarray) -> np.ndarray:

@@ -15,6 +15,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from nightrec.lookalike import SHARES
 from nightrec.run_manifest import accounted_rows, manifest_days, read_run_manifest, reconciles, stale_sections
 from nightrec.storage import write_text_atomic
 from nightrec.warehouse import Warehouse
@@ -406,6 +407,12 @@ def _audiences(s: dict[str, Any] | None) -> list[str]:
             continue
         evaluation = sorted(a["evaluation"].items(), key=lambda item: int(item[0]))
         found = ", ".join(f"{m}x {e['recall']:.3f} (random {e['random']:.3f})" for m, e in evaluation)
+        tenth = SHARES[1]  # the audience share the lookalike benchmark's summary uses
+        share = a.get("at_share", {}).get(str(tenth))
+        if found and share:
+            found += (
+                f"; in {tenth:.0%} of consumers {share['recall']:.3f} (random {tenth:.3f}, best {share['best']:.3f})"
+            )
         lines.append(
             f"{name}: seed {a['seed']:,}, {a['expanded']:,} alike ({a['size']}x); hidden seed members found: "
             + (found or "seed too small to measure")

@@ -504,6 +504,11 @@ def cmd_audience(args: argparse.Namespace) -> int:
         for multiple, (recall, chance) in audience.evaluation.items():
             lift = f"{recall / chance:.2f}x random" if chance else "-"
             print(f"  audience {multiple:>2}x the seed: {recall:.3f} (random {chance:.3f}, {lift})")
+        for share, (recall, best) in audience.at_share.items():
+            print(
+                f"  audience of {share:.0%} of the consumers: {recall:.3f} (random {share:.3f}, "
+                f"{recall / share:.2f}x random; the best possible {best:.3f})"
+            )
     expanded = rows[~rows["is_seed"]]
     print(f"audience: {len(expanded):,} consumers beyond the seed ({args.size}x); the first {min(10, len(expanded))}:")
     print(expanded.head(10).to_string(index=False))

@@ -6,8 +6,8 @@
     models/consumer_encoder/<D>/manifest.json             day, settings, code version
 
 Every consumer with a ``silver/sequences`` row on or before D gets a vector (the segments job clusters them all);
-the items' attributes come from the ``dim_items`` export and the consumers' (age, membership) from ``dim_users``, so
-this runs after the night's marts are published. The
+the items' attributes (category, subcategory, colour) and the consumers' (age, membership) come from the bronze
+snapshots where the source delivers them. The
 epoch kept is the one whose embeddings expand validation seeds best (``nightrec.lookalike.validation_recall``): the
 buyers (the source's top level; a lower level when too few buy) of the items ranked 4th to 8th by such consumers in
 the sequences, 30% of each hidden, recall at 10x. The top three items are left out because the benchmark reports
@@ -118,8 +118,8 @@ def run(settings: Settings, day: date) -> dict[str, Any]:
     data = ce.encode(
         frame,
         settings.pipeline.sequence_length,
-        item_attributes=ce.item_attribute_frame(wh),
-        consumer_attributes=ce.consumer_attribute_frame(wh),
+        item_attributes=ce.item_attribute_frame(wh, adapter.item_attributes is not None),
+        consumer_attributes=ce.consumer_attribute_frame(wh, adapter.user_attributes is not None),
     )
     seed_level, seeds = validation_seeds(data, adapter.max_level)
     if seeds:

@@ -37,7 +37,7 @@ from torch.nn import functional as F
 
 from nightrec.errors import InputError
 from nightrec.warehouse import Warehouse
-from training.data import ITEM_ATTRIBUTES, ITEMS_MART
+from training.data import ITEM_ATTRIBUTES
 from training.towers import GAP_BUCKETS, gap_buckets
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,6 @@ OBJECTIVES = ("masked", "contrastive", "both")
 # The consumer's own attributes (canonical names, nightrec/contract.py; age as a band): 0 = unknown or absent
 CONSUMER_ATTRIBUTES = ("age_band", "membership")
 AGE_BAND_EDGES = (25, 35, 45, 55, 65)  # bands: under 25, 25-34, ..., 65 and over
-USERS_MART = "dim_users"
 
 
 @dataclass(frozen=True)
@@ -137,25 +136,31 @@ def latest_sequences(sequences_root: Path, day: date) -> pd.DataFrame:
     ).df()
 
 
-def item_attribute_frame(wh: Warehouse) -> pd.DataFrame | None:
-    """item_id and ITEM_ATTRIBUTES of every item the ``dim_items`` export describes; None where it describes none
-    (a source without an item file: Tmall)."""
-    path = wh.mart_export(ITEMS_MART)
-    if not any(path.glob("*.parquet")):
-        raise InputError(f"No export of mart '{ITEMS_MART}' under {path}: run the marts first (`nightrec nightly`)")
-    frame = pq.read_table(path, columns=["item_id", *ITEM_ATTRIBUTES]).to_pandas()
-    frame = frame[frame[list(ITEM_ATTRIBUTES)].notna().any(axis=1)]
-    return None if frame.empty else frame.assign(item_id=frame["item_id"].astype(str))
+def item_attribute_frame(wh: Warehouse, declared: bool) -> pd.DataFrame | None:
+    """item_id and ITEM_ATTRIBUTES of every item the bronze snapshot describes; None where the source delivers no
+    item attributes (Tmall). Bronze, not the marts: the encoder needs nothing a dbt run makes.
+
+    :param declared: the source's adapter declares an item attribute file (then a missing snapshot is an error)."""
+    return _snapshot(wh.bronze_item_attributes(), ["item_id", *ITEM_ATTRIBUTES], declared, "item")
 
 
-def consumer_attribute_frame(wh: Warehouse) -> pd.DataFrame | None:
-    """user_id, age and membership from the ``dim_users`` export; None where no consumer has either (Tmall)."""
-    path = wh.mart_export(USERS_MART)
+def consumer_attribute_frame(wh: Warehouse, declared: bool) -> pd.DataFrame | None:
+    """user_id, age and membership from the bronze snapshot; None where the source delivers no user attributes."""
+    return _snapshot(wh.bronze_user_attributes(), ["user_id", "age", "membership"], declared, "user")
+
+
+def _snapshot(path: Path, columns: list[str], declared: bool, kind: str) -> pd.DataFrame | None:
+    if not declared:
+        return None
     if not any(path.glob("*.parquet")):
-        raise InputError(f"No export of mart '{USERS_MART}' under {path}: run the marts first (`nightrec nightly`)")
-    frame = pq.read_table(path, columns=["user_id", "age", "membership"]).to_pandas()
-    frame = frame[frame["age"].notna() | frame["membership"].notna()]
-    return None if frame.empty else frame.assign(user_id=frame["user_id"].astype(str))
+        raise InputError(
+            f"The source declares {kind} attributes but {path} holds no snapshot: run ingest_attributes first "
+            "(`nightrec nightly` does)"
+        )
+    frame = pq.read_table(path, columns=columns).to_pandas()
+    frame = frame[frame[columns[1:]].notna().any(axis=1)]
+    key = columns[0]
+    return None if frame.empty else frame.assign(**{key: frame[key].astype(str)})
 
 
 def age_band(age: pd.Series) -> pd.Series:

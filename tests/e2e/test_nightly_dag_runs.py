@@ -276,6 +276,7 @@ def test_an_audience_is_built_from_a_predicate_over_the_analysts_database(airflo
     out = tmp_path / "audience.parquet"
     proc = nightrec(["audience", "build", "--seed-sql", seed_sql, "--size", "2", "--output", str(out)], warehouse, home)
     assert "audience 10x the seed: " in proc.stdout  # the expansion was measured on hidden seed members first
+    assert "audience of 10% of the consumers: " in proc.stdout
     rows = pd.read_parquet(out)
     seed, expanded = rows[rows["is_seed"]], rows[~rows["is_seed"]]
     assert set(seed["user_id"]) == buyers & consumers and len(seed) >= 2 and seed["rank"].isna().all()
@@ -728,6 +729,9 @@ def test_the_saved_audiences_are_rebuilt_every_night(airflow_run, tmall):
             assert set(alike["user_id"]) <= consumers - set(seed["user_id"])
             assert sorted(alike["rank"]) == list(range(1, len(alike) + 1))
             assert set(result["evaluation"]) == {"1", "5", "10"}
+            # and in audiences of shares of the consumers, never above what a perfect ranking finds
+            assert set(result["at_share"]) == {"0.05", "0.1", "0.2"}
+            assert all(0 <= e["recall"] <= e["best"] <= 1 for e in result["at_share"].values())
             assert result["representation"] == f"user_features + consumer_encoder/{night}"
     report = nightrec(["report"], warehouse, home).stdout
     for name in saved:

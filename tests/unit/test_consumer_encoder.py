@@ -307,3 +307,27 @@ def test_without_validation_seeds_the_last_epoch_is_kept_not_the_untrained_start
     trained = train(data, 4, settings, torch.device("cpu"), lambda e: float("nan"))
     assert trained.best_epoch == 2
     assert np.allclose(embed(trained.model, data, torch.device("cpu")), trained.embeddings, atol=1e-5)
+
+
+def test_attributes_come_from_the_bronze_snapshot_only_where_the_source_declares_them(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from nightrec.warehouse import Warehouse
+    from training.consumer_encoder import consumer_attribute_frame, item_attribute_frame
+
+    wh = Warehouse(tmp_path, "hm")
+    assert item_attribute_frame(wh, declared=False) is None  # Tmall: no file, nothing to read
+    with pytest.raises(InputError, match="ingest_attributes"):
+        item_attribute_frame(wh, declared=True)  # declared but never ingested: said, not skipped
+    wh.bronze_user_attributes().mkdir(parents=True)
+    users = pa.table(
+        {
+            "user_id": ["1", "2", "3"],
+            "age": pa.array([30, None, None], pa.int32()),
+            "membership": ["ACTIVE", "PRE-CREATE", None],
+        }
+    )
+    pq.write_table(users, wh.bronze_user_attributes() / "part-00000.parquet")
+    read = consumer_attribute_frame(wh, declared=True)
+    assert read["user_id"].tolist() == ["1", "2"]  # a consumer with neither value describes nothing

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nightrec.lookalike import centroid_scores, expand, fit_pu, hidden_recall, split_seed
+from nightrec.lookalike import centroid_scores, expand, fit_pu, hidden_recall, share_recall, split_seed
 from nightrec.seeds import SeedError, check_seed, predicate_users
 
 POPULATION = [f"u{i}" for i in range(10)]
@@ -69,6 +69,16 @@ def test_hidden_recall_on_known_scores():
     assert result.random == {1: 2 / 18, 5: 10 / 18, 10: 1.0}
     assert result.lift(1) == pytest.approx((1 / 3) / (2 / 18))
     assert (result.visible, result.hidden, result.candidates) == (2, 3, 18)
+
+
+def test_recall_at_shares_of_the_population_on_known_scores():
+    # 42 consumers, 2 visible: 40 candidates; shares 5%, 10%, 25% -> audiences of 2, 4 and 10
+    scores = np.arange(42, dtype=float)[::-1].copy()  # consumer 0 best ... 41 worst
+    scores[[0, 1]] = 1000.0  # the visible seed: never in its own audience
+    hidden = np.array([3, 5, 20])
+    found = share_recall(scores, np.array([0, 1]), hidden, shares=(0.05, 0.10, 0.25))
+    # audiences [2, 3], [2, 3, 4, 5], [2..11]
+    assert found == {0.05: pytest.approx(1 / 3), 0.10: pytest.approx(2 / 3), 0.25: pytest.approx(2 / 3)}
 
 
 def test_a_seed_is_split_into_disjoint_visible_and_hidden_members():

@@ -134,6 +134,7 @@ def test_segments_and_audiences_say_what_ran_and_what_failed():
                 "expanded": 8,
                 "size": 2,
                 "evaluation": {"10": {"recall": 1.0, "random": 0.9}, "1": {"recall": 0.5, "random": 0.1}},
+                "at_share": {"0.05": {"recall": 0.2, "best": 1.0}, "0.1": {"recall": 0.4, "best": 0.75}},
             },
             "broken": {"error": "The seed is empty: give at least one user id"},
         },
@@ -148,6 +149,7 @@ def test_segments_and_audiences_say_what_ran_and_what_failed():
     assert "segment   3:       6 (60.0%)  Socks" in text
     assert "online store (user_segments): 10 users" in text
     assert "brand_buyers: seed 4, 8 alike (2x); hidden seed members found: 1x 0.500 (random 0.100), 10x 1.000" in text
+    assert "10x 1.000 (random 0.900); in 10% of consumers 0.400 (random 0.100, best 0.750)" in text
     assert "broken: FAILED: The seed is empty" in text
     first = render(_manifest(segments={**segments, "ari": None}, audiences={"skipped": "no segments for 2014-08-15"}))
     assert "stability: first night with segments, nothing to compare" in first
