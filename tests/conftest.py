@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -198,6 +199,29 @@ def task_in_process(
 def leftovers(path: Path) -> list[str]:
     """What writers of ``path`` left beside it: their hidden ``.tmp-<name>-*`` and ``.trash-<name>-*``."""
     return [p.name for p in path.parent.iterdir() if p.name.startswith((f".tmp-{path.name}-", f".trash-{path.name}-"))]
+
+
+def version_of(path: Path) -> tuple[int, int]:
+    """What tells one published version of ``path`` from another: its inode and modification time (a document
+    rewritten several times may get an earlier inode number back, and a retry may write the same bytes)."""
+    st = path.stat()
+    return st.st_ino, st.st_mtime_ns
+
+
+def killed_then_retried(env: dict[str, str], task: str, day: date, path: Path, root: Path) -> None:
+    """Run ``task`` of night ``day`` in its own process, SIGKILLed by the fault hook as it publishes ``path`` (under
+    the warehouse ``root``): readers still see the previous version and the new one waits hidden beside it. Then run
+    it again: it exits 0, puts a new version in place and removes what the killed run left."""
+    previous = version_of(path)
+    killed = task_in_process(env, task, day, f"*/{path.relative_to(root)}")
+    assert killed.returncode == -signal.SIGKILL, (task, killed.stderr[-3000:])
+    assert "before it publishes" in killed.stderr, task
+    assert version_of(path) == previous, f"{task}: readers should still see the previous version of {path}"
+    assert leftovers(path), f"{task}: the killed run's new version should wait hidden beside {path}"
+    retry = task_in_process(env, task, day)
+    assert retry.returncode == 0, (task, retry.stderr[-3000:])
+    assert version_of(path) != previous, f"{task}: the retry should put a new version at {path}"
+    assert not leftovers(path), f"{task}: the retry should remove what the killed run left"
 
 
 def free_port() -> int:

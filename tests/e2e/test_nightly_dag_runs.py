@@ -25,7 +25,7 @@ from nightrec.faults import KILL_AT_COMMIT
 from nightrec.marts_publish import split_queries
 from nightrec.storage import SUCCESS_FILE
 from nightrec.warehouse import Warehouse
-from tests.conftest import corrupt_real_rows, leftovers, raw_tmall, read_table, task_in_process
+from tests.conftest import corrupt_real_rows, killed_then_retried, raw_tmall, read_table
 
 pytestmark = [pytest.mark.e2e, pytest.mark.spark]
 
@@ -788,13 +788,6 @@ KILLED_TASKS = {
 }
 
 
-def _version(path: Path) -> tuple[int, int]:
-    """What tells one published version of `path` from another: its inode and modification time (a document
-    rewritten several times may get an earlier inode number back, and a retry may write the same bytes)."""
-    st = path.stat()
-    return st.st_ino, st.st_mtime_ns
-
-
 def test_the_nights_python_tasks_killed_as_they_publish_keep_the_previous_version_and_a_retry_publishes(
     airflow_run, tmall, tmp_path
 ):
@@ -808,14 +801,6 @@ def test_the_nights_python_tasks_killed_as_they_publish_keep_the_previous_versio
     wh, env = Warehouse(copy, tmall.name), _env(copy, home)
     night_embeddings = pq.read_table(wh.consumer_embeddings(NIGHTS[-1]))
     for task, target in KILLED_TASKS.items():
-        path = target(wh)
-        previous = _version(path)
-        killed = task_in_process(env, task, NIGHTS[-1], f"*/{path.relative_to(copy)}")
-        assert killed.returncode == -signal.SIGKILL, (task, killed.stderr[-3000:])
-        assert _version(path) == previous, task
-        assert leftovers(path), task
-        retry = task_in_process(env, task, NIGHTS[-1])
-        assert retry.returncode == 0, (task, retry.stderr[-3000:])
-        assert _version(path) != previous and not leftovers(path), task
+        killed_then_retried(env, task, NIGHTS[-1], target(wh), copy)
     assert complete_through(wh, "topk") == complete_through(wh, "segments") == NIGHTS[-1]
     assert pq.read_table(wh.consumer_embeddings(NIGHTS[-1])).equals(night_embeddings)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 from datetime import date
 
 import pytest
@@ -15,7 +14,7 @@ import pytest
 from nightrec.completeness import complete_through
 from nightrec.config import Settings
 from nightrec.warehouse import Warehouse
-from tests.conftest import leftovers, task_in_process
+from tests.conftest import killed_then_retried
 
 pytestmark = pytest.mark.spark  # the session warehouse is built by the Spark jobs
 
@@ -43,19 +42,8 @@ def test_a_task_killed_as_it_publishes_leaves_the_previous_version_and_a_retry_p
     path = target(wh)
     if task == "land_days":  # the day's file not landed yet: the previous version is the day without it
         (path / "t_alibaba_data.csv").unlink()
-    previous = path.stat().st_ino
 
-    env = os.environ | copy.environment()
-    killed = task_in_process(env, task, DAY, f"*/{path.relative_to(wh.root)}")
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
-    assert f"before it publishes {path}" in killed.stderr
-    assert path.stat().st_ino == previous  # readers see the previous version
-    assert leftovers(path), "the killed run's new version should wait hidden beside the target"
-
-    retry = task_in_process(env, task, DAY)
-    assert retry.returncode == 0, retry.stderr[-3000:]
-    assert path.stat().st_ino != previous  # the new version is in place
-    assert not leftovers(path)  # and the retry removed what the killed run left
+    killed_then_retried(os.environ | copy.environment(), task, DAY, path, wh.root)
     if task == "land_days":
         assert (path / "t_alibaba_data.csv").is_file()
     if task == "publish_marts":  # and only the publication that succeeded says the marts are complete
