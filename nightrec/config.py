@@ -316,6 +316,22 @@ class AlertSettings:
 
 
 @dataclass(frozen=True)
+class RetentionSettings:
+    """How long the nightly outputs are kept (nightrec/retention.py, the nightly DAG's ``apply_retention`` task).
+
+    :param days: night D removes the candidates, top-k versions, model versions, segment partitions and run
+        manifests of days before D - days + 1; 0 keeps everything. Never removed: the served top-k version and the
+        rollback targets its pointer names, each model's champion, the newest version of every output (the next
+        night continues from them), and the inputs (raw, bronze, silver, marts: the history the models learn from).
+    """
+
+    days: int = 0
+
+
+MIN_RETENTION_DAYS = 7  # a shorter horizon would remove what the night after reads (segments of night A - 2)
+
+
+@dataclass(frozen=True)
 class AirflowSettings:
     """How the project drives Airflow.
 
@@ -348,6 +364,7 @@ class Settings:
     :param topk: the precomputed top-k lists.
     :param segments: consumer segments (the encoder and the segments job).
     :param alerts: the notifiers of failed tasks and stopped runs.
+    :param retention: how long the nightly outputs are kept.
     :param dbt_target: ``duckdb`` (default, embedded) or ``spark``.
     :param run_date: the day D a one-off command processes, if given.
     """
@@ -365,6 +382,7 @@ class Settings:
     topk: TopkSettings = field(default_factory=TopkSettings)
     segments: SegmentSettings = field(default_factory=SegmentSettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
     dbt_target: str = "duckdb"
     run_date: date | None = None
     overrides: str = ""  # the NIGHTREC_SET entries applied, carried to child processes by environment()
@@ -406,6 +424,7 @@ _TOP_KEYS = {
     "topk",
     "segments",
     "alerts",
+    "retention",
     "dbt_target",
     "run_date",
 }
@@ -423,6 +442,7 @@ _OVERRIDABLE: dict[str, type] = {
     "topk": TopkSettings,
     "segments": SegmentSettings,
     "alerts": AlertSettings,
+    "retention": RetentionSettings,
 }
 
 
@@ -542,6 +562,7 @@ def load_settings(profile: str | None = None, env: dict[str, str] | None = None)
     alerts_kw = _section(raw, "alerts", AlertSettings, path)
     if "notifiers" in alerts_kw:
         alerts_kw["notifiers"] = tuple(alerts_kw["notifiers"] or ())
+    retention_kw = _section(raw, "retention", RetentionSettings, path)
     if "NIGHTREC_FEAST_VARIANT" in env:
         feast_kw["variant"] = env["NIGHTREC_FEAST_VARIANT"]
     overrides = env.get(SET_VARIABLE, "")
@@ -555,6 +576,7 @@ def load_settings(profile: str | None = None, env: dict[str, str] | None = None)
         "topk": topk_kw,
         "segments": segments_kw,
         "alerts": alerts_kw,
+        "retention": retention_kw,
     }
     for section, values in parse_overrides(overrides).items():
         for key, text in values.items():
@@ -581,6 +603,7 @@ def load_settings(profile: str | None = None, env: dict[str, str] | None = None)
         topk=TopkSettings(**topk_kw),
         segments=SegmentSettings(**segments_kw),
         alerts=AlertSettings(**alerts_kw),
+        retention=RetentionSettings(**retention_kw),
         dbt_target=str(raw.get("dbt_target") or "duckdb"),
         run_date=run_date,
         overrides=overrides,
@@ -662,6 +685,11 @@ def _validate(s: Settings, where: str | Path) -> None:
             raise ConfigError(f"alerts.notifiers: {spec!r}: a webhook needs an http(s) URL in {where}")
     if s.alerts.webhook_timeout_seconds <= 0:
         raise ConfigError(f"alerts.webhook_timeout_seconds must be > 0 in {where}")
+    if s.retention.days != 0 and s.retention.days < MIN_RETENTION_DAYS:
+        raise ConfigError(
+            f"retention.days must be 0 (keep everything) or at least {MIN_RETENTION_DAYS} (got {s.retention.days}) "
+            f"in {where}: a night reads the segments of two nights before and continues from the newest versions"
+        )
     if s.dbt_target not in {"duckdb", "spark", "spark_thrift"}:
         raise ConfigError(f"dbt_target must be duckdb, spark or spark_thrift (got {s.dbt_target!r}) in {where}")
     if not (SOURCES_DIR / f"{s.source}.yaml").is_file():

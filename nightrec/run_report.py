@@ -143,6 +143,7 @@ SECTION_STAGES = {
     "top-k": ("topk",),
     "segments": ("consumer_encoder", "segments"),
     "audiences": ("audiences",),
+    "retention": ("retention",),
 }
 
 
@@ -159,6 +160,7 @@ def _sections(doc: dict[str, Any]) -> list[tuple[str, list[str]]]:
         ("top-k", _topk(stages.get("topk"))),
         ("segments", _segments(stages.get("consumer_encoder"), stages.get("segments"))),
         ("audiences", _audiences(stages.get("audiences"))),
+        ("retention", _retention(stages.get("retention"))),
     ]
     attempt = doc.get("attempt")
     if attempt is None:
@@ -390,6 +392,17 @@ def _segments(encoder: dict[str, Any] | None, s: dict[str, Any] | None) -> list[
             + f"; online store (user_segments): {published.get('online_users', 0):,} users"
         )
     return lines
+
+
+def _retention(s: dict[str, Any] | None) -> list[str]:
+    if s is None:
+        return ["not run on this day"]
+    if s.get("skipped"):
+        return [f"skipped: {s['skipped']}"]
+    if not s.get("days"):
+        return ["off (retention.days = 0): every version kept"]
+    removed = ", ".join(f"{zone} {n}" for zone, n in s.get("removed", {}).items()) or "nothing"
+    return [f"{s['days']} days (kept from {s.get('cutoff')}): removed {removed}"]
 
 
 def _audiences(s: dict[str, Any] | None) -> list[str]:

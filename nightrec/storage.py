@@ -94,6 +94,24 @@ def staged(target: Path, success: dict[str, Any] | None = None) -> Iterator[Path
     swap_into_place(staging, target)
 
 
+def retire(path: Path) -> None:
+    """Take ``path`` out of view at once (renamed to a hidden ``.retired-*`` beside it), then delete it: a reader
+    never sees half a directory, and what a kill in between leaves, :func:`clean_retired` removes."""
+    if not (path.exists() or path.is_symlink()):
+        return
+    retired = temp_sibling(path, "retired")
+    os.rename(path, retired)
+    _remove(retired)
+
+
+def clean_retired(directory: Path) -> list[Path]:
+    """Remove what a killed :func:`retire` left directly under ``directory`` (never anything a writer uses)."""
+    found = list(directory.glob(".retired-*")) if directory.is_dir() else []
+    for path in found:
+        _remove(path)
+    return found
+
+
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)

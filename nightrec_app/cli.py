@@ -268,6 +268,33 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_retention(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from nightrec import retention
+    from nightrec.config import MIN_RETENTION_DAYS
+    from nightrec.run_report import last_reported_day
+
+    ctx = _context(args)
+    s = ctx.settings
+    if args.days is not None:
+        if 0 < args.days < MIN_RETENTION_DAYS:
+            raise NightrecError(f"--days must be 0 (off) or at least {MIN_RETENTION_DAYS}: {retention.WHY_A_FLOOR}")
+        s = s.with_overrides(retention=replace(s.retention, days=args.days))
+    day = args.day or last_reported_day(ctx.warehouse) or date.today()
+    if s.retention.days <= 0:
+        print("retention is off (retention.days = 0): nothing is removed; give --days N or set retention.days")
+        return 0
+    summary = retention.apply(s, day, dry_run=not args.apply)
+    verb = "removed" if args.apply else "would remove (run again with --apply)"
+    print(f"retention {s.retention.days} days on {day}: keeps everything from {summary['cutoff']} on; {verb}:")
+    for zone, names in summary["paths"].items():
+        print(f"  {zone}: {len(names)}  " + ", ".join(names[:6]) + (" ..." if len(names) > 6 else ""))
+    if not summary["paths"]:
+        print("  nothing")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     ctx = _context(args)
     s, adapter, wh = ctx.settings, ctx.adapter, ctx.warehouse
@@ -659,6 +686,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--day", type=d, help="the data day D (default: the latest day with a run manifest)")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser(
+        "retention",
+        parents=[common],
+        help="list (or --apply: remove) the nightly outputs older than retention.days",
+        description="The nightly DAG's apply_retention task, by hand: the candidates, top-k versions, model versions, "
+        "segment partitions and run manifests of days before D - days + 1. Never the served lists or their rollback "
+        "targets, a model's champion, the newest version of each output, or the inputs (raw, bronze, silver, marts). "
+        "Without --apply it only lists what would go.",
+    )
+    p.add_argument("--day", type=d, help="the night D (default: the latest night with a run manifest)")
+    p.add_argument("--days", type=int, help="the horizon in days (default: retention.days of the profile)")
+    p.add_argument("--apply", action="store_true", help="remove them (default: only list)")
+    p.set_defaults(func=cmd_retention)
 
     p = sub.add_parser("dbt", parents=[common], help="run dbt (default: build) on the duckdb or spark target")
     p.add_argument("--target", choices=["duckdb", "spark", "spark_thrift"], help="dbt target (default: the profile's)")

@@ -2,7 +2,8 @@
 
 land -> validate_raw -> attributes -> ingest -> validate_bronze -> sequences -> dbt -> validate_marts -> publish
 -> feast_apply -> feast_materialize -> [nightly only: train -> build_candidates -> train_ranker -> score_topk ->
-publish_topk -> segments (train_consumer_encoder -> build_segments -> build_audiences -> publish_segments)] -> record.
+publish_topk -> segments (train_consumer_encoder -> build_segments -> build_audiences -> publish_segments) ->
+apply_retention] -> record.
 
 Both DAGs run the same job CLIs; they differ only in the day range [start, end) they pass. The DAG files in
 dags/ call :func:`pipeline` inside their ``with DAG(...)`` block. Airflow is imported inside the functions so
@@ -221,6 +222,12 @@ def pipeline(settings: Settings, start: str, end: str, train: bool = True) -> No
 
         return tasks.publish_segments(tasks.context(start, end))
 
+    @task(task_id="apply_retention")
+    def apply_retention(start: str, end: str) -> dict:
+        from nightrec_app import tasks
+
+        return tasks.apply_retention(tasks.context(start, end))
+
     @task(task_id="publish_topk", outlets=[outlets["topk"]])
     def publish_topk(start: str, end: str) -> dict:
         from nightrec_app import tasks
@@ -266,5 +273,6 @@ def pipeline(settings: Settings, start: str, end: str, train: bool = True) -> No
                 >> build_audiences(start, end)
                 >> publish_segments(start, end)
             )
-        served = served >> segments_group
+        # last, once every output of the night is published: what it removes is never what the night just wrote
+        served = served >> segments_group >> apply_retention(start, end)
     served >> record(start, end, "{{ dag.dag_id }}", "{{ run_id }}")

@@ -329,6 +329,19 @@ def publish_segments(ctx: RunContext) -> dict[str, Any]:
     return summary
 
 
+def apply_retention(ctx: RunContext) -> dict[str, Any]:
+    """Remove the nightly outputs older than ``retention.days`` (nightrec/retention.py: never the served lists,
+    their rollback targets, the champions or the newest versions) and record what went in the night's manifest."""
+    from nightrec import retention
+
+    day = ctx.last_day
+    if day is None:
+        return {"skipped": "no days in the run"}
+    summary = retention.apply(ctx.settings, day)
+    update_run_manifest(ctx.warehouse, day, "retention", summary)
+    return summary
+
+
 def train_ranker(ctx: RunContext) -> dict[str, Any]:
     """After build_candidates: train the ranker of the published lists, judge every list (ranker, baselines, models)
     on the held-out window at both horizons, gate it and decide what the night publishes (recorded in the run

@@ -101,7 +101,9 @@ def test_nightly_runs_land_ingest_sequences_dbt_publish_record_on_one_day_interv
     assert dag.get_task("segments.build_segments").application.endswith("spark_jobs/build_segments.py")
     assert dag.get_task("segments.build_segments").downstream_task_ids == {"segments.build_audiences"}
     assert dag.get_task("segments.build_audiences").downstream_task_ids == {"segments.publish_segments"}
-    assert dag.get_task("segments.publish_segments").downstream_task_ids == {"record_run"}
+    assert dag.get_task("segments.publish_segments").downstream_task_ids == {"apply_retention"}
+    # old versions removed once every output of the night is published, then the run recorded
+    assert dag.get_task("apply_retention").downstream_task_ids == {"record_run"}
     assert not any(t.startswith("dbt.topk_current") for t in dag.task_ids)  # built by publish_topk, not the group
     assert not any(t.startswith("dbt.segment_") for t in dag.task_ids)  # built by publish_segments
     assert dag.get_task("validate_marts").downstream_task_ids == {"publish_marts"}

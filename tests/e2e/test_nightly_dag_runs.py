@@ -804,3 +804,41 @@ def test_the_nights_python_tasks_killed_as_they_publish_keep_the_previous_versio
         killed_then_retried(env, task, NIGHTS[-1], target(wh), copy)
     assert complete_through(wh, "topk") == complete_through(wh, "segments") == NIGHTS[-1]
     assert pq.read_table(wh.consumer_embeddings(NIGHTS[-1])).equals(night_embeddings)
+
+
+def test_retention_on_the_nights_outputs_keeps_what_is_served_and_what_the_next_night_reads(
+    airflow_run, tmall, tmp_path
+):
+    """The DAG's apply_retention ran each night (off by default: nothing removed, said in the manifest). Then, on a
+    copy of the night's outputs, `nightrec retention --days 7 --apply` as of two weeks later: every older version
+    goes but the served lists and their rollback targets, each model's champion and the newest version of each
+    output, so the lists, the champions and the next night's inputs are all still there."""
+    warehouse, home, _ = airflow_run
+    wh = Warehouse(warehouse, tmall.name)
+    for night in NIGHTS:
+        recorded = json.loads(wh.run_manifest(night).read_text())["stages"]["retention"]
+        assert recorded["days"] == 0 and recorded["removed"] == {}
+    copy = tmp_path / "warehouse"
+    for part in ("candidates", "serving", "models", "segments", "_runs", "docs"):
+        shutil.copytree(warehouse / part, copy / part, symlinks=True)
+    later = NIGHTS[-1] + timedelta(days=14)
+    out = nightrec(["retention", "--days", "7", "--day", str(later), "--apply"], copy, home).stdout
+    assert f"keeps everything from {later - timedelta(days=6)} on; removed" in out
+    kept = Warehouse(copy, tmall.name)
+    pointer = json.loads((kept.serving_topk() / "current.json").read_text())
+    for entry in [pointer, *pointer["history"]]:
+        assert (kept.serving_topk() / entry["path"] / SUCCESS_FILE).is_file()
+        assert (kept.serving_user_topk() / f"ds={entry.get('served_ds', entry['ds'])}").is_dir()
+    assert (kept.serving_topk() / "current").resolve().is_dir()
+    for kind in (p for p in kept.models().iterdir() if (p / "champion.json").is_file()):
+        version = json.loads((kind / "champion.json").read_text())["version"]
+        assert (kind / version).is_dir(), kind.name
+
+    def visible(root: Path) -> list[str]:
+        return sorted(p.name for p in root.iterdir() if not p.name.startswith("."))
+
+    assert visible(kept.models() / "consumer_encoder") == [str(NIGHTS[-1])]  # the next night continues from it
+    assert visible(copy / "candidates") == [f"ds={NIGHTS[-1]}"]
+    assert visible(kept.segments("centroids")) == [f"ds={n}" for n in NIGHTS]  # the next lists read night - 2
+    assert visible(kept.runs()) == [f"ds={NIGHTS[-1]}"]  # the bootstrap's days and night one's went
+    assert not list(copy.rglob(".retired-*"))

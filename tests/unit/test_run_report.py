@@ -201,3 +201,12 @@ def test_the_land_section_says_what_the_replay_kept_and_what_lies_outside_the_hi
     text = render(_manifest(land=land))
     assert "land       replay: t_alibaba_data.csv unchanged (1,694 rows)" in text
     assert "3 row(s) of the history file lie outside the history and are not landed (3 on 2014-04-14" in text
+
+
+def test_the_report_says_what_retention_removed_or_that_it_is_off():
+    text = render(
+        _manifest(retention={"days": 30, "cutoff": "2014-07-17", "removed": {"candidates": 3, "runs": 2}, "paths": {}})
+    )
+    assert "30 days (kept from 2014-07-17): removed candidates 3, runs 2" in text
+    assert "off (retention.days = 0): every version kept" in render(_manifest(retention={"days": 0, "removed": {}}))
+    assert "retention  not run on this day" in render(_manifest())
