@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         chance = [r.random[top] for r in runs["rfm"]]
         # the best lift any ranking could reach at the share: every hidden member first (below 1 / share when the
         # hidden members outnumber the audience)
-        best = [min(1.0, round(share * r.candidates) / r.hidden) / share for r in runs["rfm"]]
+        best = [r.best_at_share(share) / share for r in runs["rfm"]]
         share_lifts.setdefault("ceiling", {}).setdefault(seed.kind, []).append(float(np.mean(best)))
         for method, recalls in rows.items():
             mean = {m: float(np.mean([r[m] for r in recalls])) for m in MULTIPLES}

@@ -102,7 +102,7 @@ def build(settings: Settings, seed_ids: Iterable[str], multiple: int, day: date 
         at_share = {
             share: (
                 float(np.mean([found[share] for found in shares])),
-                float(np.mean([min(1.0, round(share * r.candidates) / r.hidden) for r in runs])),
+                float(np.mean([r.best_at_share(share) for r in runs])),
             )
             for share in SHARES
         }

@@ -103,6 +103,11 @@ class HiddenRecall:
     recall: dict[int, float]
     random: dict[int, float]
 
+    def best_at_share(self, share: float) -> float:
+        """The recall a perfect ranking reaches in an audience of ``share`` of the candidates (every hidden member
+        first): 1 unless the hidden members outnumber that audience."""
+        return min(1.0, share_size(share, self.candidates) / self.hidden)
+
     def lift(self, multiple: int) -> float:
         """Recall over a random audience's recall at the same size."""
         return self.recall[multiple] / self.random[multiple] if self.random[multiple] > 0 else float("nan")
@@ -132,13 +137,18 @@ def hidden_recall(
     return HiddenRecall(len(visible), len(hidden), candidates, recall, random)
 
 
+def share_size(share: float, candidates: int) -> int:
+    """The audience size that is ``share`` of the candidates."""
+    return round(share * candidates)
+
+
 def share_recall(
     scores: np.ndarray, visible: np.ndarray, hidden: np.ndarray, shares: Sequence[float] = SHARES
 ) -> dict[float, float]:
     """Recall of ``hidden`` in the audiences of ``shares`` of the candidates (everyone outside ``visible``) ranked by
     ``scores``; a random audience's expected recall at a share is the share itself."""
     candidates = len(scores) - len(visible)
-    sizes = {share: round(share * candidates) for share in shares}
+    sizes = {share: share_size(share, candidates) for share in shares}
     found = np.isin(expand(scores, visible, max(sizes.values())), hidden)
     return {share: float(found[:n].sum() / len(hidden)) for share, n in sizes.items()}
 

@@ -69,6 +69,8 @@ def test_hidden_recall_on_known_scores():
     assert result.random == {1: 2 / 18, 5: 10 / 18, 10: 1.0}
     assert result.lift(1) == pytest.approx((1 / 3) / (2 / 18))
     assert (result.visible, result.hidden, result.candidates) == (2, 3, 18)
+    # a perfect ranking in 10% of the 18 candidates (2 consumers) finds two of the three hidden members
+    assert result.best_at_share(0.1) == pytest.approx(2 / 3) and result.best_at_share(0.5) == 1.0
 
 
 def test_recall_at_shares_of_the_population_on_known_scores():
