@@ -15,7 +15,7 @@ from typing import Any
 from nightrec.adapters import SourceAdapter
 from nightrec.errors import InputError
 from nightrec.landing import count_data_rows
-from nightrec.storage import data_files, sha256_file
+from nightrec.storage import data_files, read_json, sha256_file
 from nightrec.warehouse import Warehouse
 
 
@@ -28,6 +28,12 @@ class DeliveredFile:
     header: tuple[str, ...]
     redelivery_of: str | None  # name of the earlier file with the same bytes, if any
     empty: bool = False  # 0 bytes: not even a header; a delivery of no rows that ingest does not read
+    forgotten: int = 0  # rows delivered in it that `nightrec forget` took out since (nightrec/forget.py)
+
+    @property
+    def delivered_rows(self) -> int:
+        """The rows the file was delivered with: those in it now and those of forgotten users taken out."""
+        return self.rows + self.forgotten
 
     @property
     def ingested(self) -> bool:
@@ -42,7 +48,8 @@ class DeliveredFile:
             if self.empty
             else "ingested"
         )
-        return {"name": self.path.name, "sha256": self.sha256, "rows": self.rows, "status": status}
+        doc = {"name": self.path.name, "sha256": self.sha256, "rows": self.rows, "status": status}
+        return doc | ({"forgotten_rows": self.forgotten} if self.forgotten else {})
 
 
 def inventory(
@@ -65,6 +72,7 @@ def inventory(
                 + "."
             )
         seen: dict[str, str] = {}
+        ledger = read_json(warehouse.raw_ledger(ds)) if warehouse.raw_ledger(ds).is_file() else {}
         for f in files:
             try:
                 digest = sha256_file(f)
@@ -80,9 +88,23 @@ def inventory(
                     f"{f}: header {list(header)} lacks column(s) {missing} that source '{adapter.name}' maps "
                     f"({adapter.columns}); is this the right source?"
                 )
-            found.append(DeliveredFile(ds, f, digest, rows, header, seen.get(digest)))
+            forgotten = _forgotten_rows(ledger.get(f.name), digest, rows)
+            found.append(DeliveredFile(ds, f, digest, rows, header, seen.get(digest), forgotten=forgotten))
             seen.setdefault(digest, f.name)
     return found
+
+
+def _forgotten_rows(entry: dict[str, Any] | None, digest: str, rows: int) -> int:
+    """Rows of forgotten users taken out of a file: its ledger's ``delivered_rows`` less the rows in it now, when the
+    ledger describes these bytes (a later delivery under the name starts afresh)."""
+    if not entry or "delivered_rows" not in entry or entry.get("sha256") != digest:
+        return 0
+    return max(int(entry["delivered_rows"]) - rows, 0)
+
+
+def file_rows(adapter: SourceAdapter, path: Path) -> int:
+    """The data rows of one delivered file (0 for a 0-byte file)."""
+    return _describe_file(adapter, path)[1] if path.stat().st_size else 0
 
 
 def _describe_file(adapter: SourceAdapter, path: Path) -> tuple[tuple[str, ...], int]:

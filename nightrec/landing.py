@@ -1,10 +1,13 @@
-"""Landing: deliveries into ``raw/<source>/ds=D/``, exactly as delivered and never edited.
+"""Landing: deliveries into ``raw/<source>/ds=D/``, exactly as delivered (less the rows of forgotten users).
 
 Two ways in:
 
 * :func:`replay` plays a bundled history file as if the shop delivered it one day at a time (one file per
   day; a day without events gets a header-only file, so "no events" is distinguishable from "no delivery").
 * :func:`land_file` lands one file a user or an upstream system delivers for day D.
+
+Rows of users forgotten on request (``nightrec forget``, nightrec/forget.py) are left out of whatever is landed,
+and the day's ledger keeps the rows the file was delivered with, so ingest still accounts for every delivered row.
 
 Rules (docs/architecture.md, "Landing and history"): landing the same bytes under the same name again changes nothing;
 different bytes under an existing name are a corrected re-delivery and replace that file; the same bytes
@@ -18,6 +21,7 @@ name is kept, and the replay says so (status ``kept``) instead of silently resto
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 import os
@@ -28,9 +32,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from nightrec.adapters import SourceAdapter, days_between
 from nightrec.errors import InputError
+from nightrec.forget import Forgotten, filter_attribute_file, filter_event_file, filter_event_lines
 from nightrec.run_report import outside_message
 from nightrec.storage import (
     data_files,
@@ -52,9 +58,11 @@ class DayLanding:
     rows: int
     status: str  # landed | unchanged | replaced | redelivered | kept (a delivery the replayer did not replace)
     reason: str = ""
+    forgotten: int = 0  # rows of users forgotten on request, left out (nightrec/forget.py)
 
     def describe(self) -> dict[str, object]:
         doc: dict[str, object] = {"file": self.file, "rows": self.rows, "status": self.status}
+        doc |= {"forgotten_rows": self.forgotten} if self.forgotten else {}
         return doc | ({"reason": self.reason} if self.reason else {})
 
 
@@ -82,6 +90,8 @@ class LandingReport:
         statuses = ("landed", "replaced", "unchanged", "redelivered", "kept")
         parts = [f"{s}={self.count(s)}" for s in statuses if self.count(s)]
         line = f"{self.source}: {len(self.days)} day file(s), {self.rows:,} rows ({', '.join(parts) or 'none'})"
+        if forgotten := sum(d.forgotten for d in self.days):
+            line += f"; {forgotten:,} rows of users forgotten on request left out"
         kept = [d for d in self.days if d.status == "kept"]
         line += "".join(f"\n  ds={d.ds} {d.file}: kept, {d.reason}" for d in kept)
         return line + (f"\n  {self.outside_message()}" if self.outside else "")
@@ -103,8 +113,14 @@ def _ledger(warehouse: Warehouse, ds: date) -> dict[str, dict[str, str]]:
     return read_json(path) if path.is_file() else {}
 
 
-def _record(warehouse: Warehouse, ds: date, filename: str, digest: str, by: str) -> None:
-    entry = {"sha256": digest, "by": by, "at": utc_now_iso()}
+def _record(
+    warehouse: Warehouse, ds: date, filename: str, digest: str, by: str, delivered_rows: int | None = None
+) -> None:
+    """Record who landed ``filename`` and its hash; ``delivered_rows`` when forgotten users' rows were left out of
+    it (ingest counts the difference as forgotten)."""
+    entry: dict[str, object] = {"sha256": digest, "by": by, "at": utc_now_iso()}
+    if delivered_rows is not None:
+        entry["delivered_rows"] = delivered_rows
     # locked: the nightly land task and a user's `nightrec land --file` may record files of one day at once
     update_json(warehouse.raw_ledger(ds), lambda ledger: {**(ledger or {}), filename: entry})
 
@@ -222,11 +238,15 @@ def replay(
     report = LandingReport(adapter.name, history=(adapter.history_start, adapter.history_end))
     report.outside = {str(d): int(n) for d, n in zip(*np.unique(days[outside], return_counts=True), strict=True)}
     filename = path.name
+    forgotten = Forgotten.of(warehouse)
+    names = adapter.header_of(next(csv.reader([header], delimiter=adapter.delimiter), []) if header else [])
     for ds in wanted:
         key = ds.isoformat()
         lo, hi = np.searchsorted(sorted_days, key, "left"), np.searchsorted(sorted_days, key, "right")
-        rows = body[order[lo:hi]]
-        content = ("" if header is None else header + "\n").encode("utf-8") + "".join(f"{r}\n" for r in rows).encode()
+        rows = filter_event_lines(list(body[order[lo:hi]]), names, adapter, forgotten)
+        content = ("" if header is None else header + "\n").encode("utf-8") + "".join(
+            f"{r}\n" for r in rows.content
+        ).encode()
         digest = hashlib.sha256(content).hexdigest()
         refused = _replayed_over(warehouse, ds, filename, digest)
         if refused is not None:
@@ -235,8 +255,8 @@ def replay(
             continue
         status = _deliver(warehouse.raw_day(ds), filename, content)
         if status != "unchanged" or filename not in _ledger(warehouse, ds):
-            _record(warehouse, ds, filename, digest, "replay")
-        report.days.append(DayLanding(ds, filename, int(hi - lo), status))
+            _record(warehouse, ds, filename, digest, "replay", int(hi - lo) if rows.removed else None)
+        report.days.append(DayLanding(ds, filename, int(hi - lo) - rows.removed, status, forgotten=rows.removed))
     _land_attributes(adapter, warehouse)
     return report
 
@@ -247,7 +267,10 @@ def _land_attributes(adapter: SourceAdapter, warehouse: Warehouse) -> None:
             continue
         if not attr.path.is_file():
             raise InputError(f"Attribute file of source '{adapter.name}' not found at {attr.path}")
-        _deliver(warehouse.raw_attributes(), attr.path.name, attr.path.read_bytes())
+        content = attr.path.read_bytes()
+        if attr is adapter.user_attributes:  # a forgotten user's attributes are not landed again
+            content = filter_attribute_file(content, attr.key, Forgotten.of(warehouse)).content
+        _deliver(warehouse.raw_attributes(), attr.path.name, content)
 
 
 def land_file(adapter: SourceAdapter, warehouse: Warehouse, ds: date, file: Path) -> DayLanding:
@@ -256,8 +279,13 @@ def land_file(adapter: SourceAdapter, warehouse: Warehouse, ds: date, file: Path
         raise InputError(f"Delivery {file} does not exist or is not a file")
     if not adapter.matches(file.name):
         raise InputError(f"{file.name} does not match source '{adapter.name}' file pattern {adapter.file_pattern!r}")
-    content = file.read_bytes()
+    delivered = file.read_bytes()
+    content, forgotten, _ = filter_event_file(delivered, adapter, Forgotten.of(warehouse))
     status = _deliver(warehouse.raw_day(ds), file.name, content)
-    _record(warehouse, ds, file.name, hashlib.sha256(content).hexdigest(), "delivery")
-    rows = count_data_rows(content, adapter.header) if adapter.file_format == "csv" else -1
-    return DayLanding(ds, file.name, rows, status)
+    if adapter.file_format == "csv":
+        rows = count_data_rows(content, adapter.header)
+    else:
+        rows = pq.ParquetFile(io.BytesIO(content)).metadata.num_rows if content else 0
+    digest = hashlib.sha256(content).hexdigest()
+    _record(warehouse, ds, file.name, digest, "delivery", rows + forgotten if forgotten else None)
+    return DayLanding(ds, file.name, rows, status, forgotten=forgotten)

@@ -153,9 +153,10 @@ def manifest_days(warehouse: Warehouse) -> list[date]:
 
 
 def accounted_rows(ingest: dict[str, Any]) -> int:
-    """The raw rows an ingest section accounts for: bronze + quarantined + re-delivered (docs/architecture.md, "Event
-    contract": every raw row is accounted for)."""
-    return ingest["bronze_rows"] + ingest["quarantined_rows"] + ingest["redelivered_rows"]
+    """The raw rows an ingest section accounts for: bronze + quarantined + re-delivered + forgotten on request
+    (docs/architecture.md, "Event contract": every raw row is accounted for)."""
+    kept = ingest["bronze_rows"] + ingest["quarantined_rows"] + ingest["redelivered_rows"]
+    return kept + ingest.get("forgotten_rows", 0)
 
 
 def reconciles(ingest: dict[str, Any]) -> bool:

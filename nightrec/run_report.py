@@ -235,7 +235,9 @@ def _ingest(s: dict[str, Any] | None) -> list[str]:
     verdict = "reconciled" if reconciles(s) else f"NOT RECONCILED ({accounted_rows(s)} accounted for)"
     lines = [
         f"{s['raw_rows']:,} raw rows = {s['bronze_rows']:,} bronze + {s['quarantined_rows']:,} quarantined + "
-        f"{s['redelivered_rows']:,} re-delivered: {verdict}"
+        f"{s['redelivered_rows']:,} re-delivered"
+        + (f" + {s['forgotten_rows']:,} forgotten on request" if s.get("forgotten_rows") else "")
+        + f": {verdict}"
     ]
     if s.get("quarantine_reasons"):
         reasons = sorted(s["quarantine_reasons"].items())

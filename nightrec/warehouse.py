@@ -66,6 +66,10 @@ class Warehouse:
     def run_manifest(self, ds: date) -> Path:
         return self.runs() / f"ds={ds.isoformat()}" / "manifest.json"
 
+    def forgotten_users(self) -> Path:
+        """The users forgotten on request, by key (nightrec/forget.py): later deliveries of them are not landed."""
+        return self.root / "_privacy" / "forgotten.json"
+
     def completeness(self, output: str) -> Path:
         """The "complete through D" marker of a published output (nightrec/completeness.py)."""
         return self.root / "_complete" / f"{output}.json"

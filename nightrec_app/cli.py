@@ -235,6 +235,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"{ds!s:<11} {ing['raw_rows']:>7} {ing['bronze_rows']:>7} {ing['quarantined_rows']:>6} "
             f"{ing['redelivered_rows']:>6} {'yes' if ok else 'NO':>3} {(seq or {}).get('users', '-'):>9}  "
             f"{quality_marks(st):<24}  {mark:<24}  {ing['quarantine_reasons'] or ''}"
+            + (f" forgotten on request: {ing['forgotten_rows']}" if ing.get("forgotten_rows") else "")
         )
     if missing:
         print(f"({missing} day(s) in [{start}, {end}] not ingested yet{'' if args.all else '; --all lists them'})")
@@ -292,6 +293,33 @@ def cmd_retention(args: argparse.Namespace) -> int:
         print(f"  {zone}: {len(names)}  " + ", ".join(names[:6]) + (" ..." if len(names) > 6 else ""))
     if not summary["paths"]:
         print("  nothing")
+    return 0
+
+
+def cmd_forget(args: argparse.Namespace) -> int:
+    from nightrec_app import tasks
+
+    ids = list(args.user or [])
+    if args.file:
+        path = Path(args.file)
+        if not path.is_file():
+            raise NightrecError(f"--file {path}: no such file (one user id per line)")
+        ids += [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    ctx = _context(args)
+    summary = tasks.forget_users(ctx, ids, dry_run=args.dry_run, check=False)
+    verb = "would remove (run again without --dry-run)" if args.dry_run else "removed"
+    print(f"forget {summary['users']} user(s) of {ctx.settings.source} in {ctx.warehouse.root}: {verb}")
+    for zone, rows in summary["removed"].items():
+        print(f"  {zone:<48} {rows:>8,} rows")
+    if not summary["removed"]:
+        print("  nothing")
+    if summary["not_found"]:
+        print(f"not found in any file or table: {', '.join(summary['not_found'])}")
+    if not args.dry_run:
+        print(f"recorded in {ctx.warehouse.forgotten_users()} (by key): later deliveries of them are left out")
+    if summary["unreconciled_days"]:
+        print(f"NOT RECONCILED after the removal: {', '.join(summary['unreconciled_days'])} (`nightrec status`)")
+        return 1
     return 0
 
 
@@ -700,6 +728,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--days", type=int, help="the horizon in days (default: retention.days of the profile)")
     p.add_argument("--apply", action="store_true", help="remove them (default: only list)")
     p.set_defaults(func=cmd_retention)
+
+    p = sub.add_parser(
+        "forget",
+        parents=[common],
+        help="remove users from every zone, the marts, Feast and the lists, and keep them out of later deliveries",
+        description="Right to be forgotten: rewrites the raw files without the users' rows (the landing ledger keeps "
+        "the rows delivered, so reconciliation still adds up), removes their rows from every Parquet table with a "
+        "user_id (bronze to the lists, segments and audiences), from the DuckDB marts and the Feast online store, and "
+        "records them by key so that no later landing brings them back and the next training is built without "
+        "them. Run between nightly runs; running it again removes nothing more. The forget_users DAG does the same "
+        'from Airflow: airflow dags trigger forget_users -c \'{"user_ids": ["U1", "U2"]}\'.',
+    )
+    p.add_argument("--user", action="append", metavar="ID", help="a user id (repeatable)")
+    p.add_argument("--file", help="a file of user ids, one per line")
+    p.add_argument("--dry-run", action="store_true", help="only count what would be removed")
+    p.set_defaults(func=cmd_forget)
 
     p = sub.add_parser("dbt", parents=[common], help="run dbt (default: build) on the duckdb or spark target")
     p.add_argument("--target", choices=["duckdb", "spark", "spark_thrift"], help="dbt target (default: the profile's)")

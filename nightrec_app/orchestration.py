@@ -19,6 +19,7 @@ from nightrec.config import PROJECT_ROOT, Settings
 from nightrec.warehouse import Warehouse
 
 NIGHTLY_DAG, BOOTSTRAP_DAG = "nightly", "bootstrap"  # the dag_ids of dags/nightly.py and dags/bootstrap.py
+FORGET_DAG = "forget_users"  # dags/forget_users.py
 
 # What a user's own DAG can be scheduled on (Airflow's data-aware scheduling): each is the outlet of the task that
 # publishes it, so an event means the night's marts, online features or lists are in place.
@@ -65,6 +66,15 @@ def record_failure(context: Any) -> None:
     ctx = tasks.context()
     tasks.record_failure(ctx.warehouse, run.dag_id, run.run_id, task_id, error, day.isoformat())
     tasks.alert_failure(ctx.settings, run.dag_id, run.run_id, task_id, error, day.isoformat())
+
+
+def alert_only(context: Any) -> None:
+    """The failure callback of a DAG that processes no day (forget_users): the notifiers hear of it, no run manifest
+    records it."""
+    from nightrec_app import tasks
+
+    run, task_id = context["dag_run"], context["ti"].task_id
+    tasks.alert_failure(tasks.context().settings, run.dag_id, run.run_id, task_id, context.get("exception"), None)
 
 
 def spark_job(settings: Settings, job: str, start: str, end: str) -> Any:

@@ -342,6 +342,22 @@ def apply_retention(ctx: RunContext) -> dict[str, Any]:
     return summary
 
 
+def forget_users(ctx: RunContext, user_ids: list[str], dry_run: bool = False, check: bool = True) -> dict[str, Any]:
+    """Remove the users from every zone (nightrec/forget.py) and say what went.
+
+    :param check: raise when a day's counts no longer reconcile afterwards (the DAG's task then fails, visibly);
+        the command prints them and exits non-zero instead.
+    """
+    from nightrec import forget
+
+    summary = forget.forget(ctx.settings, user_ids, dry_run=dry_run)
+    # the log and Airflow's XCom keep counts, never an id (not even one that was not found)
+    log.info(f"forget_users: {summary['users']} user(s), {len(summary['not_found'])} not found: {summary['removed']}")
+    if check and summary["unreconciled_days"]:
+        raise ReconciliationError(f"after forgetting, these days do not reconcile: {summary['unreconciled_days']}")
+    return summary
+
+
 def train_ranker(ctx: RunContext) -> dict[str, Any]:
     """After build_candidates: train the ranker of the published lists, judge every list (ranker, baselines, models)
     on the held-out window at both horizons, gate it and decide what the night publishes (recorded in the run

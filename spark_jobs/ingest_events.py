@@ -7,8 +7,9 @@ For each day D the job reads every file in ``raw/<source>/ds=D/`` and writes
 * ``bronze/quarantine/ds=D/``: every rejected raw row, verbatim, with its reason.
 
 A file whose bytes equal an earlier file of the same day is a re-delivery: its rows are counted, not ingested.
-The job then checks, per day, raw rows = bronze + quarantined + re-delivered (raw rows are counted from the
-file bytes on the driver, independently of Spark) and fails with ReconciliationError otherwise. The counts go
+The job then checks, per day, raw rows = bronze + quarantined + re-delivered + forgotten (raw rows are counted
+from the file bytes on the driver, independently of Spark, plus the rows of users forgotten since the file landed,
+which its landing ledger keeps: nightrec/forget.py) and fails with ReconciliationError otherwise. The counts go
 into each partition's _SUCCESS manifest and the day's run manifest.
 
     spark-submit spark_jobs/ingest_events.py --source tmall_brand --start 2014-04-15 --end 2014-08-16
@@ -223,8 +224,9 @@ def run(spark: SparkSession, settings: Settings, start: date, end: date) -> dict
     manifests: dict[date, dict[str, Any]] = {}
     for ds in days:
         day_files = [f for f in files if f.ds == ds]
-        raw_rows = sum(f.rows for f in day_files)
+        raw_rows = sum(f.delivered_rows for f in day_files)
         redelivered = sum(f.rows for f in day_files if f.redelivery_of)
+        forgotten = sum(f.forgotten for f in day_files)  # rows of users forgotten since delivery (nightrec/forget.py)
         bronze = counts.get((ds, None), 0)
         reasons = {r: n for (d, r), n in sorted(counts.items(), key=lambda kv: str(kv[0][1])) if d == ds and r}
         quarantined = sum(reasons.values())
@@ -237,12 +239,13 @@ def run(spark: SparkSession, settings: Settings, start: date, end: date) -> dict
             "bronze_rows": bronze,
             "quarantined_rows": quarantined,
             "redelivered_rows": redelivered,
+            "forgotten_rows": forgotten,
             "quarantine_reasons": reasons,
         }
-        if raw_rows != bronze + quarantined + redelivered:
+        if raw_rows != bronze + quarantined + redelivered + forgotten:
             raise ReconciliationError(
                 f"{adapter.name} ds={ds}: raw rows {raw_rows} != bronze {bronze} + quarantined {quarantined} + "
-                f"re-delivered {redelivered}; nothing was published. Files: {manifest['files']}"
+                f"re-delivered {redelivered} + forgotten {forgotten}; nothing was published. Files: {manifest['files']}"
             )
         manifests[ds] = manifest
 
@@ -253,12 +256,14 @@ def run(spark: SparkSession, settings: Settings, start: date, end: date) -> dict
         update_run_manifest(warehouse, ds, JOB, {**m, "seconds": round(elapsed, 2)})
     tot = {
         k: sum(m[k] for m in manifests.values())
-        for k in ("raw_rows", "bronze_rows", "quarantined_rows", "redelivered_rows")
+        for k in ("raw_rows", "bronze_rows", "quarantined_rows", "redelivered_rows", "forgotten_rows")
     }
     log(
         JOB,
         f"done in {elapsed:.1f}s: raw {tot['raw_rows']:,} = bronze {tot['bronze_rows']:,} + quarantined "
-        f"{tot['quarantined_rows']:,} + re-delivered {tot['redelivered_rows']:,} over {len(days)} day(s)",
+        f"{tot['quarantined_rows']:,} + re-delivered {tot['redelivered_rows']:,}"
+        + (f" + forgotten {tot['forgotten_rows']:,}" if tot["forgotten_rows"] else "")
+        + f" over {len(days)} day(s)",
     )
     return manifests
 

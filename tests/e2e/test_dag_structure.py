@@ -41,7 +41,7 @@ def dagbag(tmp_path_factory):
 
 def test_dag_files_import_without_errors(dagbag):
     assert dagbag.import_errors == {}
-    assert set(dagbag.dags) == {"nightly", "bootstrap"}
+    assert set(dagbag.dags) == {"nightly", "bootstrap", "forget_users"}
 
 
 def test_nightly_runs_land_ingest_sequences_dbt_publish_record_on_one_day_intervals(dagbag, tmall):
@@ -141,6 +141,21 @@ def test_bootstrap_takes_a_range_as_params(dagbag, tmall):
     assert dag.params["end"] == tmall.nightly_start.isoformat()
 
 
+def test_forget_users_is_triggered_with_a_list_of_ids_and_runs_one_task(dagbag):
+    """Never scheduled; its one task takes the ids from the trigger's conf (the e2e test runs it on real users)."""
+    from airflow.sdk.exceptions import ParamValidationError
+
+    dag = dagbag.dags["forget_users"]
+    assert type(dag.timetable).__name__ == "NullTimetable" and dag.max_active_runs == 1
+    assert dag.task_ids == ["forget_users"]
+    ids, dry_run = dag.params.get_param("user_ids"), dag.params.get_param("dry_run")
+    assert ids.value == [] and dry_run.value is False
+    assert ids.schema["minItems"] == 1  # a trigger without ids is refused by Airflow
+    with pytest.raises(ParamValidationError, match="should be non-empty"):
+        ids.resolve([])
+    assert ids.resolve(["10000250"]) == ["10000250"]
+
+
 def test_the_published_marts_features_and_lists_are_assets_a_dag_can_be_scheduled_on(dagbag, tmall):
     """publish_marts, feast_materialize, publish_topk and publish_segments declare the warehouse paths they publish as
     Airflow Assets (the bootstrap DAG publishes the first two as well); the e2e run checks that Airflow recorded their
@@ -193,6 +208,7 @@ def test_dag_files_parse_without_heavy_imports():
     code = (
         "import sys, runpy;"
         "runpy.run_path('dags/nightly.py'); runpy.run_path('dags/bootstrap.py');"
+        "runpy.run_path('dags/forget_users.py');"
         "heavy = ('pyspark', 'pandas', 'torch', 'great_expectations', 'feast', 'spark_jobs', 'nightrec.landing');"
         "heavy = [m for m in heavy if m in sys.modules];"
         "print(heavy)"

@@ -23,6 +23,7 @@ from nightrec.completeness import OUTPUTS, complete_through
 from nightrec.config import PROJECT_ROOT, load_settings
 from nightrec.faults import KILL_AT_COMMIT
 from nightrec.marts_publish import split_queries
+from nightrec.run_manifest import manifest_days, reconciles
 from nightrec.storage import SUCCESS_FILE
 from nightrec.warehouse import Warehouse
 from tests.conftest import corrupt_real_rows, killed_then_retried, raw_tmall, read_table
@@ -842,3 +843,117 @@ def test_retention_on_the_nights_outputs_keeps_what_is_served_and_what_the_next_
     assert visible(kept.segments("centroids")) == [f"ds={n}" for n in NIGHTS]  # the next lists read night - 2
     assert visible(kept.runs()) == [f"ds={NIGHTS[-1]}"]  # the bootstrap's days and night one's went
     assert not list(copy.rglob(".retired-*"))
+
+
+def _rows_of(warehouse: Path, user: str) -> dict[str, int]:
+    """Every row of ``user`` anywhere: each Parquet file with a user_id (raw aside), each DuckDB table with one, and
+    each raw delivery's records whose user column is theirs."""
+    import csv
+
+    import duckdb
+
+    found: dict[str, int] = {}
+    for path in warehouse.rglob("*.parquet"):
+        if "raw" in path.relative_to(warehouse).parts[:1] or any(p.startswith(".") for p in path.parts):
+            continue
+        table = pq.read_table(path)
+        if "user_id" in table.column_names:
+            n = sum(str(u).strip() == user for u in table.column("user_id").to_pylist())
+            if n:
+                found[str(path.relative_to(warehouse))] = n
+    # the dbt target's tables (its views read bronze by the absolute path of the warehouse dbt ran in: the Parquet
+    # files above) and the analysts' views over this warehouse's files
+    for db, kinds in (
+        (warehouse / "marts" / "duckdb" / "nightrec.duckdb", "('BASE TABLE')"),
+        (warehouse / "analytics" / "nightrec.duckdb", "('BASE TABLE', 'VIEW')"),
+    ):
+        with duckdb.connect(str(db), read_only=True) as con:
+            tables = con.sql(
+                "select c.table_schema, c.table_name from information_schema.columns c join information_schema.tables"
+                " t using (table_schema, table_name) where c.column_name = 'user_id' and t.table_type in " + kinds
+            )
+            for schema, name in tables.fetchall():
+                (n,) = con.execute(
+                    f'select count(*) from "{schema}"."{name}" where user_id::varchar = ?', [user]
+                ).fetchone()
+                if n:
+                    found[f"{db.parent.name}:{schema}.{name}"] = n
+    for path in warehouse.glob("raw/*/ds=*/*.csv"):
+        with path.open(newline="") as fh:
+            n = sum(1 for row in csv.reader(fh) if row and row[0].strip() == user)  # Tmall: user_id first
+        if n:
+            found[str(path.relative_to(warehouse))] = n
+    return found
+
+
+def test_a_forgotten_user_is_gone_from_every_zone_the_marts_and_the_online_store_and_stays_gone(
+    airflow_run, tmall, tmp_path
+):
+    """The forget_users DAG, triggered with a real user who is in the served lists, a segment, an audience and the
+    online store: afterwards no file, table or lookup returns them; every day's counts still reconcile (the rows
+    are counted as forgotten); the replayed history lands without them; a second request removes nothing; and
+    nobody else lost a row."""
+    import duckdb
+
+    from nightrec import feature_store
+    from nightrec.marts_publish import build_analyst_db
+    from tests.conftest import make_settings
+
+    warehouse, home = tmp_path / "warehouse", tmp_path / "airflow"
+    shutil.copytree(airflow_run[0], warehouse, symlinks=True)
+    shutil.copytree(airflow_run[1], home, symlinks=True)
+    settings = make_settings(warehouse)
+    build_analyst_db(settings)  # its views name the files of the warehouse they were made for: this copy's
+    wh = Warehouse.of(settings)
+    seg = f"read_parquet('{wh.segments('audiences')}/*/*.parquet')"
+    served = f"read_parquet('{wh.serving_topk() / 'current'}/*.parquet')"
+    member = f"read_parquet('{wh.segments('membership')}/*/*.parquet')"
+    user = duckdb.sql(
+        f"select min(user_id) from {served} where user_id in (select user_id from {seg}) "
+        f"and user_id in (select user_id from {member})"
+    ).fetchall()[0][0]
+    other = duckdb.sql(f"select max(user_id) from {served}").fetchall()[0][0]
+    before = _rows_of(warehouse, user)
+    assert {"bronze", "silver", "serving", "segments", "marts", "raw"} <= {k.split("/")[0] for k in before}, before
+    bronze_before = read_table(wh.bronze_events())
+    lookup = [{"user_id": user, "item_id": ""}, {"user_id": other, "item_id": ""}]
+    online_before = feature_store.online_features(settings, lookup, "topk")["user_topk__topk_item_ids"]
+    assert online_before[0] is not None
+
+    proc = nightrec(
+        ["airflow", "dags", "test", "forget_users", "-c", json.dumps({"user_ids": [user]})], warehouse, home
+    )
+    assert "[DAG TEST] end task task_id=forget_users" in proc.stdout + proc.stderr
+    assert "state=success" in proc.stdout + proc.stderr
+
+    assert _rows_of(warehouse, user) == {}
+    bronze_after = read_table(wh.bronze_events())
+    assert len(bronze_before) - len(bronze_after) == (bronze_before["user_id"] == user).sum() > 0
+    assert bronze_after.equals(bronze_before[bronze_before["user_id"] != user].reset_index(drop=True))
+    for service, feature in (
+        ("serving", "user_features__n_events_90d"),
+        ("topk", "user_topk__topk_item_ids"),
+        ("segments", "user_segments__segment_id"),
+    ):
+        values = feature_store.online_features(settings, lookup, service)[feature]
+        assert values[0] is None, (service, values)
+    assert feature_store.online_features(settings, lookup, "topk")["user_topk__topk_item_ids"][1] == online_before[1]
+
+    forgotten = {}
+    for ds in manifest_days(wh):
+        ingest = json.loads(wh.run_manifest(ds).read_text())["stages"].get("ingest_events")
+        if ingest:
+            assert reconciles(ingest), (ds, ingest)
+            forgotten[ds] = ingest.get("forgotten_rows", 0)
+    assert sum(forgotten.values()) == sum(n for k, n in before.items() if k.startswith("raw/")) > 0
+    status = nightrec(["status", "--all"], warehouse, home).stdout
+    assert "forgotten on request" in status and " NO " not in status
+
+    raw_before = {p: p.read_bytes() for p in wh.raw().glob("ds=*/*.csv")}
+    landed = nightrec(["land"], warehouse, home).stdout  # the whole bundled history replayed: they stay out
+    assert f"{sum(forgotten.values()):,} rows of users forgotten on request left out" in landed
+    assert {p: p.read_bytes() for p in wh.raw().glob("ds=*/*.csv")} == raw_before
+
+    again = nightrec(["forget", "--user", user], warehouse, home).stdout
+    assert "  nothing" in again and f"not found in any file or table: {user}" in again
+    assert user not in (warehouse / "_privacy" / "forgotten.json").read_text()  # kept by key, never in clear

@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from nightrec import feature_store
+from nightrec import feature_store, forget
 from nightrec.config import PROJECT_ROOT
 from nightrec.errors import InputError
 from tests.conftest import free_port, serving
@@ -153,6 +153,18 @@ def test_redis_online_store_serves_the_same_values(applied, marts, redis_server,
     users = marts["user_features"][marts["user_features"]["ds"] == date(2014, 8, 15)]["user_id"].head(10)
     rows = [{"user_id": u, "item_id": "4"} for u in users] + [{"user_id": "nobody", "item_id": "nothing"}]
     assert feature_store.online_features(redis_settings, rows) == feature_store.online_features(settings, rows)
+
+    # a forgotten user's key goes from Redis (#26: `nightrec forget`): their lookups come back empty, no one else's
+    before = feature_store.online_features(redis_settings, rows)
+    assert forget.forget_online(redis_settings, [users.iloc[0]], dry_run=True) == 1
+    assert forget.forget_online(redis_settings, [users.iloc[0]], dry_run=False) == 1
+    after = feature_store.online_features(redis_settings, rows)
+    for name, values in after.items():
+        if name.startswith(("user_features__", "user_sequence__")):
+            assert values[0] is None and values[1:] == before[name][1:], name
+        else:  # the item's features stay
+            assert values == before[name], name
+    assert forget.forget_online(redis_settings, [users.iloc[0]], dry_run=False) == 0
 
 
 def test_one_pass_redis_store_answers_exactly_as_feasts_redis_store_with_fewer_reads(

@@ -22,6 +22,10 @@ from nightrec_app import cli
         (["bootstrap", "--start", "2014-08-14"], "bootstrap range is empty: --start 2014-08-14 and no --end"),
         (["bootstrap", "--start", "2014-05-02", "--end", "2014-05-01"], "--end is inclusive and must be on or after"),
         (["bootstrap", "--start", "2014-04-01", "--end", "2014-04-20"], "leaves tmall_brand's history [2014-04-15"),
+        # forgetting nobody, or ids from a file that is not there (#26)
+        (["forget"], "No user id to forget: give --user ID"),
+        (["forget", "--user", " "], "No user id to forget"),
+        (["forget", "--file", "no/such/ids.txt"], "--file no/such/ids.txt: no such file"),
     ],
 )
 def test_a_day_or_range_the_dags_would_not_process_is_refused(args, message, tmp_path: Path, monkeypatch, capsys):
