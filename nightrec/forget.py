@@ -9,6 +9,7 @@
                                           embeddings, segments and audiences
     every DuckDB table with a user_id     the dbt target's database and any table of the analysts' database
     Feast's online store                  every entity key of the user (SQLite or Redis)
+    the run report's pages                drawn again (a night's page shows a few example users)
 
 and records the user's *key* (a SHA-256 of the source and the id: the record names nobody in clear) in
 ``_privacy/forgotten.json``. Landing reads that list: a replay or a delivery landed later never brings the user
@@ -298,6 +299,11 @@ def forget(settings: Settings, user_ids: Iterable[str], dry_run: bool = False) -
     if online:
         removed.rows["feast online store"] = online
     unreconciled = [] if dry_run else _recount_ingest(adapter, wh)
+    if not dry_run and removed.rows and wh.run_pages().is_dir():
+        from nightrec.run_manifest import manifest_days
+        from nightrec.run_report import write_html
+
+        write_html(wh, manifest_days(wh))  # a night's page shows a few users' histories: drawn again without them
     summary: dict[str, Any] = {
         "users": len(ids),
         "dry_run": dry_run,

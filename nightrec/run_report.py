@@ -52,16 +52,22 @@ def write_html(warehouse: Warehouse, days: list[date]) -> Path:
 
     Each file is replaced atomically, so a reader sees a whole page, old or new.
     """
+    from nightrec.adapters import load_adapter
+    from nightrec.report_charts import charts_html, is_night
+
     root = warehouse.run_pages()
     docs = {ds: read_run_manifest(warehouse, ds) for ds in manifest_days(warehouse)}
+    levels = load_adapter(warehouse.source).levels
     for ds in days:
-        if docs.get(ds) is not None:
-            write_text_atomic(root / f"ds={ds.isoformat()}.html", render_html(docs[ds]))
+        doc = docs.get(ds)
+        if doc is not None:  # a night's page gets the charts (nightrec/report_charts.py); a bootstrap day's does not
+            charts = charts_html(warehouse, levels, ds, docs) if is_night(doc) else ""
+            write_text_atomic(root / f"ds={ds.isoformat()}.html", render_html(doc, charts))
     write_text_atomic(root / "index.html", render_index([d for d in docs.values() if d is not None]))
     return root / "index.html"
 
 
-def render_html(doc: dict[str, Any]) -> str:
+def render_html(doc: dict[str, Any], charts: str = "") -> str:
     rows = "\n".join(
         f"<tr><th>{html.escape(title)}</th><td>{'<br>'.join(html.escape(line) for line in section)}</td></tr>"
         for title, section in _sections(doc)
@@ -69,7 +75,7 @@ def render_html(doc: dict[str, Any]) -> str:
     body = (
         f"<h1>{html.escape(_header(doc))}</h1>\n<table>\n{rows}\n</table>\n"
         '<p><a href="index.html">every day</a> · <a href="../gx/index.html">Data Docs</a> · '
-        '<a href="../dbt/index.html">dbt docs</a></p>'
+        '<a href="../dbt/index.html">dbt docs</a></p>\n' + charts
     )
     return _page(f"nightrec run {doc.get('ds')}", body)
 
@@ -108,6 +114,7 @@ def _page(title: str, body: str) -> str:
     style = (
         "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
         "th,td{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top;font-size:14px}"
+        ".charts{display:flex;flex-wrap:wrap;gap:1em}figure{margin:0}figcaption{font-size:14px;font-weight:bold}"
     )
     return (
         f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'

@@ -404,6 +404,11 @@ def test_the_run_report_reads_each_stage_back_from_the_manifest(airflow_run, tma
         assert f"{name:<10} {model['metric']}" in last_night
     assert f"publishes {ranked['lists']['lists']}" in last_night
     assert f"{counts['rows']:,} rows for {counts['users']:,} users" in last_night
+    # the night's charts (static SVG) and example users (nightrec/report_charts.py); a bootstrap day has none
+    assert last_night.count("<svg") >= 5 and "not drawn" not in last_night, last_night[-3000:]
+    for caption in ("Recall@20 of every list", "Level funnel", "Item exposure", "Segment sizes", "Example users"):
+        assert caption in last_night
+    assert "<svg" not in (pages / f"ds={boot_day}.html").read_text()
 
 
 def test_the_dag_materializes_features_for_online_lookups(airflow_run, tmall):
@@ -886,6 +891,17 @@ def _rows_of(warehouse: Path, user: str) -> dict[str, int]:
     return found
 
 
+def _forgotten_rows(wh: Warehouse) -> dict[date, int]:
+    """Each ingested day's rows forgotten on request, checking that every day still reconciles."""
+    forgotten = {}
+    for ds in manifest_days(wh):
+        ingest = json.loads(wh.run_manifest(ds).read_text())["stages"].get("ingest_events")
+        if ingest:
+            assert reconciles(ingest), (ds, ingest)
+            forgotten[ds] = ingest.get("forgotten_rows", 0)
+    return forgotten
+
+
 def test_a_forgotten_user_is_gone_from_every_zone_the_marts_and_the_online_store_and_stays_gone(
     airflow_run, tmall, tmp_path
 ):
@@ -916,6 +932,7 @@ def test_a_forgotten_user_is_gone_from_every_zone_the_marts_and_the_online_store
     before = _rows_of(warehouse, user)
     assert {"bronze", "silver", "serving", "segments", "marts", "raw"} <= {k.split("/")[0] for k in before}, before
     bronze_before = read_table(wh.bronze_events())
+    forgotten_before = _forgotten_rows(wh)
     lookup = [{"user_id": user, "item_id": ""}, {"user_id": other, "item_id": ""}]
     online_before = feature_store.online_features(settings, lookup, "topk")["user_topk__topk_item_ids"]
     assert online_before[0] is not None
@@ -939,13 +956,10 @@ def test_a_forgotten_user_is_gone_from_every_zone_the_marts_and_the_online_store
         assert values[0] is None, (service, values)
     assert feature_store.online_features(settings, lookup, "topk")["user_topk__topk_item_ids"][1] == online_before[1]
 
-    forgotten = {}
-    for ds in manifest_days(wh):
-        ingest = json.loads(wh.run_manifest(ds).read_text())["stages"].get("ingest_events")
-        if ingest:
-            assert reconciles(ingest), (ds, ingest)
-            forgotten[ds] = ingest.get("forgotten_rows", 0)
-    assert sum(forgotten.values()) == sum(n for k, n in before.items() if k.startswith("raw/")) > 0
+    forgotten = _forgotten_rows(wh)
+    assert sum(forgotten.values()) - sum(forgotten_before.values()) == sum(
+        n for k, n in before.items() if k.startswith("raw/")
+    )
     status = nightrec(["status", "--all"], warehouse, home).stdout
     assert "forgotten on request" in status and " NO " not in status
 
@@ -957,3 +971,5 @@ def test_a_forgotten_user_is_gone_from_every_zone_the_marts_and_the_online_store
     again = nightrec(["forget", "--user", user], warehouse, home).stdout
     assert "  nothing" in again and f"not found in any file or table: {user}" in again
     assert user not in (warehouse / "_privacy" / "forgotten.json").read_text()  # kept by key, never in clear
+    pages = list((warehouse / "docs" / "runs").glob("*.html"))  # drawn again: a night shows a few users' histories
+    assert pages and not [p.name for p in pages if f"<td>{user}</td>" in p.read_text()]
