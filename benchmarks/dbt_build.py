@@ -19,6 +19,7 @@ from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
+from _figures import record_figure
 from _scratch import scratch_warehouse  # benchmarks/ is on sys.path when a script here runs
 
 from nightrec.adapters import load_adapter
@@ -72,6 +73,9 @@ def main() -> None:
     print(f"{'factor':>6} {'events':>12} {'target':>7} {'dbt build s':>12}")
     for factor, n, target, secs in rows:
         print(f"{factor:>6} {n:>12,} {target:>7} {secs:>12.1f}")
+        record_figure(
+            "dbt", f"dbt build, {target} target", round(secs, 1), "s", f"{adapter.name} x{factor}, {n:,} events"
+        )
     shutil.rmtree(args.workdir, ignore_errors=True)
 
 

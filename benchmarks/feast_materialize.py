@@ -26,6 +26,7 @@ from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
+from _figures import record_figure  # benchmarks/ is on sys.path when a script here runs
 from feast_serving import _free_port  # benchmarks/ is on sys.path when a script here runs
 
 from nightrec.config import PROJECT_ROOT, load_settings
@@ -144,6 +145,9 @@ def main() -> None:
             f"{r['seconds']:.1f} | "
             f"{r['rows'] / r['seconds']:,.0f} | {r['peak_rss_mib']:,.0f} |"
         )
+        data = f"the marts of {args.warehouse.name} x{factor}, {r['rows']:,} feature rows"
+        record_figure("feast_materialize", f"materialize, {store}", round(r["rows"] / r["seconds"]), "rows/s", data)
+        record_figure("feast_materialize", f"materialize peak RSS, {store}", round(r["peak_rss_mib"]), "MiB", data)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pandas as pd
+from _figures import record_figure  # benchmarks/ is on sys.path when a script here runs
 
 from nightrec import feature_store
 from nightrec.adapters import load_adapter
@@ -196,6 +197,19 @@ def main() -> None:
         cells = [f"{p50:.2f}/{p99:.2f}" for p50, p99 in (sdk1, sdk100, rank100)]
         cells.append(f"{http1[0]:.2f}/{http1[1]:.2f}" if http1 else "-")
         print(f"| {store} | {rows} | {seconds} | {rate} | {' | '.join(cells)} |")
+        data = f"{adapter.name} marts of {base.warehouse_root.name}, {rows} feature rows"
+        if rate != "-":
+            record_figure("feast", f"materialize, {store}", float(rate.replace(",", "")), "rows/s", data)
+        for name, latency in (
+            ("SDK 1 entity", sdk1),
+            ("SDK 100 entities", sdk100),
+            ("SDK 1 user x 100 items", rank100),
+            ("HTTP 1 entity", http1),
+        ):
+            if latency:
+                record_figure(
+                    "feast", f"lookup p50, {store}, {name}", round(latency[0], 2), "ms", data, p99=round(latency[1], 2)
+                )
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from _figures import record_figure  # benchmarks/ is on sys.path when a script here runs
 
 from nightrec.config import PROJECT_ROOT, load_settings
 
@@ -95,6 +96,10 @@ def main() -> None:
             print(
                 f"{name}: {len(frame):,} rows, {keys:,} distinct keys; per row {row:.1f}s, per key {key:.1f}s "
                 f"(including encoding and writing the files), {row / key:.1f}x"
+            )
+            data = f"{settings.source} {name}, {len(frame):,} rows, {keys:,} distinct keys"
+            record_figure(
+                "feature_fetch", f"{name}: one Feast row per key", round(key, 1), "s", data, per_row_s=round(row, 1)
             )
 
 

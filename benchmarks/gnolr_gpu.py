@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _figures import record_figure  # benchmarks/ is on sys.path when a script here runs
 
 from training import ordinal, trainer
 from training.data import Batch
@@ -90,6 +91,8 @@ def main() -> None:
         if name == "cuda":
             label += f" ({torch.cuda.get_device_name(0)})"
         print(f"GNOLR training on {label}: {result.train_samples_per_s:,.0f} samples/s", flush=True)
+        data = f"synthetic Tmall-shaped batches, {args.rows:,} rows x {args.epochs} epochs"
+        record_figure("training", f"GNOLR training on {label}", round(result.train_samples_per_s), "samples/s", data)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
+from _figures import record_figure
 from _scratch import scratch_warehouse  # benchmarks/ is on sys.path when a script here runs
 
 from nightrec.adapters import load_adapter
@@ -75,6 +76,10 @@ def main() -> None:
             f"{factor:>6} {n:>12,} {tl:>7.1f} {ti:>9.1f} {ts:>7.1f} {n / ti:>12,.0f} {n / ts:>10,.0f} "
             f"{n / (ti + ts):>16,.0f}"
         )
+        data = f"{adapter.name} x{factor}, {n:,} events"
+        record_figure("ingest", "land (replay)", round(tl, 1), "s", data)
+        record_figure("ingest", "ingest events/s", round(n / ti), "events/s", data, seconds=round(ti, 1))
+        record_figure("ingest", "sequences events/s", round(n / ts), "events/s", data, seconds=round(ts, 1))
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pandas as pd
+from _figures import record_figure  # benchmarks/ is on sys.path when a script here runs
 
 from nightrec.adapters import load_adapter
 from nightrec.audiences import feature_matrix, population
@@ -292,6 +293,15 @@ def main(argv: list[str] | None = None) -> int:
         every = [x for kind in kinds for x in per_kind[kind]]
         cells = "  ".join(f"{kind} {np.mean(per_kind[kind]):.2f}x" for kind in kinds)
         print(f"  {method:<38} {cells}  all {np.mean(every):.2f}x (lowest seed {min(every):.2f}x)")
+        data = f"{adapter.name}, {len(frame):,} consumers on {day}, {len(seed_list)} seeds"
+        record_figure(
+            "lookalike",
+            f"lift at {share:.0%} of the population, {method}",
+            round(float(np.mean(every)), 2),
+            "x random",
+            data,
+            lowest=round(min(every), 2),
+        )
     print(f"done in {time.time() - t0:.1f}s")
     return 0
 

@@ -26,6 +26,7 @@ from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
 
+from _figures import record_figure
 from _scratch import scratch_warehouse  # benchmarks/ is on sys.path when a script here runs
 
 from nightrec.adapters import load_adapter
@@ -120,6 +121,11 @@ def main() -> None:
             f"{cosine:>8} {t_job:>6.1f} {seg['k']:>2} {seg['clustering']:>10} {seg['silhouette']:>6.3f} "
             f"{fresh:>6.3f} {number(seg['ari']):>6}"
         )
+        data = f"{adapter.name} x{factor}, {enc['consumers']:,} consumers, night {night}"
+        record_figure("segments", "consumer encoder", round(t_enc, 1), "s", data)
+        record_figure("segments", "segments job", round(t_job, 1), "s", data, k=seg["k"], silhouette=seg["silhouette"])
+        if seg["ari"] is not None:
+            record_figure("segments", "stability (ARI with the night before)", round(seg["ari"], 3), "ARI", data)
 
 
 def number(value: float | None) -> str:

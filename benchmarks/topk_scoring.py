@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from _figures import record_figure  # benchmarks/ is on sys.path when a script here runs
 
 from nightrec.config import PROJECT_ROOT, load_settings
 from nightrec.scoring import top_k
@@ -137,6 +138,16 @@ def main() -> None:
         print(
             f"| {n_users:,} x {n_items:,} | {sample:,} | {per['numpy limit'] / 1e6:,.1f} | "
             f"{per['numpy top_k'] / 1e6:,.1f} | {per['spark'] / 1e6:,.1f} | {per['spark'] / per['numpy limit']:.0%} |"
+        )
+        data = f"synthetic {n_users:,} users x {n_items:,} items, dim {args.dim}, k {args.k}"
+        for name, label in (
+            ("numpy limit", "NumPy limit"),
+            ("numpy top_k", "NumPy top_k kernel"),
+            ("spark", "Spark job"),
+        ):
+            record_figure("topk_scoring", f"{label} scores/s", round(per[name]), "scores/s", data)
+        record_figure(
+            "topk_scoring", "Spark job / NumPy limit", round(per["spark"] / per["numpy limit"], 3), "ratio", data
         )
 
 

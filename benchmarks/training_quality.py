@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from _figures import record_figure  # benchmarks/ is on sys.path when a script here runs
 
 from nightrec import ranking
 from nightrec.adapters import load_adapter
@@ -305,6 +306,17 @@ def print_report(
             out["table"].setdefault(name, {})[horizon] = frame[list(LIST_KEYS)].mean().to_dict()
             cells = [f"{frame[k].mean():.4f} ({frame[k].std(ddof=0):.4f})" for k in LIST_KEYS]
             print(f"| {name} | " + " | ".join(cells) + " |")
+            data = f"{settings.source} through {last_day}, next {horizon} ({users:,} buyers), seeds {seeds}"
+            for k in ("recall@20", "ndcg@20"):
+                if k in LIST_KEYS:
+                    record_figure(
+                        "quality",
+                        f"{name} {k}",
+                        round(float(frame[k].mean()), 4),
+                        k,
+                        data,
+                        std=float(frame[k].std(ddof=0)),
+                    )
     rng = np.random.default_rng(0)
     for horizon in ranker.HORIZONS:
         keys = judged[0].per_user["ranker"][horizon]["keys"]
@@ -339,6 +351,18 @@ def print_report(
                     "high": float(np.percentile(samples, 97.5)),
                 }
                 print(f"  {label:<40} {metric}@20: {diff.mean():+.4f} {_ci(samples)}")
+                if name == "published" and other == best:
+                    data = f"{settings.source} through {last_day}, next {horizon}, seeds {seeds}"
+                    interval = out["differences"][horizon][f"{label} {metric}@20"]
+                    record_figure(
+                        "quality",
+                        f"{label} {metric}@20",
+                        round(interval["mean"], 4),
+                        "difference",
+                        data,
+                        low=interval["low"],
+                        high=interval["high"],
+                    )
     decisions = [e["decision"]["lists"] for e in extras]
     print(
         f"\nPublished per seed (the night's rule: the ranker if it beats the best baseline's NDCG@20, 30 days): "
