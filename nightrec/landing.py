@@ -284,8 +284,8 @@ def land_file(adapter: SourceAdapter, warehouse: Warehouse, ds: date, file: Path
     status = _deliver(warehouse.raw_day(ds), file.name, content)
     if adapter.file_format == "csv":
         rows = count_data_rows(content, adapter.header)
-    else:
-        rows = pq.ParquetFile(io.BytesIO(content)).metadata.num_rows if content else 0
+    else:  # counted by ingest (an unreadable file is its to report), unless rows were left out here
+        rows = pq.ParquetFile(io.BytesIO(content)).metadata.num_rows if forgotten else -1
     digest = hashlib.sha256(content).hexdigest()
     _record(warehouse, ds, file.name, digest, "delivery", rows + forgotten if forgotten else None)
     return DayLanding(ds, file.name, rows, status, forgotten=forgotten)
