@@ -337,13 +337,18 @@ class AirflowSettings:
 
     :param home: AIRFLOW_HOME (SQLite metadata DB and logs by default).
     :param spark_conn_id: the Airflow connection SparkSubmitOperator uses; it is generated from ``spark.master``.
-    :param sql_alchemy_conn: metadata DB URL; empty means SQLite under ``home``.
+    :param sql_alchemy_conn: metadata DB URL without a password; empty means SQLite under ``home``. A URL with
+        credentials is a secret: the deployment sets Airflow's own ``AIRFLOW__DATABASE__SQL_ALCHEMY_CONN``, which
+        wins over this (nightrec_app/airflow_env.py), and no profile in the repository holds one.
+    :param executor: Airflow's executor (``LocalExecutor`` with a real scheduler on Postgres); empty leaves
+        Airflow's default.
     :param task_retries: retries per task (0 locally so a failure shows at once; more on a cluster).
     """
 
     home: Path
     spark_conn_id: str = "nightrec_spark"
     sql_alchemy_conn: str = ""
+    executor: str = ""
     task_retries: int = 0
 
 

@@ -36,7 +36,10 @@ def airflow_environment(settings: Settings, base: dict[str, str] | None = None) 
             "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "120",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": settings.airflow.sql_alchemy_conn or f"sqlite:///{home}/airflow.db",
+            # the deployment's own URL (it holds the password: environment only) wins over the profile's
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN")
+            or settings.airflow.sql_alchemy_conn
+            or f"sqlite:///{home}/airflow.db",
             "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
             f"AIRFLOW_CONN_{settings.airflow.spark_conn_id.upper()}": json.dumps(conn),
             # Spark binds the loopback interface and runs this virtual environment's Python on both sides.
@@ -47,6 +50,8 @@ def airflow_environment(settings: Settings, base: dict[str, str] | None = None) 
             **settings.environment(),  # the tasks and spark-submit load the same settings
         }
     )
+    if settings.airflow.executor:
+        env["AIRFLOW__CORE__EXECUTOR"] = settings.airflow.executor
     return env
 
 

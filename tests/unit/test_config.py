@@ -22,8 +22,22 @@ def test_cluster_profile_changes_only_configuration():
     s = load_settings("cluster", env={})
     assert s.spark.master.startswith("spark://")
     assert s.dbt_target == "spark"
-    assert s.airflow.sql_alchemy_conn.startswith("postgresql")
+    assert s.airflow.executor == "LocalExecutor" and s.airflow.sql_alchemy_conn == ""  # the URL holds a password
     assert s.spark.all_conf()["spark.executor.memory"] == "8g"
+
+
+def test_the_metadata_database_url_comes_from_the_environment_and_no_profile_holds_a_password(tmp_path: Path):
+    from nightrec_app.airflow_env import airflow_environment
+
+    url = "postgresql+psycopg://airflow:s3cret@db.internal:5432/airflow"
+    s = load_settings("cluster", env={})
+    env = airflow_environment(s, base={"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": url})
+    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == url and env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
+    local = airflow_environment(load_settings("local", env={"NIGHTREC_AIRFLOW_HOME": str(tmp_path)}), base={})
+    assert local["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == f"sqlite:///{tmp_path}/airflow.db"
+    assert "AIRFLOW__CORE__EXECUTOR" not in local
+    for profile in (PROJECT_ROOT / "conf" / "profiles").glob("*.yaml"):
+        assert not re.search(r"://[^/\s:@]+:[^/\s@]+@", profile.read_text()), f"{profile.name} holds credentials"
 
 
 def test_environment_overrides_single_values(tmp_path: Path):
