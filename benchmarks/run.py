@@ -8,6 +8,7 @@ A benchmark that fails is reported with the end of its output, the others still 
     python benchmarks/run.py ingest dbt topk_scoring training        # a subset
     python benchmarks/run.py --warehouse warehouse --json benchmarks/results.json   # all (hours on 2 cores)
     python benchmarks/run.py training topk_scoring --quick           # small sizes: a check that they run
+    python benchmarks/run.py nightly_stages --with "nightly_stages=--factors 1,10 --profile smoke"
 
 Benchmarks that read a built warehouse (`make demo` builds ./warehouse) take it from --warehouse.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -104,9 +106,12 @@ BENCHMARKS: dict[str, Benchmark] = {
 }
 
 
-def run_one(name: str, bench: Benchmark, quick: bool, warehouse: Path | None) -> tuple[list[dict[str, Any]], str]:
-    """Run one benchmark in its own process; its figures and '' or why it failed."""
-    args = list(bench.quick if quick and bench.quick is not None else bench.args)
+def run_one(
+    name: str, bench: Benchmark, quick: bool, warehouse: Path | None, given: list[str] | None = None
+) -> tuple[list[dict[str, Any]], str]:
+    """Run one benchmark in its own process (with ``given`` arguments instead of its own); its figures and '' or why
+    it failed."""
+    args = given if given is not None else list(bench.quick if quick and bench.quick is not None else bench.args)
     if bench.warehouse:
         if warehouse is None:
             return [], "needs --warehouse (a built warehouse: `make demo` builds ./warehouse)"
@@ -153,6 +158,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warehouse", type=Path, help="a built warehouse, for the benchmarks that read one")
     parser.add_argument("--json", type=Path, help="also write the figures here (JSON)")
     parser.add_argument("--quick", action="store_true", help="small sizes: checks that each runs, not figures to quote")
+    parser.add_argument(
+        "--with",
+        dest="given",
+        action="append",
+        default=[],
+        metavar="NAME=ARGS",
+        help="run benchmark NAME with these arguments instead of its own (repeatable), e.g. 'dbt=--factors 1'",
+    )
     args = parser.parse_args(argv)
     if args.list:
         for name, bench in BENCHMARKS.items():
@@ -161,11 +174,17 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in args.names if n not in BENCHMARKS]
     if unknown:
         parser.error(f"unknown benchmark(s) {unknown}; known: {', '.join(BENCHMARKS)}")
+    given: dict[str, list[str]] = {}
+    for entry in args.given:
+        name, _, text = entry.partition("=")
+        if name not in BENCHMARKS:
+            parser.error(f"--with {entry!r}: unknown benchmark {name!r}")
+        given[name] = shlex.split(text)
     warehouse = args.warehouse.resolve() if args.warehouse else None
     figures: list[dict[str, Any]] = []
     failed: dict[str, str] = {}
     for name in args.names or list(BENCHMARKS):
-        found, why = run_one(name, BENCHMARKS[name], args.quick, warehouse)
+        found, why = run_one(name, BENCHMARKS[name], args.quick, warehouse, given.get(name))
         figures += found
         if why:
             failed[name] = why

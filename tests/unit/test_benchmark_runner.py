@@ -20,7 +20,7 @@ def _run(*args: str) -> subprocess.CompletedProcess:
 
 def test_a_benchmark_run_through_the_command_reports_its_figures_with_machine_and_data(tmp_path: Path):
     out = tmp_path / "figures.json"
-    proc = _run("training", "--quick", "--json", str(out))
+    proc = _run("training", "--with", "training=--rows 3000 --epochs 1", "--json", str(out))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     doc = json.loads(out.read_text())
     (figure,) = doc["figures"]  # one device here: the CPU
