@@ -287,6 +287,11 @@ def forget(settings: Settings, user_ids: Iterable[str], dry_run: bool = False) -
         _remember(wh, who)  # first: a landing running meanwhile already leaves them out
     _forget_raw(adapter, wh, who, removed, dry_run)
     for path in _parquet_files(wh.root):
+        if USER_COLUMN not in pq.read_schema(path).names:
+            continue
+        # the user column alone first: the whole file is read only where one of them is in it
+        if not filter_table(pq.read_table(path, columns=[USER_COLUMN]), who).removed:
+            continue
         table = filter_table(pq.read_table(path), who)
         if table.removed:
             removed.add(_zone(wh.root, path), table)
