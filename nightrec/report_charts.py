@@ -56,30 +56,34 @@ def charts_html(warehouse: Warehouse, levels: dict[str, int], ds: date, docs: di
         d: doc for d, doc in sorted(docs.items()) if doc is not None and ds - timedelta(days=HISTORY_DAYS) < d <= ds
     }
     parts = ['<h2>Charts</h2>\n<div class="charts">']
-    charts: list[tuple[str, Chart]] = [
-        (f"Recall@20 of every list over the nights ({HORIZON} after each anchor)", lambda: _list_metrics(before)),
-        ("Each trained model's gate metric over the nights", lambda: _model_metrics(before)),
+    tonight = before.get(ds) or {}
+    charts: list[tuple[str, Chart, str]] = [  # title, drawing, HTML under it
+        (f"Recall@20 of every list over the nights ({HORIZON} after each anchor)", lambda: _list_metrics(before), ""),
+        ("Each trained model's gate metric over the nights", lambda: _model_metrics(before), ""),
         (
             f"Level funnel: users reaching each level, {FUNNEL_DAYS} days to {ds}",
             lambda: _funnel(warehouse, levels, ds),
+            "",
         ),
-        (f"Quarantined rows by reason, {HISTORY_DAYS} days", lambda: _quarantine(before)),
-        ("Item exposure in the lists served", lambda: _lorenz(warehouse, before.get(ds) or {})),
-        ("Segment sizes, and stability against the night before", lambda: _segments(before, ds)),
+        (f"Quarantined rows by reason, {HISTORY_DAYS} days", lambda: _quarantine(before), ""),
+        ("Item exposure in the lists served", lambda: _lorenz(warehouse, tonight), ""),
+        (
+            "Segment sizes, and stability against the night before",
+            lambda: _segments(before, ds),
+            _segment_labels(tonight),
+        ),
     ]
-    for title, draw in charts:
+    for title, draw, note in charts:
         try:
             figure = draw()
             body = _svg(figure) if figure is not None else "<p>nothing to draw yet</p>"
         except Exception as exc:  # a chart is not worth the night: said on the page and in the log
             log.warning(f"run report chart '{title}' for {ds}: {type(exc).__name__}: {exc}")
             body = f"<p>not drawn: {html.escape(type(exc).__name__)}: {html.escape(str(exc))}</p>"
-        if title.startswith("Segment sizes"):
-            body += _segment_labels(before.get(ds) or {})
-        parts.append(f"<figure><figcaption>{html.escape(title)}</figcaption>\n{body}\n</figure>")
+        parts.append(f"<figure><figcaption>{html.escape(title)}</figcaption>\n{body}{note}\n</figure>")
     parts.append("</div>")
     try:
-        parts.append(_examples(warehouse, levels, ds, before.get(ds) or {}))
+        parts.append(_examples(warehouse, levels, ds, tonight))
     except Exception as exc:  # as above
         log.warning(f"run report examples for {ds}: {type(exc).__name__}: {exc}")
         parts.append(f"<p>example users not shown: {html.escape(str(exc))}</p>")
