@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
+import urllib.request
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -274,3 +277,60 @@ def redis_server(tmp_path):
     )
     with serving(server, port):
         yield f"127.0.0.1:{port}"
+
+
+@dataclass(frozen=True)
+class SparkStandalone:
+    """A Spark standalone cluster on 127.0.0.1: its master's URL and the port of the master's web UI (whose JSON lists
+    the applications that ran on it)."""
+
+    master: str
+    ui_port: int
+
+    def applications(self) -> list[dict]:
+        """Every application the master has seen, running or finished (name, state, cores, ...)."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.ui_port}/json/", timeout=10) as answer:
+            state = json.load(answer)
+        return state["activeapps"] + state["completedapps"]
+
+    def alive_workers(self) -> int:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.ui_port}/json/", timeout=10) as answer:
+            return int(json.load(answer)["aliveworkers"])
+
+
+@pytest.fixture(scope="session")
+def spark_standalone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkStandalone]:
+    """A Spark standalone master and one worker (2 cores, 3 GiB), started from the pyspark installation as a cluster's
+    machines start them (``spark-class ...Master`` / ``...Worker``; docker/entrypoint.sh does the same), stopped at
+    the end of the session."""
+    import pyspark
+
+    home = Path(pyspark.__file__).parent
+    work = tmp_path_factory.mktemp("spark-standalone")
+    env = {**os.environ, "SPARK_HOME": str(home), "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": sys.executable}
+    port, ui_port, worker_ui = free_port(), free_port(), free_port()
+    spark_class = str(home / "bin" / "spark-class")
+    master_args = ["--host", "127.0.0.1", "--port", str(port), "--webui-port", str(ui_port)]
+    worker_args = ["--host", "127.0.0.1", "--cores", "2", "--memory", "3g", "--webui-port", str(worker_ui)]
+    worker_args += ["--work-dir", str(work / "work")]
+    master = subprocess.Popen(
+        [spark_class, "org.apache.spark.deploy.master.Master", *master_args],
+        env=env,
+        stdout=(work / "master.log").open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    with serving(master, port, stop_seconds=60):
+        worker = subprocess.Popen(
+            [spark_class, "org.apache.spark.deploy.worker.Worker", f"spark://127.0.0.1:{port}", *worker_args],
+            env=env,
+            stdout=(work / "worker.log").open("w"),
+            stderr=subprocess.STDOUT,
+        )
+        with serving(worker, worker_ui, stop_seconds=60):
+            cluster = SparkStandalone(f"spark://127.0.0.1:{port}", ui_port)
+            wait_for_port(ui_port)
+            deadline = time.time() + 60
+            while cluster.alive_workers() < 1:
+                assert time.time() < deadline, f"no worker registered: {(work / 'worker.log').read_text()[-3000:]}"
+                time.sleep(0.5)
+            yield cluster

@@ -1,4 +1,5 @@
-"""dbt on both targets over the real Tmall data: marts reconcile with bronze, and the two targets agree row for row."""
+"""dbt on both targets over the real Tmall data: marts reconcile with bronze, and the two targets agree row for row.
+The spark target runs on a Spark standalone cluster (the ``cluster`` profile's way), the duckdb one in process."""
 
 from __future__ import annotations
 
@@ -48,9 +49,12 @@ def duckdb_marts(tmall_warehouse) -> dict[str, pd.DataFrame]:
 
 
 @pytest.fixture(scope="module")
-def spark_marts(tmall_warehouse) -> dict[str, pd.DataFrame]:
-    # dbt-spark needs its own session (Hive metastore pinned under the warehouse), so it runs in its own process.
-    env = {**os.environ, **tmall_warehouse.environment()}
+def spark_marts(tmall_warehouse, spark_standalone) -> dict[str, pd.DataFrame]:
+    # dbt-spark needs its own session (Hive metastore pinned under the warehouse), so it runs in its own process;
+    # its master is the profile's spark.master (dbt/profiles.yml reads NIGHTREC_SPARK_MASTER): here a standalone
+    # cluster, so the executors that read bronze and write the tables are the worker's.
+    before = {app["id"] for app in spark_standalone.applications()}
+    env = {**os.environ, **tmall_warehouse.environment(), "NIGHTREC_SPARK_MASTER": spark_standalone.master}
     proc = subprocess.run(
         [sys.executable, "-m", "nightrec_app.cli", "dbt", "--target", "spark", "build"],
         cwd=PROJECT_ROOT,
@@ -60,6 +64,8 @@ def spark_marts(tmall_warehouse) -> dict[str, pd.DataFrame]:
         timeout=1200,
     )
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-3000:]
+    ran = [app for app in spark_standalone.applications() if app["id"] not in before]
+    assert len(ran) == 1 and ran[0]["state"] == "FINISHED" and ran[0]["cores"] >= 1, ran  # dbt's session, on the worker
     root = Warehouse.of(tmall_warehouse).marts("spark") / "tables" / "nightrec.db"  # dbt/profiles.yml's schema
     out = {}
     for name in MARTS:
