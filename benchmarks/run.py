@@ -77,6 +77,13 @@ BENCHMARKS: dict[str, Benchmark] = {
         ("--rows", "200000", "--epochs", "2"),
         ("--rows", "3000", "--epochs", "1"),
     ),
+    "data_parallel": Benchmark(
+        "data_parallel_training.py",
+        "the night's models trained by 1 and 2 data-parallel processes (torchrun): figures and seconds, three seeds",
+        ("--seeds", "0,1,2", "--processes", "1,2"),
+        ("--seeds", "0", "--processes", "1,2"),
+        warehouse=True,
+    ),
     "topk_scoring": Benchmark(
         "topk_scoring.py",
         "top-k scores/s of the Spark job against the single-process NumPy limit",

@@ -165,6 +165,10 @@ class TrainingSettings:
         every anchor, E + 1 included, with the held-out model, the one whose scores the ranker learned from, and a
         refit costs a second training of every model (66 s of a 195 s Tmall night on 2 cores). The held-out model is
         kept (evaluated.pt) beside a refit: its metrics are reported and the gate re-scores it.
+    :param processes: data-parallel training processes (training/distributed.py). Above 1 the models train in that
+        many processes started by torchrun, each on its share of every step's examples (``batch_size`` is the
+        examples of one step over all of them), their gradients averaged: one per GPU on a GPU machine, CPU
+        processes elsewhere.
     """
 
     device: str = "auto"
@@ -187,6 +191,7 @@ class TrainingSettings:
     ranker: bool = True
     champion_tolerance: float = 0.005
     refit: bool = False
+    processes: int = 1
 
 
 @dataclass(frozen=True)
@@ -635,10 +640,10 @@ def _validate(s: Settings, where: str | Path) -> None:
     t = s.training
     if t.device not in {"auto", "cpu", "cuda"}:
         raise ConfigError(f"training.device must be auto, cpu or cuda (got {t.device!r}) in {where}")
-    if min(t.eval_days, t.ranker_days, t.epochs, t.batch_size, t.dim, t.hidden, t.feature_chunk_days) < 1:
+    if min(t.eval_days, t.ranker_days, t.epochs, t.batch_size, t.dim, t.hidden, t.feature_chunk_days, t.processes) < 1:
         raise ConfigError(
-            "training: eval_days, ranker_days, epochs, batch_size, dim, hidden and feature_chunk_days must be >= 1 "
-            f"in {where}"
+            "training: eval_days, ranker_days, epochs, batch_size, dim, hidden, feature_chunk_days and processes must "
+            f"be >= 1 in {where}"
         )
     unknown_models = set(t.models) - set(MODEL_KINDS)
     if unknown_models:

@@ -19,14 +19,24 @@ Outputs per model (models/<kind>/<E>/, training/registry.py): the served model (
 ``training.refit``, else the held-out one) with its user and item embeddings as of S for every user known by E; the
 held-out model (evaluated.pt) with its embeddings as of every anchor from C to the last evaluation anchor
 (anchors/ds=A/), which the candidate job scores the ranker's anchors with; metrics, gate and manifest.
+
+With ``training.processes`` > 1, :func:`train_models` starts ``torchrun`` on this module (:func:`main`): every process
+prepares the same split (rank 0 fetches the features, the others read them), trains each model on its share of the
+steps (training/distributed.py), and rank 0 alone evaluates, gates and writes; its report comes back to the caller.
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import logging
+import os
+import pickle
 import shutil
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -41,10 +51,11 @@ import torch
 
 from nightrec.adapters import load_adapter
 from nightrec.anchors import AnchorPlan, plan_for
-from nightrec.config import ORDINAL_KINDS, Settings
-from nightrec.errors import InputError
+from nightrec.config import ORDINAL_KINDS, PROJECT_ROOT, Settings
+from nightrec.errors import InputError, NightrecError
+from nightrec.logs import show_progress
 from nightrec.warehouse import Warehouse, champion
-from training import data, metrics, ordinal, registry, trainer
+from training import data, distributed, metrics, ordinal, registry, trainer
 from training.towers import Inputs
 from training.two_tower import RetrievalTwoTower
 
@@ -253,12 +264,14 @@ def _fit(
 ) -> tuple[Model, trainer.FitResult]:
     """A fresh model of `kind` trained on `source.train` (checkpoints under its work dir, named by label and seed)."""
     t = settings.training
+    w = distributed.world()
+    batch_size = max(1, t.batch_size // w.size)  # a step's examples over all processes: batch_size, as with one
     trainer.seed_everything(seed)
     model = build_model(architecture(kind, source, settings), source.item_counts)
     result = trainer.fit(
         model,
         _loss,
-        train=lambda epoch: data.batches(source.train, t.batch_size, shuffle=True, seed=seed * 1000 + epoch),
+        train=lambda epoch: data.batches(source.train, batch_size, shuffle=True, seed=seed * 1000 + epoch),
         validation=validation,
         device=device,
         mixed_precision=mixed,
@@ -267,7 +280,7 @@ def _fit(
         patience=patience,
         checkpoint_dir=source.work_dir / "checkpoints" / f"{label}-seed{seed}",
         name=label,
-        batches_per_epoch=-(-source.train.rows // t.batch_size),
+        batches_per_epoch=-(-source.train.rows // batch_size) // w.size,
         validation_score=validation_score,
         validation_loss=validation_loss,
     )
@@ -630,13 +643,22 @@ def train_models(
         but the version directories is written (the benchmark's seeds).
     """
     t = settings.training
+    if t.processes > 1 and not distributed.launched():
+        return launch(settings, last_day, seed, version, plan, gate_champions, work_dir)
+    w = distributed.join(t.device)
     device, mixed = trainer.pick_device(t.device)
     work_dir = work_dir or Warehouse.of(settings).models() / "_work" / (
         f"{version}-{run_key(settings, last_day, seed)}"
     )
     started = time.time()
-    log.info(f"training: data through {last_day}, device {device}{' (bf16 autocast)' if mixed else ''}")
-    prepared = prepare(settings, last_day, seed, work_dir)
+    log.info(
+        f"training: data through {last_day}, device {device}{' (bf16 autocast)' if mixed else ''}"
+        f"{f', {w.size} data-parallel processes' if w.distributed else ''}"
+    )
+    with distributed.main_first(w):  # rank 0 fetches the features; the others find them fetched
+        prepared = prepare(settings, last_day, seed, work_dir)
+    if not w.main:
+        return _train_beside_main(prepared, settings, last_day, seed, device, mixed)
     log.info(
         f"training: train {prepared.split.train[0]}..{prepared.split.train[1] - timedelta(days=1)} "
         f"({prepared.train.rows:,} rows), validation {prepared.validation.rows:,}, evaluation "
@@ -644,6 +666,7 @@ def train_models(
     )
     report: dict[str, Any] = {
         "version": version,
+        "processes": w.size,
         "split": {k: [str(d) for d in v] for k, v in asdict(prepared.split).items()},
         "models": {},
     }
@@ -654,6 +677,7 @@ def train_models(
         "config": asdict(t),
         "code_version": registry.code_version(),
         "device": str(device),
+        "processes": w.size,
         "exposure_definition": "any_event_on_day; untouched items sampled by popularity as category 0",
         "negatives": prepared.negatives,
         "base_rates": prepared.base_rates,
@@ -686,7 +710,8 @@ def train_models(
         clock = time.time()
         served, vocabularies, counts, refit_record = outcome.model, prepared.vocabularies, prepared.item_counts, None
         if t.refit:
-            refit = refit or prepare_refit(settings, last_day, seed, prepared)
+            with distributed.main_first(w):
+                refit = refit or prepare_refit(settings, last_day, seed, prepared)
             served, refit_record = refit_model(kind, refit, settings, seed, device, mixed, outcome.fit["best_epoch"])
             vocabularies, counts, spec = refit.vocabularies, refit.item_counts, architecture(kind, refit, settings)
         stages["refit"] = round(time.time() - clock, 1)
@@ -724,9 +749,27 @@ def train_models(
         verdict = "published" if decision["publish"] else "kept the champion"
         served_from = " (served model refit on every day)" if refit_record else ""
         log.info(f"training: {kind} -> {path} ({verdict}: {decision['reason']}){served_from}; seconds {stages}")
+    distributed.barrier(w)  # the other processes are done with the features
     shutil.rmtree(work_dir, ignore_errors=True)  # features and checkpoints: only needed to resume this run
     report["seconds"] = round(time.time() - started, 1)
     return report
+
+
+def _train_beside_main(
+    prepared: Prepared, settings: Settings, last_day: date, seed: int, device: torch.device, mixed: bool
+) -> dict[str, Any]:
+    """A process other than rank 0: the same fits in the same order as rank 0's `train_models` (each of its steps
+    waits for theirs), nothing evaluated or written."""
+    t, w = settings.training, distributed.world()
+    refit: RefitData | None = None
+    for kind in t.models:
+        _, fit = train_model(kind, prepared, settings, seed, device, mixed)
+        if t.refit:
+            with distributed.main_first(w):
+                refit = refit or prepare_refit(settings, last_day, seed, prepared)
+            refit_model(kind, refit, settings, seed, device, mixed, fit.best_epoch)
+    distributed.barrier(w)
+    return {"rank": w.rank}
 
 
 def run(settings: Settings, last_day: date | None = None, seed: int | None = None) -> dict[str, Any]:
@@ -811,3 +854,71 @@ def refit_model(
         "train_samples_per_s": result.train_samples_per_s,
     }
     return model, record
+
+
+def launch(
+    settings: Settings,
+    last_day: date,
+    seed: int,
+    version: str,
+    plan: AnchorPlan | None,
+    gate_champions: bool,
+    work_dir: Path | None,
+) -> dict[str, Any]:
+    """`train_models` in ``training.processes`` processes on this machine, started by torchrun; rank 0's report.
+
+    The arguments travel as a pickle (these very objects, settings overrides and all: the processes run the same
+    code). torchrun stops every process when one fails; that failure is raised here, the processes' output above it.
+    """
+    n = settings.training.processes
+    with tempfile.TemporaryDirectory(prefix="nightrec-torchrun-") as tmp:
+        pickled, report = Path(tmp) / "arguments.pkl", Path(tmp) / "report.json"
+        arguments = (settings, last_day, seed, version, plan, gate_champions, work_dir)
+        pickled.write_bytes(pickle.dumps(arguments))
+        command = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",  # one machine: a rendezvous of its own on a free local port
+            f"--nproc-per-node={n}",
+            "-m",
+            "training.run",
+            "--arguments",
+            str(pickled),
+            "--report",
+            str(report),
+        ]
+        log.info(f"training: {n} data-parallel processes (torchrun)")
+        env = {
+            **os.environ,
+            **settings.environment(),
+            # one machine: gloo (CPU processes) talks over the loopback, whatever the host name resolves to
+            "GLOO_SOCKET_IFNAME": os.environ.get("GLOO_SOCKET_IFNAME", "lo"),
+        }
+        done = subprocess.run(command, cwd=PROJECT_ROOT, env=env, check=False)
+        if done.returncode != 0 or not report.exists():
+            raise NightrecError(f"data-parallel training ({n} processes) failed with exit code {done.returncode}")
+        return json.loads(report.read_text())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """One of torchrun's processes (what `launch` starts)."""
+    parser = argparse.ArgumentParser(description="One process of a data-parallel training run (started by torchrun).")
+    parser.add_argument("--arguments", type=Path, required=True, help="train_models' arguments, pickled by `launch`")
+    parser.add_argument("--report", type=Path, required=True, help="where rank 0 writes its report (JSON)")
+    args = parser.parse_args(argv)
+    arguments = pickle.loads(args.arguments.read_bytes())
+    settings: Settings = arguments[0]
+    w = distributed.join(settings.training.device)
+    show_progress(logging.INFO if w.main else logging.WARNING)  # one process's progress, not one line per process
+    try:
+        report = train_models(*arguments)
+        if w.main:
+            args.report.write_text(json.dumps(report, default=str))
+    finally:
+        distributed.leave()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -5,6 +5,10 @@ the CPU otherwise; ``--device`` / ``training.device`` forces one. A checkpoint i
 (weights, optimiser, epoch, best validation criterion, patience left); a run started again with the same checkpoint
 directory resumes after the last finished epoch, so a killed nightly run loses at most one epoch.
 
+Under torchrun (``training.processes`` > 1, training/distributed.py) every process runs this loop on its share of
+each step's batches and the gradients are averaged before the step; rank 0 validates, tells the others its figures
+and alone writes the checkpoints, so all stop at the same epoch with the same weights.
+
 Early stopping watches the validation loss, or a validation score when the caller gives one (the ordinal models:
 their AUC per level boundary, which is what evaluation reports; their loss is dominated by the boundary between a
 sampled and a real exposure).
@@ -27,6 +31,7 @@ from tqdm import tqdm
 
 from nightrec.errors import InputError
 from nightrec.storage import replace_file
+from training import distributed
 from training.data import Batch
 from training.towers import Inputs
 
@@ -99,6 +104,7 @@ def fit(
     :param validation_loss: compute the validation loss every epoch (recorded; the criterion without a score). Off,
         it is recorded as nan: a pass over the validation rows saved where the score decides anyway.
     """
+    w = distributed.world()
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     last, best = checkpoint_dir / "last.pt", checkpoint_dir / "best.pt"
     model.to(device)
@@ -114,21 +120,23 @@ def fit(
         state.setdefault("best", state.pop("best_loss", float("inf")))  # a checkpoint written before the score
         resumed = state["epoch"]
         log.info(f"{name}: resuming after epoch {resumed} from {last}")
+    distributed.same_start(model, w)
     autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=mixed_precision)
     seen, busy = 0, 0.0
     while state["epoch"] < epochs and state["bad_epochs"] < patience:
         epoch = state["epoch"] + 1
         model.train()
         t0 = time.perf_counter()
-        total, rows = 0.0, 0
+        total, rows, own = 0.0, 0, 0  # own: this process's rows (its loss); rows: every process's
         progress = tqdm(
-            train(epoch),
+            distributed.shard(train(epoch), w),
             desc=f"{name} epoch {epoch}/{epochs}",
             total=batches_per_epoch,
             unit="batch",
             file=sys.stderr,
             mininterval=5.0,
-            disable=None,  # on when attached to a terminal; Airflow logs get the per-epoch line below
+            # on when attached to a terminal (rank 0's only); Airflow logs get the per-epoch line below
+            disable=None if w.main else True,
         )
         for batch in progress:
             tensors = to_tensors(batch, device)
@@ -136,24 +144,27 @@ def fit(
             with autocast:
                 loss = loss_fn(model, tensors)
             loss.backward()
+            distributed.average_gradients(model, w)
             optimiser.step()
             total += loss.item() * len(batch)
-            rows += len(batch)
-            progress.set_postfix(loss=f"{total / rows:.4f}")
+            own += len(batch)
+            rows += len(batch) * w.size  # every process took a batch of this size in this step
+            progress.set_postfix(loss=f"{total / own:.4f}")
         elapsed = time.perf_counter() - t0
         seen += rows
         busy += elapsed
         val_loss = (
             evaluate_loss(model, loss_fn, validation(), device, mixed_precision)
-            if validation and (validation_loss or validation_score is None)
+            if w.main and validation and (validation_loss or validation_score is None)
             else float("nan")
         )
-        score = float(validation_score(model)) if validation and validation_score else float("nan")
+        score = float(validation_score(model)) if w.main and validation and validation_score else float("nan")
+        val_loss, score = distributed.from_main([val_loss, score], w, device)
         state["epoch"] = epoch
         state["history"].append(
             {
                 "epoch": epoch,
-                "train_loss": total / max(rows, 1),
+                "train_loss": total / max(own, 1),
                 "validation_loss": val_loss,
                 "validation_score": score,
                 "seconds": elapsed,
@@ -164,16 +175,20 @@ def fit(
             state.update(best_epoch=epoch)
         elif criterion < state["best"] or state["best_epoch"] == 0:  # the first epoch is the best so far (nan too)
             state.update(best=criterion, best_epoch=epoch, bad_epochs=0)
-            _save_atomic({"model": model.state_dict()}, best)
+            if w.main:
+                _save_atomic({"model": model.state_dict()}, best)
         else:
             state["bad_epochs"] += 1
-        _save_atomic({"model": model.state_dict(), "optimiser": optimiser.state_dict(), "state": state}, last)
+        if w.main:
+            _save_atomic({"model": model.state_dict(), "optimiser": optimiser.state_dict(), "state": state}, last)
         validated = f"validation loss {val_loss:.4f}, " if validation and not np.isnan(val_loss) else ""
         validated += f"validation score {score:.4f}, " if validation and validation_score else ""
         log.info(
-            f"{name} epoch {epoch}: train loss {total / max(rows, 1):.4f}, {validated}"
+            f"{name} epoch {epoch}: train loss {total / max(own, 1):.4f}, {validated}"
             f"{rows / elapsed:,.0f} samples/s{' (best)' if validation and state['best_epoch'] == epoch else ''}"
+            f"{f' over {w.size} processes' if w.distributed else ''}"
         )
+    distributed.barrier(w)  # rank 0 has written best.pt
     if best.exists():
         model.load_state_dict(torch.load(best, map_location=device, weights_only=False)["model"])
     at_best = next((h for h in state["history"] if h["epoch"] == state["best_epoch"]), {})
