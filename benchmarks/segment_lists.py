@@ -10,6 +10,7 @@ nothing after the night. The ranker's training anchors and the whole held-out wi
 is early enough. The copy is removed at the end (``--keep`` keeps it).
 
     python benchmarks/segment_lists.py --warehouse warehouse --night 2014-05-31 --seeds 0,1,2
+    NIGHTREC_SOURCE=hm python benchmarks/segment_lists.py --warehouse <an H&M warehouse> --night 2020-05-31
 
 The table has the ``segment_popular`` list and ``ranker_no_segments`` (the ranker without the segment source's
 features) beside the rest; the differences include ``segment_popular - popularity`` and ``ranker -
@@ -48,7 +49,7 @@ def main() -> None:
     source = args.warehouse.resolve()
     copy = Path(tempfile.mkdtemp(prefix="nightrec-segment-lists-")) / "warehouse"
     shutil.copytree(source, copy, ignore=lambda folder, names: SKIPPED if Path(folder) == source else ())
-    settings = load_settings(env={}).with_overrides(warehouse_root=copy)
+    settings = load_settings().with_overrides(warehouse_root=copy)  # NIGHTREC_SOURCE etc. as training_quality.py
     feature_store.apply(settings)  # the copy's registry points at the copy's files
     t = time.time()
     encoder = consumer_embeddings.run(settings, args.night)
