@@ -1,8 +1,10 @@
 """The nightly DAG: one run per UTC day D, over the data interval [D 00:00, D+1 00:00).
 
-Airflow 3 names a run by the END of its interval: the run that processes day D has logical date D+1
-(`nightrec nightly --day D` does this for you). Each run re-reads ``pipeline.lookback_days`` earlier days so a
-late delivery is ingested and the affected partitions rebuilt; every task is idempotent.
+A manual run of day D (`airflow dags test nightly D+1`, which `nightrec nightly --day D` runs) carries the END of
+its interval as logical date; a scheduled or backfill run carries its start, D, and the end in its run id
+(`scheduled__D+1`), so `airflow backfill create --from-date A --to-date B` processes the days A..B. Each run
+re-reads ``pipeline.lookback_days`` earlier days so a late delivery is ingested and the affected partitions rebuilt;
+every task is idempotent.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ with DAG(
     # no task whose end_date precedes it, so end_date is the day after the data; a scheduled run for a day past
     # the data is skipped by its land task with a message (docs/architecture.md, "Time").
     end_date=None if adapter.open_ended else _utc(adapter.history_end + timedelta(days=1)),  # a live feed runs on
-    catchup=True,
+    catchup=settings.airflow.catchup,  # on by default: every missed night, in order
     max_active_runs=1,  # day D continues from day D-1's sequences
     default_args=task_defaults(settings),  # retries; a failed task is recorded in the days' run manifests
     tags=["nightrec", adapter.name],

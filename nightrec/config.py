@@ -348,6 +348,13 @@ class AirflowSettings:
     :param executor: Airflow's executor (``LocalExecutor`` with a real scheduler on Postgres); empty leaves
         Airflow's default.
     :param task_retries: retries per task (0 locally so a failure shows at once; more on a cluster).
+    :param dbt_pool: the Airflow pool every dbt task runs in (`nightrec setup-airflow` creates it). A real scheduler
+        runs the dbt task group's independent models at once, and both local targets hold one writer at a time (the
+        DuckDB file; the spark target's embedded Derby metastore).
+    :param dbt_pool_slots: dbt tasks at once: 1 for those targets; more only against a Spark Thrift Server.
+    :param catchup: the nightly DAG's catch-up: a scheduler started (or unpaused) late runs every missed night from
+        the source's ``nightly_start``, one at a time. Off, it runs only the latest night, and ``airflow backfill
+        create`` runs the others you want.
     """
 
     home: Path
@@ -355,6 +362,9 @@ class AirflowSettings:
     sql_alchemy_conn: str = ""
     executor: str = ""
     task_retries: int = 0
+    dbt_pool: str = "nightrec_dbt"
+    dbt_pool_slots: int = 1
+    catchup: bool = True
 
 
 @dataclass(frozen=True)
@@ -445,6 +455,7 @@ SET_VARIABLE = "NIGHTREC_SET"
 _OVERRIDABLE: dict[str, type] = {
     "spark": SparkSettings,
     "pipeline": PipelineSettings,
+    "airflow": AirflowSettings,
     "quality": QualitySettings,
     "feast": FeastSettings,
     "training": TrainingSettings,
@@ -504,6 +515,8 @@ def _coerce(section: str, key: str, text: str) -> Any:
             return int(text)
         if hint == "<class 'float'>":
             return float(text)
+        if hint == "<class 'pathlib.Path'>":
+            return Path(text)
         if hint.startswith("tuple"):
             items = [t.strip() for t in text.split(",") if t.strip()]
             return tuple(float(t) for t in items) if "float" in hint else tuple(items)
@@ -579,6 +592,7 @@ def load_settings(profile: str | None = None, env: dict[str, str] | None = None)
     sections = {
         "spark": spark_kw,
         "pipeline": pipeline_kw,
+        "airflow": airflow_kw,
         "quality": quality_kw,
         "feast": feast_kw,
         "training": training_kw,
@@ -635,6 +649,8 @@ def _validate(s: Settings, where: str | Path) -> None:
         raise ConfigError(
             f"feast.variant {s.feast.variant!r} in {where} has no feature_repo/feature_store.<variant>.yaml"
         )
+    if s.airflow.dbt_pool_slots < 1:
+        raise ConfigError(f"airflow.dbt_pool_slots must be >= 1 (got {s.airflow.dbt_pool_slots}) in {where}")
     if s.feast.materialize_chunk_days < 1:
         raise ConfigError(f"feast.materialize_chunk_days must be >= 1 in {where}")
     t = s.training

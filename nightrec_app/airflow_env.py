@@ -52,7 +52,17 @@ def airflow_environment(settings: Settings, base: dict[str, str] | None = None) 
     )
     if settings.airflow.executor:
         env["AIRFLOW__CORE__EXECUTOR"] = settings.airflow.executor
+    async_url = async_metadata_url(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
+    if async_url and not env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC"):
+        env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC"] = async_url
     return env
+
+
+def async_metadata_url(url: str) -> str | None:
+    """Airflow 3 also opens its metadata database asynchronously and, for any Postgres URL, picks the asyncpg driver,
+    which the lock does not hold: psycopg 3 (the project's Postgres driver) serves both."""
+    prefix = "postgresql+psycopg://"
+    return "postgresql+psycopg_async://" + url[len(prefix) :] if url.startswith(prefix) else None
 
 
 # Airflow's own lines of a `dags test` log worth showing while it runs: task starts and ends, what a task returned,
@@ -174,5 +184,8 @@ _LOGGER_SUFFIX = re.compile(r" \[[\w.]+\]$")
 
 
 def ensure_metadata_db(settings: Settings) -> None:
-    """Create or upgrade the Airflow metadata DB (idempotent; about 3 s on SQLite)."""
+    """Create or upgrade the Airflow metadata DB and the pools the DAGs name (idempotent; about 5 s on SQLite)."""
     run_airflow(settings, ["db", "migrate"])
+    a = settings.airflow
+    why = "dbt models: one writer at a time on the DuckDB file and the spark target's embedded metastore"
+    run_airflow(settings, ["pools", "set", a.dbt_pool, str(a.dbt_pool_slots), why], quiet=True)

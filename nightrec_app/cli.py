@@ -633,6 +633,15 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_setup_airflow(args: argparse.Namespace) -> int:
+    from nightrec_app.airflow_env import ensure_metadata_db
+
+    s = _settings(args)
+    ensure_metadata_db(s)
+    print(f"Airflow's metadata database is migrated; pool {s.airflow.dbt_pool} has {s.airflow.dbt_pool_slots} slot(s)")
+    return 0
+
+
 def cmd_airflow(args: argparse.Namespace) -> int:
     from nightrec_app.airflow_env import run_airflow
 
@@ -848,6 +857,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--factor", type=int, required=True, help="how many copies of each user (10 = 10x the rows)")
     p.add_argument("--output", required=True, help="output CSV path")
     p.set_defaults(func=cmd_upscale)
+
+    p = sub.add_parser(
+        "setup-airflow",
+        parents=[common],
+        help="create or upgrade Airflow's metadata database and the pools the DAGs use (before a scheduler starts)",
+        description="What a deployment runs once before Airflow's scheduler, dag processor and API server start (and "
+        "again after an upgrade): `airflow db migrate` on the metadata database the environment names, then the pool "
+        "of the dbt tasks (airflow.dbt_pool, airflow.dbt_pool_slots). bootstrap, nightly and backfill do this "
+        "themselves.",
+    )
+    p.set_defaults(func=cmd_setup_airflow)
 
     p = sub.add_parser("airflow", parents=[common], help="run any airflow command in the project's environment")
     p.add_argument("airflow_args", nargs=argparse.REMAINDER, help="arguments passed to airflow")

@@ -126,7 +126,9 @@ def dbt_task_group(settings: Settings, start: str, end: str) -> Any:
         ),
         operator_args={
             "install_deps": False,
-            "max_active_tis_per_dag": 1,
+            # one model at a time: the DuckDB file (and the spark target's embedded metastore) takes one writer; a
+            # real scheduler would otherwise start the group's independent models together (dags test never does)
+            "pool": settings.airflow.dbt_pool,
             # dbt unit tests check model logic on fixed inputs: they run in CI (`make test`), not every night, as dbt
             # recommends; their fixtures assume a source with at least two levels.
             "dbt_cmd_flags": ["--exclude-resource-type", "unit_test"],

@@ -334,3 +334,51 @@ def spark_standalone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Spark
                 assert time.time() < deadline, f"no worker registered: {(work / 'worker.log').read_text()[-3000:]}"
                 time.sleep(0.5)
             yield cluster
+
+
+def _postgres_binaries() -> tuple[str, str]:
+    import glob
+
+    found = shutil.which("initdb") or next(iter(sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))), None)
+    assert found, "PostgreSQL is required (make test's .ci/run installs it; apt-get install postgresql)"
+    bindir = Path(found).parent
+    return str(bindir / "initdb"), str(bindir / "postgres")
+
+
+@contextlib.contextmanager
+def postgres_server() -> Iterator[str]:
+    """A throwaway PostgreSQL server on 127.0.0.1 (run as the postgres user when the tests run as root), trusting
+    local connections; yields its SQLAlchemy URL (psycopg 3)."""
+    import tempfile
+
+    initdb, postgres_bin = _postgres_binaries()
+    work = Path(tempfile.mkdtemp(prefix="nightrec-pg-", dir="/tmp"))
+    data = work / "data"
+    data.mkdir()
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # initdb refuses to run as root
+        shutil.chown(work, "postgres")
+        shutil.chown(data, "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    subprocess.run(
+        [*as_user, initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
+        check=True,
+        capture_output=True,
+    )
+    port = free_port()
+    server = subprocess.Popen(
+        [*as_user, postgres_bin, "-D", str(data), "-p", str(port), "-h", "127.0.0.1", "-k", str(work)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        with serving(server, port):
+            yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres() -> Iterator[str]:
+    with postgres_server() as url:
+        yield url

@@ -72,6 +72,9 @@ def test_nightly_runs_land_ingest_sequences_dbt_publish_record_on_one_day_interv
         "dbt.relationships_user_item_features_user_id__user_id__ref_dim_users__test",
     }
     assert dbt_tasks == {f"dbt.{m}_model_build" for m in models} | detached  # one task per model + its tests
+    # a real scheduler starts independent models together; both local targets take one writer: one pool slot
+    assert {dag.get_task(t).pool for t in dbt_tasks} == {"nightrec_dbt"}
+    assert dag.catchup is True and dag.max_active_runs == 1
     for test_task in detached:
         model = test_task.removeprefix("dbt.relationships_").split("_user_id__")[0].split("_item_id__")[0]
         assert f"dbt.{model}_model_build" in dag.get_task(test_task).upstream_task_ids

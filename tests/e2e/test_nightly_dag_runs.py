@@ -3,6 +3,7 @@ mid-write and resumed), the night's Python tasks killed as they publish, a corru
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -973,3 +974,106 @@ def test_a_forgotten_user_is_gone_from_every_zone_the_marts_and_the_online_store
     assert user not in (warehouse / "_privacy" / "forgotten.json").read_text()  # kept by key, never in clear
     pages = list((warehouse / "docs" / "runs").glob("*.html"))  # drawn again: a night shows a few users' histories
     assert pages and not [p.name for p in pages if f"<td>{user}</td>" in p.read_text()]
+
+
+# A password in the metadata database's URL (the test server trusts local connections and ignores it): no log and no
+# file the run writes may contain it.
+SECRET = "n1ghtrec-test-secret-7f3a"
+
+
+def _api(port: int, path: str) -> dict:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/{path}", timeout=30) as answer:
+        return json.load(answer)
+
+
+def test_a_real_scheduler_on_postgres_reruns_a_night_with_airflow_backfill_create_on_a_spark_cluster(
+    airflow_run, tmall, tmp_path, spark_standalone
+):
+    """Airflow as a deployment runs it: metadata on PostgreSQL, the LocalExecutor, the scheduler, dag processor and
+    API server as separate processes (`nightrec setup-airflow` first), and the Spark jobs submitted to a standalone
+    cluster. `airflow backfill create` reruns night two on a copy of the e2e warehouse; the run is read back through
+    the REST API, every task succeeded, the dbt models ran one at a time (their pool), and the tables equal those of
+    the `dags test` runs. The database password appears in no log."""
+    from tests.conftest import free_port, postgres_server, wait_for_port
+
+    warehouse, home = tmp_path / "warehouse", tmp_path / "airflow"
+    shutil.copytree(airflow_run[0], warehouse, symlinks=True)
+    port = free_port()
+    with postgres_server() as url:
+        env = {
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": url.replace("postgres@", f"postgres:{SECRET}@"),
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",  # the API on loopback, for this test only
+            "NIGHTREC_SPARK_MASTER": spark_standalone.master,
+            # no catch-up from the source's nightly start (two nights already built in this warehouse): unpaused,
+            # the DAG runs only its latest interval, which lies past the DAG's end (the history's): none
+            "NIGHTREC_SET": "airflow.catchup=false",
+        }
+        assert "pool nightrec_dbt has 1 slot" in nightrec(["setup-airflow"], warehouse, home, env=env).stdout
+        services = []
+        try:
+            for name, args in [
+                ("api-server", ["api-server", "--host", "127.0.0.1", "--port", str(port)]),
+                ("dag-processor", ["dag-processor"]),
+                ("scheduler", ["scheduler"]),
+            ]:
+                services.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "nightrec_app.cli", "airflow", *args],
+                        cwd=PROJECT_ROOT,
+                        env=_env(warehouse, home) | env,
+                        stdout=(tmp_path / f"{name}.log").open("w"),
+                        stderr=subprocess.STDOUT,
+                    )
+                )
+            wait_for_port(port, seconds=120)
+            deadline = time.time() + 180
+            while "nightly" not in {d["dag_id"] for d in _api(port, "dags")["dags"]}:
+                assert time.time() < deadline, "the dag processor did not register the nightly DAG"
+                time.sleep(2)
+            apps_before = {app["id"] for app in spark_standalone.applications()}
+            night = NIGHTS[-1]
+            backfill = ["airflow", "backfill", "create", "--dag-id", "nightly"]
+            nightrec([*backfill, "--from-date", str(night), "--to-date", str(night)], warehouse, home, env=env)
+            nightrec(["airflow", "dags", "unpause", "nightly"], warehouse, home, env=env)  # backfills run unpaused
+            deadline = time.time() + 1200
+            while True:
+                runs = _api(port, "dags/nightly/dagRuns")["dag_runs"]
+                if runs and all(r["state"] in ("success", "failed") for r in runs):
+                    break
+                assert time.time() < deadline, f"the backfill did not finish: {runs}"
+                time.sleep(5)
+            (run,) = runs
+            tasks = _api(port, f"dags/nightly/dagRuns/{run['dag_run_id']}/taskInstances?limit=200")["task_instances"]
+        finally:
+            for service in services:
+                service.terminate()
+            for service in services:
+                service.wait(timeout=120)
+    states = {t["task_id"]: t["state"] for t in tasks}
+    assert run["run_type"] == "backfill" and run["state"] == "success", (run, states)
+    assert run["logical_date"][:10] == str(night)  # a run's logical date is its data interval's start
+    assert set(states.values()) == {"success"}, states
+    dbt = sorted((t["start_date"], t["end_date"]) for t in tasks if t["task_id"].startswith("dbt."))
+    assert len(dbt) > 5 and all(t["pool"] == "nightrec_dbt" for t in tasks if t["task_id"].startswith("dbt."))
+    assert all(end <= start for (_, end), (start, _) in itertools.pairwise(dbt))  # one at a time
+    ran = {app["name"] for app in spark_standalone.applications() if app["id"] not in apps_before}
+    assert {"ingest_events:tmall_brand", "build_sequences:tmall_brand"} <= ran, ran
+
+    days = [night - timedelta(days=3), *NIGHTS]
+    rerun, reference = (
+        _tables(Warehouse(warehouse, tmall.name), days),
+        _tables(Warehouse(airflow_run[0], tmall.name), days),
+    )
+    for name in rerun:
+        assert rerun[name].astype(str).equals(reference[name].astype(str)), name
+    written = [
+        p
+        for root in (home, warehouse, tmp_path)
+        for p in root.rglob("*")
+        if p.is_file() and p.suffix in (".log", ".json", ".jsonl", ".cfg", ".html", ".txt")
+    ]
+    assert written and not [p for p in written if SECRET in p.read_text(errors="replace")]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -23,7 +22,7 @@ import pytest
 from nightrec import feature_store, forget
 from nightrec.config import PROJECT_ROOT
 from nightrec.errors import InputError
-from tests.conftest import free_port, serving
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.spark
 
@@ -315,48 +314,6 @@ def test_feature_store_yaml_variants_exist_for_every_profile_choice():
     assert Path(feature_store.store_yaml(__import__("nightrec.config").config.load_settings("local", env={}))).name == (
         "feature_store.local.yaml"
     )
-
-
-def _postgres_binaries() -> tuple[str, str]:
-    import glob
-
-    for name in ("initdb",):
-        found = shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))), None)
-        assert found, "PostgreSQL is required (make test's .ci/run installs it; apt-get install postgresql)"
-    bindir = Path(found).parent
-    return str(bindir / "initdb"), str(bindir / "postgres")
-
-
-@pytest.fixture
-def postgres():
-    """A throwaway PostgreSQL server on 127.0.0.1 (run as the postgres user when the tests run as root)."""
-    import tempfile
-
-    initdb, postgres_bin = _postgres_binaries()
-    work = Path(tempfile.mkdtemp(prefix="nightrec-pg-", dir="/tmp"))
-    data = work / "data"
-    data.mkdir()
-    as_user: list[str] = []
-    if os.geteuid() == 0:  # initdb refuses to run as root
-        shutil.chown(work, "postgres")
-        shutil.chown(data, "postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    subprocess.run(
-        [*as_user, initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
-        check=True,
-        capture_output=True,
-    )
-    port = free_port()
-    server = subprocess.Popen(
-        [*as_user, postgres_bin, "-D", str(data), "-p", str(port), "-h", "127.0.0.1", "-k", str(work)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        with serving(server, port):
-            yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def test_production_variant_redis_postgres_registry_spark_offline(applied, marts, redis_server, postgres, monkeypatch):

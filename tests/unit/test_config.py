@@ -33,9 +33,11 @@ def test_the_metadata_database_url_comes_from_the_environment_and_no_profile_hol
     s = load_settings("cluster", env={})
     env = airflow_environment(s, base={"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": url})
     assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == url and env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
+    # Airflow 3 would open it asynchronously with asyncpg, which the lock does not hold: psycopg 3 serves both
+    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC"] == url.replace("+psycopg:", "+psycopg_async:")
     local = airflow_environment(load_settings("local", env={"NIGHTREC_AIRFLOW_HOME": str(tmp_path)}), base={})
     assert local["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == f"sqlite:///{tmp_path}/airflow.db"
-    assert "AIRFLOW__CORE__EXECUTOR" not in local
+    assert "AIRFLOW__CORE__EXECUTOR" not in local and "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC" not in local
     for profile in (PROJECT_ROOT / "conf" / "profiles").glob("*.yaml"):
         assert not re.search(r"://[^/\s:@]+:[^/\s@]+@", profile.read_text()), f"{profile.name} holds credentials"
 
@@ -133,7 +135,7 @@ def test_any_setting_can_be_set_from_the_environment_and_travels_to_child_proces
     ("entry", "message"),
     [
         ("training.eval_days", "is not section.key=value"),
-        ("airflow.home=/x", "unknown section 'airflow'"),
+        ("warehouse.root=/x", "unknown section 'warehouse'"),
         ("training.nope=1", "unknown key 'nope' of 'training'"),
         ("training.refit=maybe", "training.refit='maybe' is not a valid bool"),
         ("training.eval_days=seven", "training.eval_days='seven' is not a valid int"),
@@ -154,3 +156,11 @@ def test_the_cli_set_flag_wins_over_the_environment(monkeypatch: pytest.MonkeyPa
     s = cli._settings(args)
     assert (s.training.eval_days, s.ranker.max_anchors) == (5, 2)
     assert s.environment()["NIGHTREC_SET"] == "training.eval_days=7; training.eval_days=5; ranker.max_anchors=2"
+
+
+def test_the_airflow_section_is_set_like_any_other_and_its_pool_validated():
+    s = load_settings("local", env={"NIGHTREC_SET": "airflow.catchup=false; airflow.dbt_pool_slots=2"})
+    assert s.airflow.catchup is False and s.airflow.dbt_pool_slots == 2 and s.airflow.dbt_pool == "nightrec_dbt"
+    assert load_settings("local", env={}).airflow.catchup is True
+    with pytest.raises(ConfigError, match=r"airflow\.dbt_pool_slots must be >= 1"):
+        load_settings("local", env={"NIGHTREC_SET": "airflow.dbt_pool_slots=0"})
