@@ -287,15 +287,15 @@ class SparkStandalone:
     master: str
     ui_port: int
 
+    def state(self) -> dict:
+        """The master's own account of the cluster (its web UI's JSON)."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.ui_port}/json/", timeout=10) as answer:
+            return json.load(answer)
+
     def applications(self) -> list[dict]:
         """Every application the master has seen, running or finished (name, state, cores, ...)."""
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.ui_port}/json/", timeout=10) as answer:
-            state = json.load(answer)
+        state = self.state()
         return state["activeapps"] + state["completedapps"]
-
-    def alive_workers(self) -> int:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.ui_port}/json/", timeout=10) as answer:
-            return int(json.load(answer)["aliveworkers"])
 
 
 @pytest.fixture(scope="session")
@@ -330,7 +330,7 @@ def spark_standalone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Spark
             cluster = SparkStandalone(f"spark://127.0.0.1:{port}", ui_port)
             wait_for_port(ui_port)
             deadline = time.time() + 60
-            while cluster.alive_workers() < 1:
+            while cluster.state()["aliveworkers"] < 1:
                 assert time.time() < deadline, f"no worker registered: {(work / 'worker.log').read_text()[-3000:]}"
                 time.sleep(0.5)
             yield cluster
