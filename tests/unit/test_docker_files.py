@@ -1,14 +1,17 @@
-"""docker/: what can be checked without a Docker engine (none on this machine): the compose file's structure and its
-secrets, that each image installs exactly the lock file, and that the entry point and what it starts exist."""
+"""docker/: what can be checked without a Docker engine (none on this machine): the compose file against the Compose
+Specification, its structure and its secrets, that each image installs exactly the lock file, and that the entry point
+and what it starts exist."""
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from nightrec.config import PROJECT_ROOT
@@ -19,6 +22,57 @@ DOCKERFILES = ("Dockerfile", "Dockerfile.training")
 
 def _compose() -> dict:
     return yaml.safe_load((DOCKER / "compose.yaml").read_text())
+
+
+_VARIABLE = re.compile(r"\$\$|\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}")
+
+
+def interpolate(text: str, env: dict[str, str]) -> str:
+    """``${VAR}``, ``${VAR:-default}``, ``${VAR-default}``, ``${VAR:?message}``, ``${VAR?message}`` and ``$$`` as
+    Compose substitutes them before it validates a file."""
+
+    def value(match: re.Match) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name, op, arg = match.group("name"), match.group("op"), match.group("arg")
+        present = name in env and (env[name] != "" or not (op or "").startswith(":"))
+        if present:
+            return env[name]
+        if op in {":?", "?"}:
+            raise ValueError(f"{name}: {arg}")
+        return arg if op in {":-", "-"} else ""
+
+    return _VARIABLE.sub(value, text)
+
+
+def test_the_compose_file_is_valid_compose_specification_once_interpolated():
+    """What `docker compose config` does: substitute the variables docker/.env gives (the example's, with a password
+    filled in), resolve the YAML anchors, and parse by the Compose Specification (the compose-spec package: unknown
+    keys, wrong types and unknown values are errors). A variable the file requires but the example lacks fails."""
+    from compose_spec import PyCompose
+
+    example = dict(line.split("=", 1) for line in (DOCKER / ".env.example").read_text().splitlines() if "=" in line)
+    env = example | {"NIGHTREC_DB_PASSWORD": "not-a-secret"}
+    resolved = yaml.safe_load(interpolate((DOCKER / "compose.yaml").read_text(), env))  # merge keys resolved here:
+    compose = PyCompose.from_yaml(yaml.safe_dump(resolved, sort_keys=False))  # Compose reads them, the parser does not
+    assert set(compose.service_names()) == set(_compose()["services"])
+    with pytest.raises(ValueError, match="NIGHTREC_DB_PASSWORD"):
+        interpolate((DOCKER / "compose.yaml").read_text(), example)  # the example leaves the password empty
+    for service, key, value in (("redis", "restart", "sometimes"), ("postgres", "healthcheck", {"intervall": "5s"})):
+        broken = copy.deepcopy(resolved)
+        broken["services"][service][key] = value
+        with pytest.raises(ValueError, match=key):
+            PyCompose.from_yaml(yaml.safe_dump(broken))
+
+
+def test_compose_interpolation_follows_the_specification():
+    env = {"SET": "v", "EMPTY": ""}
+    assert interpolate("${SET} ${SET:-d} ${UNSET:-d} ${EMPTY:-d} ${EMPTY-d} ${UNSET-d} $$HOME ${UNSET}", env) == (
+        "v v d d  d $HOME "
+    )
+    with pytest.raises(ValueError, match="EMPTY: needed"):
+        interpolate("${EMPTY:?needed}", env)
+    assert interpolate("${EMPTY?needed}", env) == ""
 
 
 def test_the_compose_file_names_real_images_orders_its_services_and_publishes_on_loopback_only():
