@@ -63,13 +63,20 @@ BENCHMARKS: dict[str, Benchmark] = {
     ),
     "feast_materialize": Benchmark(
         "feast_materialize.py",
-        "Feast materialization rows/s and peak memory at 1x and 100x",
-        ("--factors", "1,100"),
+        "Feast materialization rows/s and peak memory at 1x, 10x and 100x: SQLite, Redis, the Spark engine",
+        ("--factors", "1,10,100"),
         ("--factors", "1"),
         warehouse=True,
     ),
     "feature_fetch": Benchmark(
         "feature_fetch.py", "training's point-in-time feature fetch, per key and per row", warehouse=True
+    ),
+    "feature_fetch_memory": Benchmark(
+        "feature_fetch.py",
+        "peak memory of training's feature fetch at 1x, 10x and 100x: DuckDB and Spark offline stores",
+        ("--factors", "1,10,100"),
+        ("--factors", "1"),
+        warehouse=True,
     ),
     "training": Benchmark(
         "gnolr_gpu.py",

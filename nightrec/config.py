@@ -119,10 +119,14 @@ class FeastSettings:
         DuckDB offline store, file registry), ``redis`` (Redis online store) or ``production`` (Redis, Postgres
         registry, Spark offline store); connection strings come from NIGHTREC_REDIS / NIGHTREC_FEAST_REGISTRY.
     :param materialize_chunk_days: data days per materialization call (progress per chunk).
+    :param fetch_batch_rows: entity rows per point-in-time (``get_historical_features``) call. The offline join's
+        memory grows with the rows of one call, more than with the feature tables (decision 33), so a training set
+        is fetched in batches of this many rows: the same rows, a bounded peak.
     """
 
     variant: str = "local"
     materialize_chunk_days: int = 14
+    fetch_batch_rows: int = 20_000
 
 
 @dataclass(frozen=True)
@@ -651,8 +655,8 @@ def _validate(s: Settings, where: str | Path) -> None:
         )
     if s.airflow.dbt_pool_slots < 1:
         raise ConfigError(f"airflow.dbt_pool_slots must be >= 1 (got {s.airflow.dbt_pool_slots}) in {where}")
-    if s.feast.materialize_chunk_days < 1:
-        raise ConfigError(f"feast.materialize_chunk_days must be >= 1 in {where}")
+    if min(s.feast.materialize_chunk_days, s.feast.fetch_batch_rows) < 1:
+        raise ConfigError(f"feast.materialize_chunk_days and feast.fetch_batch_rows must be >= 1 in {where}")
     t = s.training
     if t.device not in {"auto", "cpu", "cuda"}:
         raise ConfigError(f"training.device must be auto, cpu or cuda (got {t.device!r}) in {where}")

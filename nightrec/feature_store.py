@@ -12,6 +12,7 @@ import contextlib
 import importlib.util
 import logging
 import os
+import sys
 import time
 import warnings
 from collections.abc import Iterator
@@ -57,6 +58,10 @@ def use_settings(settings: Settings) -> None:
             f"Feast variant '{settings.feast.variant}' needs NIGHTREC_REDIS (host:port of the Redis server)"
         )
     os.environ.update(settings.environment())
+    # The production variant's Spark offline store and materialization engine start Python workers: without this they
+    # run whatever `python3` is first on PATH, which lacks Feast (spark_jobs.common does the same for the jobs).
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 
 
 def open_store(settings: Settings) -> Any:
@@ -189,22 +194,31 @@ def _quiet_offline_store() -> Iterator[None]:
 def historical_features(settings: Settings, entity_df: Any, service: str = "training") -> Any:
     """Point-in-time features for ``entity_df`` (user_id, item_id, event_timestamp): one output row per input row.
 
-    Features are named ``<view>__<feature>``; a feature row is used only if its feature_ts <= event_timestamp.
+    Features are named ``<view>__<feature>``; a feature row is used only if its feature_ts <= event_timestamp. Rows
+    are asked ``feast.fetch_batch_rows`` at a time (each row's answer depends on that row alone), so the offline
+    store's memory stays bounded however many rows a training set has. The answers are concatenated batch by batch,
+    each in the order Feast gives (callers that need the input order carry a row id, as training.data does).
 
     :raises ReconciliationError: the offline store returned a different number of rows than it was given.
     """
+    import pandas as pd
+
     store = open_store(settings)
-    with _quiet_offline_store():
-        out = store.get_historical_features(
-            entity_df=entity_df, features=store.get_feature_service(service), full_feature_names=True
-        ).to_df()
-    if len(out) != len(entity_df):
-        raise ReconciliationError(
-            f"get_historical_features returned {len(out):,} rows for {len(entity_df):,} entity rows: a training set "
-            "must have exactly the rows of its entity dataframe (Feast's file offline store drops rows silently; "
-            "docs/architecture.md)"
-        )
-    return out
+    features = store.get_feature_service(service)
+    step = settings.feast.fetch_batch_rows
+    parts = []
+    for lo in range(0, max(len(entity_df), 1), step):
+        batch = entity_df.iloc[lo : lo + step]
+        with _quiet_offline_store():
+            out = store.get_historical_features(entity_df=batch, features=features, full_feature_names=True).to_df()
+        if len(out) != len(batch):
+            raise ReconciliationError(
+                f"get_historical_features returned {len(out):,} rows for {len(batch):,} entity rows: a training set "
+                "must have exactly the rows of its entity dataframe (Feast's file offline store drops rows silently; "
+                "docs/architecture.md)"
+            )
+        parts.append(out)
+    return parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
 
 
 def online_features(settings: Settings, rows: list[dict[str, str]], service: str = "serving") -> dict[str, list]:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +22,8 @@ import pytest
 from nightrec.adapters import SourceAdapter, load_adapter
 from nightrec.config import Settings, load_settings
 from nightrec.warehouse import Warehouse
+from tests import servers
+from tests.servers import free_port, postgres_server, serving, wait_for_port
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 
@@ -119,7 +119,6 @@ def smoke_training(tmall_marts: Settings) -> Settings:
 def trained_tmall(smoke_training: Settings, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
     """One training run through TRAINED_DAY (the report), and a copy of the models it published, taken before any
     test changes the champions (tests that need a trained warehouse of their own start from that copy)."""
-    import shutil
 
     from training import run
 
@@ -227,56 +226,10 @@ def killed_then_retried(env: dict[str, str], task: str, day: date, path: Path, r
     assert not leftovers(path), f"{task}: the retry should remove what the killed run left"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_port(port: int, seconds: float = 30) -> None:
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {seconds}s")
-
-
-@contextlib.contextmanager
-def serving(server: subprocess.Popen, port: int, stop_seconds: float = 30) -> Iterator[None]:
-    """While a started server process listens on ``port``; it is stopped afterwards, whatever happens."""
-    try:
-        wait_for_port(port)
-        yield
-    finally:
-        server.terminate()
-        server.wait(timeout=stop_seconds)
-
-
 @pytest.fixture
 def redis_server(tmp_path):
-    binary = shutil.which("redis-server")
-    assert binary, "redis-server is required (make test installs it; apt-get install redis-server)"
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(tmp_path),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    with serving(server, port):
-        yield f"127.0.0.1:{port}"
+    with servers.redis_server(tmp_path) as address:
+        yield address
 
 
 @dataclass(frozen=True)
@@ -334,48 +287,6 @@ def spark_standalone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Spark
                 assert time.time() < deadline, f"no worker registered: {(work / 'worker.log').read_text()[-3000:]}"
                 time.sleep(0.5)
             yield cluster
-
-
-def _postgres_binaries() -> tuple[str, str]:
-    import glob
-
-    found = shutil.which("initdb") or next(iter(sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))), None)
-    assert found, "PostgreSQL is required (make test's .ci/run installs it; apt-get install postgresql)"
-    bindir = Path(found).parent
-    return str(bindir / "initdb"), str(bindir / "postgres")
-
-
-@contextlib.contextmanager
-def postgres_server() -> Iterator[str]:
-    """A throwaway PostgreSQL server on 127.0.0.1 (run as the postgres user when the tests run as root), trusting
-    local connections; yields its SQLAlchemy URL (psycopg 3)."""
-    import tempfile
-
-    initdb, postgres_bin = _postgres_binaries()
-    work = Path(tempfile.mkdtemp(prefix="nightrec-pg-", dir="/tmp"))
-    data = work / "data"
-    data.mkdir()
-    as_user: list[str] = []
-    if os.geteuid() == 0:  # initdb refuses to run as root
-        shutil.chown(work, "postgres")
-        shutil.chown(data, "postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    subprocess.run(
-        [*as_user, initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
-        check=True,
-        capture_output=True,
-    )
-    port = free_port()
-    server = subprocess.Popen(
-        [*as_user, postgres_bin, "-D", str(data), "-p", str(port), "-h", "127.0.0.1", "-k", str(work)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        with serving(server, port):
-            yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 @pytest.fixture

@@ -996,7 +996,7 @@ def test_a_real_scheduler_on_postgres_reruns_a_night_with_airflow_backfill_creat
     cluster. `airflow backfill create` reruns night two on a copy of the e2e warehouse; the run is read back through
     the REST API, every task succeeded, the dbt models ran one at a time (their pool), and the tables equal those of
     the `dags test` runs. The database password appears in no log."""
-    from tests.conftest import free_port, postgres_server, wait_for_port
+    from tests.servers import free_port, postgres_server, wait_for_port
 
     warehouse, home = tmp_path / "warehouse", tmp_path / "airflow"
     shutil.copytree(airflow_run[0], warehouse, symlinks=True)

@@ -164,3 +164,11 @@ def test_the_airflow_section_is_set_like_any_other_and_its_pool_validated():
     assert load_settings("local", env={}).airflow.catchup is True
     with pytest.raises(ConfigError, match=r"airflow\.dbt_pool_slots must be >= 1"):
         load_settings("local", env={"NIGHTREC_SET": "airflow.dbt_pool_slots=0"})
+
+
+def test_the_feature_fetch_batch_is_a_setting_and_must_be_positive():
+    assert load_settings("local", env={}).feast.fetch_batch_rows == 20_000
+    s = load_settings("local", env={"NIGHTREC_SET": "feast.fetch_batch_rows=500"})
+    assert s.feast.fetch_batch_rows == 500
+    with pytest.raises(ConfigError, match=r"feast\.materialize_chunk_days and feast\.fetch_batch_rows must be >= 1"):
+        load_settings("local", env={"NIGHTREC_SET": "feast.fetch_batch_rows=0"})

@@ -18,7 +18,7 @@ from nightrec.config import AlertSettings, load_settings
 from nightrec.errors import ConfigError, QualityCheckFailed
 from nightrec.notify import notify
 from nightrec.warehouse import Warehouse
-from tests.conftest import free_port
+from tests.servers import free_port
 
 RECEIVED: list[dict] = []
 
