@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -142,6 +143,18 @@ def measure(command: list[str], env: dict[str, str]) -> dict:
     return json.loads(lines[-1][len("RESULT ") :]) | {"tree_peak_mib": tree}
 
 
+@contextlib.contextmanager
+def feast_servers(variants: list[str], spark_master: str) -> Iterator[dict[str, str]]:
+    """A throwaway Redis (and, for the production variant, PostgreSQL for the registry) on 127.0.0.1; yields the
+    environment the measured processes need."""
+    with contextlib.ExitStack() as servers:
+        redis = servers.enter_context(redis_server(Path(servers.enter_context(tempfile.TemporaryDirectory()))))
+        env = {**os.environ, "NIGHTREC_REDIS": redis, "NIGHTREC_SPARK_MASTER": spark_master}
+        if "production" in variants:
+            env["NIGHTREC_FEAST_REGISTRY"] = servers.enter_context(postgres_server())
+        yield env
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--warehouse", type=Path, default=PROJECT_ROOT / "warehouse", help="a built warehouse")
@@ -160,11 +173,8 @@ def main() -> None:
         parser.error(f"unknown stores {sorted(unknown)}; choose from {', '.join(NAMES)}")
 
     table = []
-    with contextlib.ExitStack() as servers:
-        redis = servers.enter_context(redis_server(Path(servers.enter_context(tempfile.TemporaryDirectory()))))
-        env = {**os.environ, "NIGHTREC_REDIS": redis, "NIGHTREC_SPARK_MASTER": args.spark_master}
-        if "production" in variants:
-            env["NIGHTREC_FEAST_REGISTRY"] = servers.enter_context(postgres_server())
+    with feast_servers(variants, args.spark_master) as env:
+        redis = env["NIGHTREC_REDIS"]
         for factor in (int(f) for f in args.factors.split(",")):
             warehouse = (args.workdir / f"feast_x{factor}" / "warehouse").resolve()
             shutil.rmtree(warehouse, ignore_errors=True)

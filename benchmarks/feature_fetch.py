@@ -20,7 +20,6 @@ its process tree's (Spark's JVM and workers included for the production variant'
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
@@ -104,20 +103,13 @@ OFFLINE_STORES = {"local": "DuckDB", "redis": "DuckDB", "production": "Spark"}  
 
 def memory(args: argparse.Namespace) -> None:
     """Per (factor, store): the per-key fetch of the up-scaled evaluation exposures, in a fresh process."""
-    from feast_materialize import measure, scaled_marts
-
-    sys.path.insert(0, str(PROJECT_ROOT))  # the throwaway servers the tests start (tests/servers.py)
-    from tests.servers import postgres_server, redis_server
+    from feast_materialize import feast_servers, measure, scaled_marts
 
     source = args.warehouse.resolve()
     settings = load_settings().with_overrides(warehouse_root=source)
     variants = args.stores.split(",")
     table = []
-    with contextlib.ExitStack() as servers:
-        redis = servers.enter_context(redis_server(Path(servers.enter_context(tempfile.TemporaryDirectory()))))
-        env = {**os.environ, "NIGHTREC_REDIS": redis, "NIGHTREC_SPARK_MASTER": args.spark_master}
-        if "production" in variants:
-            env["NIGHTREC_FEAST_REGISTRY"] = servers.enter_context(postgres_server())
+    with feast_servers(variants, args.spark_master) as env:
         for factor in (int(f) for f in args.factors.split(",")):
             warehouse = (args.workdir / f"fetch_x{factor}" / "warehouse").resolve()
             shutil.rmtree(warehouse, ignore_errors=True)
