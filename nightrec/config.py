@@ -117,11 +117,12 @@ class FeastSettings:
 
     :param variant: which ``feature_repo/feature_store.<variant>.yaml`` to use: ``local`` (SQLite online store,
         DuckDB offline store, file registry), ``redis`` (Redis online store) or ``production`` (Redis, Postgres
-        registry, Spark offline store); connection strings come from NIGHTREC_REDIS / NIGHTREC_FEAST_REGISTRY.
+        registry, Spark offline store and Spark materialization); connection strings come from NIGHTREC_REDIS /
+        NIGHTREC_FEAST_REGISTRY.
     :param materialize_chunk_days: data days per materialization call (progress per chunk).
     :param fetch_batch_rows: entity rows per point-in-time (``get_historical_features``) call. The offline join's
-        memory grows with the rows of one call, more than with the feature tables (decision 33), so a training set
-        is fetched in batches of this many rows: the same rows, a bounded peak.
+        memory grows with the rows of one call (on DuckDB also with the feature files, which it reads whole;
+        decision 33), so a training set is fetched in batches of this many rows: the same rows, a lower peak.
     """
 
     variant: str = "local"
