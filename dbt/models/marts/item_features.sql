@@ -93,23 +93,43 @@ activity_in_window as (
 
 ),
 
+-- Two stages: first what each user did with the item in D's windows, then count users per (item, D). One
+-- aggregation with a count(distinct ...) per window and level makes Spark copy every row once per distinct
+-- expression (its Expand step: ten copies here); per-user rows count the same users without it.
+user_activity as (
+
+    select
+        item_id,
+        ds,
+        user_id,
+        min(age_days) as min_age_days,
+        min(case when max_level = {{ top_level }} then age_days end) as min_purchase_age_days,
+        max(case when age_days < 30 then max_level end) as max_level_30d,
+        {%- for w in windows %}
+        sum(case when age_days < {{ w }} then n_events else 0 end) as n_events_{{ w }}d{{ "," if not loop.last }}
+        {%- endfor %}
+
+    from activity_in_window
+    group by item_id, ds, user_id
+
+),
+
 popularity as (
 
     select
         item_id,
         ds,
         {%- for w in windows %}
-        cast(sum(case when age_days < {{ w }} then n_events else 0 end) as bigint) as n_events_{{ w }}d,
-        count(distinct case when age_days < {{ w }} then user_id end) as n_users_{{ w }}d,
-        count(distinct case when age_days < {{ w }} and max_level = {{ top_level }} then user_id end)
-            as n_buyers_{{ w }}d,
+        cast(sum(n_events_{{ w }}d) as bigint) as n_events_{{ w }}d,
+        cast(sum(case when min_age_days < {{ w }} then 1 else 0 end) as bigint) as n_users_{{ w }}d,
+        cast(sum(case when min_purchase_age_days < {{ w }} then 1 else 0 end) as bigint) as n_buyers_{{ w }}d,
         {%- endfor %}
         {%- for lv in range(1, (var('max_level') | int) + 1) %}
-        count(distinct case when age_days < 30 and max_level >= {{ lv }} then user_id end)
+        cast(sum(case when max_level_30d >= {{ lv }} then 1 else 0 end) as bigint)
             as n_users_reaching_level_{{ lv }}_30d{{ "," if not loop.last }}
         {%- endfor %}
 
-    from activity_in_window
+    from user_activity
     group by item_id, ds
 
 ),
