@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from nightrec import ranking
@@ -231,8 +232,9 @@ def judge(candidates: Candidates, behaviour: Behaviour, plan: AnchorPlan, scorer
 
 def _grouped(candidates: Candidates, day: date, users: set[str]) -> pa.Table:
     table = candidates.table(day)
-    keep = np.isin(np.asarray(table.column("user_id").to_pylist(), dtype=object), list(users))
-    return ranking.group_by_user(table.filter(pa.array(keep)))
+    # a hash lookup: np.isin on object arrays compares every row with every user (10x the data took 100x the time)
+    keep = pc.is_in(table.column("user_id"), value_set=pa.array(sorted(users), pa.string()))
+    return ranking.group_by_user(table.filter(keep))
 
 
 def list_scorers(booster_text: str | None, sources: tuple[str, ...]) -> dict[str, ranking.Scorer]:
