@@ -78,6 +78,13 @@ BENCHMARKS: dict[str, Benchmark] = {
         ("--factors", "1"),
         warehouse=True,
     ),
+    "ranker_scaling": Benchmark(
+        "ranker_scaling.py",
+        "seconds of the ranker stage (train, judge) on the last night's candidates at 1x and 10x the users",
+        ("--factors", "1,10"),
+        ("--factors", "1"),
+        warehouse=True,
+    ),
     "training": Benchmark(
         "gnolr_gpu.py",
         "training samples/s of the GNOLR model on CPU (and a CUDA GPU when one is visible)",

@@ -1,0 +1,111 @@
+"""The ranker stage (train the held-out and the served boosters, judge every list) at 1x, 10x, ... a built night.
+
+The night's candidates and the `user_item_features` export (the labels) of a built warehouse are copied with every
+user k times under the up-scaler's ids (nightrec/upscale.py), so users, candidates and buyers grow k-fold while each
+user's candidates stay the same. `training.ranker.run` then trains and judges on the copy, as the nightly
+`train_ranker` task does (without the champion gate). It prints the seconds of the stage and of the judging: a cost
+that grows faster than k points at something quadratic (the judging's user filter was, until decision 34).
+
+    python benchmarks/ranker_scaling.py --warehouse warehouse --factors 1,10
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from _figures import record_figure  # benchmarks/ is on sys.path when a script here runs
+
+from nightrec.config import PROJECT_ROOT, load_settings
+from nightrec.errors import InputError
+from nightrec.upscale import new_user_id
+from nightrec.warehouse import Warehouse
+from training import ranker
+
+
+def copied_users(table: pa.Table, factor: int) -> pa.Table:
+    """``factor`` copies of ``table``, copy k's users renamed as the up-scaler renames them."""
+    users = table.column("user_id")
+    where = table.column_names.index("user_id")
+    copies = [table]
+    for k in range(1, factor):
+        suffix = new_user_id("", k)
+        renamed = pc.binary_join_element_wise(users, pa.scalar(suffix), "")
+        copies.append(table.set_column(where, table.schema.field(where), renamed))
+    return pa.concat_tables(copies)
+
+
+def scaled_night(source: Warehouse, day: date, factor: int, target: Warehouse) -> Path:
+    """The candidates of night ``day`` and the pair mart of ``source``, users copied ``factor`` times, in ``target``."""
+    shutil.rmtree(target.root, ignore_errors=True)
+    marts = target.mart_export("user_item_features")
+    marts.mkdir(parents=True)
+    pq.write_table(copied_users(pq.read_table(source.mart_export("user_item_features")), factor), marts / "0.parquet")
+    night, candidates = source.candidates(day), target.candidates(day)
+    for anchor in sorted(night.glob("anchor=*")):
+        (candidates / anchor.name).mkdir(parents=True)
+        pq.write_table(copied_users(pq.read_table(anchor), factor), candidates / anchor.name / "0.parquet")
+    shutil.copy(night / "_SUCCESS", candidates / "_SUCCESS")
+    return candidates
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--warehouse", type=Path, default=PROJECT_ROOT / "warehouse", help="a built warehouse")
+    parser.add_argument("--factors", default="1,10", help="copies of every user (comma-separated)")
+    parser.add_argument("--profile", default="local", help="the settings profile (the ranker's rounds and anchors)")
+    parser.add_argument("--workdir", type=Path, default=PROJECT_ROOT / ".bench", help="scratch directory")
+    args = parser.parse_args()
+
+    settings = load_settings(args.profile, env={}).with_overrides(warehouse_root=args.warehouse.resolve())
+    source = Warehouse.of(settings)
+    nights = sorted(date.fromisoformat(p.name[3:]) for p in (source.root / "candidates").glob("ds=*"))
+    if not nights:
+        sys.exit(f"No candidates under {source.root}: run a nightly night first (make demo)")
+    day = nights[-1]
+    print("| factor | training rows | judged users (30d) | stage s | judging s |")
+    print("|---|---|---|---|---|")
+    judging: dict[str, float] = {}
+    judge = ranker.judge
+
+    def timed(*a: Any, **k: Any) -> ranker.Judged:  # the judging's share of the stage
+        started = time.perf_counter()
+        out = judge(*a, **k)
+        judging["seconds"] = time.perf_counter() - started
+        return out
+
+    for factor in (int(f) for f in args.factors.split(",")):
+        scaled = settings.with_overrides(warehouse_root=(args.workdir / f"ranker_x{factor}" / "warehouse").resolve())
+        candidates = scaled_night(source, day, factor, Warehouse.of(scaled))
+        ranker.judge = timed
+        try:
+            started = time.perf_counter()
+            report = ranker.run(
+                scaled,
+                day,
+                version=f"bench-x{factor}",
+                gate_champions=False,
+                candidates_root=candidates,
+            )
+            seconds = time.perf_counter() - started
+        except InputError as exc:
+            sys.exit(f"x{factor}: {exc}")
+        finally:
+            ranker.judge = judge
+        rows, users = report["training"]["held_out"]["rows"], report["metrics"]["ranker"]["30d"]["users"]
+        print(f"| {factor} | {rows:,} | {users:,} | {seconds:.1f} | {judging['seconds']:.1f} |", flush=True)
+        data = f"{source.root.name} night {day} x{factor}: {rows:,} training rows"
+        record_figure("ranker_scaling", "ranker stage seconds", round(seconds, 1), "s", data)
+        record_figure("ranker_scaling", "judging seconds", round(judging["seconds"], 1), "s", data)
+
+
+if __name__ == "__main__":
+    main()
