@@ -59,7 +59,8 @@ class SparkSettings:
     """How Spark jobs run.
 
     :param master: Spark master URL; ``local[*]`` on one machine, a cluster URL at scale.
-    :param driver_memory: driver memory for spark-submit and in-process sessions (e.g. ``4g``).
+    :param driver_memory: driver memory for spark-submit, in-process sessions and the sessions of Feast's production
+        variant (e.g. ``4g``).
     :param shuffle_partitions: ``spark.sql.shuffle.partitions``; small on a laptop, larger on a cluster.
     :param conf: any further ``spark.*`` settings passed through unchanged.
     """

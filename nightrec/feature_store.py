@@ -31,6 +31,7 @@ FEATURE_REPO = PROJECT_ROOT / "feature_repo"
 VIEWS = ("user_features", "item_features", "user_sequence")
 VIEW_EXPORTS = {"user_features": "user_features", "item_features": "item_features", "user_sequence": "user_sequences"}
 TOPK_VIEW = "user_topk"  # registered once a top-k version is published (serving/user_topk/), materialized after it
+FEAST_SPARK_DRIVER_MEMORY = "NIGHTREC_FEAST_SPARK_DRIVER_MEMORY"  # feature_store.production.yaml's spark.driver.memory
 SEGMENTS_VIEW = "user_segments"  # registered once the segment_membership mart exists, materialized by publish_segments
 
 
@@ -58,6 +59,9 @@ def use_settings(settings: Settings) -> None:
             f"Feast variant '{settings.feast.variant}' needs NIGHTREC_REDIS (host:port of the Redis server)"
         )
     os.environ.update(settings.environment())
+    # The production variant's Spark sessions (offline store, engine) start their driver with the profile's memory, not
+    # Spark's 1g default: at 100x the Tmall log a training fetch ran out of heap with 1g (decision 33).
+    os.environ[FEAST_SPARK_DRIVER_MEMORY] = settings.spark.driver_memory
     # The production variant's Spark offline store and materialization engine start Python workers: without this they
     # run whatever `python3` is first on PATH, which lacks Feast (spark_jobs.common does the same for the jobs).
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)

@@ -336,8 +336,12 @@ def test_production_variant_redis_postgres_registry_spark_offline(applied, marts
     monkeypatch.setenv("NIGHTREC_FEAST_REGISTRY", postgres)
     production = settings.with_overrides(feast=replace(settings.feast, variant="production"))
     assert feature_store.apply(production) == {"entities": 2, "feature_views": 3, "feature_services": 2}
-    engine = feature_store.open_store(production)._get_provider().batch_engine  # what materialize will run on
+    store = feature_store.open_store(production)
+    engine = store._get_provider().batch_engine  # what materialize will run on
     assert type(engine).__name__ == "SparkComputeEngine"
+    # Spark's own 1g driver ran out of heap on a 100x training fetch: both sessions start with the profile's memory
+    for spark_conf in (store.config.offline_store.spark_conf, store.config.batch_engine.spark_conf):
+        assert spark_conf["spark.driver.memory"] == settings.spark.driver_memory
     feature_store.materialize(production, *DAYS)
     users = marts["user_features"][marts["user_features"]["ds"] == date(2014, 8, 15)]
     items = users.top_item_90d.fillna("")
