@@ -8,6 +8,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # pip prints one warning per package for unreachable local mirrors on some machines; keep the output readable.
 PIP_QUIET := 2>&1 | { grep -v "^WARNING: Location" || true; }
+# Test processes: the suite waits on subprocesses, JVM starts and servers much of the time, so two share two cores
+# well. Each test file stays in one process (--dist loadfile): its module fixtures (the e2e nights) are built once.
+TEST_WORKERS ?= 2
 
 .PHONY: demo test install lint clean check-java check-services
 
@@ -42,7 +45,7 @@ lint: install
 	$(BIN)/lint-imports --no-cache
 
 test: install check-java check-services lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 clean:
 	rm -rf warehouse .airflow .pytest_cache .ruff_cache
