@@ -1,14 +1,13 @@
 """The real DAGs through `airflow dags test` and spark-submit: bootstrap, two consecutive nights (the second killed
-mid-write and resumed), the night's Python tasks killed as they publish, a corrupted delivery, a terminated run."""
+mid-write and resumed), the night's Python tasks killed as they publish, a corrupted delivery. (A terminated run:
+test_terminated_run.py, apart so the suite's second process runs it while the first builds these nights.)"""
 
 from __future__ import annotations
 
 import itertools
 import json
-import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -28,20 +27,11 @@ from nightrec.run_manifest import manifest_days, reconciles
 from nightrec.storage import SUCCESS_FILE
 from nightrec.warehouse import Warehouse
 from tests.conftest import corrupt_real_rows, killed_then_retried, raw_tmall, read_table
+from tests.e2e.runs import alerts, env_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.spark]
 
 NIGHTS = [date(2014, 8, 14), date(2014, 8, 15)]
-
-
-def _env(warehouse: Path, airflow_home: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        "NIGHTREC_WAREHOUSE_ROOT": str(warehouse),
-        "NIGHTREC_AIRFLOW_HOME": str(airflow_home),
-        "NIGHTREC_SPARK_MASTER": "local[2]",
-        "NIGHTREC_PROFILE": "smoke",  # the local profile with one-epoch training
-    }
 
 
 def nightrec(
@@ -50,7 +40,7 @@ def nightrec(
     proc = subprocess.run(
         [sys.executable, "-m", "nightrec_app.cli", *args],
         cwd=PROJECT_ROOT,
-        env=_env(warehouse, airflow_home) | (env or {}),
+        env=env_for(warehouse, airflow_home) | (env or {}),
         capture_output=True,
         text=True,
         timeout=900,
@@ -94,12 +84,6 @@ def airflow_run(tmp_path_factory, interruption):
     span = ["backfill", "--start", str(NIGHTS[0]), "--end", str(NIGHTS[-1]), "--resume"]
     interruption["resumed"] = nightrec(span, warehouse, home).stdout
     return warehouse, home, boot.stdout + first.stdout + killed.stdout + interruption["resumed"]
-
-
-def _alerts(warehouse: Path) -> list[dict]:
-    """The events the default notifier (alerts.notifiers: a file in the warehouse) recorded."""
-    path = warehouse / "alerts" / "alerts.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
 
 
 def _raw_mtimes(wh: Warehouse) -> list[int]:
@@ -172,7 +156,7 @@ def test_a_night_killed_mid_write_keeps_the_previous_partitions_and_resumed_give
     attempt, own = interruption["manifest"]["attempt"], interruption["manifest"]["own_run"]
     assert (attempt["state"], attempt["failed_task"], own["state"]) == ("failed", "ingest_events", "failed")
     assert re.search(rf"{NIGHTS[-1]} .*FAILED:ingest_events", interruption["status"]), interruption["status"]
-    failed = [e for e in _alerts(warehouse) if e["event"] == "task_failed"]  # and the notifiers heard of it
+    failed = [e for e in alerts(warehouse) if e["event"] == "task_failed"]  # and the notifiers heard of it
     assert [(e["task_id"], e["day"]) for e in failed] == [("ingest_events", str(NIGHTS[-1]))], failed
 
     assert f"day {NIGHTS[0]} skipped, its night succeeded in " in interruption["resumed"]
@@ -348,7 +332,7 @@ def test_a_corrupted_delivery_stops_the_nightly_run_before_ingest(airflow_run, t
     assert "(quality_bronze, quality_marts: recorded by an earlier run" in report
     status = nightrec(["status", "--start", str(day), "--end", str(day)], warehouse, home).stdout
     assert "FAILED:validate_raw" in status and f"{day}: the latest run " in status
-    alert = _alerts(warehouse)[-1]
+    alert = alerts(warehouse)[-1]
     assert (alert["event"], alert["task_id"], alert["day"]) == ("task_failed", "validate_raw", str(day))
     assert alert["error"].startswith("QualityCheckFailed: Data quality check 'raw' failed: 3 critical")
     assert "[critical] raw.events: expect_column_values_to_not_be_null(column='user_id')" in report
@@ -505,83 +489,6 @@ def test_each_night_scores_and_publishes_top_k_lists(airflow_run, tmall):
     assert len(online["user_topk__topk_item_ids"][0]) == k
     with duckdb.connect(str(Warehouse.of(settings).analyst_db()), read_only=True) as con:
         assert con.execute("select count(*) from marts.topk_current").fetchall()[0][0] == rows
-
-
-def _cmdline(process) -> str:
-    import psutil
-
-    try:
-        return " ".join(process.cmdline())
-    except psutil.Error:  # it ended meanwhile
-        return ""
-
-
-def test_a_terminated_run_takes_airflow_and_spark_submit_down_with_it(tmp_path):
-    """A supervisor stops `nightrec bootstrap` with SIGTERM to the command, not to its children: the signal must reach
-    `airflow dags test`, and through it the running spark-submit, so nothing goes on writing the warehouse."""
-    import psutil
-
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "nightrec_app.cli", "bootstrap"],
-        cwd=PROJECT_ROOT,
-        env=_env(tmp_path / "warehouse", tmp_path / "airflow"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if "starting task_id=ingest_events" in line:
-                break
-        else:
-            pytest.fail(f"the bootstrap ended before ingest (exit {proc.wait()})")
-        wrapper = psutil.Process(proc.pid)
-        deadline = time.monotonic() + 180
-        while not any("SparkSubmit" in _cmdline(c) for c in wrapper.children(recursive=True)):
-            assert time.monotonic() < deadline, "spark-submit's JVM did not start"
-            time.sleep(0.5)
-        descendants = wrapper.children(recursive=True)
-        assert any("airflow" in _cmdline(c) for c in descendants)
-        signalled = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        rest, _ = proc.communicate(timeout=180)
-        stopping = time.monotonic() - signalled
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode != 0
-    assert stopping < 30, f"the run took {stopping:.0f}s to stop"  # within seconds, not at the job's end
-    # the command returned only once its run had stopped: a supervisor may start the next one right away
-    _, alive = psutil.wait_procs(descendants, timeout=1)
-    assert not alive, [_cmdline(p) for p in alive]
-    assert "was stopped by SIGTERM" in rest, rest[-3000:]
-    # nothing half-written is visible: every partition a reader can see is complete (a _SUCCESS beside its files)
-    warehouse = tmp_path / "warehouse"
-    visible = [
-        p
-        for p in warehouse.rglob("ds=*")
-        if p.is_dir() and not any(part.startswith(".") for part in p.relative_to(warehouse).parts)
-    ]
-    zones = [p for p in visible if p.relative_to(warehouse).parts[0] in ("bronze", "silver")]
-    assert all((p / SUCCESS_FILE).is_file() for p in zones), [p for p in zones if not (p / SUCCESS_FILE).is_file()]
-    # and the stopped run is on record, not shown as running
-    status = subprocess.run(
-        [sys.executable, "-m", "nightrec_app.cli", "status"],
-        cwd=PROJECT_ROOT,
-        env=_env(warehouse, tmp_path / "airflow"),
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    assert "running" not in status.split("latest attempt", 1)[1], status
-    # Airflow killed the running task on the way down, and its failure callback recorded a failure of ingest; the
-    # command then records the days as stopped, naming the signal
-    assert "STOPPED" in status and "FAILED:" not in status, status
-    assert "was STOPPED (in ingest_events): `airflow dags test bootstrap" in status, status
-    assert "was stopped by SIGTERM" in status, status
-    stopped = [e for e in _alerts(warehouse) if e["event"] == "run_stopped"]
-    assert len(stopped) == 1 and "stopped by SIGTERM" in stopped[0]["why"], _alerts(warehouse)
 
 
 def test_each_night_segments_every_consumer_and_keeps_the_segment_ids(airflow_run, tmall):
@@ -805,7 +712,7 @@ def test_the_nights_python_tasks_killed_as_they_publish_keep_the_previous_versio
     warehouse, home, _ = airflow_run
     copy = tmp_path / "warehouse"
     shutil.copytree(warehouse, copy, symlinks=True)
-    wh, env = Warehouse(copy, tmall.name), _env(copy, home)
+    wh, env = Warehouse(copy, tmall.name), env_for(copy, home)
     night_embeddings = pq.read_table(wh.consumer_embeddings(NIGHTS[-1]))
     for task, target in KILLED_TASKS.items():
         killed_then_retried(env, task, NIGHTS[-1], target(wh), copy)
@@ -1024,7 +931,7 @@ def test_a_real_scheduler_on_postgres_reruns_a_night_with_airflow_backfill_creat
                     subprocess.Popen(
                         [sys.executable, "-m", "nightrec_app.cli", "airflow", *args],
                         cwd=PROJECT_ROOT,
-                        env=_env(warehouse, home) | env,
+                        env=env_for(warehouse, home) | env,
                         stdout=(tmp_path / f"{name}.log").open("w"),
                         stderr=subprocess.STDOUT,
                     )

@@ -1,0 +1,34 @@
+"""What the end-to-end tests share: the environment of a `nightrec` command on a test warehouse, the alerts a run
+recorded, a process's command line."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+
+def env_for(warehouse: Path, airflow_home: Path) -> dict[str, str]:
+    """The environment of a `nightrec` command on ``warehouse`` with its Airflow home: local[2], the smoke profile."""
+    return {
+        **os.environ,
+        "NIGHTREC_WAREHOUSE_ROOT": str(warehouse),
+        "NIGHTREC_AIRFLOW_HOME": str(airflow_home),
+        "NIGHTREC_SPARK_MASTER": "local[2]",
+        "NIGHTREC_PROFILE": "smoke",  # the local profile with one-epoch training
+    }
+
+
+def alerts(warehouse: Path) -> list[dict]:
+    """The events the default notifier (alerts.notifiers: a file in the warehouse) recorded."""
+    path = warehouse / "alerts" / "alerts.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+
+def cmdline(process) -> str:
+    import psutil
+
+    try:
+        return " ".join(process.cmdline())
+    except psutil.Error:  # it ended meanwhile
+        return ""
