@@ -36,7 +36,7 @@ from _figures import record_figure  # benchmarks/ is on sys.path when a script h
 
 from nightrec.config import PROJECT_ROOT, load_settings
 from nightrec.feature_store import VIEW_EXPORTS
-from nightrec.upscale import new_user_id
+from nightrec.upscale import copy_suffix, new_user_id
 from nightrec.warehouse import Warehouse
 
 sys.path.insert(0, str(PROJECT_ROOT))  # the throwaway servers the tests start (tests/servers.py)
@@ -60,9 +60,10 @@ def scaled_marts(source: Path, factor: int, target: Path) -> dict[str, int]:
             out.mkdir(parents=True)
             if export in USER_EXPORTS and factor > 1:
                 # the same ids as the up-scaler gives (checked against new_user_id below)
+                suffixes = ", ".join(f"('{copy_suffix(k)}')" for k in range(factor))
                 query = (
-                    f"select * replace (case when k = 0 then user_id else user_id || 'x' || k end as user_id) "
-                    f"from read_parquet('{src}'), range({factor}) as copies(k)"
+                    f"select * replace (user_id || suffix as user_id) "
+                    f"from read_parquet('{src}'), (values {suffixes}) as copies(suffix)"
                 )
             else:
                 query = f"select * from read_parquet('{src}')"

@@ -17,7 +17,6 @@ import sys
 import time
 from datetime import date
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -26,7 +25,7 @@ from _figures import record_figure  # benchmarks/ is on sys.path when a script h
 
 from nightrec.config import PROJECT_ROOT, load_settings
 from nightrec.errors import InputError
-from nightrec.upscale import new_user_id
+from nightrec.upscale import copy_suffix
 from nightrec.warehouse import Warehouse
 from training import ranker
 
@@ -37,8 +36,7 @@ def copied_users(table: pa.Table, factor: int) -> pa.Table:
     where = table.column_names.index("user_id")
     copies = [table]
     for k in range(1, factor):
-        suffix = new_user_id("", k)
-        renamed = pc.binary_join_element_wise(users, pa.scalar(suffix), "")
+        renamed = pc.binary_join_element_wise(users, pa.scalar(copy_suffix(k)), "")
         copies.append(table.set_column(where, table.schema.field(where), renamed))
     return pa.concat_tables(copies)
 
@@ -73,19 +71,9 @@ def main() -> None:
     day = nights[-1]
     print("| factor | training rows | judged users (30d) | stage s | judging s |")
     print("|---|---|---|---|---|")
-    judging: dict[str, float] = {}
-    judge = ranker.judge
-
-    def timed(*a: Any, **k: Any) -> ranker.Judged:  # the judging's share of the stage
-        started = time.perf_counter()
-        out = judge(*a, **k)
-        judging["seconds"] = time.perf_counter() - started
-        return out
-
     for factor in (int(f) for f in args.factors.split(",")):
         scaled = settings.with_overrides(warehouse_root=(args.workdir / f"ranker_x{factor}" / "warehouse").resolve())
         candidates = scaled_night(source, day, factor, Warehouse.of(scaled))
-        ranker.judge = timed
         try:
             started = time.perf_counter()
             report = ranker.run(
@@ -98,13 +86,12 @@ def main() -> None:
             seconds = time.perf_counter() - started
         except InputError as exc:
             sys.exit(f"x{factor}: {exc}")
-        finally:
-            ranker.judge = judge
+        judging = report["phase_seconds"]["judging"]
         rows, users = report["training"]["held_out"]["rows"], report["metrics"]["ranker"]["30d"]["users"]
-        print(f"| {factor} | {rows:,} | {users:,} | {seconds:.1f} | {judging['seconds']:.1f} |", flush=True)
+        print(f"| {factor} | {rows:,} | {users:,} | {seconds:.1f} | {judging:.1f} |", flush=True)
         data = f"{source.root.name} night {day} x{factor}: {rows:,} training rows"
         record_figure("ranker_scaling", "ranker stage seconds", round(seconds, 1), "s", data)
-        record_figure("ranker_scaling", "judging seconds", round(judging["seconds"], 1), "s", data)
+        record_figure("ranker_scaling", "judging seconds", round(judging, 1), "s", data)
 
 
 if __name__ == "__main__":

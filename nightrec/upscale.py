@@ -15,9 +15,15 @@ from nightrec.adapters import SourceAdapter
 from nightrec.errors import InputError
 
 
+def copy_suffix(copy: int) -> str:
+    """What copy ``copy`` appends to every user id: nothing for copy 0, else 'x<copy>'. The benchmarks that copy
+    users inside built tables (benchmarks/feast_materialize.py, benchmarks/ranker_scaling.py) append the same."""
+    return "" if copy == 0 else f"x{copy}"
+
+
 def new_user_id(original: str, copy: int) -> str:
     """The id of copy ``copy`` of a user: the original for copy 0, else '<original>x<copy>'."""
-    return original if copy == 0 else f"{original}x{copy}"
+    return original + copy_suffix(copy)
 
 
 def upscale(adapter: SourceAdapter, factor: int, output: Path, source_file: Path | None = None) -> Path:

@@ -376,6 +376,7 @@ def train_ranker(ctx: RunContext) -> dict[str, Any]:
         summary = {
             "version": report["version"],
             "seconds": report["seconds"],
+            "phase_seconds": report["phase_seconds"],
             "metrics": report["metrics"],
             "gate": report["gate"],
             "lists": report["lists"],

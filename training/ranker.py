@@ -351,8 +351,20 @@ def run(
     behaviour = Behaviour.load(settings)
     names = ranking.feature_names(adapter.max_level, settings.ranker.sources)
 
+    # where the stage's time goes (the report's "phase_seconds"): its judging once grew with users times buyers
+    phases: dict[str, float] = {}
+    lap = time.perf_counter()
+
+    def done(phase: str) -> None:
+        nonlocal lap
+        now = time.perf_counter()
+        phases[phase] = round(now - lap, 2)
+        lap = now
+
     held_out = training_set(candidates, behaviour, plan.ranker_anchors(plan.evaluation), names)
+    done("held_out_set")
     evaluated = fit(settings, held_out, adapter.max_level, seed)
+    done("held_out_fit")
     log.info(
         f"ranker: held-out booster on {len(held_out.anchors)} anchors, {len(held_out.labels):,} candidates of "
         f"{len(held_out.groups):,} buyers ({held_out.positives:,} purchases)"
@@ -364,11 +376,13 @@ def run(
         if champion_text is not None:
             scorers["champion"] = ranking.BoosterScorer(champion_text, name="champion")
     judged = judge(candidates, behaviour, plan, scorers)
+    done("judging")
     table = judged.table
     champion_30d = table["champion"]["30d"] if "champion" in table else None
     gate = registry.gate(table["ranker"]["30d"], champion_30d, settings.training.champion_tolerance, why, GATE_METRIC)
     serving = training_set(candidates, behaviour, plan.ranker_anchors(plan.serve), names)
     served = fit(settings, serving, adapter.max_level, seed)
+    done("served")
     chosen = version if gate["publish"] else champion_version
     ranked = table["ranker"] if gate["publish"] or "champion" not in table else table["champion"]
     decision = decide({**table, "ranker": ranked}, chosen) if gate_champions else {}
@@ -393,6 +407,7 @@ def run(
                 "purchases": serving.positives,
             },
         },
+        "phase_seconds": phases,
     }
     importance = dict(zip(names, served.feature_importance("gain").tolist(), strict=True))
     path = registry.write_version(

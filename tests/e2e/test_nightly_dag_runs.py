@@ -455,6 +455,7 @@ def test_each_night_trains_gates_and_publishes_models(airflow_run, tmall):
     }
     lists = {"ranker", "popularity", "own_history", "covisitation", "two_tower", "gnolr", "segment_popular"}
     assert set(ranked["metrics"]) == lists
+    assert set(ranked["phase_seconds"]) == {"held_out_set", "held_out_fit", "judging", "served"}  # where its time went
 
 
 def test_each_night_scores_and_publishes_top_k_lists(airflow_run, tmall):

@@ -175,6 +175,10 @@ def test_the_ranker_learns_before_the_held_out_window_and_is_judged_beside_every
     assert report["lists"]["lists"] == ("ranker" if beats else best) and report["lists"]["baseline"] == best
     # no segments before these anchors: the segment list is the popular one, which keeps the cold-start list
     assert table["segment_popular"] == table["popularity"] and report["lists"]["cold_start"] == "popularity"
+    # the stage says where its time went, phase by phase, within its total
+    phases = report["phase_seconds"]
+    assert list(phases) == ["held_out_set", "held_out_fit", "judging", "served"]
+    assert all(s >= 0 for s in phases.values()) and sum(phases.values()) <= report["seconds"] + 0.1
 
 
 def test_the_published_lists_are_the_evaluated_kernel_run_on_the_serving_candidates(settings, plan, night):

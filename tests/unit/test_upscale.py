@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from nightrec.upscale import new_user_id, upscale
+from nightrec.upscale import copy_suffix, new_user_id, upscale
 from tests.conftest import raw_tmall
 
 
@@ -21,3 +21,5 @@ def test_upscale_replicates_users_and_keeps_their_behaviour(tmp_path: Path, tmal
 def test_new_user_id():
     assert new_user_id("10944750", 0) == "10944750"
     assert new_user_id("10944750", 7) == "10944750x7"
+    # the benchmarks append the suffix to ids inside built tables: the same ids as the up-scaled history's
+    assert [copy_suffix(k) for k in range(3)] == ["", "x1", "x2"]
