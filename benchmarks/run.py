@@ -78,6 +78,13 @@ BENCHMARKS: dict[str, Benchmark] = {
         ("--factors", "1"),
         warehouse=True,
     ),
+    "audience_scaling": Benchmark(
+        "audience_scaling.py",
+        "seconds of each saved lookalike audience (seed measured, then expanded) at 1x and 10x the consumers",
+        ("--factors", "1,10"),
+        ("--factors", "1"),
+        warehouse=True,
+    ),
     "ranker_scaling": Benchmark(
         "ranker_scaling.py",
         "seconds of the ranker stage (train, judge) on the last night's candidates at 1x and 10x the users",
