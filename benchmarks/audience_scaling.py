@@ -12,34 +12,25 @@ points at the fit (its BLAS threads cost 2.9 s a fit at 10x until decision 36).
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 import time
 from datetime import date
-from pathlib import Path
 
 import pyarrow.parquet as pq
 from _figures import record_figure  # benchmarks/ is on sys.path when a script here runs
+from _scratch import built_night_arguments
 from feast_materialize import scaled_marts
 from ranker_scaling import copied_users
 
 from nightrec import audiences
-from nightrec.config import PROJECT_ROOT, load_settings
 from nightrec.seeds import predicate_users
 from nightrec.upscale import new_user_id
 from nightrec.warehouse import Warehouse
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--warehouse", type=Path, default=PROJECT_ROOT / "warehouse", help="a built warehouse")
-    parser.add_argument("--factors", default="1,10", help="copies of every consumer (comma-separated)")
-    parser.add_argument("--profile", default="local", help="the settings profile (the source)")
-    parser.add_argument("--workdir", type=Path, default=PROJECT_ROOT / ".bench", help="scratch directory")
-    args = parser.parse_args()
-
-    settings = load_settings(args.profile, env={}).with_overrides(warehouse_root=args.warehouse.resolve())
+    args, settings = built_night_arguments(__doc__, "consumers", "the source")
     source = Warehouse.of(settings)
     encoder = source.root / "models" / "consumer_encoder"
     nights = sorted(p.parent.name for p in encoder.glob("*/user_embeddings.parquet"))

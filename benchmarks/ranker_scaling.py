@@ -11,7 +11,6 @@ that grows faster than k points at something quadratic (the judging's user filte
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 import time
@@ -22,8 +21,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from _figures import record_figure  # benchmarks/ is on sys.path when a script here runs
+from _scratch import built_night_arguments
 
-from nightrec.config import PROJECT_ROOT, load_settings
 from nightrec.errors import InputError
 from nightrec.upscale import copy_suffix
 from nightrec.warehouse import Warehouse
@@ -56,14 +55,7 @@ def scaled_night(source: Warehouse, day: date, factor: int, target: Warehouse) -
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--warehouse", type=Path, default=PROJECT_ROOT / "warehouse", help="a built warehouse")
-    parser.add_argument("--factors", default="1,10", help="copies of every user (comma-separated)")
-    parser.add_argument("--profile", default="local", help="the settings profile (the ranker's rounds and anchors)")
-    parser.add_argument("--workdir", type=Path, default=PROJECT_ROOT / ".bench", help="scratch directory")
-    args = parser.parse_args()
-
-    settings = load_settings(args.profile, env={}).with_overrides(warehouse_root=args.warehouse.resolve())
+    args, settings = built_night_arguments(__doc__, "users", "the ranker's rounds and anchors")
     source = Warehouse.of(settings)
     nights = sorted(date.fromisoformat(p.name[3:]) for p in (source.root / "candidates").glob("ds=*"))
     if not nights:
