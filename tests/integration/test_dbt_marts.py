@@ -150,6 +150,41 @@ def test_user_features_match_a_plain_computation(duckdb_marts, bronze):
         assert row["top_item_90d"] == min(counts[counts == counts.max()].index)
 
 
+def test_item_features_match_a_plain_computation(duckdb_marts, bronze):
+    """Every column of every item on one day, against pandas over the (user, item, day) rows: the model counts its
+    windows as running sums of changes (decision 38), this counts the rows inside each window directly."""
+    day, top = pd.Timestamp(2014, 7, 20), 4
+    feats = duckdb_marts["item_features"]
+    feats = feats[feats["ds"] == day.date()].set_index("item_id").sort_index()
+    days = bronze.assign(ds=pd.to_datetime(bronze["ds"])).groupby(["user_id", "item_id", "ds"], as_index=False)
+    days = days.agg(n_events=("level", "size"), max_level=("level", "max"))
+    days["age"] = (day - days["ds"]).dt.days
+    bought = days[days["max_level"] == top].sort_values("ds")
+    bought = bought.assign(gap=bought.groupby(["user_id", "item_id"])["ds"].diff().dt.days)
+    days, bought = days[days["age"].between(0, 89)], bought[bought["age"].between(0, 364)]
+    assert sorted(feats.index) == sorted(days["item_id"].unique()) and len(feats) > 1_000
+
+    def per_item(rows: pd.DataFrame, how: str, column: str = "user_id") -> pd.Series:
+        return rows.groupby("item_id")[column].agg(how).reindex(feats.index, fill_value=0)
+
+    for w in (7, 30, 90):
+        inside = days[days["age"] < w]
+        assert (feats[f"n_events_{w}d"] == per_item(inside, "sum", "n_events")).all(), w
+        assert (feats[f"n_users_{w}d"] == per_item(inside, "nunique")).all(), w
+        assert (feats[f"n_buyers_{w}d"] == per_item(inside[inside["max_level"] == top], "nunique")).all(), w
+    month = days[days["age"] < 30]
+    for lv in range(1, top + 1):
+        reached = per_item(month[month["max_level"] >= lv], "nunique")
+        assert (feats[f"n_users_reaching_level_{lv}_30d"] == reached).all(), lv
+    purchase_days = bought.groupby(["item_id", "user_id"]).size()
+    assert (feats["n_buyers_365d"] == purchase_days.groupby("item_id").size().reindex(feats.index, fill_value=0)).all()
+    rate = (purchase_days >= 2).groupby("item_id").mean().reindex(feats.index)
+    assert np.allclose(feats["repurchase_rate_365d"], rate, equal_nan=True)
+    median = bought.dropna(subset=["gap"]).groupby("item_id")["gap"].median().reindex(feats.index)
+    assert np.allclose(feats["median_days_between_purchases_365d"], median, equal_nan=True)
+    assert feats["median_days_between_purchases_365d"].notna().sum() > 10  # the day has rebuys to check
+
+
 def _canonical(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     df = df[sorted(df.columns)].sort_values(keys).reset_index(drop=True)
     for col in df.columns:
