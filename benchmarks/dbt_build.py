@@ -2,15 +2,19 @@
 
 For each factor: land + ingest the (up-scaled) history into a scratch warehouse, then time a full `dbt build` on the
 duckdb target (in-process) and on the spark target (its own process, as in the DAG: session method, local[*]).
-Prints one table; nothing is asserted.
+Prints one table, then each target's slowest models (from dbt's run_results.json) and, for the in-process duckdb
+target, the peak resident memory of this process after its build; nothing is asserted.
 
     python benchmarks/dbt_build.py --factors 1,10
+    python benchmarks/dbt_build.py --factors 100 --targets duckdb   # 17.9 million events (decision 38)
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -25,7 +29,7 @@ from _scratch import scratch_warehouse  # benchmarks/ is on sys.path when a scri
 from nightrec.adapters import load_adapter
 from nightrec.attributes import ingest_attributes
 from nightrec.config import PROJECT_ROOT, load_settings
-from nightrec.dbt_runner import run_dbt
+from nightrec.dbt_runner import run_dbt, target_path
 from nightrec.landing import replay
 from nightrec.warehouse import Warehouse
 
@@ -68,6 +72,10 @@ def main() -> None:
                 subprocess.run(cmd, cwd=PROJECT_ROOT, env=env, check=True)
             rows.append((factor, n, target, time.time() - t))
             print(f"x{factor} {target}: {rows[-1][3]:.1f}s", flush=True)
+            for model, secs in slowest_models(target_path(settings, target) / "run_results.json"):
+                print(f"    {model:<32} {secs:>8.1f}s")
+            if target == "duckdb":  # in this process: what DuckDB held at its peak so far
+                print(f"    peak resident memory of this process: {peak_rss_gib():.2f} GiB", flush=True)
 
     print(f"\nmachine: {os.cpu_count()} cores; dbt build = every model with its data and unit tests (dbt/)")
     print(f"{'factor':>6} {'events':>12} {'target':>7} {'dbt build s':>12}")
@@ -77,6 +85,17 @@ def main() -> None:
             "dbt", f"dbt build, {target} target", round(secs, 1), "s", f"{adapter.name} x{factor}, {n:,} events"
         )
     shutil.rmtree(args.workdir, ignore_errors=True)
+
+
+def slowest_models(run_results: Path, n: int = 5) -> list[tuple[str, float]]:
+    """The n models that took longest in dbt's last invocation, with their execution seconds."""
+    results = json.loads(run_results.read_text())["results"]
+    models = [(r["unique_id"].split(".")[-1], r["execution_time"]) for r in results if r["unique_id"][:6] == "model."]
+    return sorted(models, key=lambda m: -m[1])[:n]
+
+
+def peak_rss_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB
 
 
 if __name__ == "__main__":
