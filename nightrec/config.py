@@ -106,10 +106,14 @@ class QualitySettings:
         unknown event type, time outside the delivery day). Up to it the rows are quarantined by ingest and the
         check is recorded as a warning; above it the run stops before ingest.
     :param sample_rows: offending rows quoted in a failure message.
+    :param check_chunk_days: the raw and bronze checks of a run validate this many days at a time, so their
+        pandas frames hold one chunk's rows, not a whole bootstrap's (decision 39). Row-level tolerances, the
+        uniqueness of event ids and the row counts hold within each chunk; a nightly run's few days are one chunk.
     """
 
     max_bad_row_fraction: float = 0.01
     sample_rows: int = 5
+    check_chunk_days: int = 14
 
 
 @dataclass(frozen=True)
@@ -651,6 +655,8 @@ def _validate(s: Settings, where: str | Path) -> None:
         raise ConfigError(
             f"quality.max_bad_row_fraction must be in [0, 1) (got {s.quality.max_bad_row_fraction}) in {where}"
         )
+    if s.quality.check_chunk_days < 1:
+        raise ConfigError(f"quality.check_chunk_days must be >= 1 (got {s.quality.check_chunk_days}) in {where}")
     if not (PROJECT_ROOT / "feature_repo" / f"feature_store.{s.feast.variant}.yaml").is_file():
         raise ConfigError(
             f"feast.variant {s.feast.variant!r} in {where} has no feature_repo/feature_store.<variant>.yaml"

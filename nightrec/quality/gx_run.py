@@ -79,6 +79,16 @@ class QualityReport:
     def success(self) -> bool:
         return not self.critical
 
+    def add(self, part: QualityReport) -> None:
+        """Take in the report of another chunk of the same run's days: rows and expectations add up per table."""
+        for table, counts in part.tables.items():
+            mine = self.tables.setdefault(table, {"rows": 0, "expectations": 0, "passed": 0, "chunks": 0})
+            for key in ("rows", "expectations", "passed"):
+                mine[key] += counts[key]
+            mine["chunks"] += 1
+        self.critical += part.critical
+        self.warnings += part.warnings
+
     def failure_message(self) -> str:
         head = (
             f"Data quality check '{self.boundary}' failed: {len(self.critical)} critical expectation(s) "

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from datetime import date
-from typing import Any
 
 import pandas as pd
 
@@ -91,7 +91,7 @@ def raw_suites(settings: Settings, adapter: SourceAdapter, warehouse: Warehouse,
 def bronze_suites(
     settings: Settings, adapter: SourceAdapter, warehouse: Warehouse, days: list[date]
 ) -> list[TableSuite]:
-    """Bronze events and quarantine of the run's days, after ingest."""
+    """Bronze events and quarantine of the run's days, after ingest (the attribute snapshots: ``snapshot_suites``)."""
     import great_expectations.expectations as gxe
 
     events = read_partitions(
@@ -124,11 +124,10 @@ def bronze_suites(
     return [
         TableSuite("bronze.events", f"bronze/events {_span(days)}", events, event_checks, show),
         TableSuite("bronze.quarantine", f"bronze/quarantine {_span(days)}", quarantine, quarantine_checks, show),
-        *_attribute_suites(warehouse),
     ]
 
 
-def _attribute_suites(warehouse: Warehouse) -> list[TableSuite]:
+def snapshot_suites(warehouse: Warehouse) -> list[TableSuite]:
     """The attribute snapshots: one row per key (ingest quarantines the rest)."""
     import great_expectations.expectations as gxe
     import pyarrow.parquet as pq
@@ -294,4 +293,26 @@ def marts_suites(
     return suites
 
 
-SUITES: dict[str, Any] = {"raw": raw_suites, "bronze": bronze_suites, "marts": marts_suites}
+SuiteBuilder = Callable[[Settings, SourceAdapter, Warehouse, list[date]], list[TableSuite]]
+SUITES: dict[str, SuiteBuilder] = {"raw": raw_suites, "bronze": bronze_suites, "marts": marts_suites}
+# Boundaries whose suites hold the rows of each checked day (the marts' hold the run's days and whole dimensions).
+PER_DAY = ("raw", "bronze")
+
+
+def suites_in_chunks(
+    boundary: str, settings: Settings, adapter: SourceAdapter, warehouse: Warehouse, days: list[date]
+) -> Iterator[tuple[list[date], list[TableSuite]]]:
+    """A boundary's suites, ``quality.check_chunk_days`` days at a time for the raw and bronze checks, each chunk's
+    frames read only when its turn comes (so memory is one chunk's, decision 39); the attribute snapshots, which
+    have no days, with the first chunk. The marts' suites come as one chunk."""
+    if boundary not in PER_DAY:
+        yield days, SUITES[boundary](settings, adapter, warehouse, days)
+        return
+    size = settings.quality.check_chunk_days
+    for start in range(0, max(len(days), 1), size):
+        chunk = days[start : start + size]
+        suites = SUITES[boundary](settings, adapter, warehouse, chunk)
+        if boundary == "bronze" and start == 0:
+            suites += snapshot_suites(warehouse)
+        yield chunk, suites
+        del suites  # validated by now: its frames go before the next chunk's are read

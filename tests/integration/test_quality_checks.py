@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
@@ -33,10 +34,12 @@ def corrupted_delivery(wh: Warehouse, path: Path, n_rows: int) -> list[int]:
     return corrupt_real_rows(wh.raw_day(BAD_DAY) / "t_alibaba_data.csv", path, n_rows)
 
 
-def run(boundary: str, root: Path) -> dict:
-    """The DAG task's check of `boundary` over DAYS, on the warehouse at `root`."""
-    ctx = RunContext.of(make_settings(root), *DAYS)
-    return validate_boundary(ctx, boundary, "nightly", "manual__test")
+def run(boundary: str, root: Path, chunk_days: int | None = None) -> dict:
+    """The DAG task's check of `boundary` over DAYS, on the warehouse at `root` (in chunks of `chunk_days`)."""
+    settings = make_settings(root)
+    if chunk_days is not None:
+        settings = settings.with_overrides(quality=replace(settings.quality, check_chunk_days=chunk_days))
+    return validate_boundary(RunContext.of(settings, *DAYS), boundary, "nightly", "manual__test")
 
 
 def quality_section(wh: Warehouse, ds: date, boundary: str) -> dict:
@@ -120,8 +123,12 @@ def test_bronze_checks_pass_on_the_real_history_and_catch_tampering(tmall_wareho
     real = Warehouse(tmall_warehouse.warehouse_root, tmall.name)
     whole_history = RunContext.of(tmall_warehouse, tmall.history_start, "2014-08-16")
     whole = validate_boundary(whole_history, "bronze", "bootstrap", "manual__test")
+    # 123 days, checked 14 at a time (quality.check_chunk_days): nine chunks whose rows add up to all of bronze
+    assert len(whole_history.days) == 123 and whole_history.settings.quality.check_chunk_days == 14
+    assert whole["tables"]["bronze.events"]["chunks"] == 9
     assert whole["tables"]["bronze.events"]["rows"] == 182_880
     assert whole["tables"]["bronze.events"]["passed"] == whole["tables"]["bronze.events"]["expectations"]
+    assert whole["tables"]["bronze.item_attributes"]["chunks"] == 1  # the snapshot, once
 
     # A copy of three days of bronze with one event id repeated and one level out of range.
     copy = Warehouse(tmp_path, tmall.name)
@@ -133,9 +140,16 @@ def test_bronze_checks_pass_on_the_real_history_and_catch_tampering(tmall_wareho
     events.loc[1, "event_id"] = events.loc[0, "event_id"]
     events.loc[5, "level"] = 9
     events.to_parquet(part, index=False)
-    with pytest.raises(QualityCheckFailed) as failure:
-        run("bronze", tmp_path)
-    message = str(failure.value)
+    checked = {}
+    for chunk_days in (14, 1):  # the three days as one chunk, and one day at a time: the same two failures
+        with pytest.raises(QualityCheckFailed) as failure:
+            run("bronze", tmp_path, chunk_days)
+        message = str(failure.value)
+        assert "failed: 2 critical expectation(s)" in message
+        checked[chunk_days] = quality_section(copy, BAD_DAY, "bronze")["tables"]["bronze.events"]
+    assert (checked[14]["chunks"], checked[1]["chunks"]) == (1, 3)
+    assert checked[1]["expectations"] == 3 * checked[14]["expectations"]
+    assert checked[1]["passed"] == checked[1]["expectations"] - 2
     assert "bronze.events: expect_column_values_to_be_unique(column='event_id'): 2 of" in message
     assert "expect_column_values_to_be_between(column='level', min_value=1.0, max_value=4.0): 1 of" in message
     assert (
