@@ -24,6 +24,7 @@ NIGHTREC_SET                any other setting: ``section.key=value`` entries sep
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
@@ -396,6 +397,9 @@ class Settings:
     :param alerts: the notifiers of failed tasks and stopped runs.
     :param retention: how long the nightly outputs are kept.
     :param dbt_target: ``duckdb`` (default, embedded) or ``spark``.
+    :param duckdb_memory_limit: the memory dbt's DuckDB target may hold (DuckDB's ``memory_limit``, e.g. ``6GB``);
+        past it DuckDB spills to a directory beside its database file. DuckDB's own default is 80% of the machine,
+        which does not leave room for the process it runs in (decision 40).
     :param run_date: the day D a one-off command processes, if given.
     """
 
@@ -414,6 +418,7 @@ class Settings:
     alerts: AlertSettings = field(default_factory=AlertSettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     dbt_target: str = "duckdb"
+    duckdb_memory_limit: str = "6GB"
     run_date: date | None = None
     overrides: str = ""  # the NIGHTREC_SET entries applied, carried to child processes by environment()
 
@@ -434,6 +439,7 @@ class Settings:
             "NIGHTREC_AIRFLOW_HOME": str(self.airflow.home),
             "NIGHTREC_FEAST_VARIANT": self.feast.variant,
             "NIGHTREC_DBT_TARGET": self.dbt_target,
+            "NIGHTREC_DUCKDB_MEMORY_LIMIT": self.duckdb_memory_limit,
             **({SET_VARIABLE: self.overrides} if self.overrides else {}),
             # No telemetry: the machines this runs on are often offline, and a shop's data stays in the shop.
             "FEAST_USAGE": "False",
@@ -456,11 +462,14 @@ _TOP_KEYS = {
     "alerts",
     "retention",
     "dbt_target",
+    "duckdb_memory_limit",
     "run_date",
 }
 
 
 SET_VARIABLE = "NIGHTREC_SET"
+# a size DuckDB's memory_limit accepts
+_MEMORY_SIZE = re.compile(r"\d+(\.\d+)?\s*([KMGT]i?B)")
 # the sections a ``section.key=value`` override may name, and their settings classes
 _OVERRIDABLE: dict[str, type] = {
     "spark": SparkSettings,
@@ -639,6 +648,7 @@ def load_settings(profile: str | None = None, env: dict[str, str] | None = None)
         alerts=AlertSettings(**alerts_kw),
         retention=RetentionSettings(**retention_kw),
         dbt_target=str(raw.get("dbt_target") or "duckdb"),
+        duckdb_memory_limit=str(raw.get("duckdb_memory_limit") or Settings.duckdb_memory_limit),
         run_date=run_date,
         overrides=overrides,
     )
@@ -654,6 +664,10 @@ def _validate(s: Settings, where: str | Path) -> None:
     if not 0 <= s.quality.max_bad_row_fraction < 1:
         raise ConfigError(
             f"quality.max_bad_row_fraction must be in [0, 1) (got {s.quality.max_bad_row_fraction}) in {where}"
+        )
+    if not _MEMORY_SIZE.fullmatch(s.duckdb_memory_limit):
+        raise ConfigError(
+            f"duckdb_memory_limit must be a size such as 6GB or 512MiB (got {s.duckdb_memory_limit!r}) in {where}"
         )
     if s.quality.check_chunk_days < 1:
         raise ConfigError(f"quality.check_chunk_days must be >= 1 (got {s.quality.check_chunk_days}) in {where}")

@@ -150,6 +150,17 @@ def test_user_features_match_a_plain_computation(duckdb_marts, bronze):
         assert row["top_item_90d"] == min(counts[counts == counts.max()].index)
 
 
+def test_the_duckdb_target_runs_under_the_configured_memory_limit(tmall_warehouse, duckdb_marts):
+    """DuckDB's own default is 80% of the machine; the target takes `duckdb_memory_limit` (decision 40)."""
+
+    def limit(settings) -> str:
+        shown = run_dbt(settings, ["show", "--inline", "select current_setting('memory_limit') as m"], target="duckdb")
+        return shown.result.results[0].agate_table.rows[0][0]
+
+    assert limit(tmall_warehouse.with_overrides(duckdb_memory_limit="1.5GB")) == "1.3 GiB"  # 1.5e9 bytes
+    assert tmall_warehouse.duckdb_memory_limit == "6GB" and limit(tmall_warehouse) == "5.5 GiB"  # the profile's
+
+
 def test_item_features_match_a_plain_computation(duckdb_marts, bronze):
     """Every column of every item on one day, against pandas over the (user, item, day) rows: the model counts its
     windows as running sums of changes (decision 38), this counts the rows inside each window directly."""

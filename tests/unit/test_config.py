@@ -172,3 +172,17 @@ def test_the_feature_fetch_batch_is_a_setting_and_must_be_positive():
     assert s.feast.fetch_batch_rows == 500
     with pytest.raises(ConfigError, match=r"feast\.materialize_chunk_days and feast\.fetch_batch_rows must be >= 1"):
         load_settings("local", env={"NIGHTREC_SET": "feast.fetch_batch_rows=0"})
+
+
+def test_the_duckdb_memory_limit_loads_travels_and_is_validated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import nightrec.config as config
+
+    local = config.load_settings("local", env={})
+    assert local.duckdb_memory_limit == "6GB"
+    assert local.environment()["NIGHTREC_DUCKDB_MEMORY_LIMIT"] == "6GB"  # what dbt's profiles.yml reads
+    monkeypatch.setattr(config, "PROFILES_DIR", tmp_path)
+    (tmp_path / "big.yaml").write_text("duckdb_memory_limit: 12GiB\n")
+    assert config.load_settings("big", env={}).duckdb_memory_limit == "12GiB"
+    (tmp_path / "odd.yaml").write_text("duckdb_memory_limit: lots\n")
+    with pytest.raises(ConfigError, match=r"duckdb_memory_limit must be a size such as 6GB or 512MiB \(got 'lots'\)"):
+        config.load_settings("odd", env={})
