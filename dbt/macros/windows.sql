@@ -14,3 +14,9 @@
         on {{ relation }}.ds <= calendar.ds
         and {{ relation }}.ds > {{ dbt.dateadd('day', -days, 'calendar.ds') }}
 {%- endmacro %}
+
+{#- The day (exclusive) a row stops counting in a window of `days`: `days` after `from_col`, or the pair's next
+    day of the same kind (`next_col`) when that comes sooner (item_features' running sums, decision 38). -#}
+{% macro window_exit(next_col, days, from_col='ds') -%}
+    least(coalesce({{ next_col }}, {{ dbt.dateadd('day', days, from_col) }}), {{ dbt.dateadd('day', days, from_col) }})
+{%- endmacro %}

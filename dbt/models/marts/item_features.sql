@@ -24,22 +24,22 @@
 {%- do measures.append({'name': 'n_events_' ~ w ~ 'd', 'where': 'true', 'value': 'n_events',
     'until': dbt.dateadd('day', w, 'ds')}) %}
 {%- do measures.append({'name': 'n_users_' ~ w ~ 'd', 'where': 'true', 'value': '1',
-    'until': 'least(coalesce(next_ds_level_1, ' ~ dbt.dateadd('day', w, 'ds') ~ '), ' ~ dbt.dateadd('day', w, 'ds') ~ ')'}) %}
+    'until': window_exit('next_ds_level_1', w)}) %}
 {%- do measures.append({'name': 'n_buyers_' ~ w ~ 'd', 'where': 'max_level = ' ~ top_level, 'value': '1',
-    'until': 'least(coalesce(next_ds_level_' ~ top_level ~ ', ' ~ dbt.dateadd('day', w, 'ds') ~ '), ' ~ dbt.dateadd('day', w, 'ds') ~ ')'}) %}
+    'until': window_exit('next_ds_level_' ~ top_level, w)}) %}
 {%- endfor %}
 {%- for lv in range(1, top_level + 1) %}
 {%- do measures.append({'name': 'n_users_reaching_level_' ~ lv ~ '_30d', 'where': 'max_level >= ' ~ lv, 'value': '1',
-    'until': 'least(coalesce(next_ds_level_' ~ lv ~ ', ' ~ dbt.dateadd('day', 30, 'ds') ~ '), ' ~ dbt.dateadd('day', 30, 'ds') ~ ')'}) %}
+    'until': window_exit('next_ds_level_' ~ lv, 30)}) %}
 {%- endfor %}
 {%- do measures.append({'name': 'n_buyers_365d', 'where': 'max_level = ' ~ top_level, 'value': '1',
-    'until': 'least(coalesce(next_ds_level_' ~ top_level ~ ', ' ~ dbt.dateadd('day', rebuy_window, 'ds') ~ '), ' ~ dbt.dateadd('day', rebuy_window, 'ds') ~ ')'}) %}
+    'until': window_exit('next_ds_level_' ~ top_level, rebuy_window)}) %}
 {#- A buyer has bought on two or more days of the window from their second purchase day until the sooner of their
     next purchase day and 365 days after the purchase before it. -#}
 {%- do measures.append({'name': 'n_rebuyers_365d',
     'where': 'max_level = ' ~ top_level ~ ' and previous_purchase_ds > ' ~ dbt.dateadd('day', -rebuy_window, 'ds'),
     'value': '1',
-    'until': 'least(coalesce(next_ds_level_' ~ top_level ~ ', ' ~ dbt.dateadd('day', rebuy_window, 'previous_purchase_ds') ~ '), ' ~ dbt.dateadd('day', rebuy_window, 'previous_purchase_ds') ~ ')'}) %}
+    'until': window_exit('next_ds_level_' ~ top_level, rebuy_window, 'previous_purchase_ds')}) %}
 
 with
 
