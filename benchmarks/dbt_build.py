@@ -6,7 +6,7 @@ Prints one table, then each target's slowest models (from dbt's run_results.json
 target, the peak resident memory of this process after its build; nothing is asserted.
 
     python benchmarks/dbt_build.py --factors 1,10
-    python benchmarks/dbt_build.py --factors 100 --targets duckdb   # 17.9 million events (decision 38)
+    python benchmarks/dbt_build.py --factors 100 --targets duckdb   # 18.3 million events (decision 40)
 """
 
 from __future__ import annotations
