@@ -1,5 +1,7 @@
 """Scratch warehouses for the benchmarks: one per up-scaling factor, with its history file; the flags of the
-benchmarks that copy the users of an already built night."""
+benchmarks that copy the users of an already built night, and the two ways they copy them (an Arrow table, a
+warehouse's Feast sources). Copies name users as `nightrec.upscale` does, so a copied night is the night the pipeline
+would build from the up-scaled log, user for user."""
 
 from __future__ import annotations
 
@@ -7,9 +9,16 @@ import argparse
 import shutil
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from nightrec.adapters import SourceAdapter
 from nightrec.config import PROJECT_ROOT, Settings, load_settings
-from nightrec.upscale import upscale
+from nightrec.feature_store import VIEW_EXPORTS
+from nightrec.upscale import copy_suffix, new_user_id, upscale
+from nightrec.warehouse import Warehouse
+
+USER_EXPORTS = ("user_features", "user_sequences")  # keyed by user: repeated per copy
 
 
 def scratch_warehouse(adapter: SourceAdapter, factor: int, workdir: Path, base: Settings) -> tuple[Settings, Path]:
@@ -31,3 +40,47 @@ def built_night_arguments(description: str, copied: str, profile_sets: str) -> t
     parser.add_argument("--workdir", type=Path, default=PROJECT_ROOT / ".bench", help="scratch directory")
     args = parser.parse_args()
     return args, load_settings(args.profile, env={}).with_overrides(warehouse_root=args.warehouse.resolve())
+
+
+def copied_users(table: pa.Table, factor: int) -> pa.Table:
+    """``factor`` copies of ``table``, copy k's users renamed as the up-scaler renames them."""
+    users = table.column("user_id")
+    where = table.column_names.index("user_id")
+    copies = [table]
+    for k in range(1, factor):
+        renamed = pc.binary_join_element_wise(users, pa.scalar(copy_suffix(k)), "")
+        copies.append(table.set_column(where, table.schema.field(where), renamed))
+    return pa.concat_tables(copies)
+
+
+def scaled_marts(source: Path, factor: int, target: Path) -> dict[str, int]:
+    """Write the Feast sources of ``source`` (a warehouse root) up-scaled ``factor`` times under ``target``."""
+    import duckdb
+
+    rows = {}
+    with duckdb.connect() as con:
+        con.execute("set timezone = 'UTC'")
+        for export in VIEW_EXPORTS.values():
+            src = Warehouse(source, "").mart_export(export) / "*.parquet"  # marts are per root, not per source
+            out = Warehouse(target, "").mart_export(export)
+            shutil.rmtree(out, ignore_errors=True)
+            out.mkdir(parents=True)
+            if export in USER_EXPORTS and factor > 1:
+                # the same ids as the up-scaler gives (checked against new_user_id below)
+                suffixes = ", ".join(f"('{copy_suffix(k)}')" for k in range(factor))
+                query = (
+                    f"select * replace (user_id || suffix as user_id) "
+                    f"from read_parquet('{src}'), (values {suffixes}) as copies(suffix)"
+                )
+            else:
+                query = f"select * from read_parquet('{src}')"
+            con.execute(f"copy ({query}) to '{out / 'part-00000.parquet'}' (format parquet, row_group_size 100000)")
+            rows[export] = con.execute(f"select count(*) from read_parquet('{out}/*.parquet')").fetchall()[0][0]
+        if factor > 1:
+            sample = con.execute(
+                f"select user_id from read_parquet('{target}/marts/parquet/user_features/*.parquet') "
+                "where user_id like '%x1' limit 1"
+            ).fetchall()
+            original = sample[0][0][: -len("x1")]
+            assert sample[0][0] == new_user_id(original, 1), "scaled ids differ from the up-scaler's"
+    return rows

@@ -19,9 +19,7 @@ from datetime import date
 
 import pyarrow.parquet as pq
 from _figures import record_figure  # benchmarks/ is on sys.path when a script here runs
-from _scratch import built_night_arguments
-from feast_materialize import scaled_marts
-from ranker_scaling import copied_users
+from _scratch import built_night_arguments, copied_users, scaled_marts
 
 from nightrec import audiences
 from nightrec.seeds import predicate_users

@@ -33,50 +33,14 @@ from pathlib import Path
 
 import psutil
 from _figures import record_figure  # benchmarks/ is on sys.path when a script here runs
+from _scratch import scaled_marts
 
 from nightrec.config import PROJECT_ROOT, load_settings
-from nightrec.feature_store import VIEW_EXPORTS
-from nightrec.upscale import copy_suffix, new_user_id
-from nightrec.warehouse import Warehouse
 
 sys.path.insert(0, str(PROJECT_ROOT))  # the throwaway servers the tests start (tests/servers.py)
 from tests.servers import postgres_server, redis_server
 
-USER_EXPORTS = ("user_features", "user_sequences")  # keyed by user: repeated per copy
 NAMES = {"local": "SQLite", "redis": "Redis", "production": "Redis + Spark engine"}
-
-
-def scaled_marts(source: Path, factor: int, target: Path) -> dict[str, int]:
-    """Write the Feast sources of ``source`` (a warehouse root) up-scaled ``factor`` times under ``target``."""
-    import duckdb
-
-    rows = {}
-    with duckdb.connect() as con:
-        con.execute("set timezone = 'UTC'")
-        for export in VIEW_EXPORTS.values():
-            src = Warehouse(source, "").mart_export(export) / "*.parquet"  # marts are per root, not per source
-            out = Warehouse(target, "").mart_export(export)
-            shutil.rmtree(out, ignore_errors=True)
-            out.mkdir(parents=True)
-            if export in USER_EXPORTS and factor > 1:
-                # the same ids as the up-scaler gives (checked against new_user_id below)
-                suffixes = ", ".join(f"('{copy_suffix(k)}')" for k in range(factor))
-                query = (
-                    f"select * replace (user_id || suffix as user_id) "
-                    f"from read_parquet('{src}'), (values {suffixes}) as copies(suffix)"
-                )
-            else:
-                query = f"select * from read_parquet('{src}')"
-            con.execute(f"copy ({query}) to '{out / 'part-00000.parquet'}' (format parquet, row_group_size 100000)")
-            rows[export] = con.execute(f"select count(*) from read_parquet('{out}/*.parquet')").fetchall()[0][0]
-        if factor > 1:
-            sample = con.execute(
-                f"select user_id from read_parquet('{target}/marts/parquet/user_features/*.parquet') "
-                "where user_id like '%x1' limit 1"
-            ).fetchall()
-            original = sample[0][0][: -len("x1")]
-            assert sample[0][0] == new_user_id(original, 1), "scaled ids differ from the up-scaler's"
-    return rows
 
 
 def own_peak_mib() -> float:

@@ -103,7 +103,8 @@ OFFLINE_STORES = {"local": "DuckDB", "redis": "DuckDB", "production": "Spark"}  
 
 def memory(args: argparse.Namespace) -> None:
     """Per (factor, store): the per-key fetch of the up-scaled evaluation exposures, in a fresh process."""
-    from feast_materialize import feast_servers, measure, scaled_marts
+    from _scratch import scaled_marts
+    from feast_materialize import feast_servers, measure
 
     source = args.warehouse.resolve()
     settings = load_settings().with_overrides(warehouse_root=source)

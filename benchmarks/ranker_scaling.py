@@ -17,27 +17,13 @@ import time
 from datetime import date
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from _figures import record_figure  # benchmarks/ is on sys.path when a script here runs
-from _scratch import built_night_arguments
+from _scratch import built_night_arguments, copied_users
 
 from nightrec.errors import InputError
-from nightrec.upscale import copy_suffix
 from nightrec.warehouse import Warehouse
 from training import ranker
-
-
-def copied_users(table: pa.Table, factor: int) -> pa.Table:
-    """``factor`` copies of ``table``, copy k's users renamed as the up-scaler renames them."""
-    users = table.column("user_id")
-    where = table.column_names.index("user_id")
-    copies = [table]
-    for k in range(1, factor):
-        renamed = pc.binary_join_element_wise(users, pa.scalar(copy_suffix(k)), "")
-        copies.append(table.set_column(where, table.schema.field(where), renamed))
-    return pa.concat_tables(copies)
 
 
 def scaled_night(source: Warehouse, day: date, factor: int, target: Warehouse) -> Path:

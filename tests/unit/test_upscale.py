@@ -23,3 +23,17 @@ def test_new_user_id():
     assert new_user_id("10944750", 7) == "10944750x7"
     # the benchmarks append the suffix to ids inside built tables: the same ids as the up-scaled history's
     assert [copy_suffix(k) for k in range(3)] == ["", "x1", "x2"]
+
+
+def test_the_benchmarks_copy_a_built_table_as_the_up_scaler_copies_the_log():
+    import pyarrow as pa
+
+    from benchmarks._scratch import copied_users  # (a namespace package: benchmarks/ has no __init__)
+
+    raw = raw_tmall().head(500)
+    copied = copied_users(pa.Table.from_pandas(raw, preserve_index=False), 3).to_pandas()
+    assert len(copied) == 3 * len(raw) and list(copied.columns) == list(raw.columns)
+    expected = [new_user_id(u, k) for k in range(3) for u in raw["user_id"]]
+    assert copied["user_id"].tolist() == expected
+    rest = [c for c in raw.columns if c != "user_id"]
+    pd.testing.assert_frame_equal(copied[rest].iloc[1000:].reset_index(drop=True), raw[rest])
