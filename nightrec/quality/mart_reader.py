@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import date
 from pathlib import Path
 
@@ -22,6 +23,7 @@ DAILY_MARTS = {
     "user_item_features",
     "user_sequences",
 }
+DIMENSIONS = {"dim_users", "dim_items"}  # whole tables, one row per user or item
 
 
 def _relation(settings: Settings, name: str) -> str:
@@ -32,8 +34,8 @@ def _relation(settings: Settings, name: str) -> str:
     return f"read_parquet('{root}/**/*.parquet', hive_partitioning = true)"
 
 
-def read_marts(settings: Settings, days: list[date]) -> dict[str, pd.DataFrame]:
-    """Each mart as pandas: the run's days of the daily marts, the dimensions whole."""
+def read_marts(settings: Settings, days: list[date], names: Collection[str] = tuple(MARTS)) -> dict[str, pd.DataFrame]:
+    """The marts ``names`` as pandas: the daily marts on ``days``, the dimensions whole."""
     import duckdb
 
     db = Warehouse.of(settings).duckdb_target_db()
@@ -45,7 +47,7 @@ def read_marts(settings: Settings, days: list[date]) -> dict[str, pd.DataFrame]:
     try:
         con.execute("set timezone = 'UTC'")
         out = {}
-        for name in MARTS:
+        for name in names:
             where = ""
             if name in DAILY_MARTS:
                 where = f" where ds >= date '{days[0]}' and ds <= date '{days[-1]}'" if days else " where false"

@@ -12,7 +12,7 @@ from nightrec.config import Settings
 from nightrec.contract import QuarantineReason
 from nightrec.quality.frames import RAW_LOCATION, raw_frame, read_partitions
 from nightrec.quality.gx_run import WARNING, Check, TableSuite
-from nightrec.quality.mart_reader import bronze_totals, read_marts
+from nightrec.quality.mart_reader import DAILY_MARTS, DIMENSIONS, bronze_totals, read_marts
 from nightrec.run_manifest import read_run_manifest
 from nightrec.timeformats import FORMAT_REGEX
 from nightrec.warehouse import Warehouse
@@ -162,20 +162,31 @@ def _ingest_counts(warehouse: Warehouse, days: list[date]) -> dict[str, int] | N
     return totals
 
 
+def _not_null(*columns: str) -> list[Check]:
+    import great_expectations.expectations as gxe
+
+    return [Check(gxe.ExpectColumnValuesToNotBeNull(column=c)) for c in columns]
+
+
+def _sums_equal(column: str, value: int) -> Check:
+    import great_expectations.expectations as gxe
+
+    why = "reconciles with bronze"
+    return Check(gxe.ExpectColumnSumToBeBetween(column=column, min_value=value, max_value=value), why=why)
+
+
 def marts_suites(
     settings: Settings, adapter: SourceAdapter, warehouse: Warehouse, days: list[date]
 ) -> list[TableSuite]:
-    """The dbt marts: the run's days of the incremental marts, the whole dimensions; reconciled with bronze."""
+    """The daily dbt marts on ``days``, reconciled with bronze's rows of those days (the dimensions, which have no
+    days: ``dimension_suites``). Every key of a daily mart includes ``ds``, so checking a run's days a chunk at a time
+    finds what checking them at once would."""
     import great_expectations.expectations as gxe
 
-    marts = read_marts(settings, days)
+    marts = read_marts(settings, days, DAILY_MARTS)
     run_bronze = bronze_totals(warehouse, adapter, days)
-    all_bronze = bronze_totals(warehouse, adapter, None)
     top = adapter.max_level
     span = _span(days)
-
-    def not_null(*columns: str) -> list[Check]:
-        return [Check(gxe.ExpectColumnValuesToNotBeNull(column=c)) for c in columns]
 
     def shares(frame: pd.DataFrame, prefix: str) -> list[Check]:
         return [
@@ -184,10 +195,6 @@ def marts_suites(
             if c.startswith(prefix)
         ]
 
-    def sums_equal(column: str, value: int) -> Check:
-        why = "reconciles with bronze"
-        return Check(gxe.ExpectColumnSumToBeBetween(column=column, min_value=value, max_value=value), why=why)
-
     fct = marts["fct_interactions"]
     suites = [
         TableSuite(
@@ -195,12 +202,12 @@ def marts_suites(
             f"marts.fct_interactions {span}",
             fct,
             [
-                *not_null("user_id", "item_id", "ds"),
+                *_not_null("user_id", "item_id", "ds"),
                 Check(gxe.ExpectCompoundColumnsToBeUnique(column_list=["user_id", "item_id", "ds"])),
                 Check(gxe.ExpectColumnValuesToBeBetween(column="max_level_reached", min_value=1, max_value=top)),
                 # every bronze event of the run's days is counted once, at its own level
-                sums_equal("n_events", run_bronze["events"]),
-                *[sums_equal(f"n_level_{lv}", run_bronze[f"level_{lv}"]) for lv in range(1, top + 1)],
+                _sums_equal("n_events", run_bronze["events"]),
+                *[_sums_equal(f"n_level_{lv}", run_bronze[f"level_{lv}"]) for lv in range(1, top + 1)],
             ],
         ),
         TableSuite(
@@ -208,7 +215,7 @@ def marts_suites(
             f"marts.training_examples {span}",
             marts["training_examples"],
             [
-                *not_null("user_id", "item_id", "ds", "example_ts", "label"),
+                *_not_null("user_id", "item_id", "ds", "example_ts", "label"),
                 Check(gxe.ExpectTableRowCountToEqual(value=len(fct)), why="one example per fct_interactions row"),
                 Check(gxe.ExpectColumnValuesToBeBetween(column="label", min_value=1, max_value=top)),
             ],
@@ -218,7 +225,7 @@ def marts_suites(
             f"marts.user_features {span}",
             marts["user_features"],
             [
-                *not_null("user_id", "ds", "feature_ts", "recency_days"),
+                *_not_null("user_id", "ds", "feature_ts", "recency_days"),
                 Check(gxe.ExpectCompoundColumnsToBeUnique(column_list=["user_id", "ds"])),
                 Check(gxe.ExpectColumnValuesToBeBetween(column="recency_days", min_value=0, max_value=89)),
                 *shares(marts["user_features"], "rate_"),
@@ -229,7 +236,7 @@ def marts_suites(
             f"marts.item_features {span}",
             marts["item_features"],
             [
-                *not_null("item_id", "ds", "feature_ts"),
+                *_not_null("item_id", "ds", "feature_ts"),
                 Check(gxe.ExpectCompoundColumnsToBeUnique(column_list=["item_id", "ds"])),
                 *shares(marts["item_features"], "conversion_"),
             ],
@@ -239,10 +246,10 @@ def marts_suites(
             f"marts.user_item_features {span}",
             marts["user_item_features"],
             [
-                *not_null("user_id", "item_id", "ds", "n_days_total", "n_events_total", "first_ds", "interest_14d"),
+                *_not_null("user_id", "item_id", "ds", "n_days_total", "n_events_total", "first_ds", "interest_14d"),
                 Check(gxe.ExpectCompoundColumnsToBeUnique(column_list=["user_id", "item_id", "ds"])),
                 Check(gxe.ExpectTableRowCountToEqual(value=len(fct)), why="one pair state per fct_interactions row"),
-                sums_equal("n_events", run_bronze["events"]),
+                _sums_equal("n_events", run_bronze["events"]),
                 Check(gxe.ExpectColumnValuesToBeBetween(column="n_days_total", min_value=1)),
                 Check(
                     gxe.ExpectColumnPairValuesAToBeGreaterThanB(
@@ -257,7 +264,7 @@ def marts_suites(
             f"marts.user_sequences {span}",
             marts["user_sequences"],
             [
-                *not_null("user_id", "ds", "feature_ts", "seq_item_ids", "seq_levels"),
+                *_not_null("user_id", "ds", "feature_ts", "seq_item_ids", "seq_levels"),
                 Check(gxe.ExpectCompoundColumnsToBeUnique(column_list=["user_id", "ds"])),
                 Check(
                     gxe.ExpectTableRowCountToEqual(value=run_bronze["user_days"]),
@@ -265,15 +272,27 @@ def marts_suites(
                 ),
             ],
         ),
+    ]
+    return _shown(suites)
+
+
+def dimension_suites(settings: Settings, adapter: SourceAdapter, warehouse: Warehouse) -> list[TableSuite]:
+    """The dimension marts, whole: every bronze user and item once, their events adding up to all of bronze."""
+    import great_expectations.expectations as gxe
+
+    marts = read_marts(settings, [], DIMENSIONS)
+    all_bronze = bronze_totals(warehouse, adapter, None)
+
+    suites = [
         TableSuite(
             "marts.dim_users",
             "marts.dim_users (all users)",
             marts["dim_users"],
             [
-                *not_null("user_id"),
+                *_not_null("user_id"),
                 Check(gxe.ExpectColumnValuesToBeUnique(column="user_id")),
                 Check(gxe.ExpectTableRowCountToEqual(value=all_bronze["users"]), why="every bronze user, once"),
-                sums_equal("n_events", all_bronze["events"]),
+                _sums_equal("n_events", all_bronze["events"]),
             ],
         ),
         TableSuite(
@@ -281,13 +300,17 @@ def marts_suites(
             "marts.dim_items (all items)",
             marts["dim_items"],
             [
-                *not_null("item_id"),
+                *_not_null("item_id"),
                 Check(gxe.ExpectColumnValuesToBeUnique(column="item_id")),
                 Check(gxe.ExpectTableRowCountToEqual(value=all_bronze["items"]), why="every bronze item, once"),
-                sums_equal("n_events", all_bronze["events"]),
+                _sums_equal("n_events", all_bronze["events"]),
             ],
         ),
     ]
+    return _shown(suites)
+
+
+def _shown(suites: list[TableSuite]) -> list[TableSuite]:
     for suite in suites:
         suite.show = [c for c in ("user_id", "item_id", "ds") if c in suite.frame.columns]
     return suites
@@ -295,24 +318,24 @@ def marts_suites(
 
 SuiteBuilder = Callable[[Settings, SourceAdapter, Warehouse, list[date]], list[TableSuite]]
 SUITES: dict[str, SuiteBuilder] = {"raw": raw_suites, "bronze": bronze_suites, "marts": marts_suites}
-# Boundaries whose suites hold the rows of each checked day (the marts' hold the run's days and whole dimensions).
-PER_DAY = ("raw", "bronze")
+# What a boundary checks once per run, with its first chunk of days: the tables that have no days.
+ONCE: dict[str, Callable[[Settings, SourceAdapter, Warehouse], list[TableSuite]]] = {
+    "bronze": lambda settings, adapter, warehouse: snapshot_suites(warehouse),
+    "marts": dimension_suites,
+}
 
 
 def suites_in_chunks(
     boundary: str, settings: Settings, adapter: SourceAdapter, warehouse: Warehouse, days: list[date]
 ) -> Iterator[tuple[list[date], list[TableSuite]]]:
-    """A boundary's suites, ``quality.check_chunk_days`` days at a time for the raw and bronze checks, each chunk's
-    frames read only when its turn comes (so memory is one chunk's, decision 39); the attribute snapshots, which
-    have no days, with the first chunk. The marts' suites come as one chunk."""
-    if boundary not in PER_DAY:
-        yield days, SUITES[boundary](settings, adapter, warehouse, days)
-        return
+    """A boundary's suites, ``quality.check_chunk_days`` days at a time, each chunk's frames read only when its turn
+    comes (so memory is one chunk's, decisions 39 and 41); the tables without days (attribute snapshots, the marts'
+    dimensions) once, with the first chunk."""
     size = settings.quality.check_chunk_days
     for start in range(0, max(len(days), 1), size):
         chunk = days[start : start + size]
         suites = SUITES[boundary](settings, adapter, warehouse, chunk)
-        if boundary == "bronze" and start == 0:
-            suites += snapshot_suites(warehouse)
+        if start == 0 and boundary in ONCE:
+            suites += ONCE[boundary](settings, adapter, warehouse)
         yield chunk, suites
         del suites  # validated by now: its frames go before the next chunk's are read
