@@ -107,9 +107,10 @@ class QualitySettings:
         unknown event type, time outside the delivery day). Up to it the rows are quarantined by ingest and the
         check is recorded as a warning; above it the run stops before ingest.
     :param sample_rows: offending rows quoted in a failure message.
-    :param check_chunk_days: the raw and bronze checks of a run validate this many days at a time, so their
-        pandas frames hold one chunk's rows, not a whole bootstrap's (decision 39). Row-level tolerances, the
-        uniqueness of event ids and the row counts hold within each chunk; a nightly run's few days are one chunk.
+    :param check_chunk_days: the raw, bronze and daily marts' checks of a run validate this many days at a time,
+        so their pandas frames hold one chunk's rows, not a whole bootstrap's (decisions 39, 41). Row-level
+        tolerances, the uniqueness of event ids and the row counts hold within each chunk; a nightly run's few days
+        are one chunk.
     """
 
     max_bad_row_fraction: float = 0.01

@@ -83,9 +83,14 @@ def end_attempt(
     def change(doc: dict[str, Any]) -> None:
         attempt = doc.get("attempt") if (doc.get("attempt") or {}).get("run_id") == run_id else None
         attempt = attempt or {"run_id": run_id, "started_at": None}
+        earlier = {k: attempt.pop(k) for k in ("state", "failed_task", "error") if k in attempt}
         attempt.update(state=state, ended_at=utc_now_iso())
         if state != "success":
             attempt.update(failed_task=task, error=(error or "")[:2000])  # the head names the failure
+        elif "error" in earlier:
+            # the run failed or was stopped, then its tasks were cleared and it ended well: a success with no error
+            # fields, the failure it recovered from kept beside it rather than dropped
+            attempt["recovered_from"] = earlier
         doc["attempt"] = attempt
         if (doc.get("own_run") or {}).get("run_id") == run_id:
             doc["own_run"] = {**doc["own_run"], "state": state, "ended_at": attempt["ended_at"]}

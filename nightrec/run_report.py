@@ -189,7 +189,11 @@ def attempt_lines(attempt: dict[str, Any]) -> list[str]:
     run = f"{attempt.get('dag_id', 'Airflow')} {attempt['run_id']}"
     state = attempt.get("state")
     if state == "success":
-        return [f"succeeded: {run}, ended {attempt.get('ended_at')}"]
+        lines = [f"succeeded: {run}, ended {attempt.get('ended_at')}"]
+        if earlier := attempt.get("recovered_from"):
+            task = earlier.get("failed_task") or "no task"
+            lines.append(f"(after it was {earlier.get('state', 'failed').upper()} in {task}: {error_line(earlier)})")
+        return lines
     if state == "failed":
         failed = f"FAILED in task {attempt.get('failed_task')}: {run}, ended {attempt.get('ended_at')}"
         return [failed, error_line(attempt)]

@@ -191,6 +191,17 @@ def test_a_failed_attempt_is_shown_with_its_task_and_error_and_older_sections_ar
     assert third["attempt"]["failed_task"] == "land" and "Bundled history not found" in render(third)
     assert read_run_manifest(wh, days[1])["attempt"]["run_id"] == "run_2"  # other days keep their attempt
 
+    # run_2's failed task is cleared and the run goes on to the end: a success without error fields, which still says
+    # what it recovered from
+    assert end_attempt(wh, "run_2", "success") == days
+    recovered = read_run_manifest(wh, days[1])["attempt"]
+    assert recovered["state"] == "success" and "error" not in recovered and "failed_task" not in recovered
+    assert recovered["recovered_from"]["failed_task"] == "validate_raw"
+    lines = render(read_run_manifest(wh, days[1])).splitlines()
+    assert lines[1].startswith("  attempt    succeeded: nightly run_2")
+    assert "(after it was FAILED in validate_raw: QualityCheckFailed: Data quality check 'raw' failed" in lines[2]
+    assert attempt_mark(recovered) == "ok"
+
 
 def test_the_land_section_says_what_the_replay_kept_and_what_lies_outside_the_history():
     land = {
