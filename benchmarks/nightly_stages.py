@@ -8,6 +8,8 @@ is read back from Airflow (`airflow tasks states-for-dag-run`); the table puts e
 with the seconds per million events, which stay flat where a task's cost grows linearly.
 
     python benchmarks/nightly_stages.py --factors 1,10 --profile smoke
+    python benchmarks/nightly_stages.py --factors 100 --profile smoke --keep     # then, to time the night again:
+    python benchmarks/nightly_stages.py --factors 100 --profile smoke --keep --reuse
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from _scratch import scratch_warehouse  # benchmarks/ is on sys.path when a scri
 from nightrec.adapters import days_between, load_adapter
 from nightrec.config import PROJECT_ROOT, load_settings
 from nightrec.landing import land_file, replay
+from nightrec.run_manifest import own_run
 from nightrec.warehouse import Warehouse
 
 
@@ -64,12 +67,24 @@ def task_seconds(env: dict[str, str], warehouse: Warehouse, night: date) -> dict
     return seconds
 
 
+def bootstrapped(warehouse: Warehouse, night: date) -> bool:
+    """Whether the bootstrap ended well: the run that owns its last day, the day before ``night`` (a night that
+    looked back over that day since is a later attempt, not its own run)."""
+    run = own_run(warehouse, night - timedelta(days=1)) or {}
+    return run.get("dag_id") == "bootstrap" and run.get("state") == "success"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--factors", default="1,10,100", help="comma-separated up-scaling factors")
     parser.add_argument("--profile", default="local", help="configuration profile of the runs (smoke: 1 epoch)")
     parser.add_argument("--workdir", type=Path, default=PROJECT_ROOT / ".bench", help="scratch directory")
     parser.add_argument("--keep", action="store_true", help="keep the scratch warehouses")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="a kept warehouse whose bootstrap finished: run only the night on it (it is idempotent)",
+    )
     args = parser.parse_args()
 
     adapter = load_adapter("tmall_brand")
@@ -77,9 +92,18 @@ def main() -> None:
     night = adapter.nightly_start
     results: dict[int, tuple[int, dict[str, float], float]] = {}
     for factor in [int(f) for f in args.factors.split(",")]:
-        settings, bundled = scratch_warehouse(adapter, factor, args.workdir.resolve(), base)
-        wh = Warehouse(settings.warehouse_root, adapter.name)
-        rows = land_as_deliveries(adapter, bundled, wh, adapter.history_start, night + timedelta(days=1))
+        landed = args.workdir.resolve() / f"x{factor}" / "landed.json"  # the events landed, for --reuse
+        if args.reuse:
+            settings = base.with_overrides(warehouse_root=landed.parent / "warehouse")
+            wh = Warehouse(settings.warehouse_root, adapter.name)
+            if not landed.is_file() or not bootstrapped(wh, night):
+                raise SystemExit(f"--reuse: no finished bootstrap under {landed.parent}; run once with --keep first")
+            rows = json.loads(landed.read_text())["rows"]
+        else:
+            settings, bundled = scratch_warehouse(adapter, factor, args.workdir.resolve(), base)
+            wh = Warehouse(settings.warehouse_root, adapter.name)
+            rows = land_as_deliveries(adapter, bundled, wh, adapter.history_start, night + timedelta(days=1))
+            landed.write_text(json.dumps({"rows": rows}))
         env = {
             **os.environ,
             "NIGHTREC_PROFILE": args.profile,
@@ -88,14 +112,16 @@ def main() -> None:
             "NIGHTREC_AIRFLOW_HOME": str(settings.warehouse_root.parent / "airflow"),
         }
         t0 = time.time()
-        nightrec(["bootstrap"], env)
+        if not args.reuse:
+            nightrec(["bootstrap"], env)
         t_boot = time.time() - t0
         t0 = time.time()
         nightrec(["nightly", "--day", str(night)], env)
         t_night = time.time() - t0
         tasks = task_seconds(env, wh, night)
         results[factor] = (rows, tasks, t_night)
-        print(f"x{factor}: {rows:,} events; bootstrap {t_boot:.0f}s, night {night} {t_night:.0f}s", flush=True)
+        boot = "bootstrap reused" if args.reuse else f"bootstrap {t_boot:.0f}s"
+        print(f"x{factor}: {rows:,} events; {boot}, night {night} {t_night:.0f}s", flush=True)
         if not args.keep:
             shutil.rmtree(settings.warehouse_root.parent, ignore_errors=True)
 
