@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TextIO
 
 from nightrec.config import PROJECT_ROOT, Settings
 from nightrec.errors import NightrecError, RunStopped
@@ -91,6 +92,17 @@ _LOG_RECORD = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
 _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Failed|Failure)\w*: ")
 
 
+def show(text: str, stream: TextIO) -> None:
+    """Print a line of a run's progress. A reader that went away (`nightrec nightly | head`, a supervisor that died)
+    stops the showing, never the run: a BrokenPipeError here used to leave `airflow dags test` running unread (so
+    blocked once its pipe filled) and the command exit 0 with its days still marked running. The whole output is in
+    the run's log file either way."""
+    try:
+        print(text, file=stream, flush=True)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())  # later writes, and the exit's flush, go nowhere
+
+
 @contextmanager
 def forwarding_termination(proc: subprocess.Popen) -> Iterator[list[int]]:
     """While `proc` runs, SIGTERM and SIGHUP sent to this process are passed on to it, and this process waits for it.
@@ -157,12 +169,12 @@ def run_airflow(settings: Settings, args: list[str], check: bool = True, quiet: 
                 if "No tasks to run. unrunnable tasks" not in line:  # Airflow repeats it every second
                     tail = [*tail[-29:], line]
                 if is_progress(line):
-                    print("   " + _shorten(line), flush=True)
+                    show("   " + _shorten(line), sys.stdout)
             rc = proc.wait()
         if rc != 0:
-            print(f"--- last lines of {log_path} ---\n{''.join(tail)}", file=sys.stderr, flush=True)
+            show(f"--- last lines of {log_path} ---\n{''.join(tail)}", sys.stderr)
             if errors and not check:  # with check, the raised error carries it
-                print(f"--- why it failed ---\n{errors[-1].rstrip()}", file=sys.stderr, flush=True)
+                show(f"--- why it failed ---\n{errors[-1].rstrip()}", sys.stderr)
     if check and rc != 0:
         if signals:  # stopped from outside: that is the reason, whatever the tasks printed as they went down
             names = ", ".join(signal.Signals(n).name for n in dict.fromkeys(signals))

@@ -49,3 +49,24 @@ def test_a_reader_that_stops_early_gets_no_traceback(tmp_path: Path):
     proc.stdout.close()  # the reader is gone before the command writes a line
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 0 and "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+def test_a_run_whose_reader_went_away_goes_on_showing_nothing():
+    """What `nightrec nightly` shows while its DAG runs (`airflow_env.show`): once the reader of its output is gone the
+    lines go nowhere and the run goes on. A BrokenPipeError there used to end the command with exit 0, leave its days
+    marked running and the DAG's output unread."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\nfrom nightrec_app.airflow_env import show\n"
+        "for i in range(3):\n    show(f'line {i}', sys.stdout)\n"
+        "sys.stderr.write('went on')\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # the reader is gone before the first line
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0 and err == "went on", err
