@@ -127,7 +127,7 @@ def bronze_suites(
     ]
 
 
-def snapshot_suites(warehouse: Warehouse) -> list[TableSuite]:
+def snapshot_suites(settings: Settings, adapter: SourceAdapter, warehouse: Warehouse) -> list[TableSuite]:
     """The attribute snapshots: one row per key (ingest quarantines the rest)."""
     import great_expectations.expectations as gxe
     import pyarrow.parquet as pq
@@ -283,30 +283,15 @@ def dimension_suites(settings: Settings, adapter: SourceAdapter, warehouse: Ware
     marts = read_marts(settings, [], DIMENSIONS)
     all_bronze = bronze_totals(warehouse, adapter, None)
 
-    suites = [
-        TableSuite(
-            "marts.dim_users",
-            "marts.dim_users (all users)",
-            marts["dim_users"],
-            [
-                *_not_null("user_id"),
-                Check(gxe.ExpectColumnValuesToBeUnique(column="user_id")),
-                Check(gxe.ExpectTableRowCountToEqual(value=all_bronze["users"]), why="every bronze user, once"),
-                _sums_equal("n_events", all_bronze["events"]),
-            ],
-        ),
-        TableSuite(
-            "marts.dim_items",
-            "marts.dim_items (all items)",
-            marts["dim_items"],
-            [
-                *_not_null("item_id"),
-                Check(gxe.ExpectColumnValuesToBeUnique(column="item_id")),
-                Check(gxe.ExpectTableRowCountToEqual(value=all_bronze["items"]), why="every bronze item, once"),
-                _sums_equal("n_events", all_bronze["events"]),
-            ],
-        ),
-    ]
+    suites = []
+    for table, key, total in (("dim_users", "user_id", "users"), ("dim_items", "item_id", "items")):
+        checks = [
+            *_not_null(key),
+            Check(gxe.ExpectColumnValuesToBeUnique(column=key)),
+            Check(gxe.ExpectTableRowCountToEqual(value=all_bronze[total]), why=f"every bronze {key[:-3]}, once"),
+            _sums_equal("n_events", all_bronze["events"]),
+        ]
+        suites.append(TableSuite(f"marts.{table}", f"marts.{table} (all {total})", marts[table], checks))
     return _shown(suites)
 
 
@@ -320,7 +305,7 @@ SuiteBuilder = Callable[[Settings, SourceAdapter, Warehouse, list[date]], list[T
 SUITES: dict[str, SuiteBuilder] = {"raw": raw_suites, "bronze": bronze_suites, "marts": marts_suites}
 # What a boundary checks once per run, with its first chunk of days: the tables that have no days.
 ONCE: dict[str, Callable[[Settings, SourceAdapter, Warehouse], list[TableSuite]]] = {
-    "bronze": lambda settings, adapter, warehouse: snapshot_suites(warehouse),
+    "bronze": snapshot_suites,
     "marts": dimension_suites,
 }
 
