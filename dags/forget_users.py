@@ -15,7 +15,7 @@ from airflow.sdk import DAG, Param, task
 
 from nightrec.adapters import load_adapter
 from nightrec.config import load_settings
-from nightrec_app.orchestration import FORGET_DAG, alert_only
+from nightrec_app.orchestration import FORGET_DAG, alert_only, stop_when_terminated
 
 settings = load_settings()
 adapter = load_adapter(settings.source)
@@ -26,7 +26,11 @@ with DAG(
     schedule=None,
     catchup=False,
     max_active_runs=1,
-    default_args={"retries": settings.airflow.task_retries, "on_failure_callback": alert_only},
+    default_args={
+        "retries": settings.airflow.task_retries,
+        "on_failure_callback": alert_only,
+        "pre_execute": stop_when_terminated,
+    },
     params={
         "user_ids": Param([], type="array", items={"type": "string"}, minItems=1, description="the ids to forget"),
         "dry_run": Param(False, type="boolean", description="only count what would be removed"),

@@ -43,14 +43,50 @@ def assets(settings: Settings) -> dict[str, Any]:
 
 
 def task_defaults(settings: Settings) -> dict[str, Any]:
-    """The ``default_args`` of both DAGs: retries, and a failure callback that records the failed task and its error
+    """The ``default_args`` of both DAGs: retries, a failure callback that records the failed task and its error
     in the run manifests of the run's days, so `nightrec status` and `report` show the failure afterwards, and sends
-    it to the notifiers of ``alerts.notifiers``."""
+    it to the notifiers of ``alerts.notifiers``, and a hook that makes SIGTERM stop the running task."""
     return {
         "retries": settings.airflow.task_retries,
         "retry_delay": timedelta(minutes=2),
         "on_failure_callback": record_failure,
+        "pre_execute": stop_when_terminated,
     }
+
+
+_TERMINATED: list[str] = []  # the termination signals this process received (`dags test` runs every task in it)
+
+
+def stop_when_terminated(context: Any) -> None:
+    """Every task's ``pre_execute`` hook: SIGTERM ends the running task as failed, and no later task starts.
+
+    Airflow's own SIGTERM handler in the task process only calls the operator's ``on_kill`` and leaves the rest to
+    a supervisor that kills the process a grace period later. `airflow dags test` (what `nightrec nightly` runs) has
+    no such supervisor: a Python task (train, the quality checks) ran on to its end after SIGTERM, and so did every
+    task after it. Here the signal still calls ``on_kill`` (SparkSubmitOperator kills its spark-submit), then raises
+    Airflow's AirflowTaskTerminated in the task: a BaseException, which the task's ``except Exception`` blocks let
+    through, and which fails the task without retries, so its failure callback records it and the run ends. A signal
+    that comes between two tasks (this handler stays installed until the next task's runner replaces it) raises
+    nothing in Airflow's own code: the next task refuses to start, and its failure is what the run records.
+    """
+    import signal
+
+    from airflow.sdk.exceptions import AirflowTaskTerminated
+
+    if _TERMINATED:
+        raise AirflowTaskTerminated(f"the run was stopped by {_TERMINATED[0]} before this task started")
+    task = context["ti"].task
+    execute = type(task).execute.__code__
+
+    def stop(signum: int, frame: Any) -> None:
+        _TERMINATED.append(signal.Signals(signum).name)
+        while frame is not None and frame.f_code is not execute:
+            frame = frame.f_back
+        if frame is not None:  # the task is still running: interrupt it
+            task.on_kill()
+            raise AirflowTaskTerminated(f"stopped by {signal.Signals(signum).name}")
+
+    signal.signal(signal.SIGTERM, stop)
 
 
 def record_failure(context: Any) -> None:

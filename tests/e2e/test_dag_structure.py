@@ -44,6 +44,17 @@ def test_dag_files_import_without_errors(dagbag):
     assert set(dagbag.dags) == {"nightly", "bootstrap", "forget_users"}
 
 
+def test_every_task_of_every_dag_stops_on_sigterm(dagbag):
+    """The hook that makes SIGTERM fail the running task reaches every operator, dbt's and Spark's included
+    (e2e test_terminated_run.py shows what it does)."""
+    from nightrec_app.orchestration import stop_when_terminated
+
+    tasks = [t for dag in dagbag.dags.values() for t in dag.tasks]
+    assert {type(t).__name__ for t in tasks} >= {"_PythonDecoratedOperator", "SparkSubmitOperator"}
+    assert any(t.task_id.startswith("dbt.") for t in tasks)
+    assert [t.task_id for t in tasks if t._pre_execute_hook is not stop_when_terminated] == []
+
+
 def test_nightly_runs_land_ingest_sequences_dbt_publish_record_on_one_day_intervals(dagbag, tmall):
     dag = dagbag.dags["nightly"]
     order = ["land", "validate_raw", "ingest_attributes", "ingest_events", "validate_bronze", "build_sequences"]
