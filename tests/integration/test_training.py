@@ -79,6 +79,11 @@ def test_models_land_with_embeddings_metrics_and_a_manifest(smoke, first_run):
         manifest = json.loads((directory / "manifest.json").read_text())
         real = manifest["negatives"]["train"]["real"]
         assert real == _count(smoke, "*", "ds < date '2014-06-19'")
+        # each window reads exactly its days of the mart, both ends
+        windows = {"validation": ("2014-06-19", "2014-07-17"), "evaluation": ("2014-07-17", "2014-08-16")}
+        for name, (lo, hi) in windows.items():
+            where = f"ds >= date '{lo}' and ds < date '{hi}'"
+            assert manifest["negatives"][name]["real"] == _count(smoke, "*", where), name
         assert manifest["data_range"]["evaluation"] == ["2014-07-17", "2014-08-16"]
         assert manifest["embeddings_as_of"] == "2014-08-16" and manifest["code_version"]
         assert len(manifest["base_rates"]) == 4 and manifest["base_rates"] == sorted(manifest["base_rates"])[::-1]
