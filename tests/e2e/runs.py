@@ -9,9 +9,13 @@ from pathlib import Path
 
 
 def env_for(warehouse: Path, airflow_home: Path) -> dict[str, str]:
-    """The environment of a `nightrec` command on ``warehouse`` with its Airflow home: local[2], the smoke profile."""
+    """The environment of a `nightrec` command on ``warehouse`` with its Airflow home: local[2], the smoke profile.
+
+    No other NIGHTREC_* variable of the test process goes along: a test that opened Feast in that process (on H&M,
+    say) left its settings there (feature_store.use_settings), and a command that inherited NIGHTREC_SOURCE=hm
+    refused a Tmall range with a message the test never showed."""
     return {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if not k.startswith("NIGHTREC_")},
         "NIGHTREC_WAREHOUSE_ROOT": str(warehouse),
         "NIGHTREC_AIRFLOW_HOME": str(airflow_home),
         "NIGHTREC_SPARK_MASTER": "local[2]",

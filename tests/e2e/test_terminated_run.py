@@ -38,13 +38,14 @@ def _stopped_bootstrap(tmp_path: Path, task: str, spark_submit: bool, *days: str
     )
     try:
         assert proc.stdout is not None
-        started = False
+        started, seen = False, []
         for line in proc.stdout:
+            seen.append(line)
             started = started or f"starting task_id={task}" in line
             if started and (spark_submit or "::endgroup::" in line):
                 break
         else:
-            pytest.fail(f"the bootstrap ended before {task} (exit {proc.wait()})")
+            pytest.fail(f"the bootstrap ended before {task} (exit {proc.wait()}):\n{''.join(seen[-40:])}")
         time.sleep(0 if spark_submit else 1)
         wrapper = psutil.Process(proc.pid)
         deadline = time.monotonic() + 180
