@@ -42,15 +42,18 @@ def built_night_arguments(description: str, copied: str, profile_sets: str) -> t
     return args, load_settings(args.profile, env={}).with_overrides(warehouse_root=args.warehouse.resolve())
 
 
+def user_copy(table: pa.Table, k: int) -> pa.Table:
+    """Copy ``k`` of ``table``: its users renamed as the up-scaler renames copy k's (copy 0 is ``table`` itself)."""
+    if k == 0:
+        return table
+    where = table.column_names.index("user_id")
+    renamed = pc.binary_join_element_wise(table.column("user_id"), pa.scalar(copy_suffix(k)), "")
+    return table.set_column(where, table.schema.field(where), renamed)
+
+
 def copied_users(table: pa.Table, factor: int) -> pa.Table:
     """``factor`` copies of ``table``, copy k's users renamed as the up-scaler renames them."""
-    users = table.column("user_id")
-    where = table.column_names.index("user_id")
-    copies = [table]
-    for k in range(1, factor):
-        renamed = pc.binary_join_element_wise(users, pa.scalar(copy_suffix(k)), "")
-        copies.append(table.set_column(where, table.schema.field(where), renamed))
-    return pa.concat_tables(copies)
+    return pa.concat_tables([user_copy(table, k) for k in range(factor)])
 
 
 def scaled_marts(source: Path, factor: int, target: Path) -> dict[str, int]:
