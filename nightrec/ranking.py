@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from nightrec.config import CANDIDATE_SOURCES, MODEL_KINDS
 from nightrec.storage import read_json
@@ -240,6 +241,24 @@ def rank_users(batch: pa.RecordBatch | pa.Table, scorer: Scorer, k: int, levels:
             [None if m else list(r) for r, m in zip(p, missing, strict=True)], pa.list_(pa.float32())
         )
     return pa.table(columns, schema=output_schema(probabilities))
+
+
+def rank_in_batches(grouped: pa.Table, scorer: Scorer, k: int, max_rows: int, levels: int = 0) -> pa.Table:
+    """`rank_users` over ``grouped`` a slice of whole users at a time, each slice at most ``max_rows`` candidates (or
+    one user's): the same lists, with the scorer's working memory (the booster's float64 feature matrix, the item ids
+    as Python strings) that of one slice rather than of every candidate at once, as Spark's Arrow batches bound it."""
+    if grouped.num_rows == 0:
+        return rank_users(grouped, scorer, k, levels)
+    lengths = pc.list_value_length(grouped.column("candidates")).to_numpy(zero_copy_only=False)
+    ends = np.cumsum(lengths)
+    parts, start = [], 0
+    while start < grouped.num_rows:
+        before = ends[start - 1] if start else 0
+        # the last user whose candidates still fit, and at least one user
+        stop = max(start + 1, int(np.searchsorted(ends, before + max_rows, side="right")))
+        parts.append(rank_users(grouped.slice(start, stop - start), scorer, k, levels))
+        start = stop
+    return pa.concat_tables(parts)
 
 
 def lists_of(ranked: pa.Table) -> dict[str, list[str]]:

@@ -47,6 +47,9 @@ log = logging.getLogger(__name__)
 
 K = 20
 GATE_METRIC = "ndcg@20"
+# Candidates scored at once while judging: each list's scorer works on a slice of users of about this many candidates.
+# Scoring a whole evaluation anchor at once was the ranker's peak (2.6 GiB at 10x the users, growing with them).
+JUDGE_BATCH_ROWS = 250_000
 HORIZONS = ("30d", "7d")
 EVALUATED_FILE = ranking.EVALUATED_BOOSTER
 SERVED_FILE = ranking.SERVED_BOOSTER
@@ -225,7 +228,7 @@ def judge(candidates: Candidates, behaviour: Behaviour, plan: AnchorPlan, scorer
             catalogue, item_users, n_users = behaviour.before(w.day)
             grouped = _grouped(candidates, w.day, set(relevant))
             for name, scorer in scorers.items():
-                lists = ranking.lists_of(ranking.rank_users(grouped, scorer, K))
+                lists = ranking.lists_of(ranking.rank_in_batches(grouped, scorer, K, JUDGE_BATCH_ROWS))
                 users = metrics.per_user_ranking(lists, relevant, K)
                 users["keys"] = np.array([f"{w.day}|{u}" for u in users["users"]], dtype=object)
                 fairness = metrics.exposure_fairness(lists, catalogue, K)

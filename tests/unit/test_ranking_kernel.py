@@ -119,3 +119,17 @@ def test_feature_names_follow_the_levels_and_sources():
     single = ranking.feature_names(1, ("history", "popular_30d"))
     assert not [n for n in single if n.startswith(("gnolr__", "pair__open_intent", "item__conversion"))]
     assert len(names) == len(set(names))
+
+
+@pytest.mark.parametrize("max_rows", [1, 2, 5, 6, 100])
+def test_ranking_in_slices_of_users_gives_the_lists_of_ranking_all_at_once(max_rows):
+    # more users than the fixture's two, with ties and the popular fill, so that slices cut between users (a slice
+    # smaller than a user's candidates still takes that whole user)
+    rows = [{**r, "user": f"{r['user']}-{copy}"} for copy in range(4) for r in ROWS]
+    grouped = ranking.group_by_user(_flat(rows))
+    for scorer in (ranking.baseline_scorer("own_history"), ranking.baseline_scorer("popularity")):
+        whole = ranking.rank_users(grouped, scorer, 3, levels=2)
+        sliced = ranking.rank_in_batches(grouped, scorer, 3, max_rows, levels=2)
+        assert sliced.num_rows == whole.num_rows > 0
+        assert sliced.to_pylist() == whole.to_pylist()
+    assert ranking.rank_in_batches(grouped.slice(0, 0), ranking.baseline_scorer("popularity"), 3, 2).num_rows == 0
