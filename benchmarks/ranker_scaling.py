@@ -37,7 +37,7 @@ from training import ranker
 
 
 def _copied_file(source: pa.Table, factor: int, target: Path) -> None:
-    """``factor`` copies of ``source`` written to ``target`` a copy at a time (one copy's rows per row group), so that
+    """``factor`` copies of ``source`` written to ``target`` a copy at a time (no row group spans two copies), so that
     the benchmark's own process never holds the whole up-scaled table."""
     with pq.ParquetWriter(target, source.schema) as writer:
         for k in range(factor):

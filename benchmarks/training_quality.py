@@ -165,7 +165,7 @@ def select_objective(settings: Settings, plan: AnchorPlan, candidates: ranker.Ca
             for w in fold:
                 relevant = behaviour.purchases(w)
                 grouped = ranker._grouped(candidates, w.day, set(relevant))
-                lists = ranking.lists_of(ranking.rank_users(grouped, scorer, 20))
+                lists = ranker.ranked_lists(grouped, scorer)
                 users = metrics.per_user_ranking(lists, relevant, 20)
                 recall.append(users["recall"])
                 ndcg.append(users["ndcg"])
