@@ -165,20 +165,30 @@ class BoosterScorer(Scorer):
 
 def group_by_user(flat: pa.Table) -> pa.Table:
     """A flat candidate table (a row per user and item) as one row per user with a list of candidate structs, users
-    sorted: the shape `rank_users` takes (Spark builds the same with collect_list)."""
-    order = np.lexsort((np.asarray(flat.column("user_id").to_pylist(), dtype=object).astype(str),))
-    flat = flat.take(pa.array(order, pa.int64()))
+    sorted: the shape `rank_users` takes (Spark builds the same with collect_list).
+
+    A table already in user order (as `Candidates.table` reads a window's buyers) is neither sorted nor copied: the
+    lists are views over its columns. Sorting copies every column, as much memory again as the candidates themselves.
+    """
     users = np.asarray(flat.column("user_id").to_pylist(), dtype=object)
+    if len(users) > 1 and not (users[1:] >= users[:-1]).all():
+        order = np.argsort(users.astype(str), kind="stable")
+        flat, users = flat.take(pa.array(order, pa.int64())), users[order]
     starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]]) if len(users) else np.zeros(0, np.int64)
     offsets = np.r_[starts, len(users)].astype(np.int32)
     fields = [c for c in flat.column_names if c != "user_id"]
-    struct = pa.StructArray.from_arrays([flat.column(c).combine_chunks() for c in fields], names=fields)
+    struct = pa.StructArray.from_arrays([_one_chunk(flat.column(c)) for c in fields], names=fields)
     return pa.table(
         {
             "user_id": pa.array(users[starts] if len(users) else [], pa.string()),
             "candidates": pa.ListArray.from_arrays(pa.array(offsets), struct),
         }
     )
+
+
+def _one_chunk(column: pa.ChunkedArray) -> pa.Array:
+    # combine_chunks copies even a single chunk
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
 
 
 def output_schema(with_probabilities: bool) -> pa.Schema:

@@ -133,3 +133,15 @@ def test_ranking_in_slices_of_users_gives_the_lists_of_ranking_all_at_once(max_r
         assert sliced.num_rows == whole.num_rows > 0
         assert sliced.to_pylist() == whole.to_pylist()
     assert ranking.rank_in_batches(grouped.slice(0, 0), ranking.baseline_scorer("popularity"), 3, 2).num_rows == 0
+
+
+def test_grouping_a_table_in_user_order_gives_the_same_lists_as_sorting_it_without_copying_it():
+    rows = [{**r, "user": f"{r['user']}-{copy}"} for copy in range(3) for r in ROWS]
+    shuffled = _flat(rows)
+    in_order = shuffled.take(pa.array(np.argsort(np.asarray(shuffled.column("user_id").to_pylist()), kind="stable")))
+    assert in_order.column("user_id").to_pylist() != shuffled.column("user_id").to_pylist()  # the fixture interleaves
+    grouped, sorted_here = ranking.group_by_user(in_order), ranking.group_by_user(shuffled)
+    assert repr(grouped.to_pylist()) == repr(sorted_here.to_pylist())  # repr: NaN equals NaN
+    # the candidate lists are views over the in-order table's columns, not copies of them
+    score = grouped.column("candidates").chunk(0).flatten().field("score__history")
+    assert score.buffers()[1].address == in_order.column("score__history").chunk(0).buffers()[1].address
