@@ -141,6 +141,15 @@ class TrainingSet:
     anchors: list[str]
     positives: int
 
+    def describe(self) -> dict[str, Any]:
+        """What the report records of the set (its counts), so the set itself need not outlive its fit."""
+        return {
+            "anchors": self.anchors,
+            "rows": len(self.labels),
+            "buyers": len(self.groups),
+            "purchases": self.positives,
+        }
+
 
 def training_set(
     candidates: Candidates, behaviour: Behaviour, windows: tuple[Window, ...], names: list[str]
@@ -208,7 +217,8 @@ def fit(settings: Settings, data: TrainingSet, top_level: int, seed: int) -> Any
         feature_name=data.names,
         free_raw_data=True,
     )
-    return lgb.train(params, dataset, num_boost_round=settings.ranker.rounds)
+    # the binned training data the booster keeps is of no use once trained (at 100x it is rows x features bytes)
+    return lgb.train(params, dataset, num_boost_round=settings.ranker.rounds).free_dataset()
 
 
 @dataclass
@@ -241,6 +251,8 @@ def judge(candidates: Candidates, behaviour: Behaviour, plan: AnchorPlan, scorer
                     f"entropy_corrected@{K}": fairness.entropy_corrected,
                 }
                 collected[name].append((users, shape))
+            # gone before the next anchor's are read: two anchors' candidates at once were the stage's peak at 100x
+            del grouped
         for name, parts in collected.items():
             if not parts:
                 continue
@@ -396,9 +408,12 @@ def run(
     done("held_out_set")
     evaluated = fit(settings, held_out, adapter.max_level, seed)
     done("held_out_fit")
+    # each set is dropped once fit: the judging's candidates grow with the buyers too and are not held beside it
+    held_out_summary = held_out.describe()
+    del held_out
     log.info(
-        f"ranker: held-out booster on {len(held_out.anchors)} anchors, {len(held_out.labels):,} candidates of "
-        f"{len(held_out.groups):,} buyers ({held_out.positives:,} purchases)"
+        f"ranker: held-out booster on {len(held_out_summary['anchors'])} anchors, {held_out_summary['rows']:,} "
+        f"candidates of {held_out_summary['buyers']:,} buyers ({held_out_summary['purchases']:,} purchases)"
     )
     scorers = list_scorers(evaluated.model_to_string(), settings.ranker.sources)
     champion_version, champion_text, why = (None, None, "not gated (benchmark)")
@@ -413,6 +428,8 @@ def run(
     gate = registry.gate(table["ranker"]["30d"], champion_30d, settings.training.champion_tolerance, why, GATE_METRIC)
     serving = training_set(candidates, behaviour, plan.ranker_anchors(plan.serve), names)
     served = fit(settings, serving, adapter.max_level, seed)
+    serving_summary = serving.describe()
+    del serving
     done("served")
     chosen = version if gate["publish"] else champion_version
     ranked = table["ranker"] if gate["publish"] or "champion" not in table else table["champion"]
@@ -424,20 +441,7 @@ def run(
         "metrics": table,
         "gate": gate,
         "lists": decision,
-        "training": {
-            "held_out": {
-                "anchors": held_out.anchors,
-                "rows": len(held_out.labels),
-                "buyers": len(held_out.groups),
-                "purchases": held_out.positives,
-            },
-            "served": {
-                "anchors": serving.anchors,
-                "rows": len(serving.labels),
-                "buyers": len(serving.groups),
-                "purchases": serving.positives,
-            },
-        },
+        "training": {"held_out": held_out_summary, "served": serving_summary},
         "phase_seconds": phases,
     }
     importance = dict(zip(names, served.feature_importance("gain").tolist(), strict=True))
