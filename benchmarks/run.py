@@ -80,8 +80,8 @@ BENCHMARKS: dict[str, Benchmark] = {
     ),
     "audience_scaling": Benchmark(
         "audience_scaling.py",
-        "seconds of each saved lookalike audience (seed measured, then expanded) at 1x and 10x the consumers",
-        ("--factors", "1,10"),
+        "seconds of each saved lookalike audience (seed measured, then expanded) at 1x, 10x and 100x the consumers",
+        ("--factors", "1,10,100"),
         ("--factors", "1"),
         warehouse=True,
     ),
