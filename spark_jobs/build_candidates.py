@@ -56,7 +56,7 @@ TRANSITION_DAYS = 60  # transitions: touched X, then bought Y within TRANSITION_
 TRANSITION_GAP = 7
 SEED_DAYS = 14  # the user's items of the last 14 days seed the transitions, weighted 0.5^((age - 1) / 7)
 TRENDING_MIN_USERS = 3  # an item needs this many users over 7 days to trend
-SCORE_DECIMALS = 9  # summed scores are rounded to this many decimals before they are ranked (_tie_safe)
+SCORE_DECIMALS = 9  # every source's score is rounded to this many decimals before it is ranked (_ranked)
 
 
 def _age(day: Column | str = "ds") -> Column:
@@ -64,19 +64,17 @@ def _age(day: Column | str = "ds") -> Column:
     return F.datediff(F.col("anchor"), F.col(day) if isinstance(day, str) else day)
 
 
-def _tie_safe(score: Column) -> Column:
-    """A summed score, rounded. Sums that are equal in exact arithmetic but added in another order differ in their
-    last bits, and Spark's shuffles deliver rows in no fixed order: unrounded, such ties went by that noise instead of
-    to the smaller item id, so two runs of a night (and two copies of one user in the same run) could get different
-    items at a source's last rank (decision 46)."""
-    return F.round(score, SCORE_DECIMALS)
-
-
 def _ranked(frame: DataFrame, source: str, score: Column, limit: int | None, by: list[str] | None = None) -> DataFrame:
-    """(anchor, user_id, item_id, source, rank, score) from scored rows, best first, ties to the smaller item id."""
+    """(anchor, user_id, item_id, source, rank, score) from scored rows, best first, ties to the smaller item id.
+
+    The score is rounded to SCORE_DECIMALS first. Sums that are equal in exact arithmetic but added in another order
+    differ in their last bits, and Spark's shuffles deliver rows in no fixed order: unrounded, such ties went by that
+    noise instead of to the smaller item id, so two runs of a night (and two copies of one user in the same run) could
+    get different items at a source's last rank (decision 46)."""
     by = by or ["anchor", "user_id"]
-    order = Window.partitionBy(*by).orderBy(score.desc(), F.col("item_id"))
-    ranked = frame.withColumn("score", score.cast("double")).withColumn("rank", F.row_number().over(order))
+    ranked = frame.withColumn("score", F.round(score.cast("double"), SCORE_DECIMALS))
+    order = Window.partitionBy(*by).orderBy(F.col("score").desc(), F.col("item_id"))
+    ranked = ranked.withColumn("rank", F.row_number().over(order))
     if limit is not None:
         ranked = ranked.where(F.col("rank") <= limit)
     return ranked.select(*by, "item_id", F.lit(source).alias("source"), F.col("rank").cast("double"), "score")
@@ -166,7 +164,7 @@ def pair_features(inputs: Inputs) -> DataFrame:
 
 def history_source(pairs: DataFrame) -> DataFrame:
     """Every item of the user's history, by the own-history score (no cap)."""
-    return _ranked(pairs, "history", _tie_safe(F.col("pair__interest_14d")), None)
+    return _ranked(pairs, "history", F.col("pair__interest_14d"), None)
 
 
 def popular_sources(inputs: Inputs, sources: tuple[str, ...], depth: int, fill_depth: int) -> DataFrame:
@@ -242,7 +240,7 @@ def transitions_source(inputs: Inputs, history: DataFrame, depth: int) -> DataFr
         .groupBy("anchor", "user_id", "item_id")
         .agg(F.sum(F.col("weight") * F.col("n")).alias("score"))
     )
-    return _ranked(scored, "transitions", _tie_safe(F.col("score")), depth)
+    return _ranked(scored, "transitions", F.col("score"), depth)
 
 
 def segment_popular_source(inputs: Inputs, depth: int) -> DataFrame:
