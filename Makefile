@@ -11,6 +11,11 @@ PIP_QUIET := 2>&1 | { grep -v "^WARNING: Location" || true; }
 # Test processes: the suite waits on subprocesses, JVM starts and servers much of the time, so two share two cores
 # well. Each test file stays in one process (--dist loadfile): its module fixtures (the e2e nights) are built once.
 TEST_WORKERS ?= 2
+# One OpenMP/BLAS thread per test process (torch, OpenBLAS, LightGBM's predictions): with the two workers on two
+# cores, each library's default of one thread per core oversubscribes the machine and OpenMP's spinning threads
+# crowd each other out. Two smoke trainings side by side took 98-100 s each with the defaults, 43-45 s with one
+# thread (alone: 35 s and 42 s). docs/decisions.md, 48.
+TEST_THREADS ?= 1
 
 .PHONY: demo test install lint clean check-java check-services
 
@@ -45,7 +50,7 @@ lint: install
 	$(BIN)/lint-imports --no-cache
 
 test: install check-java check-services lint
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
+	OMP_NUM_THREADS=$(TEST_THREADS) $(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 clean:
 	rm -rf warehouse .airflow .pytest_cache .ruff_cache
