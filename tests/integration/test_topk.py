@@ -101,12 +101,17 @@ def test_model_lists_are_the_best_inner_products_and_carry_ordered_level_probabi
     items = pq.read_table(model_dir / "item_embeddings.parquet").to_pandas().sort_values("item_id")
     matrix = np.stack(items["embedding"].to_numpy()).astype(np.float32)
     ids = items["item_id"].to_numpy()
+    position = {item: n for n, item in enumerate(ids)}
     for user in sorted(users.index)[:25]:
         scores = matrix @ np.asarray(users.loc[user, "embedding"], dtype=np.float32)
-        order = sorted(range(len(ids)), key=lambda n: (-scores[n], ids[n]))[:K]  # independent full sort
+        best = np.sort(scores)[::-1][:K]  # independent full sort
         got = table[table["user_id"] == user]
-        assert got["item_id"].tolist() == ids[order].tolist()
-        assert np.allclose(got["score"], scores[order], atol=1e-5)
+        # each listed item's score is its inner product, and the list holds the K best ones in order. Item by item
+        # the order is only as exact as float32: two float32 sums of one product can differ in the last bit, and a
+        # retrained model put two items at 0.12105398 here (0.12105395 and 0.12105397 in float64)
+        assert np.allclose(got["score"], scores[[position[i] for i in got["item_id"]]], atol=1e-5)
+        assert np.allclose(got["score"], best, atol=1e-5)
+        assert (np.diff(got["score"].to_numpy()) <= 0).all()
         assert (got["source"] == "model").all()
     probs = np.stack(table.loc[table["source"] == "model", "p_at_least"].to_numpy())
     assert probs.shape[1] == 4 and ((probs >= 0) & (probs <= 1)).all() and (np.diff(probs, axis=1) <= 0).all()
