@@ -1,9 +1,12 @@
 """The real DAGs through `airflow dags test` and spark-submit: bootstrap, two consecutive nights (the second killed
-mid-write and resumed), the night's Python tasks killed as they publish, a corrupted delivery. (A terminated run:
-test_terminated_run.py, apart so the suite's second process runs it while the first builds these nights.)"""
+mid-write and resumed), the night's Python tasks killed as they publish, a corrupted delivery, and night two rerun
+by a real scheduler on PostgreSQL and a Spark cluster (started as soon as the nights are built, it runs beside the
+other tests). (A terminated run: test_terminated_run.py, apart so the suite's second process runs it while the first
+builds these nights.)"""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import re
@@ -11,6 +14,8 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -896,20 +901,45 @@ def _api(port: int, path: str) -> dict:
         return json.load(answer)
 
 
-def test_a_real_scheduler_on_postgres_reruns_a_night_with_airflow_backfill_create_on_a_spark_cluster(
-    airflow_run, tmall, tmp_path, spark_standalone
-):
-    """Airflow as a deployment runs it: metadata on PostgreSQL, the LocalExecutor, the scheduler, dag processor and
-    API server as separate processes (`nightrec setup-airflow` first), and the Spark jobs submitted to a standalone
-    cluster. `airflow backfill create` reruns night two on a copy of the e2e warehouse; the run is read back through
-    the REST API, every task succeeded, the dbt models ran one at a time (their pool), and the tables equal those of
-    the `dags test` runs. The database password appears in no log."""
+@dataclass
+class SchedulerRerun:
+    """Night two rerun by a real scheduler, started in the background (scheduler_rerun): where, and how to ask."""
+
+    warehouse: Path
+    home: Path
+    logs: Path
+    port: int
+    apps_before: set[str]
+
+    def wait(self, seconds: float) -> tuple[dict, list[dict]]:
+        """The backfill's run and its task instances, once every run is over, read through the REST API."""
+        deadline = time.time() + seconds
+        while True:
+            runs = _api(self.port, "dags/nightly/dagRuns")["dag_runs"]
+            if runs and all(r["state"] in ("success", "failed") for r in runs):
+                break
+            assert time.time() < deadline, f"the backfill did not finish: {runs}"
+            time.sleep(5)
+        (run,) = runs
+        tasks = _api(self.port, f"dags/nightly/dagRuns/{run['dag_run_id']}/taskInstances?limit=200")["task_instances"]
+        return run, tasks
+
+
+@pytest.fixture(scope="module")
+def scheduler_rerun(airflow_run, tmp_path_factory, spark_standalone) -> Iterator[SchedulerRerun]:
+    """Airflow as a deployment runs it, on a copy of the e2e warehouse: metadata on PostgreSQL, the LocalExecutor, the
+    scheduler, dag processor and API server as separate processes (`nightrec setup-airflow` first), the Spark jobs
+    submitted to a standalone cluster, and `airflow backfill create` for night two. It returns once the backfill is
+    created, and the night runs while the module's other tests do (_scheduler_rerun_starts_early): on two cores the
+    scheduler's own waits between tasks leave room for them. The services stop at the module's end."""
     from tests.servers import free_port, postgres_server, wait_for_port
 
-    warehouse, home = tmp_path / "warehouse", tmp_path / "airflow"
+    base = tmp_path_factory.mktemp("scheduler")
+    warehouse, home = base / "warehouse", base / "airflow"
     shutil.copytree(airflow_run[0], warehouse, symlinks=True)
     port = free_port()
-    with postgres_server() as url:
+    with contextlib.ExitStack() as stack:
+        url = stack.enter_context(postgres_server())
         env = {
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": url.replace("postgres@", f"postgres:{SECRET}@"),
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
@@ -921,66 +951,82 @@ def test_a_real_scheduler_on_postgres_reruns_a_night_with_airflow_backfill_creat
             "NIGHTREC_SET": "airflow.catchup=false",
         }
         assert "pool nightrec_dbt has 1 slot" in nightrec(["setup-airflow"], warehouse, home, env=env).stdout
-        services = []
-        try:
-            for name, args in [
-                ("api-server", ["api-server", "--host", "127.0.0.1", "--port", str(port)]),
-                ("dag-processor", ["dag-processor"]),
-                ("scheduler", ["scheduler"]),
-            ]:
-                services.append(
-                    subprocess.Popen(
-                        [sys.executable, "-m", "nightrec_app.cli", "airflow", *args],
-                        cwd=PROJECT_ROOT,
-                        env=env_for(warehouse, home) | env,
-                        stdout=(tmp_path / f"{name}.log").open("w"),
-                        stderr=subprocess.STDOUT,
-                    )
-                )
-            wait_for_port(port, seconds=120)
-            deadline = time.time() + 180
-            while "nightly" not in {d["dag_id"] for d in _api(port, "dags")["dags"]}:
-                assert time.time() < deadline, "the dag processor did not register the nightly DAG"
-                time.sleep(2)
-            apps_before = {app["id"] for app in spark_standalone.applications()}
-            night = NIGHTS[-1]
-            backfill = ["airflow", "backfill", "create", "--dag-id", "nightly"]
-            nightrec([*backfill, "--from-date", str(night), "--to-date", str(night)], warehouse, home, env=env)
-            nightrec(["airflow", "dags", "unpause", "nightly"], warehouse, home, env=env)  # backfills run unpaused
-            deadline = time.time() + 1200
-            while True:
-                runs = _api(port, "dags/nightly/dagRuns")["dag_runs"]
-                if runs and all(r["state"] in ("success", "failed") for r in runs):
-                    break
-                assert time.time() < deadline, f"the backfill did not finish: {runs}"
-                time.sleep(5)
-            (run,) = runs
-            tasks = _api(port, f"dags/nightly/dagRuns/{run['dag_run_id']}/taskInstances?limit=200")["task_instances"]
-        finally:
+        services: list[subprocess.Popen] = []
+
+        @stack.callback
+        def stop() -> None:
             for service in services:
                 service.terminate()
             for service in services:
                 service.wait(timeout=120)
+
+        for name, args in [
+            ("api-server", ["api-server", "--host", "127.0.0.1", "--port", str(port)]),
+            ("dag-processor", ["dag-processor"]),
+            ("scheduler", ["scheduler"]),
+        ]:
+            services.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "nightrec_app.cli", "airflow", *args],
+                    cwd=PROJECT_ROOT,
+                    env=env_for(warehouse, home) | env,
+                    stdout=(base / f"{name}.log").open("w"),
+                    stderr=subprocess.STDOUT,
+                )
+            )
+        wait_for_port(port, seconds=120)
+        deadline = time.time() + 180
+        while "nightly" not in {d["dag_id"] for d in _api(port, "dags")["dags"]}:
+            assert time.time() < deadline, "the dag processor did not register the nightly DAG"
+            time.sleep(2)
+        apps_before = {app["id"] for app in spark_standalone.applications()}
+        night = NIGHTS[-1]
+        backfill = ["airflow", "backfill", "create", "--dag-id", "nightly"]
+        nightrec([*backfill, "--from-date", str(night), "--to-date", str(night)], warehouse, home, env=env)
+        nightrec(["airflow", "dags", "unpause", "nightly"], warehouse, home, env=env)  # backfills run unpaused
+        yield SchedulerRerun(warehouse, home, base, port, apps_before)
+
+
+SCHEDULER_TEST = "test_a_real_scheduler_on_postgres_reruns_a_night_with_airflow_backfill_create_on_a_spark_cluster"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _scheduler_rerun_starts_early(request) -> None:
+    """Start the scheduler's night before the module's first test when its test (the module's last) is selected, so
+    the two overlap instead of adding up (about eight minutes on the two-core CI machine)."""
+    if any(item.name == SCHEDULER_TEST for item in request.session.items):
+        request.getfixturevalue("scheduler_rerun")
+
+
+def test_a_real_scheduler_on_postgres_reruns_a_night_with_airflow_backfill_create_on_a_spark_cluster(
+    airflow_run, tmall, scheduler_rerun, spark_standalone
+):
+    """The scheduler's rerun of night two (scheduler_rerun), read back through the REST API: every task succeeded,
+    the dbt models ran one at a time (their pool), the Spark jobs ran on the cluster, and the tables equal those of
+    the `dags test` runs. The database password appears in no log."""
+    rerun = scheduler_rerun
+    run, tasks = rerun.wait(seconds=1800)
     states = {t["task_id"]: t["state"] for t in tasks}
+    night = NIGHTS[-1]
     assert run["run_type"] == "backfill" and run["state"] == "success", (run, states)
     assert run["logical_date"][:10] == str(night)  # a run's logical date is its data interval's start
     assert set(states.values()) == {"success"}, states
     dbt = sorted((t["start_date"], t["end_date"]) for t in tasks if t["task_id"].startswith("dbt."))
     assert len(dbt) > 5 and all(t["pool"] == "nightrec_dbt" for t in tasks if t["task_id"].startswith("dbt."))
     assert all(end <= start for (_, end), (start, _) in itertools.pairwise(dbt))  # one at a time
-    ran = {app["name"] for app in spark_standalone.applications() if app["id"] not in apps_before}
+    ran = {app["name"] for app in spark_standalone.applications() if app["id"] not in rerun.apps_before}
     assert {"ingest_events:tmall_brand", "build_sequences:tmall_brand"} <= ran, ran
 
     days = [night - timedelta(days=3), *NIGHTS]
-    rerun, reference = (
-        _tables(Warehouse(warehouse, tmall.name), days),
+    rerun_tables, reference = (
+        _tables(Warehouse(rerun.warehouse, tmall.name), days),
         _tables(Warehouse(airflow_run[0], tmall.name), days),
     )
-    for name in rerun:
-        assert rerun[name].astype(str).equals(reference[name].astype(str)), name
+    for name in rerun_tables:
+        assert rerun_tables[name].astype(str).equals(reference[name].astype(str)), name
     written = [
         p
-        for root in (home, warehouse, tmp_path)
+        for root in (rerun.home, rerun.warehouse, rerun.logs)
         for p in root.rglob("*")
         if p.is_file() and p.suffix in (".log", ".json", ".jsonl", ".cfg", ".html", ".txt")
     ]
