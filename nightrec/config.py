@@ -360,6 +360,8 @@ class AirflowSettings:
     :param executor: Airflow's executor (``LocalExecutor`` with a real scheduler on Postgres); empty leaves
         Airflow's default.
     :param task_retries: retries per task (0 locally so a failure shows at once; more on a cluster).
+    :param retry_delay_seconds: how long a failed task waits before its retry (a lost executor or a killed worker
+        often needs a moment to come back).
     :param dbt_pool: the Airflow pool every dbt task runs in (`nightrec setup-airflow` creates it). A real scheduler
         runs the dbt task group's independent models at once, and both local targets hold one writer at a time (the
         DuckDB file; the spark target's embedded Derby metastore).
@@ -374,6 +376,7 @@ class AirflowSettings:
     sql_alchemy_conn: str = ""
     executor: str = ""
     task_retries: int = 0
+    retry_delay_seconds: int = 120
     dbt_pool: str = "nightrec_dbt"
     dbt_pool_slots: int = 1
     catchup: bool = True
@@ -678,6 +681,11 @@ def _validate(s: Settings, where: str | Path) -> None:
         )
     if s.airflow.dbt_pool_slots < 1:
         raise ConfigError(f"airflow.dbt_pool_slots must be >= 1 (got {s.airflow.dbt_pool_slots}) in {where}")
+    if min(s.airflow.task_retries, s.airflow.retry_delay_seconds) < 0:
+        raise ConfigError(
+            f"airflow.task_retries and airflow.retry_delay_seconds must be >= 0 (got {s.airflow.task_retries}, "
+            f"{s.airflow.retry_delay_seconds}) in {where}"
+        )
     if min(s.feast.materialize_chunk_days, s.feast.fetch_batch_rows) < 1:
         raise ConfigError(f"feast.materialize_chunk_days and feast.fetch_batch_rows must be >= 1 in {where}")
     t = s.training

@@ -48,7 +48,7 @@ def task_defaults(settings: Settings) -> dict[str, Any]:
     it to the notifiers of ``alerts.notifiers``, and a hook that makes SIGTERM stop the running task."""
     return {
         "retries": settings.airflow.task_retries,
-        "retry_delay": timedelta(minutes=2),
+        "retry_delay": timedelta(seconds=settings.airflow.retry_delay_seconds),
         "on_failure_callback": record_failure,
         "pre_execute": stop_when_terminated,
     }

@@ -26,7 +26,7 @@ import pytest
 
 from nightrec.completeness import OUTPUTS, complete_through
 from nightrec.config import PROJECT_ROOT, load_settings
-from nightrec.faults import KILL_AT_COMMIT
+from nightrec.faults import KILL_AT_COMMIT, KILL_ONCE, kill_record, what_readers_see
 from nightrec.marts_publish import split_queries
 from nightrec.run_manifest import manifest_days, reconciles
 from nightrec.storage import SUCCESS_FILE
@@ -910,6 +910,8 @@ class SchedulerRerun:
     logs: Path
     port: int
     apps_before: set[str]
+    kills: Path  # NIGHTREC_KILL_ONCE's records
+    before: dict[str, list[int] | None]  # each killed glob's target version before the night
 
     def wait(self, seconds: float) -> tuple[dict, list[dict]]:
         """The backfill's run and its task instances, once every run is over, read through the REST API."""
@@ -925,18 +927,43 @@ class SchedulerRerun:
         return run, tasks
 
 
+def _killed_by_the_scheduler_test(warehouse: Path) -> dict[str, str]:
+    """The tasks the scheduler's night loses to SIGKILL once, as each makes its output of night two visible (the
+    Spark jobs and the training task; the night's other writers are killed by the tests above): task id -> glob."""
+    night = NIGHTS[-1]
+    return {
+        "build_sequences": f"{warehouse}/silver/sequences/ds={night}",
+        "train": f"{warehouse}/models/two_tower/{night}",  # the first model version it writes
+        "build_candidates": f"{warehouse}/candidates/ds={night}",
+        "score_topk": f"{warehouse}/serving/topk/ds={night}/model=*",  # the lists' version, before the pointer moves
+        "segments.build_segments": f"{warehouse}/segments/membership/ds={night}",  # the first of its three tables
+    }
+
+
+def _the_one(glob: str) -> Path:
+    (path,) = Path(glob).parent.glob(Path(glob).name)
+    return path
+
+
 @pytest.fixture(scope="module")
 def scheduler_rerun(airflow_run, tmp_path_factory, spark_standalone) -> Iterator[SchedulerRerun]:
     """Airflow as a deployment runs it, on a copy of the e2e warehouse: metadata on PostgreSQL, the LocalExecutor, the
     scheduler, dag processor and API server as separate processes (`nightrec setup-airflow` first), the Spark jobs
-    submitted to a standalone cluster, and `airflow backfill create` for night two. It returns once the backfill is
-    created, and the night runs while the module's other tests do (_scheduler_rerun_starts_early): on two cores the
-    scheduler's own waits between tasks leave room for them. The services stop at the module's end."""
+    submitted to a standalone cluster, and `airflow backfill create` for night two. Each task of
+    _killed_by_the_scheduler_test is SIGKILLed once as it publishes (nightrec/faults.py, NIGHTREC_KILL_ONCE), and the
+    night has one retry a second later for each task, as a deployment's `airflow.task_retries` gives it.
+
+    It returns once the backfill is created, and the night runs while the module's other tests do
+    (_scheduler_rerun_starts_early): on two cores the scheduler's own waits between tasks leave room for them. The
+    services stop at the module's end."""
     from tests.servers import free_port, postgres_server, wait_for_port
 
     base = tmp_path_factory.mktemp("scheduler")
-    warehouse, home = base / "warehouse", base / "airflow"
+    warehouse, home, kills = base / "warehouse", base / "airflow", base / "kills"
     shutil.copytree(airflow_run[0], warehouse, symlinks=True)
+    killed = _killed_by_the_scheduler_test(warehouse)
+    # each glob names one published path (a wildcard only in its last part)
+    before = {glob: what_readers_see(_the_one(glob))["version"] for glob in killed.values()}
     port = free_port()
     with contextlib.ExitStack() as stack:
         url = stack.enter_context(postgres_server())
@@ -948,7 +975,9 @@ def scheduler_rerun(airflow_run, tmp_path_factory, spark_standalone) -> Iterator
             "NIGHTREC_SPARK_MASTER": spark_standalone.master,
             # no catch-up from the source's nightly start (two nights already built in this warehouse): unpaused,
             # the DAG runs only its latest interval, which lies past the DAG's end (the history's): none
-            "NIGHTREC_SET": "airflow.catchup=false",
+            "NIGHTREC_SET": "airflow.catchup=false; airflow.task_retries=1; airflow.retry_delay_seconds=1",
+            KILL_AT_COMMIT: ";".join(killed.values()),
+            KILL_ONCE: str(kills),
         }
         assert "pool nightrec_dbt has 1 slot" in nightrec(["setup-airflow"], warehouse, home, env=env).stdout
         services: list[subprocess.Popen] = []
@@ -984,7 +1013,7 @@ def scheduler_rerun(airflow_run, tmp_path_factory, spark_standalone) -> Iterator
         backfill = ["airflow", "backfill", "create", "--dag-id", "nightly"]
         nightrec([*backfill, "--from-date", str(night), "--to-date", str(night)], warehouse, home, env=env)
         nightrec(["airflow", "dags", "unpause", "nightly"], warehouse, home, env=env)  # backfills run unpaused
-        yield SchedulerRerun(warehouse, home, base, port, apps_before)
+        yield SchedulerRerun(warehouse, home, base, port, apps_before, kills, before)
 
 
 SCHEDULER_TEST = "test_a_real_scheduler_on_postgres_reruns_a_night_with_airflow_backfill_create_on_a_spark_cluster"
@@ -1003,7 +1032,11 @@ def test_a_real_scheduler_on_postgres_reruns_a_night_with_airflow_backfill_creat
 ):
     """The scheduler's rerun of night two (scheduler_rerun), read back through the REST API: every task succeeded,
     the dbt models ran one at a time (their pool), the Spark jobs ran on the cluster, and the tables equal those of
-    the `dags test` runs. The database password appears in no log."""
+    the `dags test` runs. The database password appears in no log.
+
+    The Spark jobs and training, each SIGKILLed as it published: at that moment readers still saw the previous
+    version of its output and the new one waited hidden beside it; Airflow's retry (the task's second try) published
+    a new version and removed what the killed try left, and the night's tables are still the `dags test` night's."""
     rerun = scheduler_rerun
     run, tasks = rerun.wait(seconds=1800)
     states = {t["task_id"]: t["state"] for t in tasks}
@@ -1011,6 +1044,21 @@ def test_a_real_scheduler_on_postgres_reruns_a_night_with_airflow_backfill_creat
     assert run["run_type"] == "backfill" and run["state"] == "success", (run, states)
     assert run["logical_date"][:10] == str(night)  # a run's logical date is its data interval's start
     assert set(states.values()) == {"success"}, states
+
+    killed = _killed_by_the_scheduler_test(rerun.warehouse)
+    tries = {t["task_id"]: t["try_number"] for t in tasks}
+    assert {task: tries[task] for task in killed} == dict.fromkeys(killed, 2), tries
+    assert {t for t, n in tries.items() if n > 1} == set(killed), tries  # no other task needed its retry
+    for task, glob in killed.items():
+        record = json.loads(kill_record(rerun.kills, glob).read_text())
+        target = Path(record["target"])
+        assert rerun.before[glob] is not None and record["version"] == rerun.before[glob], (task, record)  # still
+        # the previous version for readers as the task died...
+        assert [h for h in record["hidden"] if h.startswith(f".tmp-{target.name}-")], (task, record)  # ...the new
+        # one complete and hidden beside it; after the retry, a new version and nothing hidden
+        now = what_readers_see(target)
+        assert now["version"] not in (None, record["version"]) and not now["hidden"], (task, now)
+    assert not list(rerun.warehouse.rglob(".tmp-*")) and not list(rerun.warehouse.rglob(".trash-*"))
     dbt = sorted((t["start_date"], t["end_date"]) for t in tasks if t["task_id"].startswith("dbt."))
     assert len(dbt) > 5 and all(t["pool"] == "nightrec_dbt" for t in tasks if t["task_id"].startswith("dbt."))
     assert all(end <= start for (_, end), (start, _) in itertools.pairwise(dbt))  # one at a time

@@ -166,6 +166,18 @@ def test_the_airflow_section_is_set_like_any_other_and_its_pool_validated():
         load_settings("local", env={"NIGHTREC_SET": "airflow.dbt_pool_slots=0"})
 
 
+def test_the_retry_delay_is_a_setting_that_reaches_every_tasks_default_args():
+    from datetime import timedelta
+
+    from nightrec_app.orchestration import task_defaults
+
+    assert task_defaults(load_settings("local", env={}))["retry_delay"] == timedelta(minutes=2)
+    s = load_settings("local", env={"NIGHTREC_SET": "airflow.task_retries=1; airflow.retry_delay_seconds=5"})
+    assert (task_defaults(s)["retries"], task_defaults(s)["retry_delay"]) == (1, timedelta(seconds=5))
+    with pytest.raises(ConfigError, match=r"airflow\.task_retries and airflow\.retry_delay_seconds must be >= 0"):
+        load_settings("local", env={"NIGHTREC_SET": "airflow.retry_delay_seconds=-1"})
+
+
 def test_the_feature_fetch_batch_is_a_setting_and_must_be_positive():
     assert load_settings("local", env={}).feast.fetch_batch_rows == 20_000
     s = load_settings("local", env={"NIGHTREC_SET": "feast.fetch_batch_rows=500"})

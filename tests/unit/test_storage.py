@@ -107,6 +107,47 @@ def test_a_writer_killed_as_it_publishes_leaves_the_previous_version_and_a_retry
     assert sorted(p.name for p in (tmp_path / "t").iterdir()) == ["ds=2014-05-01", "pointer.json"]
 
 
+def test_kill_once_kills_each_glob_once_and_records_what_readers_saw(tmp_path: Path):
+    """With NIGHTREC_KILL_ONCE, each of several globs kills the first writer that meets it (as a scheduler's first
+    try) and records the version readers still saw and the hidden new one; the next writer (the retry) publishes."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from nightrec.faults import KILL_AT_COMMIT, KILL_ONCE, kill_record
+
+    root = tmp_path / "t"
+    target = _make(root / "ds=2014-05-01", "published")
+    write_json_atomic(root / "pointer.json", {"version": 1})
+    before = target.stat()
+    writer = (
+        "import sys; from pathlib import Path; from nightrec.storage import staged, write_json_atomic\n"
+        "root = Path(sys.argv[1])\n"
+        "with staged(root / 'ds=2014-05-01', success={'rows': 1}) as s: (s / 'part-00000.parquet').write_text('new')\n"
+        "write_json_atomic(root / 'pointer.json', {'version': 2})\n"
+    )
+    globs = ["*/ds=2014-05-01", "*/pointer.json"]
+    env = os.environ | {KILL_AT_COMMIT: ";".join(globs), KILL_ONCE: str(tmp_path / "kills")}
+
+    def write() -> int:
+        return subprocess.run([sys.executable, "-c", writer, str(root)], env=env, check=False).returncode
+
+    assert write() == -signal.SIGKILL  # the first glob
+    record = json.loads(kill_record(tmp_path / "kills", globs[0]).read_text())
+    assert record["target"] == str(target) and record["version"] == [before.st_ino, before.st_mtime_ns]
+    assert len(record["hidden"]) == 1 and record["hidden"][0].startswith(".tmp-ds=2014-05-01-")
+    assert (target / "part-00000.parquet").read_text() == "published"
+    assert write() == -signal.SIGKILL  # the retry passes the first glob and meets the second
+    assert (target / "part-00000.parquet").read_text() == "new"
+    assert read_json(root / "pointer.json") == {"version": 1}
+    assert kill_record(tmp_path / "kills", globs[1]).is_file()
+    assert write() == 0  # both killed once: this retry publishes everything
+    assert read_json(root / "pointer.json") == {"version": 2}
+    assert sorted(p.name for p in root.iterdir()) == ["ds=2014-05-01", "pointer.json"]
+
+
 def test_a_new_write_of_a_target_removes_what_killed_writers_of_that_target_left(tmp_path: Path):
     from nightrec.storage import fresh_staging
 
