@@ -975,7 +975,8 @@ def scheduler_rerun(airflow_run, tmp_path_factory, spark_standalone) -> Iterator
             "NIGHTREC_SPARK_MASTER": spark_standalone.master,
             # no catch-up from the source's nightly start (two nights already built in this warehouse): unpaused,
             # the DAG runs only its latest interval, which lies past the DAG's end (the history's): none
-            "NIGHTREC_SET": "airflow.catchup=false; airflow.task_retries=1; airflow.retry_delay_seconds=1",
+            "NIGHTREC_SET": "airflow.catchup=false; airflow.task_retries=1; airflow.retry_delay_seconds=1; "
+            + env_for(warehouse, home)["NIGHTREC_SET"],
             KILL_AT_COMMIT: ";".join(killed.values()),
             KILL_ONCE: str(kills),
         }
