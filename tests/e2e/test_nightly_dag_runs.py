@@ -695,9 +695,9 @@ def test_the_second_nights_candidates_carry_the_first_nights_segment_items(airfl
         assert rows["score__segment_popular"].tolist() == ranked["n"].astype(float).tolist()[:depth]
 
 
-# The Python tasks of a night that publish after ingest, each with the first path it makes visible (the Spark jobs
-# publish the same way as the ingest task killed in `airflow_run`; land, the attribute snapshots and the marts'
-# publication are killed on the session warehouse in tests/integration/test_killed_tasks.py).
+# The Python tasks of a night that publish after ingest, each with the first path it makes visible (ingest is killed
+# in `airflow_run`, the other Spark jobs and training in the scheduler's night, _killed_by_the_scheduler_test; land,
+# the attribute snapshots and the marts' publication on the session warehouse, tests/integration/test_killed_tasks.py).
 KILLED_TASKS = {
     "train_consumer_encoder": lambda wh: wh.model_dir("consumer_encoder", str(NIGHTS[-1])),  # weights + embeddings
     "train_ranker": lambda wh: wh.champion_pointer("ranker"),  # after its model version, the champion record
