@@ -27,6 +27,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from nightrec.hidden_siblings import hidden_siblings
+
 KILL_AT_COMMIT = "NIGHTREC_KILL_AT_COMMIT"
 KILL_ONCE = "NIGHTREC_KILL_ONCE"
 
@@ -55,16 +57,21 @@ def kill_record(directory: Path, pattern: str) -> Path:
     return directory / f"{hashlib.sha256(pattern.encode()).hexdigest()[:16]}.json"
 
 
-def what_readers_see(target: Path) -> dict[str, Any]:
-    """The published version at ``target`` (inode and modification time, None when absent) and the hidden
-    temporaries beside it."""
+def published_version(target: Path) -> tuple[int, int] | None:
+    """What tells one published version of ``target`` from another: its inode and modification time (a document
+    rewritten several times may get an earlier inode number back, and a retry may write the same bytes); None when
+    nothing is published there."""
     try:
         st = target.stat()
-        version: list[int] | None = [st.st_ino, st.st_mtime_ns]
     except FileNotFoundError:
-        version = None
-    hidden = sorted(p.name for p in target.parent.glob(f".tmp-{target.name}-*")) if target.parent.is_dir() else []
-    return {"version": version, "hidden": hidden}
+        return None
+    return st.st_ino, st.st_mtime_ns
+
+
+def what_readers_see(target: Path) -> dict[str, Any]:
+    """The published version at ``target`` (:func:`published_version`) and the new versions hidden beside it."""
+    version = published_version(target)
+    return {"version": list(version) if version else None, "hidden": hidden_siblings(target, ("tmp",))}
 
 
 def _write_record(record: Path, pattern: str, target: Path) -> None:

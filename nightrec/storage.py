@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from nightrec.faults import before_commit
+from nightrec.hidden_siblings import TAGS, prefix
 
 SUCCESS_FILE = "_SUCCESS"
 _RENAME_EXCHANGE = 2
@@ -47,7 +48,7 @@ _renameat2 = _load_renameat2()
 def temp_sibling(target: Path, tag: str = "tmp") -> Path:
     """A fresh hidden path in the same directory as ``target`` (same filesystem, so rename is atomic)."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    return target.parent / f".{tag}-{target.name}-{uuid.uuid4().hex[:12]}"
+    return target.parent / f"{prefix(target.name, tag)}{uuid.uuid4().hex[:12]}"
 
 
 def fresh_staging(target: Path) -> Path:
@@ -127,7 +128,7 @@ def clean_stale_temporaries(directory: Path, name: str = "") -> list[Path]:
     removed: list[Path] = []
     if not directory.is_dir():
         return removed
-    prefixes = (f".tmp-{name}-", f".trash-{name}-") if name else (".tmp-", ".trash-")
+    prefixes = tuple(prefix(name, tag) if name else f".{tag}-" for tag in TAGS)
     for child in directory.iterdir():
         if child.name.startswith(prefixes):
             _remove(child)

@@ -21,6 +21,8 @@ import pytest
 
 from nightrec.adapters import SourceAdapter, load_adapter
 from nightrec.config import Settings, load_settings
+from nightrec.faults import published_version
+from nightrec.hidden_siblings import hidden_siblings
 from nightrec.warehouse import Warehouse
 from tests import servers
 from tests.servers import free_port, postgres_server, serving, wait_for_port
@@ -200,14 +202,15 @@ def task_in_process(
 
 def leftovers(path: Path) -> list[str]:
     """What writers of ``path`` left beside it: their hidden ``.tmp-<name>-*`` and ``.trash-<name>-*``."""
-    return [p.name for p in path.parent.iterdir() if p.name.startswith((f".tmp-{path.name}-", f".trash-{path.name}-"))]
+    return hidden_siblings(path)
 
 
 def version_of(path: Path) -> tuple[int, int]:
-    """What tells one published version of ``path`` from another: its inode and modification time (a document
-    rewritten several times may get an earlier inode number back, and a retry may write the same bytes)."""
-    st = path.stat()
-    return st.st_ino, st.st_mtime_ns
+    """The version published at ``path`` (inode, modification time); it must exist."""
+    version = published_version(path)
+    if version is None:
+        raise FileNotFoundError(path)
+    return version
 
 
 def killed_then_retried(env: dict[str, str], task: str, day: date, path: Path, root: Path) -> None:
