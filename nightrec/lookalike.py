@@ -12,7 +12,8 @@ the nightly job would publish:
 - :func:`expand` ranks every consumer outside the seed by that score;
 - :func:`hidden_recall` hides a share of a seed, expands the rest and reports the recall of the hidden members at
   audience sizes that are multiples of the expanded seed, beside the recall a random audience of that size has;
-  :func:`share_recall` the same at audiences that are shares of the population.
+  :func:`share_recall` the same at audiences that are shares of the population;
+- :func:`converter_lift` judges an audience by the consumers who take up the seed's behaviour later, outside it.
 """
 
 from __future__ import annotations
@@ -155,6 +156,26 @@ def share_recall(
     sizes = {share: share_size(share, candidates) for share in shares}
     found = np.isin(expand(scores, visible, max(sizes.values())), hidden)
     return {share: float(found[:n].sum() / len(hidden)) for share, n in sizes.items()}
+
+
+def converter_lift(
+    scores: np.ndarray, seed: np.ndarray, converters: np.ndarray, share: float = SHARES[1]
+) -> tuple[float, float]:
+    """How an audience does on what lookalikes are for: finding consumers who take up the seed's behaviour later.
+
+    The audience is ``share`` of the candidates (everyone outside ``seed``), ranked by ``scores`` (fitted on the whole
+    seed); ``converters`` are the consumers who did the seed's behaviour after the seed was taken (members of the seed
+    among them do not count). Returns (the audience's rate of converters over the candidates' rate: the lift over a
+    random audience, the best lift an audience of that size could reach); both NaN when no candidate converted.
+    """
+    outside = np.setdiff1d(np.asarray(converters), np.asarray(seed))
+    candidates = len(scores) - len(seed)
+    size = share_size(share, candidates)
+    if len(outside) == 0 or size == 0:
+        return float("nan"), float("nan")
+    base = len(outside) / candidates
+    found = int(np.isin(expand(scores, seed, size), outside).sum())
+    return found / size / base, min(len(outside), size) / size / base
 
 
 def centroid_scores(features: np.ndarray, seed: np.ndarray) -> np.ndarray:

@@ -6,7 +6,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nightrec.lookalike import centroid_scores, expand, fit_pu, hidden_recall, share_recall, split_seed
+from nightrec.lookalike import (
+    centroid_scores,
+    converter_lift,
+    expand,
+    fit_pu,
+    hidden_recall,
+    share_recall,
+    split_seed,
+)
 from nightrec.seeds import SeedError, check_seed, predicate_users
 
 POPULATION = [f"u{i}" for i in range(10)]
@@ -109,6 +117,20 @@ def test_recall_at_shares_of_the_population_on_known_scores():
     found = share_recall(scores, np.array([0, 1]), hidden, shares=(0.05, 0.10, 0.25))
     # audiences [2, 3], [2, 3, 4, 5], [2..11]
     assert found == {0.05: pytest.approx(1 / 3), 0.10: pytest.approx(2 / 3), 0.25: pytest.approx(2 / 3)}
+
+
+def test_an_audience_is_judged_by_the_consumers_who_take_up_the_seeds_behaviour_later():
+    # 42 consumers, the seed 0 and 1: 40 candidates; 10% of them is an audience of 4: consumers 2, 3, 4, 5
+    scores = np.arange(42, dtype=float)[::-1].copy()
+    seed = np.array([0, 1])
+    # later converters: 1 (in the seed: does not count), 3 and 5 (in the audience), 30 and 31 (outside it)
+    lift, best = converter_lift(scores, seed, np.array([1, 3, 5, 30, 31]), share=0.10)
+    base = 4 / 40  # four converters among the 40 candidates
+    assert lift == pytest.approx((2 / 4) / base) and best == pytest.approx((4 / 4) / base)
+    # more converters than the audience holds: the best an audience of 4 can do is all four
+    lift, best = converter_lift(scores, seed, np.arange(2, 22), share=0.10)
+    assert lift == pytest.approx(1 / (20 / 40)) and best == pytest.approx(1 / (20 / 40))
+    assert all(np.isnan(converter_lift(scores, seed, np.array([0, 1]), share=0.10)))  # nobody outside converted
 
 
 def test_a_seed_is_split_into_disjoint_visible_and_hidden_members():
