@@ -25,6 +25,16 @@ measured in audiences of 1x, 5x and 10x the expanded seed (``nightrec.lookalike`
   ``...+features``: the embedding and the ``user_features`` columns side by side; ``.../no-attributes``: the encoder
   without the items' and consumers' attributes (``--attributes both``), to measure what they add where the source
   has them (H&M: article group, type and colour; customer age band and club status).
+
+Hiding members measures whether a representation holds the behaviour that defines a seed: a consumer who bought a
+category has that purchase in their sequence and in counts over it. What an analyst expands a seed for is the
+consumers who will take the behaviour up. ``--prospective DAYS`` takes D DAYS before the mart's last day, expands
+each whole seed, and judges an audience of 10% of the candidates by the consumers outside the seed who do the seed's
+behaviour (the same query) in the DAYS after D: lift over random, per seed and seed kind, beside the best possible
+(``nightrec.lookalike.converter_lift``).
+
+    NIGHTREC_SOURCE=hm python benchmarks/lookalike_quality.py --warehouse <H&M> --encoder both \
+        --encoder-seeds 0,1,2 --prospective 30
 """
 
 from __future__ import annotations
@@ -49,6 +59,7 @@ from nightrec.lookalike import (
     SHARES,
     HiddenRecall,
     centroid_scores,
+    converter_lift,
     hidden_recall,
     pu_scores,
     share_recall,
@@ -65,6 +76,8 @@ class Seed:
     name: str
     kind: str
     members: np.ndarray  # positions in the population
+    query: str = ""  # the seed's behaviour: a SELECT of user_id over the window's `buys` (and `categories`)
+    params: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -85,47 +98,67 @@ def rfm_matrix(frame: pd.DataFrame, top_level: int) -> np.ndarray:
     )
 
 
-def seeds(
-    wh: Warehouse, users: pd.Series, day: date, top_level: int, has_categories: bool
-) -> tuple[list[Seed], Validation]:
-    """(reported seeds, validation seeds of the encoder)."""
+def window(
+    wh: Warehouse, users: pd.Series, lo: date, hi: date, top_level: int, has_categories: bool
+) -> duckdb.DuckDBPyConnection:
+    """A connection with ``population`` (user_id, pos), ``buys`` (the purchases of days lo..hi) and, where the
+    source has them, the items' ``categories``: what a seed's behaviour is a query over."""
     facts = wh.mart_export("fct_interactions") / "*.parquet"
-    lo = day - timedelta(days=WINDOW_DAYS - 1)
     con = duckdb.connect()
     con.register("population", pd.DataFrame({"user_id": users, "pos": np.arange(len(users))}))
     con.execute(
         f"create table buys as select f.user_id, f.item_id, f.ds from read_parquet('{facts}') f "
         f"where f.ds between ? and ? and f.max_level_reached = {top_level}",
-        [lo, day],
+        [lo, hi],
     )
+    if has_categories:
+        attrs = wh.bronze_item_attributes() / "*.parquet"
+        con.execute(f"create table categories as select item_id, category, subcategory from read_parquet('{attrs}')")
+    return con
+
+
+def doers(con: duckdb.DuckDBPyConnection, query: str, params: tuple = ()) -> np.ndarray:
+    """The population positions of the consumers ``query`` selects, in order."""
+    sql = f"select distinct p.pos from ({query}) s join population p using (user_id) order by p.pos"
+    return np.array([r[0] for r in con.execute(sql, list(params)).fetchall()], dtype=np.int64)
+
+
+ITEM_BUYERS = "select user_id from buys where item_id = ?"
+CATEGORY_BUYERS = "select b.user_id from buys b join categories c using (item_id) where c.category = ?"
+SUBCATEGORY_BUYERS = "select b.user_id from buys b join categories c using (item_id) where c.subcategory = ?"
+HEAVY_BUYERS = (
+    "select user_id from (select user_id, count(distinct ds) d from buys group by 1) "
+    "qualify d >= quantile_disc(d, 0.9) over ()"
+)
+
+
+def seeds(
+    wh: Warehouse, users: pd.Series, day: date, top_level: int, has_categories: bool
+) -> tuple[list[Seed], Validation]:
+    """(reported seeds, validation seeds of the encoder)."""
+    con = window(wh, users, day - timedelta(days=WINDOW_DAYS - 1), day, top_level, has_categories)
     out: list[Seed] = []
     validation: list[Seed] = []
     multiple = max(MULTIPLES)
 
-    def positions(query: str, params: list | None = None) -> np.ndarray:
-        sql = f"select distinct p.pos from ({query}) s join population p using (user_id) order by p.pos"
-        return np.array([r[0] for r in con.execute(sql, params or []).fetchall()], dtype=np.int64)
+    def seed(name: str, kind: str, query: str, *params: object) -> Seed:
+        return Seed(name, kind, doers(con, query, params), query, params)
 
     items = con.execute(
         "select item_id, count(distinct user_id) as n from buys group by item_id order by n desc, item_id"
     ).fetchall()
     chosen = [*items[:3], items[len(items) // 20], items[len(items) // 10]]  # the top three, two of middling reach
     for item, _ in chosen:
-        out.append(
-            Seed(f"buyers of item {item}", "item", positions("select user_id from buys where item_id = ?", [item]))
-        )
+        out.append(seed(f"buyers of item {item}", "item", ITEM_BUYERS, item))
     for item, _ in items[3:8]:  # the encoder's epoch is chosen on these; none is reported
-        validation.append(Seed(item, "validation", positions("select user_id from buys where item_id = ?", [item])))
+        validation.append(seed(item, "validation", ITEM_BUYERS, item))
     if has_categories:
-        attrs = wh.bronze_item_attributes() / "*.parquet"
-        con.execute(f"create table categories as select item_id, category, subcategory from read_parquet('{attrs}')")
         top = con.execute(
             "select c.category, count(distinct b.user_id) n from buys b join categories c using (item_id) "
             "where c.category is not null group by 1 order by n desc, 1 limit 2"
         ).fetchall()
         for category, _ in top:
-            query = "select b.user_id from buys b join categories c using (item_id) where c.category = ?"
-            out.append(Seed(f"buyers of category {category}", "category", positions(query, [category])))
+            out.append(seed(f"buyers of category {category}", "category", CATEGORY_BUYERS, category))
         if sum(len(v.members) >= 10 for v in validation) < 3:
             # single items with too few buyers (H&M: at most 6 of 536 consumers in 90 days): the finest seeds are
             # the buyers of a subcategory (H&M product type), the top three reported, the 4th-8th for validation
@@ -133,20 +166,63 @@ def seeds(
                 "select c.subcategory, count(distinct b.user_id) n from buys b join categories c using (item_id) "
                 "where c.subcategory is not null group by 1 order by n desc, 1 limit 8"
             ).fetchall()
-            query = "select b.user_id from buys b join categories c using (item_id) where c.subcategory = ?"
             for subcategory, _ in ranked[:3]:
-                members = positions(query, [subcategory])
-                out.append(Seed(f"buyers of subcategory {subcategory}", "subcategory", members))
-            validation = [Seed(sub, "validation", positions(query, [sub])) for sub, _ in ranked[3:8]]
+                out.append(seed(f"buyers of subcategory {subcategory}", "subcategory", SUBCATEGORY_BUYERS, subcategory))
+            validation = [seed(sub, "validation", SUBCATEGORY_BUYERS, sub) for sub, _ in ranked[3:8]]
             multiple = 1  # ten times a product type's buyers is nearly everyone: every epoch would score 1.0
-    heavy = con.execute(
-        "select user_id from (select user_id, count(distinct ds) d from buys group by 1) "
-        "qualify d >= quantile_disc(d, 0.9) over ()"
-    ).fetchall()
-    out.append(Seed("heavy buyers (top 10% by purchase days)", "heavy", positions_of(users, [r[0] for r in heavy])))
+    out.append(seed("heavy buyers (top 10% by purchase days)", "heavy", HEAVY_BUYERS))
     return [s for s in out if len(s.members) >= 10], Validation(
         [s for s in validation if len(s.members) >= 10], multiple
     )
+
+
+def prospective(
+    wh: Warehouse,
+    users: pd.Series,
+    day: date,
+    days: int,
+    top_level: int,
+    has_categories: bool,
+    seed_list: list[Seed],
+    representations: dict[str, np.ndarray],
+    rfm: np.ndarray,
+) -> None:
+    """Each seed expanded whole, its audience of 10% of the candidates judged by who takes up the seed's behaviour in
+    the ``days`` after D (the same query over those days' purchases; members of the seed do not count)."""
+    later = window(wh, users, day + timedelta(days=1), day + timedelta(days=days), top_level, has_categories)
+    share = SHARES[1]
+    print(
+        f"\nprospective: each seed expanded whole, an audience of {share:.0%} of the candidates, lift over random of "
+        f"the candidates who do the seed's behaviour in the {days} days after {day} (converters):"
+    )
+    print(f"{'seed':<44} {'size':>6} {'conv':>5}  " + "  ".join(f"{m[:22]:>22}" for m in [*representations, "rfm"]))
+    lifts: dict[str, dict[str, list[float]]] = {}
+    for seed in seed_list:
+        converters = np.setdiff1d(doers(later, seed.query, seed.params), seed.members)
+        if len(converters) < 5:
+            print(f"{seed.name[:44]:<44} {len(seed.members):>6} {len(converters):>5}  (under 5 converters: left out)")
+            continue
+        scored = {name: pu_scores(x, seed.members) for name, x in representations.items()}
+        scored["rfm"] = centroid_scores(rfm, seed.members)
+        found = {name: converter_lift(scores, seed.members, converters, share) for name, scores in scored.items()}
+        for name, (lift, _) in found.items():
+            lifts.setdefault(name, {}).setdefault(seed.kind, []).append(lift)
+        lifts.setdefault("ceiling", {}).setdefault(seed.kind, []).append(found["rfm"][1])  # the same for every method
+        cells = "  ".join(f"{found[m][0]:>21.2f}x" for m in [*representations, "rfm"])
+        print(f"{seed.name[:44]:<44} {len(seed.members):>6} {len(converters):>5}  {cells}")
+    kinds = list(dict.fromkeys(seed.kind for seed in seed_list))
+    print("mean per seed kind and over all seeds:")
+    for method, per_kind in sorted(lifts.items(), key=lambda kv: kv[0] == "ceiling"):
+        every = [x for kind in kinds for x in per_kind.get(kind, [])]
+        cells = "  ".join(f"{kind} {np.mean(per_kind[kind]):.2f}x" for kind in kinds if kind in per_kind)
+        print(f"  {method:<38} {cells}  all {np.mean(every):.2f}x")
+        record_figure(
+            "lookalike",
+            f"prospective lift at {share:.0%} of the candidates, {method}",
+            round(float(np.mean(every)), 2),
+            "x random",
+            f"{wh.source}, {len(users):,} consumers on {day}, converters over the next {days} days",
+        )
 
 
 def encoder_embeddings(
@@ -195,10 +271,6 @@ def encoder_embeddings(
     return trained.embeddings[take].astype(np.float64)
 
 
-def positions_of(users: pd.Series, ids: list[str]) -> np.ndarray:
-    return np.flatnonzero(users.isin(set(ids)).to_numpy())
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--warehouse", type=Path, required=True, help="warehouse root with the marts exported")
@@ -210,6 +282,13 @@ def main(argv: list[str] | None = None) -> int:
         help="consumer encoder objectives to train and compare ('' none)",
     )
     parser.add_argument("--encoder-seeds", default="0", help="training seeds per objective (default 0)")
+    parser.add_argument(
+        "--prospective",
+        type=int,
+        metavar="DAYS",
+        help="also judge each whole seed's audience by who takes up its behaviour in the DAYS after D (D defaults "
+        "to the mart's last day minus DAYS)",
+    )
     parser.add_argument(
         "--attributes",
         choices=("on", "off", "both"),
@@ -223,7 +302,11 @@ def main(argv: list[str] | None = None) -> int:
     adapter = load_adapter(settings.source)
     wh = Warehouse.of(settings)
     t0 = time.time()
-    day, frame = population(settings, args.day)
+    day = args.day
+    if day is None and args.prospective:
+        last, _ = population(settings)
+        day = last - timedelta(days=args.prospective)
+    day, frame = population(settings, day)
     features, columns = feature_matrix(frame)
     rfm = rfm_matrix(frame, adapter.max_level)
     seed_list, validation = seeds(wh, frame["user_id"], day, adapter.max_level, adapter.item_attributes is not None)
@@ -302,6 +385,10 @@ def main(argv: list[str] | None = None) -> int:
             data,
             lowest=round(min(every), 2),
         )
+    if args.prospective:
+        categories = adapter.item_attributes is not None
+        users = frame["user_id"]
+        prospective(wh, users, day, args.prospective, adapter.max_level, categories, seed_list, representations, rfm)
     print(f"done in {time.time() - t0:.1f}s")
     return 0
 

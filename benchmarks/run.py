@@ -120,8 +120,8 @@ BENCHMARKS: dict[str, Benchmark] = {
     ),
     "lookalike": Benchmark(
         "lookalike_quality.py",
-        "lookalike audiences: lift over random per consumer representation",
-        ("--encoder", "both", "--encoder-seeds", "0,1,2"),
+        "lookalike audiences: lift over random per consumer representation, of hidden members and later converters",
+        ("--encoder", "both", "--encoder-seeds", "0,1,2", "--prospective", "30"),
         ("--encoder", "", "--repeats", "1"),
         warehouse=True,
     ),
