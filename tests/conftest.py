@@ -32,7 +32,9 @@ os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 
 def make_settings(warehouse_root: Path, source: str = "tmall_brand", **pipeline: int) -> Settings:
     base = load_settings("local", env={})
-    spark = replace(base.spark, master="local[2]", shuffle_partitions=4, driver_memory="2g")
+    # the smoke profile's JVM options for short jobs (conf/profiles/smoke.yaml): the tests' jobs last seconds too
+    short_jobs = load_settings("smoke", env={}).spark.conf
+    spark = replace(base.spark, master="local[2]", shuffle_partitions=4, driver_memory="2g", conf=short_jobs)
     return base.with_overrides(
         warehouse_root=warehouse_root,
         source=source,
