@@ -92,6 +92,13 @@ BENCHMARKS: dict[str, Benchmark] = {
         ("--factors", "1"),
         warehouse=True,
     ),
+    "spark_jvm_options": Benchmark(
+        "spark_jvm_options.py",
+        "CPU and wall seconds of the night's Spark jobs with the JVM's defaults and with C1 only + serial GC",
+        ("--repeats", "2"),
+        ("--repeats", "1", "--jobs", "build_sequences"),
+        warehouse=True,
+    ),
     "training": Benchmark(
         "gnolr_gpu.py",
         "training samples/s of the GNOLR model on CPU (and a CUDA GPU when one is visible)",

@@ -63,12 +63,18 @@ class SparkSettings:
     :param driver_memory: driver memory for spark-submit, in-process sessions and the sessions of Feast's production
         variant (e.g. ``4g``).
     :param shuffle_partitions: ``spark.sql.shuffle.partitions``; small on a laptop, larger on a cluster.
+    :param java_options: JVM options of the driver and the executors (``spark.driver.extraJavaOptions`` and
+        ``spark.executor.extraJavaOptions``; an entry of ``conf`` with either name wins). Empty: the JVM's defaults.
+        Jobs that last seconds spend less CPU with ``-XX:TieredStopAtLevel=1 -XX:+UseSerialGC`` (the JIT's
+        optimising compiler costs more than it saves there; the test suite runs so, decision 52); long jobs on real
+        data want the defaults.
     :param conf: any further ``spark.*`` settings passed through unchanged.
     """
 
     master: str = "local[*]"
     driver_memory: str = "4g"
     shuffle_partitions: int = 8
+    java_options: str = ""
     conf: dict[str, str] = field(default_factory=dict)
 
     def all_conf(self) -> dict[str, str]:
@@ -83,6 +89,9 @@ class SparkSettings:
             "spark.speculation": "false",
             "spark.ui.showConsoleProgress": "false",
         }
+        if self.java_options:  # read when a JVM starts: spark-submit and a session's launch pass them on
+            base["spark.driver.extraJavaOptions"] = self.java_options
+            base["spark.executor.extraJavaOptions"] = self.java_options
         base.update(self.conf)
         return base
 

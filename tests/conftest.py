@@ -30,11 +30,16 @@ from tests.servers import free_port, postgres_server, serving, wait_for_port
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 
 
+# The JVM options of every Spark job the tests run (SparkSettings.java_options): their jobs last seconds, where the
+# JIT's optimising compiler and the parallel collector's threads cost more CPU than they save (decision 52).
+SHORT_JOBS_JAVA_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+
+
 def make_settings(warehouse_root: Path, source: str = "tmall_brand", **pipeline: int) -> Settings:
     base = load_settings("local", env={})
-    # the smoke profile's JVM options for short jobs (conf/profiles/smoke.yaml): the tests' jobs last seconds too
-    short_jobs = load_settings("smoke", env={}).spark.conf
-    spark = replace(base.spark, master="local[2]", shuffle_partitions=4, driver_memory="2g", conf=short_jobs)
+    spark = replace(
+        base.spark, master="local[2]", shuffle_partitions=4, driver_memory="2g", java_options=SHORT_JOBS_JAVA_OPTIONS
+    )
     return base.with_overrides(
         warehouse_root=warehouse_root,
         source=source,

@@ -7,6 +7,8 @@ import json
 import os
 from pathlib import Path
 
+from tests.conftest import SHORT_JOBS_JAVA_OPTIONS
+
 
 def env_for(warehouse: Path, airflow_home: Path) -> dict[str, str]:
     """The environment of a `nightrec` command on ``warehouse`` with its Airflow home: local[2], the smoke profile.
@@ -22,7 +24,8 @@ def env_for(warehouse: Path, airflow_home: Path) -> dict[str, str]:
         "NIGHTREC_PROFILE": "smoke",  # the local profile with one-epoch training
         # the bootstrap's quality checks over the 1x history in two chunks, not nine (the marts' check: 42 s -> 17 s
         # alone); checking in chunks is tested on its own (tests/integration/test_quality_checks.py)
-        "NIGHTREC_SET": "quality.check_chunk_days=62",
+        # and the tests' JVM options for short Spark jobs (tests/conftest.py)
+        "NIGHTREC_SET": f"quality.check_chunk_days=62; spark.java_options={SHORT_JOBS_JAVA_OPTIONS}",
     }
 
 

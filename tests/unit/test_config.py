@@ -1,4 +1,5 @@
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,19 @@ def test_cluster_profile_changes_only_configuration():
     assert s.dbt_target == "spark"
     assert s.airflow.executor == "LocalExecutor" and s.airflow.sql_alchemy_conn == ""  # the URL holds a password
     assert s.spark.all_conf()["spark.executor.memory"] == "8g"
+
+
+def test_java_options_go_to_the_driver_and_the_executors_and_an_explicit_conf_entry_wins():
+    assert not {"spark.driver.extraJavaOptions", "spark.executor.extraJavaOptions"} & set(
+        load_settings("local", env={}).spark.all_conf()
+    )  # the JVM's defaults unless asked
+    options = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"  # an '=' inside the value, set from the environment
+    s = load_settings("local", env={"NIGHTREC_SET": f"spark.java_options={options}; spark.shuffle_partitions=3"})
+    conf = s.spark.all_conf()
+    assert conf["spark.driver.extraJavaOptions"] == conf["spark.executor.extraJavaOptions"] == options
+    assert conf["spark.sql.shuffle.partitions"] == "3"
+    mine = replace(s.spark, conf={"spark.executor.extraJavaOptions": "-Xss4m"}).all_conf()
+    assert mine["spark.executor.extraJavaOptions"] == "-Xss4m" and mine["spark.driver.extraJavaOptions"] == options
 
 
 def test_the_metadata_database_url_comes_from_the_environment_and_no_profile_holds_a_password(tmp_path: Path):
