@@ -141,10 +141,10 @@ def profile_nights(profiles_root: Path) -> list[date]:
 def membership_night(nights: Sequence[date], anchor: date) -> date | None:
     """The segmentation the lists for day ``anchor`` may read: the latest of ``nights`` on or before anchor - 2.
 
-    The lists for A are made by night A - 1, and that night segments its consumers only after publishing them
-    (the DAG's segments group runs last), so night A - 2 is the latest that exists when they are made. Reading it,
-    not "the latest there is", keeps a rerun of night A - 1 identical and keeps a night's own behaviour (the
-    membership is a model output) out of the lists it judges.
+    The lists for A are made by night A - 1, and that night segments its consumers beside making them (the DAG's
+    segments group is a branch of its own), so night A - 2 is the latest sure to exist when they are made. Reading
+    it, not "the latest there is", keeps a rerun of night A - 1 identical whichever branch ends first, and keeps a
+    night's own behaviour (the membership is a model output) out of the lists it judges.
     """
     usable = [n for n in nights if n <= anchor - timedelta(days=2)]
     return max(usable) if usable else None

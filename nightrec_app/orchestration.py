@@ -304,23 +304,26 @@ def pipeline(settings: Settings, start: str, end: str, train: bool = True) -> No
     if train:
         from airflow.sdk import TaskGroup
 
-        served = (
+        lists = publish_topk(start, end)
+        (
             served
             >> train_models(start, end)
             >> spark_job(settings, "build_candidates", start, end)
             >> train_ranker(start, end)
             >> spark_job(settings, "score_topk", start, end)
-            >> publish_topk(start, end)
+            >> lists
         )
-        # The consumer segments after the lists, one task at a time: the segment marts and the lists' mart are built
-        # in the same single-writer DuckDB file, and a failure here leaves the night's lists published.
+        # The consumer segments beside the lists: the encoder and the segments job read the night's sequences and
+        # attributes and write only their own outputs (the lists read night - 2's segments, nightrec.segments
+        # .membership_night), so a scheduler runs them while the lists are made. What reads or writes the analysts'
+        # single-writer DuckDB file waits: the audiences' seed predicates until publish_topk has built the lists'
+        # mart, then the segment marts. A failure in this group leaves the night's lists published.
         with TaskGroup(group_id="segments") as segments_group:
-            (
-                train_consumer_encoder(start, end)
-                >> spark_job(settings, "build_segments", start, end)
-                >> build_audiences(start, end)
-                >> publish_segments(start, end)
-            )
+            encoder = train_consumer_encoder(start, end)
+            audiences = build_audiences(start, end)
+            encoder >> spark_job(settings, "build_segments", start, end) >> audiences >> publish_segments(start, end)
+        served >> encoder
+        lists >> audiences
         # last, once every output of the night is published: what it removes is never what the night just wrote
-        served = served >> segments_group >> apply_retention(start, end)
+        served = segments_group >> apply_retention(start, end)
     served >> record(start, end, "{{ dag.dag_id }}", "{{ run_id }}")

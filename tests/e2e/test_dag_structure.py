@@ -101,7 +101,8 @@ def test_nightly_runs_land_ingest_sequences_dbt_publish_record_on_one_day_interv
     }
     assert dag.get_task("publish_marts").downstream_task_ids == {"feast_apply"}
     assert dag.get_task("feast_apply").downstream_task_ids == {"feast_materialize"}
-    assert dag.get_task("feast_materialize").downstream_task_ids == {"train"}
+    # from the published features on, two branches: the lists and the consumer segments
+    assert dag.get_task("feast_materialize").downstream_task_ids == {"train", "segments.train_consumer_encoder"}
     # the models, then the night's candidates (Spark), the ranker that decides the lists, then the lists
     assert dag.get_task("train").downstream_task_ids == {"build_candidates"}
     assert dag.get_task("build_candidates").application.endswith("spark_jobs/build_candidates.py")
@@ -109,11 +110,13 @@ def test_nightly_runs_land_ingest_sequences_dbt_publish_record_on_one_day_interv
     assert dag.get_task("train_ranker").downstream_task_ids == {"score_topk"}
     assert dag.get_task("score_topk").application.endswith("spark_jobs/score_topk.py")
     assert dag.get_task("score_topk").downstream_task_ids == {"publish_topk"}
-    # then the consumer segments: the encoder, the segments job (Spark), their marts
-    assert dag.get_task("publish_topk").downstream_task_ids == {"segments.train_consumer_encoder"}
+    # beside them the consumer segments: the encoder, the segments job (Spark); the audiences read the analysts'
+    # database (one writer) once the lists' mart is in it, then the segment marts are built there
+    assert dag.get_task("segments.train_consumer_encoder").upstream_task_ids == {"feast_materialize"}
     assert dag.get_task("segments.train_consumer_encoder").downstream_task_ids == {"segments.build_segments"}
     assert dag.get_task("segments.build_segments").application.endswith("spark_jobs/build_segments.py")
     assert dag.get_task("segments.build_segments").downstream_task_ids == {"segments.build_audiences"}
+    assert dag.get_task("publish_topk").downstream_task_ids == {"segments.build_audiences"}
     assert dag.get_task("segments.build_audiences").downstream_task_ids == {"segments.publish_segments"}
     assert dag.get_task("segments.publish_segments").downstream_task_ids == {"apply_retention"}
     # old versions removed once every output of the night is published, then the run recorded

@@ -659,8 +659,8 @@ def test_the_saved_audiences_are_rebuilt_every_night(airflow_run, tmall):
 
 
 def test_the_second_nights_candidates_carry_the_first_nights_segment_items(airflow_run, tmall):
-    """Night two's lists (for 08-16) read night one's segments (the newest a night may read: its own come after its
-    lists): each user in them is proposed the items most members of their segment engaged with over the 30 days
+    """Night two's lists (for 08-16) read night one's segments (the newest a night may read: its own are made beside
+    its lists): each user in them is proposed the items most members of their segment engaged with over the 30 days
     through 08-15. Night one's lists, and every older anchor, had no segmentation to read and carry none."""
     import duckdb
 
