@@ -1,11 +1,12 @@
 """CPU and wall time of the night's Spark jobs with the JVM's defaults and with other JVM options (spark.java_options).
 
-Each job of the nightly DAG runs through spark-submit on a built warehouse (one whose night ``--day`` has run: the
-jobs read what the night's earlier tasks wrote), over the night's range [day - lookback, day + 1), with the
-profile's settings, first with the JVM's defaults, then with ``--java-options`` (default: C1 only and the serial
-collector, what the test suite runs with), ``--repeats`` times each, alternating. CPU is user + system time of
-spark-submit and everything it waited for (the JVM and its Python workers). Rerunning a job rewrites the same
-outputs (idempotent). Prints one line per run and a table; nothing is asserted.
+Each job of the nightly DAG runs on a built warehouse (one whose night ``--day`` has run: the jobs read what the
+night's earlier tasks wrote), over the night's range [day - lookback, day + 1), through the DAG's own
+SparkSubmitOperator (``nightrec_app.orchestration.spark_job``) with the profile's settings, first with the JVM's
+defaults, then with ``--java-options`` (default: ``nightrec.config.SHORT_JOBS_JAVA_OPTIONS``, what the test suite
+runs with), ``--repeats`` times each, alternating. CPU is user + system time of spark-submit and everything it waited
+for (the JVM and its Python workers). Rerunning a job rewrites the same outputs (idempotent). Prints one line per
+run and a table (after spark-submit's own log, which the operator passes on); nothing is asserted.
 
     python benchmarks/spark_jvm_options.py --warehouse /tmp/wh                # the newest night, the smoke profile
     python benchmarks/spark_jvm_options.py --warehouse /tmp/wh --day 2014-08-14 --jobs build_segments --repeats 3
@@ -17,9 +18,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
-import subprocess
-import sys
+import tempfile
 import time
 from dataclasses import replace
 from datetime import date, timedelta
@@ -27,11 +28,10 @@ from pathlib import Path
 
 from _figures import record_figure  # benchmarks/ is on sys.path when a script here runs
 
-from nightrec.config import PROJECT_ROOT, load_settings
+from nightrec.config import SHORT_JOBS_JAVA_OPTIONS, Settings, load_settings
 from nightrec.warehouse import complete_nights
 
 JOBS = ("ingest_events", "build_sequences", "build_candidates", "score_topk", "build_segments")
-SHORT_JOBS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 
 
 def main() -> None:
@@ -44,7 +44,11 @@ def main() -> None:
     parser.add_argument("--jobs", default=",".join(JOBS), help=f"comma-separated jobs (default: {','.join(JOBS)})")
     parser.add_argument("--repeats", type=int, default=2, help="runs of each job per variant (default 2)")
     parser.add_argument("--master", default="local[2]", help="Spark master (default local[2])")
-    parser.add_argument("--java-options", default=SHORT_JOBS, help=f"the JVM options weighed (default: {SHORT_JOBS})")
+    parser.add_argument(
+        "--java-options",
+        default=SHORT_JOBS_JAVA_OPTIONS,
+        help=f"the JVM options weighed (default: {SHORT_JOBS_JAVA_OPTIONS})",
+    )
     args = parser.parse_args()
     args.warehouse = args.warehouse.resolve()
     if args.day is None:
@@ -53,16 +57,26 @@ def main() -> None:
             raise SystemExit(f"no night with candidates in {args.warehouse}: run a nightly night there first")
         args.day = nights[-1]
 
-    spark = load_settings(args.profile).spark
+    base = load_settings(args.profile)
+    spark = replace(base.spark, master=args.master)
+    # the connection and settings an Airflow worker gives the task (before Airflow is imported: it reads them then);
+    # a scratch Airflow home, so no metadata database of the project is touched
+    airflow = replace(base.airflow, home=Path(tempfile.mkdtemp(prefix="nightrec-bench-airflow-")))
+    settings = base.with_overrides(warehouse_root=args.warehouse, spark=spark, airflow=airflow)
+    from nightrec_app.airflow_env import airflow_environment
+
+    os.environ.update(airflow_environment(settings))
     variants = {
-        "JVM defaults": replace(spark, java_options="").all_conf(),
-        args.java_options: replace(spark, java_options=args.java_options).all_conf(),
+        "JVM defaults": settings.with_overrides(spark=replace(spark, java_options="")),
+        args.java_options: settings.with_overrides(spark=replace(spark, java_options=args.java_options)),
     }
+    start = args.day - timedelta(days=settings.pipeline.lookback_days)
+    end = args.day + timedelta(days=1)
     figures: dict[tuple[str, str], list[tuple[float, float]]] = {}
     for job in args.jobs.split(","):
         for repeat in range(args.repeats):
-            for name, conf in variants.items():
-                cpu, wall = measure(job, conf, args, spark.driver_memory)
+            for name, variant in variants.items():
+                cpu, wall = measure(job, variant, start, end)
                 figures.setdefault((job, name), []).append((cpu, wall))
                 print(f"{job:<17} {name:<13.13} run {repeat + 1}: CPU {cpu:6.1f} s, wall {wall:6.1f} s", flush=True)
 
@@ -83,29 +97,17 @@ def main() -> None:
         print(f"| all | {name} | {cpu:.1f} | {wall:.1f} |")
 
 
-def measure(job: str, conf: dict[str, str], args: argparse.Namespace, memory: str) -> tuple[float, float]:
-    """(CPU seconds, wall seconds) of one spark-submit of ``job``, with its children's CPU from wait4."""
-    spark_submit = str(Path(sys.executable).parent / "spark-submit")
-    settings = load_settings(args.profile)
-    start = args.day - timedelta(days=settings.pipeline.lookback_days)
-    command = [spark_submit, "--master", args.master, "--driver-memory", memory, "--name", f"bench-{job}"]
-    for key, value in conf.items():
-        command += ["--conf", f"{key}={value}"]
-    command += [str(PROJECT_ROOT / "spark_jobs" / f"{job}.py"), "--source", settings.source]
-    command += ["--start", str(start), "--end", str(args.day + timedelta(days=1)), "--profile", args.profile]
-    command += ["--warehouse", str(args.warehouse)]
-    env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": sys.executable}
-    log = args.warehouse.parent / f".bench-{job}.log"
+def measure(job: str, settings: Settings, start: date, end: date) -> tuple[float, float]:
+    """(CPU seconds, wall seconds) of one run of ``job`` through the DAG's SparkSubmitOperator: the CPU of every
+    finished child process (spark-submit waits for its JVM, the JVM for its Python workers)."""
+    from nightrec_app.orchestration import spark_job
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.time()
-    with log.open("w") as out:
-        child = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
-        # wait4 reaps the child and returns its resources with those of every descendant it waited for
-        _, status, usage = os.wait4(child.pid, 0)
+    spark_job(settings, job, str(start), str(end)).execute({})
     wall = time.time() - t0
-    code = child.returncode = os.waitstatus_to_exitcode(status)
-    if code != 0:
-        raise SystemExit(f"{job} failed (exit {code}), its output: {log}")
-    return usage.ru_utime + usage.ru_stime, wall
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), wall
 
 
 if __name__ == "__main__":

@@ -35,6 +35,9 @@ import yaml
 from nightrec.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# JVM options for Spark jobs that last seconds (SparkSettings.java_options): the JIT's optimising compiler and the
+# parallel collector's threads cost more CPU than they save there. The test suite runs every job so (decision 52).
+SHORT_JOBS_JAVA_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 # The embedding models training/ can train: the two-tower retrieval model, GNOLR and its ordinal baselines (the
 # `_paper` heads score sigmoid(cos) with no scale or bias, as the GNOLR paper's baselines do).
 MODEL_KINDS = ("two_tower", "gnolr", "bce", "esmm", "nolr", "bce_paper", "esmm_paper")
@@ -65,9 +68,8 @@ class SparkSettings:
     :param shuffle_partitions: ``spark.sql.shuffle.partitions``; small on a laptop, larger on a cluster.
     :param java_options: JVM options of the driver and the executors (``spark.driver.extraJavaOptions`` and
         ``spark.executor.extraJavaOptions``; an entry of ``conf`` with either name wins). Empty: the JVM's defaults.
-        Jobs that last seconds spend less CPU with ``-XX:TieredStopAtLevel=1 -XX:+UseSerialGC`` (the JIT's
-        optimising compiler costs more than it saves there; the test suite runs so, decision 52); long jobs on real
-        data want the defaults.
+        Jobs that last seconds spend less CPU with :data:`SHORT_JOBS_JAVA_OPTIONS` (the test suite runs so,
+        decision 52); long jobs on real data want the defaults.
     :param conf: any further ``spark.*`` settings passed through unchanged.
     """
 

@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 
 from nightrec.adapters import SourceAdapter, load_adapter
-from nightrec.config import Settings, load_settings
+from nightrec.config import SHORT_JOBS_JAVA_OPTIONS, Settings, load_settings
 from nightrec.faults import published_version
 from nightrec.hidden_siblings import hidden_siblings
 from nightrec.warehouse import Warehouse
@@ -30,13 +30,9 @@ from tests.servers import free_port, postgres_server, serving, wait_for_port
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 
 
-# The JVM options of every Spark job the tests run (SparkSettings.java_options): their jobs last seconds, where the
-# JIT's optimising compiler and the parallel collector's threads cost more CPU than they save (decision 52).
-SHORT_JOBS_JAVA_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
-
-
 def make_settings(warehouse_root: Path, source: str = "tmall_brand", **pipeline: int) -> Settings:
     base = load_settings("local", env={})
+    # every Spark job of the tests lasts seconds: the JVM options for short jobs (decision 52)
     spark = replace(
         base.spark, master="local[2]", shuffle_partitions=4, driver_memory="2g", java_options=SHORT_JOBS_JAVA_OPTIONS
     )

@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from tests.conftest import SHORT_JOBS_JAVA_OPTIONS
+from nightrec.config import SHORT_JOBS_JAVA_OPTIONS
 
 
 def env_for(warehouse: Path, airflow_home: Path) -> dict[str, str]:
@@ -24,7 +24,7 @@ def env_for(warehouse: Path, airflow_home: Path) -> dict[str, str]:
         "NIGHTREC_PROFILE": "smoke",  # the local profile with one-epoch training
         # the bootstrap's quality checks over the 1x history in two chunks, not nine (the marts' check: 42 s -> 17 s
         # alone); checking in chunks is tested on its own (tests/integration/test_quality_checks.py)
-        # and the tests' JVM options for short Spark jobs (tests/conftest.py)
+        # and the JVM options for short Spark jobs, as in every test (decision 52)
         "NIGHTREC_SET": f"quality.check_chunk_days=62; spark.java_options={SHORT_JOBS_JAVA_OPTIONS}",
     }
 

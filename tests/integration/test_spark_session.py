@@ -6,7 +6,7 @@ import shlex
 
 import pytest
 
-from tests.conftest import SHORT_JOBS_JAVA_OPTIONS
+from nightrec.config import SHORT_JOBS_JAVA_OPTIONS
 
 pytestmark = pytest.mark.spark
 
