@@ -58,21 +58,48 @@ def spark():
     session.stop()
 
 
-@pytest.fixture(scope="session")
-def tmall_warehouse(tmp_path_factory: pytest.TempPathFactory, spark, tmall: SourceAdapter) -> Iterator[Settings]:
-    """The whole Tmall history landed, ingested and turned into sequences, in one pass per job."""
+def _run_temp_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The temporary directory of this whole test run: under pytest-xdist the parent of every worker's own."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def _build_tmall_history(request: pytest.FixtureRequest, tmall: SourceAdapter, root: Path) -> None:
     from nightrec.attributes import ingest_attributes
     from nightrec.landing import replay
     from spark_jobs import build_sequences, ingest_events
 
-    settings = make_settings(tmp_path_factory.mktemp("tmall") / "warehouse")
+    spark = request.getfixturevalue("spark")  # only the process that builds starts a Spark session for it
+    settings = make_settings(root)
     end = tmall.history_end + timedelta(days=1)
-    warehouse = Warehouse(settings.warehouse_root, tmall.name)
+    warehouse = Warehouse(root, tmall.name)
     replay(tmall, warehouse, tmall.history_start, end)
     ingest_attributes(tmall, warehouse)
     ingest_events.run(spark, settings, tmall.history_start, end)
     build_sequences.run(spark, settings, tmall.history_start, end)
-    yield settings
+
+
+@pytest.fixture(scope="session")
+def tmall_warehouse(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest, tmall: SourceAdapter
+) -> Iterator[Settings]:
+    """The whole Tmall history landed, ingested and turned into sequences, in one pass per job.
+
+    Built once per test run: the first test process that asks builds it under a lock in the run's shared temporary
+    directory, and every process (pytest-xdist's workers) gets its own copy to write into. Building it cost each
+    process a minute or more of two busy cores (decision 51)."""
+    from nightrec.storage import locked
+
+    shared = _run_temp_root(tmp_path_factory) / "tmall-history"
+    with locked(shared):
+        built = shared / "warehouse"
+        if not (shared / "built").is_file():
+            shutil.rmtree(built, ignore_errors=True)  # what a process that failed half-way left
+            _build_tmall_history(request, tmall, built)
+            (shared / "built").touch()
+    own = tmp_path_factory.mktemp("tmall") / "warehouse"
+    shutil.copytree(built, own, symlinks=True)
+    yield make_settings(own)
 
 
 @pytest.fixture(scope="session")
