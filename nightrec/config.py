@@ -308,9 +308,6 @@ class SegmentSettings:
     :param profile_items: the most over-represented items (by lift) each segment profile lists.
     :param min_item_users: an item enters a segment's profile only when at least this many of its consumers touched it
         (a lift over a handful of people is noise).
-    :param consumers_per_partition: the segments job holds the night's vectors in one Spark partition per this many
-        consumers (at most ``spark.shuffle_partitions``). k-means runs a Spark job per iteration over them, and for a
-        few thousand consumers the tasks of many partitions cost more than the arithmetic.
     """
 
     enabled: bool = True
@@ -326,7 +323,6 @@ class SegmentSettings:
     keep_margin: float = 0.02
     profile_items: int = 10
     min_item_users: int = 5
-    consumers_per_partition: int = 100_000
 
 
 @dataclass(frozen=True)

@@ -138,12 +138,6 @@ def profile_nights(profiles_root: Path) -> list[date]:
     return complete_nights(profiles_root)
 
 
-def vector_partitions(consumers: int, per_partition: int, most: int) -> int:
-    """How many Spark partitions hold a night's consumer vectors: one per ``per_partition`` consumers, from 1 to
-    ``most`` (segments.consumers_per_partition and spark.shuffle_partitions)."""
-    return max(1, min(most, -(-consumers // max(1, per_partition))))
-
-
 def membership_night(nights: Sequence[date], anchor: date) -> date | None:
     """The segmentation the lists for day ``anchor`` may read: the latest of ``nights`` on or before anchor - 2.
 

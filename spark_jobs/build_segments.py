@@ -279,16 +279,9 @@ def run(job: JobRun) -> dict[str, Any]:
     if not source.is_file():
         raise HistoryTooShort(f"no consumer embeddings for {night} ({source}): the encoder did not run that night")
     spark = job.spark
-    stored = spark.read.parquet(str(source))
-    n = stored.count()  # from the files' footers
-    embeddings = (
-        stored.select("user_id", array_to_vector("embedding").alias("features"))
-        .repartitionByRange(
-            segments.vector_partitions(n, config.consumers_per_partition, settings.spark.shuffle_partitions), "user_id"
-        )
-        .sortWithinPartitions("user_id")  # a fixed order: k-means' seeded init sees the same rows
-        .cache()
-    )
+    embeddings = spark.read.parquet(str(source)).select("user_id", array_to_vector("embedding").alias("features"))
+    embeddings = embeddings.orderBy("user_id").cache()  # a fixed order: k-means' seeded init sees the same rows
+    n = embeddings.count()
     ks = [config.k] if config.k else list(range(config.k_min, min(config.k_max, n - 1) + 1))
     if n < 3 or not ks or max(ks) >= n:
         raise HistoryTooShort(f"{n} consumers cannot form {ks or config.k_min} segments")

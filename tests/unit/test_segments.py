@@ -94,11 +94,3 @@ def test_only_complete_nights_count_and_the_lists_read_the_segments_of_two_night
     assert segments.membership_night(nights, date(2014, 8, 16)) == date(2014, 8, 13)
     assert segments.membership_night(nights, date(2014, 8, 17)) == date(2014, 8, 15)
     assert segments.membership_night(nights, date(2014, 8, 13)) is None
-
-
-def test_a_nights_vectors_take_one_partition_per_so_many_consumers_within_the_shuffle_partitions() -> None:
-    assert segments.vector_partitions(884, 100_000, 8) == 1  # a Tmall night: one task per k-means step
-    assert segments.vector_partitions(100_000, 100_000, 8) == 1
-    assert segments.vector_partitions(100_001, 100_000, 8) == 2
-    assert segments.vector_partitions(5_000_000, 100_000, 8) == 8  # never more than the shuffle partitions
-    assert segments.vector_partitions(0, 100_000, 8) == 1
