@@ -1,4 +1,4 @@
-"""Shared fixtures: one Spark session and one warehouse bootstrapped from the real Tmall log per test session."""
+"""Shared fixtures: a Spark session per test process; one warehouse of the real Tmall log per test run."""
 
 from __future__ import annotations
 
