@@ -88,15 +88,15 @@ def tmall_warehouse(
     Built once per test run: the first test process that asks builds it under a lock in the run's shared temporary
     directory, and every process (pytest-xdist's workers) gets its own copy to write into. Building it cost each
     process a minute or more of two busy cores (decision 51)."""
-    from nightrec.storage import locked
+    from nightrec.storage import fresh_staging, locked, swap_into_place
 
     shared = _run_temp_root(tmp_path_factory) / "tmall-history"
+    built = shared / "warehouse"
     with locked(shared):
-        built = shared / "warehouse"
-        if not (shared / "built").is_file():
-            shutil.rmtree(built, ignore_errors=True)  # what a process that failed half-way left
-            _build_tmall_history(request, tmall, built)
-            (shared / "built").touch()
+        if not built.is_dir():  # published whole, as the jobs publish: a failed build leaves only a temporary
+            staging = fresh_staging(built)
+            _build_tmall_history(request, tmall, staging)
+            swap_into_place(staging, built)
     own = tmp_path_factory.mktemp("tmall") / "warehouse"
     shutil.copytree(built, own, symlinks=True)
     yield make_settings(own)
