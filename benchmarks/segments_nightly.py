@@ -106,8 +106,8 @@ def main() -> None:
         f"\nmachine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}; source {adapter.name}, "
         f"seed {base.training.seed}; profile {args.profile}: "
         f"encoder {s.objective}, {s.epochs} epochs, {s.dim}-d, {s.layers} layers, learning rate {s.learning_rate} "
-        f"(continued nights {s.fine_tune_learning_rate}); k {s.k or f'{s.k_min}..{s.k_max}'}, keep margin "
-        f"{s.keep_margin}"
+        f"(continued nights {s.fine_tune_learning_rate}); k {s.k or f'{s.k_min}..{s.k_max}'}, {s.kmeans_starts} "
+        f"k-means starts, keep margin {s.keep_margin}"
     )
     print(
         f"{'factor':>6} {'night':>10} {'consumers':>9} {'enc s':>6} {'epoch':>5} {'val@10x':>7} {'cos prev':>8} "

@@ -296,12 +296,16 @@ class SegmentSettings:
     :param epochs: encoder epochs; the one kept has the best validation lookalike recall (not the lowest loss).
     :param learning_rate: the encoder's learning rate from a random start (the first night, or a changed shape).
     :param fine_tune_learning_rate: its learning rate on a night that continues from the previous night's weights:
-        one day of new behaviour should move consumers a little, not redraw the map.
+        one day of new behaviour should move consumers a little, not redraw the map (a consumer's segment follows
+        their vector, so this step sets how many change segment overnight: decision 54).
     :param dim: consumer embedding width.
     :param layers: transformer layers.
     :param k: a fixed number of segments; 0 chooses k by silhouette over [k_min, k_max].
     :param k_min: smallest k tried.
     :param k_max: largest k tried.
+    :param kmeans_starts: the fresh clustering of the k that silhouette chose is the best of this many seeded k-means||
+        starts (the lowest within-segment sum of squares): one start's local optimum depends on its draw and on the
+        data's partitioning, and segments first drawn from a poor one are re-drawn the night a better one turns up.
     :param keep_margin: a night continues the previous night's segments (k-means started from their centroids, ids
         kept) unless a fresh clustering's silhouette is higher by more than this; segments that change every night
         cannot be named or used.
@@ -314,12 +318,13 @@ class SegmentSettings:
     objective: str = "both"
     epochs: int = 8
     learning_rate: float = 2e-3
-    fine_tune_learning_rate: float = 2e-4
+    fine_tune_learning_rate: float = 5e-5
     dim: int = 64
     layers: int = 2
     k: int = 0
     k_min: int = 4
     k_max: int = 12
+    kmeans_starts: int = 4
     keep_margin: float = 0.02
     profile_items: int = 10
     min_item_users: int = 5
@@ -740,8 +745,10 @@ def _validate(s: Settings, where: str | Path) -> None:
         raise ConfigError(f"segments.objective must be masked, contrastive or both (got {g.objective!r}) in {where}")
     if min(g.learning_rate, g.fine_tune_learning_rate) <= 0:
         raise ConfigError(f"segments: learning_rate and fine_tune_learning_rate must be > 0 in {where}")
-    if min(g.epochs, g.dim, g.layers, g.profile_items, g.min_item_users) < 1 or g.k < 0:
-        raise ConfigError(f"segments: epochs, dim, layers, profile_items, min_item_users >= 1, k >= 0 in {where}")
+    if min(g.epochs, g.dim, g.layers, g.profile_items, g.min_item_users, g.kmeans_starts) < 1 or g.k < 0:
+        raise ConfigError(
+            f"segments: epochs, dim, layers, profile_items, min_item_users, kmeans_starts >= 1, k >= 0 in {where}"
+        )
     if g.k == 1 or not 2 <= g.k_min <= g.k_max:
         raise ConfigError(
             f"segments: k must be 0 (choose) or >= 2, and 2 <= k_min <= k_max (got k={g.k}, k_min={g.k_min}, "

@@ -386,6 +386,9 @@ def _segments(encoder: dict[str, Any] | None, s: dict[str, Any] | None) -> list[
         lines.append(f"no segments: {published.get('skipped', 'the segments job did not run')}")
         return lines
     tried = ", ".join(f"{name} {value:.3f}" for name, value in s["silhouettes"].items())
+    if "fresh_starts" in s:  # nights before kmeans_starts recorded one start
+        starts = s["fresh_starts"]
+        tried += f"; k={starts['k']} the best of {len(starts['costs'])} starts"
     lines.append(
         f"{s['k']} segments of {s['consumers']:,} consumers: {s['clustering']} (silhouette {s['silhouette']:.3f}; "
         f"tried {tried})"

@@ -2,7 +2,8 @@
 
 For night D (the range's last day) the job reads ``models/consumer_encoder/<D>/user_embeddings.parquet`` and
 - clusters the consumers with Spark MLlib's k-means, k chosen by silhouette over [segments.k_min, segments.k_max]
-  (or fixed by segments.k);
+  (or fixed by segments.k), the chosen k's clustering the best of segments.kmeans_starts seeded starts (the lowest
+  sum of squares), or, on a later night, continued from the previous night's centroids (segments.keep_margin);
 - keeps segment ids from night to night: the centroids are matched to those of the latest earlier night one to one
   (nightrec.segments.match_segments); a segment without a partner gets a new id;
 - measures stability as the adjusted Rand index between the two nights' segments of the consumers in both;
@@ -79,15 +80,26 @@ def silhouette(assigned: DataFrame) -> float:
     return float(evaluator.evaluate(assigned))
 
 
-def fresh(spark: SparkSession, embeddings: DataFrame, ks: list[int], seed: int) -> dict[int, np.ndarray]:
-    """k-means (MLlib, k-means|| start) for every k of ``ks``: the centres of each."""
+def kmeans(embeddings: DataFrame, k: int, seed: int) -> tuple[np.ndarray, float]:
+    """One k-means (MLlib, a k-means|| start drawn with ``seed``): its centres and its within-segment sum of squares."""
     from pyspark.ml.clustering import KMeans
 
-    centers: dict[int, np.ndarray] = {}
-    for k in ks:
-        model = KMeans(k=k, seed=seed, featuresCol="features", predictionCol="cluster", maxIter=50).fit(embeddings)
-        centers[k] = np.array(model.clusterCenters(), dtype=np.float64)
-    return centers
+    model = KMeans(k=k, seed=seed, featuresCol="features", predictionCol="cluster", maxIter=50).fit(embeddings)
+    return np.array(model.clusterCenters(), dtype=np.float64), float(model.summary.trainingCost)
+
+
+def fresh(embeddings: DataFrame, ks: list[int], seed: int) -> dict[int, tuple[np.ndarray, float]]:
+    """k-means for every k of ``ks`` (one start each): the centres and the sum of squares of each."""
+    return {k: kmeans(embeddings, k, seed) for k in ks}
+
+
+def best_start(embeddings: DataFrame, k: int, seed: int, starts: int, first: tuple[np.ndarray, float]) -> dict:
+    """The lowest sum of squares of ``starts`` k-means starts of one k (seeds seed, seed + 1, ...; ``first`` is the
+    start of ``seed``, already run): ``centers``, ``start`` (which won, 0-based) and every start's ``costs``."""
+    runs = [first, *(kmeans(embeddings, k, seed + i) for i in range(1, starts))]
+    costs = [cost for _, cost in runs]
+    chosen = min(range(len(runs)), key=lambda i: (costs[i], i))
+    return {"centers": runs[chosen][0], "start": chosen, "costs": costs}
 
 
 def continued(embeddings: DataFrame, previous: np.ndarray, seed: int) -> np.ndarray:
@@ -288,12 +300,26 @@ def run(job: JobRun) -> dict[str, Any]:
     log(JOB, f"{adapter.name} night {night}: {n:,} consumers, k in {ks}")
     seed = settings.training.seed
     candidates: dict[str, tuple[np.ndarray, DataFrame, float]] = {}
-    for k, centers in fresh(spark, embeddings, ks, seed).items():
+    firsts = fresh(embeddings, ks, seed)
+    for k, (centers, _) in firsts.items():
         t = time.time()
         assigned = assign(spark, embeddings, centers).cache()
         candidates[f"k={k}"] = (centers, assigned, silhouette(assigned))
         log(JOB, f"fresh k={k}: silhouette {candidates[f'k={k}'][2]:.4f} ({time.time() - t:.1f}s)")
-    best_fresh = f"k={segments.choose_k({int(name[2:]): v[2] for name, v in candidates.items()})}"
+    chosen_k = segments.choose_k({int(name[2:]): v[2] for name, v in candidates.items()})
+    best_fresh = f"k={chosen_k}"
+    starts = best_start(embeddings, chosen_k, seed, config.kmeans_starts, firsts[chosen_k])
+    starts["first_silhouette"] = candidates[best_fresh][2]  # the score that chose k
+    if starts["start"] != 0:
+        candidates[best_fresh][1].unpersist()
+        assigned = assign(spark, embeddings, starts["centers"]).cache()
+        candidates[best_fresh] = (starts["centers"], assigned, silhouette(assigned))
+    log(
+        JOB,
+        f"fresh k={chosen_k}: start {starts['start'] + 1} of {len(starts['costs'])} has the lowest sum of squares "
+        f"({min(starts['costs']):.2f}; first start {starts['costs'][0]:.2f}), "
+        f"silhouette {candidates[best_fresh][2]:.4f}",
+    )
 
     before = previous_night(wh, night)
     old_ids: list[int] = []
@@ -344,6 +370,12 @@ def run(job: JobRun) -> dict[str, Any]:
         "clustering": chosen,
         "chosen_by": "continued" if keep else ("fixed" if config.k else "silhouette"),
         "silhouettes": {name: round(v[2], 6) for name, v in candidates.items()},
+        "fresh_starts": {
+            "k": chosen_k,
+            "chosen": starts["start"],
+            "costs": [round(c, 6) for c in starts["costs"]],
+            "first_silhouette": round(starts["first_silhouette"], 6),
+        },
         "silhouette": round(chosen_silhouette, 6),
         "previous_night": before.isoformat() if before else None,
         "kept_ids": sorted(set(ids) & set(old_ids)),

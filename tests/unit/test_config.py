@@ -155,6 +155,7 @@ def test_any_setting_can_be_set_from_the_environment_and_travels_to_child_proces
         ("training.eval_days=seven", "training.eval_days='seven' is not a valid int"),
         ("spark.conf=a", "a mapping cannot be set this way"),
         ("training.eval_days=0", "with NIGHTREC_SET='training.eval_days=0'"),  # the usual validation, naming the entry
+        ("segments.kmeans_starts=0", "kmeans_starts >= 1"),
     ],
 )
 def test_a_bad_setting_from_the_environment_is_refused(entry: str, message: str):

@@ -118,6 +118,7 @@ def test_segments_and_audiences_say_what_ran_and_what_failed():
         "clustering": "continued",
         "silhouette": 0.2,
         "silhouettes": {"k=2": 0.19, "continued": 0.2},
+        "fresh_starts": {"k": 2, "chosen": 1, "costs": [3.5, 3.25, 3.75], "first_silhouette": 0.18},
         "ari": 0.81,
         "previous_night": "2014-08-14",
         "common_consumers": 9,
@@ -144,7 +145,10 @@ def test_segments_and_audiences_say_what_ran_and_what_failed():
         "encoder 2014-08-15: 884 consumers, epoch 2 kept (validation lookalike recall@10x 0.756), continued from "
         in text
     )
-    assert "2 segments of 10 consumers: continued (silhouette 0.200; tried k=2 0.190, continued 0.200)" in text
+    assert (
+        "2 segments of 10 consumers: continued (silhouette 0.200; tried k=2 0.190, continued 0.200; k=2 the best of 3 "
+        "starts)" in text
+    )
     assert "stability: ARI 0.810 with 2014-08-14 on 9 consumers" in text
     assert "segment   3:       6 (60.0%)  Socks" in text
     assert "online store (user_segments): 10 users" in text
@@ -153,6 +157,8 @@ def test_segments_and_audiences_say_what_ran_and_what_failed():
     assert "broken: FAILED: The seed is empty" in text
     first = render(_manifest(segments={**segments, "ari": None}, audiences={"skipped": "no segments for 2014-08-15"}))
     assert "stability: first night with segments, nothing to compare" in first
+    older = {key: value for key, value in segments.items() if key != "fresh_starts"}  # a night before the starts
+    assert "tried k=2 0.190, continued 0.200)" in render(_manifest(segments=older))
     assert "encoder" not in first and "audiences  skipped: no segments for 2014-08-15" in first
     assert "segments   not run on this day" in render(_manifest())
 
