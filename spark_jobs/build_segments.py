@@ -93,7 +93,9 @@ def fresh(embeddings: DataFrame, ks: list[int], seed: int) -> dict[int, tuple[np
     return {k: kmeans(embeddings, k, seed) for k in ks}
 
 
-def best_start(embeddings: DataFrame, k: int, seed: int, starts: int, first: tuple[np.ndarray, float]) -> dict:
+def best_start(
+    embeddings: DataFrame, k: int, seed: int, starts: int, first: tuple[np.ndarray, float]
+) -> dict[str, Any]:
     """The lowest sum of squares of ``starts`` k-means starts of one k (seeds seed, seed + 1, ...; ``first`` is the
     start of ``seed``, already run): ``centers``, ``start`` (which won, 0-based) and every start's ``costs``."""
     runs = [first, *(kmeans(embeddings, k, seed + i) for i in range(1, starts))]
