@@ -27,6 +27,7 @@ nothing to embed) is skipped with its reason.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
@@ -93,15 +94,23 @@ def fresh(embeddings: DataFrame, ks: list[int], seed: int) -> dict[int, tuple[np
     return {k: kmeans(embeddings, k, seed) for k in ks}
 
 
-def best_start(
-    embeddings: DataFrame, k: int, seed: int, starts: int, first: tuple[np.ndarray, float]
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Starts:
+    """Several k-means starts of one k: the winner's ``centers``, which start won (0-based) and every start's
+    within-segment sum of squares."""
+
+    centers: np.ndarray
+    start: int
+    costs: list[float]
+
+
+def best_start(embeddings: DataFrame, k: int, seed: int, starts: int, first: tuple[np.ndarray, float]) -> Starts:
     """The lowest sum of squares of ``starts`` k-means starts of one k (seeds seed, seed + 1, ...; ``first`` is the
-    start of ``seed``, already run): ``centers``, ``start`` (which won, 0-based) and every start's ``costs``."""
+    start of ``seed``, already run); a tie goes to the earlier start."""
     runs = [first, *(kmeans(embeddings, k, seed + i) for i in range(1, starts))]
     costs = [cost for _, cost in runs]
     chosen = min(range(len(runs)), key=lambda i: (costs[i], i))
-    return {"centers": runs[chosen][0], "start": chosen, "costs": costs}
+    return Starts(centers=runs[chosen][0], start=chosen, costs=costs)
 
 
 def continued(embeddings: DataFrame, previous: np.ndarray, seed: int) -> np.ndarray:
@@ -311,15 +320,15 @@ def run(job: JobRun) -> dict[str, Any]:
     chosen_k = segments.choose_k({int(name[2:]): v[2] for name, v in candidates.items()})
     best_fresh = f"k={chosen_k}"
     starts = best_start(embeddings, chosen_k, seed, config.kmeans_starts, firsts[chosen_k])
-    starts["first_silhouette"] = candidates[best_fresh][2]  # the score that chose k
-    if starts["start"] != 0:
+    first_silhouette = candidates[best_fresh][2]  # the score that chose k
+    if starts.start != 0:
         candidates[best_fresh][1].unpersist()
-        assigned = assign(spark, embeddings, starts["centers"]).cache()
-        candidates[best_fresh] = (starts["centers"], assigned, silhouette(assigned))
+        assigned = assign(spark, embeddings, starts.centers).cache()
+        candidates[best_fresh] = (starts.centers, assigned, silhouette(assigned))
     log(
         JOB,
-        f"fresh k={chosen_k}: start {starts['start'] + 1} of {len(starts['costs'])} has the lowest sum of squares "
-        f"({min(starts['costs']):.2f}; first start {starts['costs'][0]:.2f}), "
+        f"fresh k={chosen_k}: start {starts.start + 1} of {len(starts.costs)} has the lowest sum of squares "
+        f"({min(starts.costs):.2f}; first start {starts.costs[0]:.2f}), "
         f"silhouette {candidates[best_fresh][2]:.4f}",
     )
 
@@ -374,9 +383,9 @@ def run(job: JobRun) -> dict[str, Any]:
         "silhouettes": {name: round(v[2], 6) for name, v in candidates.items()},
         "fresh_starts": {
             "k": chosen_k,
-            "chosen": starts["start"],
-            "costs": [round(c, 6) for c in starts["costs"]],
-            "first_silhouette": round(starts["first_silhouette"], 6),
+            "chosen": starts.start,
+            "costs": [round(c, 6) for c in starts.costs],
+            "first_silhouette": round(first_silhouette, 6),
         },
         "silhouette": round(chosen_silhouette, 6),
         "previous_night": before.isoformat() if before else None,
