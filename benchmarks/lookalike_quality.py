@@ -31,7 +31,11 @@ category has that purchase in their sequence and in counts over it. What an anal
 consumers who will take the behaviour up. ``--prospective DAYS`` takes D DAYS before the mart's last day, expands
 each whole seed, and judges an audience of 10% of the candidates by the consumers outside the seed who do the seed's
 behaviour (the same query) in the DAYS after D: lift over random, per seed and seed kind, beside the best possible
-(``nightrec.lookalike.converter_lift``).
+(``nightrec.lookalike.converter_lift``). A seed with fewer than 5 converters cannot be judged and is left out, so
+``--prospective-seeds N`` (default 10) judges more seeds there: the buyers of the N items (H&M: subcategories) ranked
+after the encoder's validation seeds and, where the source has behaviours below a purchase (Tmall), the visitors
+(any behaviour) of the N most visited items. It ends with the audiences' representation minus each baseline, mean
+over the judged seeds, with a 95% bootstrap interval over seeds (paired: every method is judged on the same seeds).
 
     NIGHTREC_SOURCE=hm python benchmarks/lookalike_quality.py --warehouse <H&M> --encoder both \
         --encoder-seeds 0,1,2 --prospective 30
@@ -101,16 +105,18 @@ def rfm_matrix(frame: pd.DataFrame, top_level: int) -> np.ndarray:
 def window(
     wh: Warehouse, users: pd.Series, lo: date, hi: date, top_level: int, has_categories: bool
 ) -> duckdb.DuckDBPyConnection:
-    """A connection with ``population`` (user_id, pos), ``buys`` (the purchases of days lo..hi) and, where the
-    source has them, the items' ``categories``: what a seed's behaviour is a query over."""
+    """A connection with ``population`` (user_id, pos), ``events`` (every (user, item, day) of days lo..hi, any
+    behaviour), ``buys`` (the purchases among them) and, where the source has them, the items' ``categories``: what
+    a seed's behaviour is a query over."""
     facts = wh.mart_export("fct_interactions") / "*.parquet"
     con = duckdb.connect()
     con.register("population", pd.DataFrame({"user_id": users, "pos": np.arange(len(users))}))
     con.execute(
-        f"create table buys as select f.user_id, f.item_id, f.ds from read_parquet('{facts}') f "
-        f"where f.ds between ? and ? and f.max_level_reached = {top_level}",
+        f"create table events as select f.user_id, f.item_id, f.ds, f.max_level_reached from read_parquet('{facts}') f "
+        "where f.ds between ? and ?",
         [lo, hi],
     )
+    con.execute(f"create table buys as select user_id, item_id, ds from events where max_level_reached = {top_level}")
     if has_categories:
         attrs = wh.bronze_item_attributes() / "*.parquet"
         con.execute(f"create table categories as select item_id, category, subcategory from read_parquet('{attrs}')")
@@ -124,6 +130,7 @@ def doers(con: duckdb.DuckDBPyConnection, query: str, params: tuple = ()) -> np.
 
 
 ITEM_BUYERS = "select user_id from buys where item_id = ?"
+ITEM_VISITORS = "select user_id from events where item_id = ?"  # any behaviour: clicked, collected, carted or bought
 CATEGORY_BUYERS = "select b.user_id from buys b join categories c using (item_id) where c.category = ?"
 SUBCATEGORY_BUYERS = "select b.user_id from buys b join categories c using (item_id) where c.subcategory = ?"
 HEAVY_BUYERS = (
@@ -176,6 +183,50 @@ def seeds(
     )
 
 
+def later_seeds(
+    wh: Warehouse,
+    users: pd.Series,
+    day: date,
+    top_level: int,
+    has_categories: bool,
+    by_subcategory: bool,
+    count: int,
+    validation: Validation,
+) -> list[Seed]:
+    """More seeds for the prospective measure, whose seeds count only where they have enough converters (on Tmall's
+    859 consumers the reported seeds leave three), each with at least 10 members in the 90 days to D:
+    - the buyers of the ``count`` items (H&M: subcategories) ranked after the encoder's validation seeds (9th on);
+    - where the source has behaviours below a purchase (Tmall's clicks, collects, carts), the visitors of the
+      ``count`` items with the most, any behaviour, the validation items left out: audiences for a brand's reach."""
+    if count <= 0:
+        return []
+    con = window(wh, users, day - timedelta(days=WINDOW_DAYS - 1), day, top_level, has_categories)
+    if by_subcategory:
+        kind, query = "subcategory", SUBCATEGORY_BUYERS
+        ranked = con.execute(
+            "select c.subcategory, count(distinct b.user_id) n from buys b join categories c using (item_id) "
+            "where c.subcategory is not null group by 1 order by n desc, 1"
+        ).fetchall()
+    else:
+        kind, query = "item", ITEM_BUYERS
+        ranked = con.execute(
+            "select item_id, count(distinct user_id) as n from buys group by item_id order by n desc, item_id"
+        ).fetchall()
+    buyers = [Seed(f"buyers of {kind} {key}", kind, doers(con, query, (key,)), query, (key,)) for key, _ in ranked[8:]]
+    out = [s for s in buyers if len(s.members) >= 10][:count]
+    if top_level > 1:
+        skip = {v.name for v in validation.seeds}
+        visited = con.execute(
+            "select item_id, count(distinct user_id) as n from events group by item_id order by n desc, item_id"
+        ).fetchall()
+        keys = [key for key, n in visited if n >= 10 and key not in skip][:count]
+        out += [
+            Seed(f"visitors of item {key}", "visitors", doers(con, ITEM_VISITORS, (key,)), ITEM_VISITORS, (key,))
+            for key in keys
+        ]
+    return out
+
+
 def prospective(
     wh: Warehouse,
     users: pd.Series,
@@ -197,6 +248,7 @@ def prospective(
     )
     print(f"{'seed':<44} {'size':>6} {'conv':>5}  " + "  ".join(f"{m[:22]:>22}" for m in [*representations, "rfm"]))
     lifts: dict[str, dict[str, list[float]]] = {}
+    judged: dict[str, list[float]] = {}  # every judged seed's lift per method, in seed order (paired by seed)
     for seed in seed_list:
         converters = np.setdiff1d(doers(later, seed.query, seed.params), seed.members)
         if len(converters) < 5:
@@ -207,6 +259,7 @@ def prospective(
         found = {name: converter_lift(scores, seed.members, converters, share) for name, scores in scored.items()}
         for name, (lift, _) in found.items():
             lifts.setdefault(name, {}).setdefault(seed.kind, []).append(lift)
+            judged.setdefault(name, []).append(lift)
         lifts.setdefault("ceiling", {}).setdefault(seed.kind, []).append(found["rfm"][1])  # the same for every method
         cells = "  ".join(f"{found[m][0]:>21.2f}x" for m in [*representations, "rfm"])
         print(f"{seed.name[:44]:<44} {len(seed.members):>6} {len(converters):>5}  {cells}")
@@ -223,6 +276,16 @@ def prospective(
             "x random",
             f"{wh.source}, {len(users):,} consumers on {day}, converters over the next {days} days",
         )
+    if not judged:
+        return
+    n = len(judged["rfm"])
+    draws = np.random.default_rng(0).integers(0, n, (10_000, n))
+    print(f"the audiences' representation minus each baseline, mean over the {n} judged seeds [95% bootstrap, seeds]:")
+    for name in (m for m in representations if m.endswith("+features")):
+        for other in ("user_features", "rfm"):
+            diff = np.array(judged[name]) - np.array(judged[other])
+            lo, hi = np.percentile(diff[draws].mean(axis=1), [2.5, 97.5])
+            print(f"  {name} - {other:<13} {diff.mean():+.2f}x [{lo:+.2f}, {hi:+.2f}]")
 
 
 def encoder_embeddings(
@@ -288,6 +351,15 @@ def main(argv: list[str] | None = None) -> int:
         metavar="DAYS",
         help="also judge each whole seed's audience by who takes up its behaviour in the DAYS after D (D defaults "
         "to the mart's last day minus DAYS)",
+    )
+    parser.add_argument(
+        "--prospective-seeds",
+        type=int,
+        default=10,
+        metavar="N",
+        help="with --prospective, also judge the buyers of N more items (subcategories where single items are too "
+        "sparse), ranked after the encoder's validation seeds, and, where the source has behaviours below a "
+        "purchase, the visitors of the N most visited items (default 10; 0: the reported seeds only)",
     )
     parser.add_argument(
         "--attributes",
@@ -388,7 +460,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.prospective:
         categories = adapter.item_attributes is not None
         users = frame["user_id"]
-        prospective(wh, users, day, args.prospective, adapter.max_level, categories, seed_list, representations, rfm)
+        by_subcategory = any(seed.kind == "subcategory" for seed in seed_list)
+        more = later_seeds(
+            wh, users, day, adapter.max_level, categories, by_subcategory, args.prospective_seeds, validation
+        )
+        judged = seed_list + [s for s in more if s.name not in {seed.name for seed in seed_list}]
+        prospective(wh, users, day, args.prospective, adapter.max_level, categories, judged, representations, rfm)
     print(f"done in {time.time() - t0:.1f}s")
     return 0
 
