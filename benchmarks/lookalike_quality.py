@@ -48,6 +48,7 @@ import sys
 import time
 from dataclasses import dataclass
 from datetime import date, timedelta
+from itertools import islice
 from pathlib import Path
 
 import duckdb
@@ -140,9 +141,15 @@ HEAVY_BUYERS = (
 
 
 def seeds(
-    wh: Warehouse, users: pd.Series, day: date, top_level: int, has_categories: bool
-) -> tuple[list[Seed], Validation]:
-    """(reported seeds, validation seeds of the encoder)."""
+    wh: Warehouse, users: pd.Series, day: date, top_level: int, has_categories: bool, more: int = 0
+) -> tuple[list[Seed], Validation, list[Seed]]:
+    """(reported seeds, validation seeds of the encoder, ``more`` seeds judged by the prospective measure only).
+
+    The prospective measure judges a seed only where it has enough converters (on Tmall's 859 consumers the reported
+    seeds leave three), so it takes more, each with at least 10 members: the buyers of the ``more`` items (H&M:
+    subcategories) ranked after the validation seeds (9th on) and, where the source has behaviours below a purchase
+    (Tmall's clicks, collects, carts), the visitors of the ``more`` most visited items, the validation items left
+    out: audiences for a brand's reach."""
     con = window(wh, users, day - timedelta(days=WINDOW_DAYS - 1), day, top_level, has_categories)
     out: list[Seed] = []
     validation: list[Seed] = []
@@ -159,6 +166,7 @@ def seeds(
         out.append(seed(f"buyers of item {item}", "item", ITEM_BUYERS, item))
     for item, _ in items[3:8]:  # the encoder's epoch is chosen on these; none is reported
         validation.append(seed(item, "validation", ITEM_BUYERS, item))
+    finest, finest_kind, finest_query = items, "item", ITEM_BUYERS  # where the later buyer seeds come from
     if has_categories:
         top = con.execute(
             "select c.category, count(distinct b.user_id) n from buys b join categories c using (item_id) "
@@ -171,60 +179,29 @@ def seeds(
             # the buyers of a subcategory (H&M product type), the top three reported, the 4th-8th for validation
             ranked = con.execute(
                 "select c.subcategory, count(distinct b.user_id) n from buys b join categories c using (item_id) "
-                "where c.subcategory is not null group by 1 order by n desc, 1 limit 8"
+                "where c.subcategory is not null group by 1 order by n desc, 1"
             ).fetchall()
             for subcategory, _ in ranked[:3]:
                 out.append(seed(f"buyers of subcategory {subcategory}", "subcategory", SUBCATEGORY_BUYERS, subcategory))
             validation = [seed(sub, "validation", SUBCATEGORY_BUYERS, sub) for sub, _ in ranked[3:8]]
             multiple = 1  # ten times a product type's buyers is nearly everyone: every epoch would score 1.0
+            finest, finest_kind, finest_query = ranked, "subcategory", SUBCATEGORY_BUYERS
     out.append(seed("heavy buyers (top 10% by purchase days)", "heavy", HEAVY_BUYERS))
-    return [s for s in out if len(s.members) >= 10], Validation(
-        [s for s in validation if len(s.members) >= 10], multiple
-    )
-
-
-def later_seeds(
-    wh: Warehouse,
-    users: pd.Series,
-    day: date,
-    top_level: int,
-    has_categories: bool,
-    by_subcategory: bool,
-    count: int,
-    validation: Validation,
-) -> list[Seed]:
-    """More seeds for the prospective measure, whose seeds count only where they have enough converters (on Tmall's
-    859 consumers the reported seeds leave three), each with at least 10 members in the 90 days to D:
-    - the buyers of the ``count`` items (H&M: subcategories) ranked after the encoder's validation seeds (9th on);
-    - where the source has behaviours below a purchase (Tmall's clicks, collects, carts), the visitors of the
-      ``count`` items with the most, any behaviour, the validation items left out: audiences for a brand's reach."""
-    if count <= 0:
-        return []
-    con = window(wh, users, day - timedelta(days=WINDOW_DAYS - 1), day, top_level, has_categories)
-    if by_subcategory:
-        kind, query = "subcategory", SUBCATEGORY_BUYERS
-        ranked = con.execute(
-            "select c.subcategory, count(distinct b.user_id) n from buys b join categories c using (item_id) "
-            "where c.subcategory is not null group by 1 order by n desc, 1"
-        ).fetchall()
-    else:
-        kind, query = "item", ITEM_BUYERS
-        ranked = con.execute(
-            "select item_id, count(distinct user_id) as n from buys group by item_id order by n desc, item_id"
-        ).fetchall()
-    buyers = [Seed(f"buyers of {kind} {key}", kind, doers(con, query, (key,)), query, (key,)) for key, _ in ranked[8:]]
-    out = [s for s in buyers if len(s.members) >= 10][:count]
-    if top_level > 1:
-        skip = {v.name for v in validation.seeds}
-        visited = con.execute(
-            "select item_id, count(distinct user_id) as n from events group by item_id order by n desc, item_id"
-        ).fetchall()
-        keys = [key for key, n in visited if n >= 10 and key not in skip][:count]
-        out += [
-            Seed(f"visitors of item {key}", "visitors", doers(con, ITEM_VISITORS, (key,)), ITEM_VISITORS, (key,))
-            for key in keys
-        ]
-    return out
+    reported = [s for s in out if len(s.members) >= 10]
+    validation = [s for s in validation if len(s.members) >= 10]
+    later: list[Seed] = []
+    if more > 0:
+        names = {s.name for s in reported}
+        buyers = (seed(f"buyers of {finest_kind} {key}", finest_kind, finest_query, key) for key, _ in finest[8:])
+        later = list(islice((s for s in buyers if len(s.members) >= 10 and s.name not in names), more))
+        if top_level > 1:
+            skip = {v.name for v in validation}
+            visited = con.execute(
+                "select item_id, count(distinct user_id) as n from events group by item_id order by n desc, item_id"
+            ).fetchall()
+            keys = [key for key, n in visited if n >= 10 and key not in skip][:more]
+            later += [seed(f"visitors of item {key}", "visitors", ITEM_VISITORS, key) for key in keys]
+    return reported, Validation(validation, multiple), later
 
 
 def prospective(
@@ -381,7 +358,10 @@ def main(argv: list[str] | None = None) -> int:
     day, frame = population(settings, day)
     features, columns = feature_matrix(frame)
     rfm = rfm_matrix(frame, adapter.max_level)
-    seed_list, validation = seeds(wh, frame["user_id"], day, adapter.max_level, adapter.item_attributes is not None)
+    more = args.prospective_seeds if args.prospective else 0
+    seed_list, validation, later = seeds(
+        wh, frame["user_id"], day, adapter.max_level, adapter.item_attributes is not None, more
+    )
     representations = {"user_features": features}
     for objective in [o for o in args.encoder.split(",") if o]:
         for seed in (int(x) for x in args.encoder_seeds.split(",")):
@@ -460,11 +440,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.prospective:
         categories = adapter.item_attributes is not None
         users = frame["user_id"]
-        by_subcategory = any(seed.kind == "subcategory" for seed in seed_list)
-        more = later_seeds(
-            wh, users, day, adapter.max_level, categories, by_subcategory, args.prospective_seeds, validation
-        )
-        judged = seed_list + [s for s in more if s.name not in {seed.name for seed in seed_list}]
+        judged = seed_list + later
         prospective(wh, users, day, args.prospective, adapter.max_level, categories, judged, representations, rfm)
     print(f"done in {time.time() - t0:.1f}s")
     return 0
