@@ -286,13 +286,26 @@ class TopkSettings:
     keep_versions: int = 3
 
 
+# The consumer encoder's self-supervised objectives (training/consumer_encoder.py); "both" = masked + contrastive
+ENCODER_OBJECTIVES = ("masked", "contrastive", "future")
+
+
+def encoder_objectives(objective: str) -> frozenset[str]:
+    """The objectives ``objective`` sums (joined by "+", "both" = masked + contrastive); empty when any is unknown."""
+    parts = set(objective.split("+"))
+    if "both" in parts:
+        parts = (parts - {"both"}) | {"masked", "contrastive"}
+    return frozenset(parts) if parts <= set(ENCODER_OBJECTIVES) else frozenset()
+
+
 @dataclass(frozen=True)
 class SegmentSettings:
     """Consumer segments (UNICON): the nightly consumer encoder (training/consumer_embeddings.py) and the segments job
     (spark_jobs/build_segments.py) that clusters its embeddings and profiles the clusters.
 
     :param enabled: train the encoder and build the segments every night (the nightly DAG's ``segments`` group).
-    :param objective: the encoder's self-supervised objective: ``masked`` item, ``contrastive`` views or ``both``.
+    :param objective: the encoder's self-supervised objective: ``masked`` item, ``contrastive`` views, ``future``
+        items or ``both`` (masked + contrastive); several are summed when joined by ``+`` (``both+future``).
     :param epochs: encoder epochs; the one kept has the best validation lookalike recall (not the lowest loss).
     :param learning_rate: the encoder's learning rate from a random start (the first night, or a changed shape).
     :param fine_tune_learning_rate: its learning rate on a night that continues from the previous night's weights:
@@ -741,8 +754,11 @@ def _validate(s: Settings, where: str | Path) -> None:
     if s.topk.model not in {"ranker", *MODEL_KINDS}:
         raise ConfigError(f"topk.model must be ranker or one of {list(MODEL_KINDS)} (got {s.topk.model!r}) in {where}")
     g = s.segments
-    if g.objective not in {"masked", "contrastive", "both"}:
-        raise ConfigError(f"segments.objective must be masked, contrastive or both (got {g.objective!r}) in {where}")
+    if not encoder_objectives(g.objective):
+        raise ConfigError(
+            f"segments.objective must be {', '.join(ENCODER_OBJECTIVES)} or both, or several joined by '+' "
+            f"(got {g.objective!r}) in {where}"
+        )
     if min(g.learning_rate, g.fine_tune_learning_rate) <= 0:
         raise ConfigError(f"segments: learning_rate and fine_tune_learning_rate must be > 0 in {where}")
     if min(g.epochs, g.dim, g.layers, g.profile_items, g.min_item_users, g.kmeans_starts) < 1 or g.k < 0:

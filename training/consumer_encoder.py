@@ -11,7 +11,11 @@ shared unknown row) still tells its category. Two self-supervised objectives, ch
   back from the token's output (a softmax over the item vocabulary, the item table tied as the output layer);
 - ``contrastive``: two views of a consumer (a random contiguous crop, some tokens dropped) must find each other among
   the batch's other consumers (InfoNCE on the embeddings);
-- ``both``: the sum.
+- ``future``: each consumer's sequence is cut before its last 20-50% of tokens; the embedding of what comes before
+  must predict the items that come after (a softmax over the item table per later token). A lookalike audience is
+  for the consumers who will take a behaviour up, so this asks the embedding for what a consumer will do next, where
+  the other two ask only what they did;
+- ``both``: masked + contrastive; any of the three can be summed with ``+`` (``masked+future``).
 
 The embedding's use is lookalike expansion, so the epoch kept is the one with the best validation lookalike recall
 (``nightrec.lookalike``) on seeds given by the caller, not the lowest loss. Runs on CUDA when present.
@@ -35,6 +39,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from nightrec.config import ENCODER_OBJECTIVES, encoder_objectives
 from nightrec.errors import InputError
 from nightrec.warehouse import Warehouse
 from training.data import ITEM_ATTRIBUTES
@@ -43,7 +48,6 @@ from training.towers import GAP_BUCKETS, gap_buckets
 log = logging.getLogger(__name__)
 
 PAD, MASK, UNKNOWN = 0, 1, 2  # reserved item ids; real items start at 3
-OBJECTIVES = ("masked", "contrastive", "both")
 # The consumer's own attributes (canonical names, nightrec/contract.py; age as a band): 0 = unknown or absent
 CONSUMER_ATTRIBUTES = ("age_band", "membership")
 AGE_BAND_EDGES = (25, 35, 45, 55, 65)  # bands: under 25, 25-34, ..., 65 and over
@@ -258,7 +262,9 @@ class ConsumerEncoder(nn.Module):
     consumer embedding.
 
     :param attribute_sizes: embedding rows of each of ITEM_ATTRIBUTES (1 = the source has none: the table holds only
-        the zero unknown row and adds nothing); :param consumer_sizes: the same for CONSUMER_ATTRIBUTES."""
+        the zero unknown row and adds nothing); :param consumer_sizes: the same for CONSUMER_ATTRIBUTES;
+    :param future: with the head the future objective needs (only then: a layer drawn at initialisation would move
+        the random draws, and so the results, of the other objectives)."""
 
     def __init__(
         self,
@@ -270,6 +276,7 @@ class ConsumerEncoder(nn.Module):
         heads: int,
         attribute_sizes: list[int] | None = None,
         consumer_sizes: list[int] | None = None,
+        future: bool = False,
     ) -> None:
         super().__init__()
         self.items = nn.Embedding(n_items, dim, padding_idx=PAD)
@@ -285,6 +292,7 @@ class ConsumerEncoder(nn.Module):
         layer = nn.TransformerEncoderLayer(dim, heads, 2 * dim, dropout=0.1, batch_first=True, norm_first=True)
         self.transformer = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.out = nn.Linear(dim, dim)
+        self.future = nn.Linear(dim, dim) if future else None  # the embedding -> an item query
 
     def tokens(self, t: Tokens) -> torch.Tensor:
         """Every token's contextual output (B, N, dim); padding positions are masked out of attention."""
@@ -320,6 +328,7 @@ def model_for(data: Sequences, levels: int, settings: EncoderSettings) -> Consum
         settings.heads,
         data.sizes(ITEM_ATTRIBUTES),
         data.sizes(CONSUMER_ATTRIBUTES),
+        future="future" in objective_parts(settings.objective),
     )
 
 
@@ -372,6 +381,53 @@ def contrastive_loss(model: ConsumerEncoder, t: Tokens, temperature: float) -> t
     logits = a @ b.T / temperature
     target = torch.arange(len(a), device=a.device)
     return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+
+
+def _without_last(t: Tokens, drop: torch.Tensor) -> Tokens:
+    """Each consumer's tokens without its last ``drop`` real ones, the rest moved right (still right-aligned)."""
+    n = t.items.shape[1]
+    source = torch.arange(n, device=t.items.device).unsqueeze(0) - drop.unsqueeze(1)
+    kept = source >= 0
+    index = source.clamp(min=0)
+
+    def moved(x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 3:
+            gathered = torch.gather(x, 1, index.unsqueeze(-1).expand_as(x))
+            return torch.where(kept.unsqueeze(-1), gathered, torch.zeros_like(x))
+        return torch.where(kept, torch.gather(x, 1, index), torch.zeros_like(x))
+
+    return Tokens(moved(t.items), moved(t.levels), moved(t.gaps), moved(t.attributes), t.consumer)
+
+
+def future_item_loss(model: ConsumerEncoder, t: Tokens) -> torch.Tensor:
+    """Cross-entropy of the items of each consumer's last 20-50% of tokens, predicted from the embedding of the
+    tokens before them. Consumers with one token have no before and after; later tokens of the shared unknown item
+    are not targets (they name no item)."""
+    n = t.items.shape[1]
+    lengths = (t.levels > 0).sum(1)
+    share = 0.2 + 0.3 * torch.rand(lengths.shape, device=t.items.device)
+    drop = torch.minimum((lengths.float() * share).ceil().long(), lengths - 1).clamp(min=0)
+    later = (torch.arange(n, device=t.items.device).unsqueeze(0) >= (n - drop).unsqueeze(1)) & (t.items > UNKNOWN)
+    if model.future is None:
+        raise InputError("this consumer encoder was built without the future objective's head")
+    if not later.any():
+        return t.items.new_zeros((), dtype=torch.float32)
+    query = model.future(model(_without_last(t, drop)))  # (B, dim)
+    logits = query @ model.items.weight[MASK + 1 :].T  # (B, items + unknown)
+    log_p = F.log_softmax(logits, dim=-1)
+    target = (t.items - (MASK + 1)).clamp(min=0)
+    picked = torch.gather(log_p, 1, target) * later
+    return -picked.sum() / later.sum()
+
+
+def objective_parts(objective: str) -> frozenset[str]:
+    """The objectives ``objective`` sums ("both" = masked + contrastive); an unknown one is an InputError."""
+    parts = encoder_objectives(objective)
+    if not parts:
+        raise InputError(
+            f"Unknown consumer encoder objective {objective!r}: one of {ENCODER_OBJECTIVES} or 'both', joined by '+'"
+        )
+    return parts
 
 
 def compatible(record: dict[str, Any], settings: EncoderSettings, levels: int, length: int) -> bool:
@@ -463,8 +519,7 @@ def train(
 
     :param start_from: an earlier night's weights record (``vocabulary``, ``state_dict``, ``settings``, ``length``,
         ``levels``) to continue from (:func:`warm_start`) instead of a random start."""
-    if settings.objective not in OBJECTIVES:
-        raise InputError(f"Unknown consumer encoder objective {settings.objective!r}; one of {OBJECTIVES}")
+    parts = objective_parts(settings.objective)
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
     model = model_for(data, levels, settings)
@@ -488,13 +543,16 @@ def train(
                 continue
             batch = Tokens(*(t[idx].to(device) for t in tensors))
             loss = batch.items.new_zeros((), dtype=torch.float32)
-            if settings.objective in {"masked", "both"}:
+            if "masked" in parts:
                 loss = loss + masked_item_loss(model, batch, settings.mask_share)
-            if settings.objective in {"contrastive", "both"}:
+            if "contrastive" in parts:
                 loss = loss + contrastive_loss(model, batch, settings.temperature)
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
+            if "future" in parts:
+                loss = loss + future_item_loss(model, batch)
+            if loss.requires_grad:  # else no part had anything to learn from in this batch (nothing to step)
+                optimiser.zero_grad()
+                loss.backward()
+                optimiser.step()
             total, batches = total + loss.detach().item(), batches + 1
         embeddings = embed(model, data, device)
         score = float(validate(embeddings))

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from nightrec.config import PROJECT_ROOT, load_settings
+from nightrec.config import PROJECT_ROOT, encoder_objectives, load_settings
 from nightrec.errors import ConfigError
 
 
@@ -156,11 +156,19 @@ def test_any_setting_can_be_set_from_the_environment_and_travels_to_child_proces
         ("spark.conf=a", "a mapping cannot be set this way"),
         ("training.eval_days=0", "with NIGHTREC_SET='training.eval_days=0'"),  # the usual validation, naming the entry
         ("segments.kmeans_starts=0", "kmeans_starts >= 1"),
+        ("segments.objective=both+next", "segments.objective must be masked, contrastive, future or both"),
     ],
 )
 def test_a_bad_setting_from_the_environment_is_refused(entry: str, message: str):
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_settings("smoke", env={"NIGHTREC_SET": entry})
+
+
+def test_encoder_objectives_sum_with_a_plus_and_both_names_the_first_two():
+    s = load_settings("smoke", env={"NIGHTREC_SET": "segments.objective=both+future"})
+    assert encoder_objectives(s.segments.objective) == {"masked", "contrastive", "future"}
+    assert encoder_objectives("future") == {"future"} and encoder_objectives("both") == {"masked", "contrastive"}
+    assert encoder_objectives("masked+") == frozenset() and encoder_objectives("") == frozenset()
 
 
 def test_the_cli_set_flag_wins_over_the_environment(monkeypatch: pytest.MonkeyPatch):

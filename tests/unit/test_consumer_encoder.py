@@ -1,4 +1,4 @@
-"""The consumer encoder on small synthetic sequences: tokens, views, the two objectives, and the epoch it keeps."""
+"""The consumer encoder on small synthetic sequences: tokens, views, the three objectives, and the epoch it keeps."""
 
 from __future__ import annotations
 
@@ -15,10 +15,13 @@ from training.consumer_encoder import (
     EncoderSettings,
     Tokens,
     _view,
+    _without_last,
     contrastive_loss,
     embed,
     encode,
+    future_item_loss,
     masked_item_loss,
+    model_for,
     train,
 )
 
@@ -76,9 +79,9 @@ def test_a_view_is_a_non_empty_ordered_subsequence_realigned_right():
             assert (v_levels[row, -n:] > 0).all() and (v_levels[row, :-n] == 0).all()
 
 
-def _fit(loss_of, n_items: int, length: int) -> tuple[float, float]:
+def _fit(loss_of, n_items: int, length: int, future: bool = False) -> tuple[float, float]:
     torch.manual_seed(0)
-    model = ConsumerEncoder(n_items=n_items, levels=4, length=length, dim=16, layers=1, heads=2)
+    model = ConsumerEncoder(n_items=n_items, levels=4, length=length, dim=16, layers=1, heads=2, future=future)
     optimiser = torch.optim.Adam(model.parameters(), lr=5e-3)
     first = loss_of(model).detach().item()
     for _ in range(60):
@@ -108,6 +111,36 @@ def test_the_contrastive_objective_learns_to_tell_consumers_apart():
     assert first > 0.8 * np.log(64) and last < 0.6 * first  # from chance towards matching
 
 
+def test_cutting_the_last_tokens_keeps_the_rest_in_order_right_aligned():
+    items = torch.tensor([[0, 0, 3, 4, 5, 6], [0, 0, 0, 0, 7, 8], [0, 0, 0, 0, 0, 9]])
+    levels = (items > 0).long()
+    t = Tokens(items, levels, levels * 2, items.unsqueeze(-1).repeat(1, 1, 3), torch.tensor([[1, 2], [3, 4], [5, 6]]))
+    cut = _without_last(t, torch.tensor([2, 1, 0]))
+    assert cut.items.tolist() == [[0, 0, 0, 0, 3, 4], [0, 0, 0, 0, 0, 7], [0, 0, 0, 0, 0, 9]]
+    assert torch.equal(cut.levels, (cut.items > 0).long()) and torch.equal(cut.gaps, cut.levels * 2)
+    assert torch.equal(cut.attributes[..., 1], cut.items)  # each token's attributes move with it
+    assert torch.equal(cut.consumer, t.consumer)
+
+
+def test_the_future_objective_learns_what_comes_after_from_what_came_before():
+    """Consumers of two kinds: items 3 and 4 early are followed by 5 later, items 6 and 7 by 8. Each consumer's
+    later tokens are predictable only from their earlier ones (mixed order within each part)."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for _ in range(64):
+        early, later = ([3, 4], 5) if rng.random() < 0.5 else ([6, 7], 8)
+        rows.append(list(rng.choice(early, 6)) + [later] * 4)
+    items = torch.tensor(np.array(rows))
+    levels, gaps = torch.ones_like(items), torch.full_like(items, 2)
+    first, last = _fit(lambda m: future_item_loss(m, Tokens.of(items, levels, gaps)), n_items=9, length=10, future=True)
+    assert first > 0.8 * np.log(9 - 2) and last < 0.3 * first  # from chance over the items towards certain
+    with pytest.raises(InputError, match="future"):  # a model built without the head cannot train on it
+        future_item_loss(ConsumerEncoder(9, 4, 10, 16, 1, 2), Tokens.of(items, levels, gaps))
+    one_token = Tokens.of(items[:, -1:], levels[:, -1:], gaps[:, -1:])
+    model = ConsumerEncoder(9, 4, 1, 16, 1, 2, future=True)
+    assert future_item_loss(model, one_token).item() == 0.0  # no before and after: nothing to learn
+
+
 def test_training_keeps_the_epoch_with_the_best_validation_not_the_last():
     data = encode(
         frame([(f"u{i}", ["a", "b", "c", "a"][: 1 + i % 4], [1, 2, 4, 1][: 1 + i % 4]) for i in range(40)]), 4
@@ -126,6 +159,15 @@ def test_training_keeps_the_epoch_with_the_best_validation_not_the_last():
     assert np.allclose(embed(trained.model, data, torch.device("cpu")), seen[1], atol=1e-5)  # the model is epoch 2's
     with pytest.raises(InputError, match="objective"):
         train(data, 4, EncoderSettings(objective="nope"), torch.device("cpu"), validate)
+    # the head of the future objective exists only where the objective asks for it (it would move the others' draws)
+    assert model_for(data, 4, EncoderSettings(objective="both")).future is None
+    summed = EncoderSettings(dim=8, layers=1, heads=2, epochs=1, batch_size=16, objective="both+future")
+    assert model_for(data, 4, summed).future is not None
+    assert np.isfinite(train(data, 4, summed, torch.device("cpu"), lambda e: 0.5).embeddings).all()
+    # a batch with nothing to learn from (one token each: no before and after) is passed over, not an error
+    single = encode(frame([(f"u{i}", ["a"], [1]) for i in range(20)]), 4)
+    alone = EncoderSettings(dim=8, layers=1, heads=2, epochs=1, batch_size=16, objective="future", min_item_count=1)
+    assert train(single, 4, alone, torch.device("cpu"), lambda e: 0.5).history[0]["loss"] == 0.0
 
 
 def test_a_night_continues_from_the_last_nights_weights_item_by_item():
