@@ -24,7 +24,8 @@ measured in audiences of 1x, 5x and 10x the expanded seed (``nightrec.lookalike`
   seed repeats;
   ``...+features``: the embedding and the ``user_features`` columns side by side; ``.../no-attributes``: the encoder
   without the items' and consumers' attributes (``--attributes both``), to measure what they add where the source
-  has them (H&M: article group, type and colour; customer age band and club status).
+  has them (H&M: article group, type and colour; customer age band and club status); ``.../untrained``: the encoder
+  at its random initialisation (``--encoder-epochs 8,0``), to measure what training adds.
 
 Hiding members measures whether a representation holds the behaviour that defines a seed: a consumer who bought a
 category has that purchase in their sequence and in counts over it. What an analyst expands a seed for is the
@@ -35,7 +36,8 @@ behaviour (the same query) in the DAYS after D: lift over random, per seed and s
 ``--prospective-seeds N`` (default 10) judges more seeds there: the buyers of the N items (H&M: subcategories) ranked
 after the encoder's validation seeds and, where the source has behaviours below a purchase (Tmall), the visitors
 (any behaviour) of the N most visited items. It ends with the audiences' representation minus each baseline, mean
-over the judged seeds, with a 95% bootstrap interval over seeds (paired: every method is judged on the same seeds).
+over the judged seeds, with a 95% bootstrap interval over seeds (paired: every method is judged on the same seeds),
+and each further encoder variant (objective or epochs) minus the first, encoder seed by encoder seed.
 
     NIGHTREC_SOURCE=hm python benchmarks/lookalike_quality.py --warehouse <H&M> --encoder both \
         --encoder-seeds 0,1,2 --prospective 30
@@ -58,7 +60,7 @@ from _figures import record_figure  # benchmarks/ is on sys.path when a script h
 
 from nightrec.adapters import load_adapter
 from nightrec.audiences import feature_matrix, population
-from nightrec.config import Settings, load_settings
+from nightrec.config import SegmentSettings, Settings, load_settings
 from nightrec.lookalike import (
     MULTIPLES,
     SHARES,
@@ -74,6 +76,7 @@ from nightrec.lookalike import (
 from nightrec.warehouse import Warehouse
 
 WINDOW_DAYS = 90
+ENCODER_EPOCHS = SegmentSettings().epochs  # the nightly encoder's (no profile changes it but smoke)
 
 
 @dataclass(frozen=True)
@@ -214,9 +217,12 @@ def prospective(
     seed_list: list[Seed],
     representations: dict[str, np.ndarray],
     rfm: np.ndarray,
+    pairs: list[tuple[str, str]],
 ) -> None:
     """Each seed expanded whole, its audience of 10% of the candidates judged by who takes up the seed's behaviour in
-    the ``days`` after D (the same query over those days' purchases; members of the seed do not count)."""
+    the ``days`` after D (the same query over those days' purchases; members of the seed do not count).
+
+    :param pairs: (representation, the one it is compared with): the paired differences printed last."""
     later = window(wh, users, day + timedelta(days=1), day + timedelta(days=days), top_level, has_categories)
     share = SHARES[1]
     print(
@@ -263,6 +269,10 @@ def prospective(
             diff = np.array(judged[name]) - np.array(judged[other])
             lo, hi = np.percentile(diff[draws].mean(axis=1), [2.5, 97.5])
             print(f"  {name} - {other:<13} {diff.mean():+.2f}x [{lo:+.2f}, {hi:+.2f}]")
+    for name, first in pairs:  # a further objective's audiences against the first objective's, same encoder seed
+        diff = np.array(judged[name]) - np.array(judged[first])
+        lo, hi = np.percentile(diff[draws].mean(axis=1), [2.5, 97.5])
+        print(f"  {name} - {first} {diff.mean():+.2f}x [{lo:+.2f}, {hi:+.2f}]")
 
 
 def encoder_embeddings(
@@ -273,7 +283,8 @@ def encoder_embeddings(
     validation: Validation,
     objective: str,
     seed: int,
-    attributes: bool = True,
+    attributes: bool,
+    epochs: int,
 ) -> np.ndarray:
     """The consumer encoder's embeddings of the population, trained on every consumer's sequence as of D (with the
     items' and consumers' attributes as inputs, as the nightly encoder has them, unless ``attributes`` is off)."""
@@ -292,7 +303,7 @@ def encoder_embeddings(
         raise SystemExit(f"{int(rows.isna().sum())} consumers of user_features have no sequence on {day}")
     take = rows.to_numpy(dtype=np.int64)
     device, _ = pick_device(settings.training.device)
-    encoder_settings = ce.EncoderSettings(objective=objective, seed=seed)
+    encoder_settings = ce.EncoderSettings(objective=objective, seed=seed, epochs=epochs)
     trained = ce.train(
         data,
         adapter.max_level,
@@ -301,14 +312,25 @@ def encoder_embeddings(
         lambda e: validation_recall(e[take], [v.members for v in validation.seeds], validation.multiple),
     )
     described = ", ".join(f"{k} {len(v)}" for k, v in data.attribute_values.items() if v) or "none"
+    best = max((h["validation"] for h in trained.history), default=np.nan)  # no epoch: the untrained encoder
     print(
         f"encoder {objective} seed {seed} (attribute values: {described}): {len(data.user_ids):,} consumers, "
         f"{len(data.vocabulary):,} items, "
         f"best epoch {trained.best_epoch} of {encoder_settings.epochs} "
-        f"(validation recall@{validation.multiple}x {max(h['validation'] for h in trained.history):.3f}), "
+        f"(validation recall@{validation.multiple}x {best:.3f}), "
         f"{trained.seconds:.0f}s on {device}"
     )
     return trained.embeddings[take].astype(np.float64)
+
+
+def variant_name(objective: str, epochs: int, seed: int | None, attributes: bool) -> str:
+    """encoder:<objective>[/untrained | /<n>-epochs][/<seed>][/no-attributes]"""
+    trained = "" if epochs == ENCODER_EPOCHS else "/untrained" if epochs == 0 else f"/{epochs}-epochs"
+    return (
+        f"encoder:{objective}{trained}"
+        + ("" if seed is None else f"/{seed}")
+        + ("" if attributes else "/no-attributes")
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -322,6 +344,13 @@ def main(argv: list[str] | None = None) -> int:
         help="consumer encoder objectives to train and compare ('' none)",
     )
     parser.add_argument("--encoder-seeds", default="0", help="training seeds per objective (default 0)")
+    parser.add_argument(
+        "--encoder-epochs",
+        default=str(ENCODER_EPOCHS),
+        help=f"comma-separated encoder epochs per objective (default {ENCODER_EPOCHS}, the nightly encoder's); 0 "
+        "scores the untrained encoder (random item vectors through a random transformer): '8,0' measures what "
+        "training adds",
+    )
     parser.add_argument(
         "--prospective",
         type=int,
@@ -363,20 +392,21 @@ def main(argv: list[str] | None = None) -> int:
         wh, frame["user_id"], day, adapter.max_level, adapter.item_attributes is not None, more
     )
     representations = {"user_features": features}
-    for objective in [o for o in args.encoder.split(",") if o]:
+    pairs = []  # each encoder variant's audiences beside the first variant's, same encoder seed and attributes
+    variants = [(o, int(e)) for o in args.encoder.split(",") if o for e in args.encoder_epochs.split(",")]
+    for objective, epochs in variants:
         for seed in (int(x) for x in args.encoder_seeds.split(",")):
             for attributes in {"on": (True,), "off": (False,), "both": (True, False)}[args.attributes]:
-                name = (
-                    f"encoder:{objective}"
-                    + (f"/{seed}" if "," in args.encoder_seeds else "")
-                    + ("" if attributes else "/no-attributes")
-                )
                 embeddings = encoder_embeddings(
-                    settings, wh, day, frame["user_id"], validation, objective, seed, attributes
+                    settings, wh, day, frame["user_id"], validation, objective, seed, attributes, epochs
                 )
+                seeded = seed if "," in args.encoder_seeds else None
+                name = variant_name(objective, epochs, seeded, attributes)
                 representations[name] = embeddings
                 # the embedding beside the consumer's counts: what the sequence adds to user_features
                 representations[f"{name}+features"] = np.hstack([embeddings, features])
+                if (objective, epochs) != variants[0]:
+                    pairs.append((f"{name}+features", f"{variant_name(*variants[0], seeded, attributes)}+features"))
     print(
         f"{adapter.name}, day {day}: {len(frame):,} consumers, {len(columns)} user_features columns, "
         f"{len(seed_list)} seeds, {args.repeats} hides each ({time.time() - t0:.1f}s to load)"
@@ -441,7 +471,9 @@ def main(argv: list[str] | None = None) -> int:
         categories = adapter.item_attributes is not None
         users = frame["user_id"]
         judged = seed_list + later
-        prospective(wh, users, day, args.prospective, adapter.max_level, categories, judged, representations, rfm)
+        prospective(
+            wh, users, day, args.prospective, adapter.max_level, categories, judged, representations, rfm, pairs
+        )
     print(f"done in {time.time() - t0:.1f}s")
     return 0
 
