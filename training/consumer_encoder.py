@@ -5,7 +5,7 @@ sum of its item, its attributes (category, subcategory, colour where the source 
 bucket and recency-position embeddings; a small transformer encoder reads the real tokens, their mean plus the
 consumer's attributes (age band, membership where the source has them) is projected and L2-normalised into the
 consumer's embedding. An attribute belongs to the raw item, not to its row in the item table, so a rare item (one
-shared unknown row) still tells its category. Two self-supervised objectives, chosen by ``objective``:
+shared unknown row) still tells its category. Three self-supervised objectives, chosen by ``objective``:
 
 - ``masked``: a share of the tokens' items (and their attributes) is replaced by a mask id and the item is predicted
   back from the token's output (a softmax over the item vocabulary, the item table tied as the output layer);
