@@ -264,15 +264,11 @@ def prospective(
     n = len(judged["rfm"])
     draws = np.random.default_rng(0).integers(0, n, (10_000, n))
     print(f"the audiences' representation minus each baseline, mean over the {n} judged seeds [95% bootstrap, seeds]:")
-    for name in (m for m in representations if m.endswith("+features")):
-        for other in ("user_features", "rfm"):
-            diff = np.array(judged[name]) - np.array(judged[other])
-            lo, hi = np.percentile(diff[draws].mean(axis=1), [2.5, 97.5])
-            print(f"  {name} - {other:<13} {diff.mean():+.2f}x [{lo:+.2f}, {hi:+.2f}]")
-    for name, first in pairs:  # a further objective's audiences against the first objective's, same encoder seed
-        diff = np.array(judged[name]) - np.array(judged[first])
+    baselines = [(m, other) for m in representations if m.endswith("+features") for other in ("user_features", "rfm")]
+    for name, other in baselines + pairs:
+        diff = np.array(judged[name]) - np.array(judged[other])
         lo, hi = np.percentile(diff[draws].mean(axis=1), [2.5, 97.5])
-        print(f"  {name} - {first} {diff.mean():+.2f}x [{lo:+.2f}, {hi:+.2f}]")
+        print(f"  {name} - {other:<13} {diff.mean():+.2f}x [{lo:+.2f}, {hi:+.2f}]")
 
 
 def encoder_embeddings(

@@ -363,15 +363,20 @@ def _view(t: Tokens) -> Tokens:
     keep |= keep.sum(1, keepdim=True).eq(0) & (pos == (start + kept - 1).unsqueeze(1))  # never an empty view
     # move the kept tokens to the right end, in their order: sort by (kept, position)
     order = torch.argsort(keep.long() * 2 * n + pos, dim=1)
-    kept_sorted = torch.gather(keep, 1, order)
+    return _moved(t, order, torch.gather(keep, 1, order))
+
+
+def _moved(t: Tokens, index: torch.Tensor, kept: torch.Tensor) -> Tokens:
+    """Each consumer's tokens re-laid: position j takes the token at ``index[:, j]`` where ``kept[:, j]``, padding
+    elsewhere; a token's attributes move with it, the consumer's own stay."""
 
     def moved(x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 3:  # per-token attributes: move every column with its token
-            index = order.unsqueeze(-1).expand_as(x)
-            return torch.where(kept_sorted.unsqueeze(-1), torch.gather(x, 1, index), torch.zeros_like(x))
-        return torch.where(kept_sorted, torch.gather(x, 1, order), torch.zeros_like(x))
+            gathered = torch.gather(x, 1, index.unsqueeze(-1).expand_as(x))
+            return torch.where(kept.unsqueeze(-1), gathered, torch.zeros_like(x))
+        return torch.where(kept, torch.gather(x, 1, index), torch.zeros_like(x))
 
-    return Tokens(moved(items), moved(levels), moved(t.gaps), moved(t.attributes), t.consumer)
+    return Tokens(moved(t.items), moved(t.levels), moved(t.gaps), moved(t.attributes), t.consumer)
 
 
 def contrastive_loss(model: ConsumerEncoder, t: Tokens, temperature: float) -> torch.Tensor:
@@ -385,31 +390,21 @@ def contrastive_loss(model: ConsumerEncoder, t: Tokens, temperature: float) -> t
 
 def _without_last(t: Tokens, drop: torch.Tensor) -> Tokens:
     """Each consumer's tokens without its last ``drop`` real ones, the rest moved right (still right-aligned)."""
-    n = t.items.shape[1]
-    source = torch.arange(n, device=t.items.device).unsqueeze(0) - drop.unsqueeze(1)
-    kept = source >= 0
-    index = source.clamp(min=0)
-
-    def moved(x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 3:
-            gathered = torch.gather(x, 1, index.unsqueeze(-1).expand_as(x))
-            return torch.where(kept.unsqueeze(-1), gathered, torch.zeros_like(x))
-        return torch.where(kept, torch.gather(x, 1, index), torch.zeros_like(x))
-
-    return Tokens(moved(t.items), moved(t.levels), moved(t.gaps), moved(t.attributes), t.consumer)
+    source = torch.arange(t.items.shape[1], device=t.items.device).unsqueeze(0) - drop.unsqueeze(1)
+    return _moved(t, source.clamp(min=0), source >= 0)
 
 
 def future_item_loss(model: ConsumerEncoder, t: Tokens) -> torch.Tensor:
     """Cross-entropy of the items of each consumer's last 20-50% of tokens, predicted from the embedding of the
     tokens before them. Consumers with one token have no before and after; later tokens of the shared unknown item
     are not targets (they name no item)."""
+    if model.future is None:
+        raise InputError("this consumer encoder was built without the future objective's head")
     n = t.items.shape[1]
     lengths = (t.levels > 0).sum(1)
     share = 0.2 + 0.3 * torch.rand(lengths.shape, device=t.items.device)
     drop = torch.minimum((lengths.float() * share).ceil().long(), lengths - 1).clamp(min=0)
     later = (torch.arange(n, device=t.items.device).unsqueeze(0) >= (n - drop).unsqueeze(1)) & (t.items > UNKNOWN)
-    if model.future is None:
-        raise InputError("this consumer encoder was built without the future objective's head")
     if not later.any():
         return t.items.new_zeros((), dtype=torch.float32)
     query = model.future(model(_without_last(t, drop)))  # (B, dim)
