@@ -32,7 +32,7 @@ with DAG(
     description=f"Nightly build for {adapter.name}: ingest, sequences, marts, features, training, top-k",
     # One data interval = one UTC day (Airflow 3's @daily would give start == end).
     schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
-    start_date=_utc(adapter.nightly_start),
+    start_date=_utc(adapter.first_night(settings.airflow.first_night)),  # catch-up starts here
     # Manual runs (`airflow dags test nightly D+1`) carry the interval END as logical date and Airflow creates
     # no task whose end_date precedes it, so end_date is the day after the data; a scheduled run for a day past
     # the data is skipped by its land task with a message (docs/architecture.md, "Time").

@@ -113,6 +113,24 @@ class SourceAdapter:
         """The source columns a delivered file must have (checked against its header)."""
         return list(dict.fromkeys(self.columns.values()))
 
+    def first_night(self, setting: str = "") -> date:
+        """The nightly DAG's first night (its start date): ``airflow.first_night`` where set, else ``nightly_start``.
+
+        :raises ConfigError: the setting is not a date, or lies before ``nightly_start`` (those days are the
+            bootstrap's) or after the history's last day."""
+        if not setting:
+            return self.nightly_start
+        try:
+            night = date.fromisoformat(setting)
+        except ValueError as exc:
+            raise ConfigError(f"airflow.first_night {setting!r} is not a date (YYYY-MM-DD)") from exc
+        if night < self.nightly_start or (not self.open_ended and night > self.history_end):
+            raise ConfigError(
+                f"airflow.first_night {night} must lie between {self.name}'s nightly_start ({self.nightly_start}) "
+                f"and the history's last day ({self.history_end})"
+            )
+        return night
+
     def history_days(self) -> list[date]:
         return days_between(self.history_start, self.history_end + timedelta(days=1))
 

@@ -396,8 +396,11 @@ class AirflowSettings:
         DuckDB file; the spark target's embedded Derby metastore).
     :param dbt_pool_slots: dbt tasks at once: 1 for those targets; more only against a Spark Thrift Server.
     :param catchup: the nightly DAG's catch-up: a scheduler started (or unpaused) late runs every missed night from
-        the source's ``nightly_start``, one at a time. Off, it runs only the latest night, and ``airflow backfill
-        create`` runs the others you want.
+        its first night, one at a time. Off, it runs only the latest night, and ``airflow backfill create`` runs the
+        others you want.
+    :param first_night: the nightly DAG's first night (YYYY-MM-DD; empty: the source's ``nightly_start``). Set it
+        where the warehouse was bootstrapped past ``nightly_start`` (``nightrec bootstrap --end``), so that a
+        scheduler's catch-up starts after the bootstrap's last day instead of rebuilding the nights it made.
     """
 
     home: Path
@@ -409,6 +412,7 @@ class AirflowSettings:
     dbt_pool: str = "nightrec_dbt"
     dbt_pool_slots: int = 1
     catchup: bool = True
+    first_night: str = ""
 
 
 @dataclass(frozen=True)
@@ -580,6 +584,14 @@ def _coerce(section: str, key: str, text: str) -> Any:
     return text
 
 
+def _is_date(text: str) -> bool:
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _resolve(path: str | Path) -> Path:
     p = Path(os.path.expanduser(str(path)))
     return p if p.is_absolute() else (PROJECT_ROOT / p).resolve()
@@ -708,6 +720,8 @@ def _validate(s: Settings, where: str | Path) -> None:
         raise ConfigError(
             f"feast.variant {s.feast.variant!r} in {where} has no feature_repo/feature_store.<variant>.yaml"
         )
+    if s.airflow.first_night and not _is_date(s.airflow.first_night):
+        raise ConfigError(f"airflow.first_night must be a date, YYYY-MM-DD (got {s.airflow.first_night!r}) in {where}")
     if s.airflow.dbt_pool_slots < 1:
         raise ConfigError(f"airflow.dbt_pool_slots must be >= 1 (got {s.airflow.dbt_pool_slots}) in {where}")
     if min(s.airflow.task_retries, s.airflow.retry_delay_seconds) < 0:

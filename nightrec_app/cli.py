@@ -154,6 +154,13 @@ def _nightly_days(s: Settings, days: list[date], quiet: bool = True) -> None:
             f"Run `nightrec bootstrap --start {early[0]} --end {early[-1]}`, or move nightly_start in "
             f"conf/sources/{adapter.name}.yaml."
         )
+    first = adapter.first_night(s.airflow.first_night)
+    held = [d for d in days if d < first]
+    if held:
+        raise NightrecError(
+            f"Day(s) {', '.join(map(str, held[:3]))} come before the nightly DAG's first night ({first}, set by "
+            "airflow.first_night): Airflow would create no task for them. Move or unset airflow.first_night."
+        )
     ensure_metadata_db(s)
     ensure_manifest()
     for day in days:

@@ -37,6 +37,17 @@ def test_a_day_or_range_the_dags_would_not_process_is_refused(args, message, tmp
     assert not (tmp_path / "airflow").exists()  # refused before Airflow's database was touched
 
 
+def test_a_day_before_a_first_night_set_later_than_nightly_start_is_refused(tmp_path: Path, monkeypatch, capsys):
+    monkeypatch.setenv("NIGHTREC_WAREHOUSE_ROOT", str(tmp_path / "warehouse"))
+    monkeypatch.setenv("NIGHTREC_AIRFLOW_HOME", str(tmp_path / "airflow"))
+    monkeypatch.setenv("NIGHTREC_SOURCE", "tmall_brand")
+    monkeypatch.setenv("NIGHTREC_SET", "airflow.first_night=2014-08-15")
+    assert cli.main(["nightly", "--day", "2014-08-14"]) == 2  # after nightly_start, before the DAG's first night
+    refused = capsys.readouterr().err
+    assert "come before the nightly DAG's first night (2014-08-15, set by airflow.first_night)" in refused
+    assert not (tmp_path / "airflow").exists()
+
+
 def test_a_reader_that_stops_early_gets_no_traceback(tmp_path: Path):
     """`nightrec status --all | head -1`: the pipe closes before the output ends; the command ends quietly."""
     import subprocess

@@ -1,5 +1,6 @@
 import re
 from dataclasses import replace
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -187,6 +188,20 @@ def test_the_airflow_section_is_set_like_any_other_and_its_pool_validated():
     assert load_settings("local", env={}).airflow.catchup is True
     with pytest.raises(ConfigError, match=r"airflow\.dbt_pool_slots must be >= 1"):
         load_settings("local", env={"NIGHTREC_SET": "airflow.dbt_pool_slots=0"})
+
+
+def test_the_nightly_dags_first_night_is_the_sources_nightly_start_unless_set_within_its_history():
+    from nightrec.adapters import load_adapter
+
+    tmall = load_adapter("tmall_brand")
+    assert tmall.first_night(load_settings("local", env={}).airflow.first_night) == date(2014, 8, 14)  # nightly_start
+    later = load_settings("local", env={"NIGHTREC_SET": "airflow.first_night=2014-08-15"}).airflow.first_night
+    assert tmall.first_night(later) == date(2014, 8, 15)
+    with pytest.raises(ConfigError, match=r"airflow\.first_night must be a date"):
+        load_settings("local", env={"NIGHTREC_SET": "airflow.first_night=15/08/2014"})
+    for outside in ("2014-08-13", "2014-08-16"):  # the bootstrap's days; past the history
+        with pytest.raises(ConfigError, match=r"must lie between tmall_brand's nightly_start \(2014-08-14\)"):
+            tmall.first_night(outside)
 
 
 def test_the_retry_delay_is_a_setting_that_reaches_every_tasks_default_args():
