@@ -909,7 +909,7 @@ def _api(port: int, path: str) -> dict:
 
 @dataclass
 class SchedulerRerun:
-    """Night two rerun by a real scheduler, started in the background (scheduler_rerun): where, and how to ask."""
+    """The nights a real scheduler catches up, started in the background (scheduler_rerun): where, and how to ask."""
 
     warehouse: Path
     home: Path
@@ -918,19 +918,26 @@ class SchedulerRerun:
     apps_before: set[str]
     kills: Path  # NIGHTREC_KILL_ONCE's records
     before: dict[str, list[int] | None]  # each killed glob's target version before the night
+    env: dict[str, str]
 
-    def wait(self, seconds: float) -> tuple[dict, list[dict]]:
-        """The backfill's run and its task instances, once every run is over, read through the REST API."""
+    def runs(self, count: int, seconds: float) -> list[dict]:
+        """The DAG's runs by logical date, read through the REST API once there are ``count`` and all are over."""
         deadline = time.time() + seconds
         while True:
-            runs = _api(self.port, "dags/nightly/dagRuns")["dag_runs"]
-            if runs and all(r["state"] in ("success", "failed") for r in runs):
-                break
-            assert time.time() < deadline, f"the backfill did not finish: {runs}"
+            runs = _api(self.port, "dags/nightly/dagRuns?order_by=logical_date")["dag_runs"]
+            if len(runs) >= count and all(r["state"] in ("success", "failed") for r in runs):
+                return runs
+            assert time.time() < deadline, f"the scheduler's runs did not finish: {runs}"
             time.sleep(5)
-        (run,) = runs
-        tasks = _api(self.port, f"dags/nightly/dagRuns/{run['dag_run_id']}/taskInstances?limit=200")["task_instances"]
-        return run, tasks
+
+    def tasks(self, run: dict) -> list[dict]:
+        return _api(self.port, f"dags/nightly/dagRuns/{run['dag_run_id']}/taskInstances?limit=200")["task_instances"]
+
+    def backfill(self, night: date) -> None:
+        """`airflow backfill create` of one night that already ran (it reruns it: reprocess completed)."""
+        reprocess = ["--reprocess-behavior", "completed"]
+        create = ["airflow", "backfill", "create", "--dag-id", "nightly", "--from-date", str(night), "--to-date"]
+        nightrec([*create, str(night), *reprocess], self.warehouse, self.home, env=self.env)
 
 
 def _killed_by_the_scheduler_test(warehouse: Path) -> dict[str, str]:
@@ -955,7 +962,8 @@ def _the_one(glob: str) -> Path:
 def scheduler_rerun(airflow_run, tmp_path_factory, spark_standalone) -> Iterator[SchedulerRerun]:
     """Airflow as a deployment runs it, on a copy of the e2e warehouse: metadata on PostgreSQL, the LocalExecutor, the
     scheduler, dag processor and API server as separate processes (`nightrec setup-airflow` first), the Spark jobs
-    submitted to a standalone cluster, and `airflow backfill create` for night two. Each task of
+    submitted to a standalone cluster, catch-up on from night two (`airflow.first_night`): unpaused, the DAG runs
+    night two and the night after the history, which its land task skips (the history ends on night two). Each task of
     _killed_by_the_scheduler_test is SIGKILLed once as it publishes (nightrec/faults.py, NIGHTREC_KILL_ONCE), and the
     night has one retry a second later for each task, as a deployment's `airflow.task_retries` gives it.
 
@@ -979,10 +987,9 @@ def scheduler_rerun(airflow_run, tmp_path_factory, spark_standalone) -> Iterator
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",  # the API on loopback, for this test only
             "NIGHTREC_SPARK_MASTER": spark_standalone.master,
-            # no catch-up from the source's nightly start (two nights already built in this warehouse): unpaused,
-            # the DAG runs only its latest interval, which lies past the DAG's end (the history's): none
-            "NIGHTREC_SET": "airflow.catchup=false; airflow.task_retries=1; airflow.retry_delay_seconds=1; "
-            + env_for(warehouse, home)["NIGHTREC_SET"],
+            # catch-up from night two, not from the source's nightly_start (night one, built already)
+            "NIGHTREC_SET": f"airflow.catchup=true; airflow.first_night={NIGHTS[-1]}; airflow.task_retries=1; "
+            "airflow.retry_delay_seconds=1; " + env_for(warehouse, home)["NIGHTREC_SET"],
             KILL_AT_COMMIT: ";".join(killed.values()),
             KILL_ONCE: str(kills),
         }
@@ -1016,14 +1023,11 @@ def scheduler_rerun(airflow_run, tmp_path_factory, spark_standalone) -> Iterator
             assert time.time() < deadline, "the dag processor did not register the nightly DAG"
             time.sleep(2)
         apps_before = {app["id"] for app in spark_standalone.applications()}
-        night = NIGHTS[-1]
-        backfill = ["airflow", "backfill", "create", "--dag-id", "nightly"]
-        nightrec([*backfill, "--from-date", str(night), "--to-date", str(night)], warehouse, home, env=env)
-        nightrec(["airflow", "dags", "unpause", "nightly"], warehouse, home, env=env)  # backfills run unpaused
-        yield SchedulerRerun(warehouse, home, base, port, apps_before, kills, before)
+        nightrec(["airflow", "dags", "unpause", "nightly"], warehouse, home, env=env)  # the catch-up starts
+        yield SchedulerRerun(warehouse, home, base, port, apps_before, kills, before, env)
 
 
-SCHEDULER_TEST = "test_a_real_scheduler_on_postgres_reruns_a_night_with_airflow_backfill_create_on_a_spark_cluster"
+SCHEDULER_TEST = "test_a_real_scheduler_on_postgres_catches_up_two_nights_and_backfill_create_reruns_one"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -1034,23 +1038,36 @@ def _scheduler_rerun_starts_early(request) -> None:
         request.getfixturevalue("scheduler_rerun")
 
 
-def test_a_real_scheduler_on_postgres_reruns_a_night_with_airflow_backfill_create_on_a_spark_cluster(
+def test_a_real_scheduler_on_postgres_catches_up_two_nights_and_backfill_create_reruns_one(
     airflow_run, tmall, scheduler_rerun, spark_standalone
 ):
-    """The scheduler's rerun of night two (scheduler_rerun), read back through the REST API: every task succeeded,
-    the dbt models ran one at a time (their pool), the Spark jobs ran on the cluster, and the tables equal those of
-    the `dags test` runs. The database password appears in no log.
+    """The scheduler's catch-up (scheduler_rerun), read back through the REST API: night two and the night after it
+    ran as scheduled runs, one after the other; in night two every task succeeded, the dbt models ran one at a time
+    (their pool), the Spark jobs ran on the cluster, and the tables equal those of the `dags test` runs; in the night
+    after the history, the land task skipped the night. `airflow backfill create` then reran that night (it needs no
+    second full night on two cores). The database password appears in no log.
 
     The Spark jobs and training, each SIGKILLed as it published: at that moment readers still saw the previous
     version of its output and the new one waited hidden beside it; Airflow's retry (the task's second try) published
     a new version and removed what the killed try left, and the night's tables are still the `dags test` night's."""
     rerun = scheduler_rerun
-    run, tasks = rerun.wait(seconds=1800)
+    night, after = NIGHTS[-1], NIGHTS[-1] + timedelta(days=1)
+    run, empty = rerun.runs(count=2, seconds=1800)
+    # a run's logical date is its data interval's start; catch-up ran the nights in order, one at a time
+    assert [r["logical_date"][:10] for r in (run, empty)] == [str(night), str(after)], (run, empty)
+    assert [r["run_type"] for r in (run, empty)] == ["scheduled", "scheduled"]
+    assert run["end_date"] <= empty["start_date"]  # max_active_runs 1: night D+1 continues from night D
+    tasks = rerun.tasks(run)
     states = {t["task_id"]: t["state"] for t in tasks}
-    night = NIGHTS[-1]
-    assert run["run_type"] == "backfill" and run["state"] == "success", (run, states)
-    assert run["logical_date"][:10] == str(night)  # a run's logical date is its data interval's start
-    assert set(states.values()) == {"success"}, states
+    assert run["state"] == "success" and set(states.values()) == {"success"}, (run, states)
+    skipped = {t["task_id"]: t["state"] for t in rerun.tasks(empty)}
+    assert empty["state"] == "success" and skipped["land"] == "skipped", (empty, skipped)
+
+    rerun.backfill(after)
+    _, again = rerun.runs(count=2, seconds=600)
+    assert again["dag_run_id"] == empty["dag_run_id"] and again["run_type"] == "backfill", again  # the same run
+    assert again["state"] == "success" and again["start_date"] > empty["end_date"], (again, empty)
+    assert {t["task_id"]: t["state"] for t in rerun.tasks(again)} == skipped
 
     killed = _killed_by_the_scheduler_test(rerun.warehouse)
     tries = {t["task_id"]: t["try_number"] for t in tasks}
