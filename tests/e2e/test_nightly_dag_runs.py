@@ -967,7 +967,7 @@ def scheduler_rerun(airflow_run, tmp_path_factory, spark_standalone) -> Iterator
     _killed_by_the_scheduler_test is SIGKILLed once as it publishes (nightrec/faults.py, NIGHTREC_KILL_ONCE), and the
     night has one retry a second later for each task, as a deployment's `airflow.task_retries` gives it.
 
-    It returns once the backfill is created, and the night runs while the module's other tests do
+    It returns once the DAG is unpaused, and the nights run while the module's other tests do
     (_scheduler_rerun_starts_early): on two cores the scheduler's own waits between tasks leave room for them. The
     services stop at the module's end."""
     from tests.servers import free_port, postgres_server, wait_for_port
