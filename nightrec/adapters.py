@@ -116,14 +116,12 @@ class SourceAdapter:
     def first_night(self, setting: str = "") -> date:
         """The nightly DAG's first night (its start date): ``airflow.first_night`` where set, else ``nightly_start``.
 
-        :raises ConfigError: the setting is not a date, or lies before ``nightly_start`` (those days are the
-            bootstrap's) or after the history's last day."""
+        :param setting: a date the settings check has already parsed (nightrec/config.py).
+        :raises ConfigError: it lies before ``nightly_start`` (those days are the bootstrap's) or after the history's
+            last day."""
         if not setting:
             return self.nightly_start
-        try:
-            night = date.fromisoformat(setting)
-        except ValueError as exc:
-            raise ConfigError(f"airflow.first_night {setting!r} is not a date (YYYY-MM-DD)") from exc
+        night = date.fromisoformat(setting)
         if night < self.nightly_start or (not self.open_ended and night > self.history_end):
             raise ConfigError(
                 f"airflow.first_night {night} must lie between {self.name}'s nightly_start ({self.nightly_start}) "

@@ -935,9 +935,8 @@ class SchedulerRerun:
 
     def backfill(self, night: date) -> None:
         """`airflow backfill create` of one night that already ran (it reruns it: reprocess completed)."""
-        reprocess = ["--reprocess-behavior", "completed"]
-        create = ["airflow", "backfill", "create", "--dag-id", "nightly", "--from-date", str(night), "--to-date"]
-        nightrec([*create, str(night), *reprocess], self.warehouse, self.home, env=self.env)
+        create = ["airflow", "backfill", "create", "--dag-id", "nightly", "--reprocess-behavior", "completed"]
+        nightrec([*create, "--from-date", str(night), "--to-date", str(night)], self.warehouse, self.home, env=self.env)
 
 
 def _killed_by_the_scheduler_test(warehouse: Path) -> dict[str, str]:
