@@ -22,8 +22,9 @@ nightly report refreshes weekly). Then it prints:
     python benchmarks/training_quality.py --warehouse warehouse --seeds 0,1,2 [--json quality.json]
     NIGHTREC_SOURCE=hm python benchmarks/training_quality.py --warehouse <an H&M warehouse>
 
-`--select` first picks the ranker's objective and label gain on validation (the newest training anchors whose labels
-end before the held-out window, learning from the older ones) and prints that table.
+`--select` first compares the ranker's objectives and label gains, then its leaves per tree and boosting rounds, on
+validation (cross-validation over the training anchors whose labels end before the held-out window), and prints both
+tables.
 """
 
 from __future__ import annotations
@@ -132,6 +133,26 @@ def judge_seed(
     return judged, {"decision": decision, "importance": importance}
 
 
+def _validation_folds(plan: AnchorPlan) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]]:
+    """The held-out ranker's training anchors (all before T) and four folds of them, every fourth anchor each."""
+    anchors = plan.ranker_anchors(plan.evaluation)
+    return anchors, [anchors[f::4] for f in range(min(4, len(anchors)))]
+
+
+def _fold_metrics(
+    candidates: ranker.Candidates, behaviour: ranker.Behaviour, fold: tuple[Any, ...], scorer: ranking.Scorer
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Per-user Recall@20 and NDCG@20 of the scorer's lists at the fold's anchors, against their label windows."""
+    recall, ndcg = [], []
+    for w in fold:
+        relevant = behaviour.purchases(w)
+        grouped = ranker._grouped(candidates, w.day, set(relevant))
+        users = metrics.per_user_ranking(ranker.ranked_lists(grouped, scorer), relevant, 20)
+        recall.append(users["recall"])
+        ndcg.append(users["ndcg"])
+    return recall, ndcg
+
+
 def select_objective(settings: Settings, plan: AnchorPlan, candidates: ranker.Candidates, behaviour: ranker.Behaviour):
     """Objective and label gain on validation, by cross-validation over the held-out anchors (all before T): each fold
     leaves every fourth anchor out, learns on the others and judges the left-out anchors' lists against their label
@@ -139,8 +160,7 @@ def select_objective(settings: Settings, plan: AnchorPlan, candidates: ranker.Ca
     before it, so a fold never sees the purchases it is judged on."""
     levels = behaviour.top_level
     names = ranking.feature_names(levels, settings.ranker.sources)
-    anchors = plan.ranker_anchors(plan.evaluation)
-    folds = [anchors[f::4] for f in range(min(4, len(anchors)))]
+    anchors, folds = _validation_folds(plan)
     graded = tuple(float(2**lv - 1) for lv in range(levels + 1))
     configs = {
         "lambdarank, purchases only": {"objective": "lambdarank", "label_gain": ()},
@@ -161,17 +181,55 @@ def select_objective(settings: Settings, plan: AnchorPlan, candidates: ranker.Ca
         for fold in folds:
             learn = tuple(w for w in anchors if w not in fold)
             booster = ranker.fit(chosen, ranker.training_set(candidates, behaviour, learn, names), levels, 0)
-            scorer = ranking.BoosterScorer(booster.model_to_string())
-            for w in fold:
-                relevant = behaviour.purchases(w)
-                grouped = ranker._grouped(candidates, w.day, set(relevant))
-                lists = ranker.ranked_lists(grouped, scorer)
-                users = metrics.per_user_ranking(lists, relevant, 20)
-                recall.append(users["recall"])
-                ndcg.append(users["ndcg"])
+            r, n = _fold_metrics(candidates, behaviour, fold, ranking.BoosterScorer(booster.model_to_string()))
+            recall += r
+            ndcg += n
         r, n = np.concatenate(recall), np.concatenate(ndcg)
         results[label] = {"recall@20": float(r.mean()), "ndcg@20": float(n.mean()), "users": len(r)}
         print(f"| {label} | {r.mean():.4f} | {n.mean():.4f} | {len(r):,} |")
+    return results
+
+
+CAPACITY_LEAVES = (3, 7, 15)
+CAPACITY_ROUNDS = (100, 200, 300, 500, 800)
+
+
+def select_capacity(settings: Settings, plan: AnchorPlan, candidates: ranker.Candidates, behaviour: ranker.Behaviour):
+    """Leaves per tree and boosting rounds on validation, the same folds as the objective's and the settings'
+    objective: one booster per leaves and fold, trained for the most rounds and cut at each count (LightGBM's
+    first r trees are the booster of r rounds), so the table is the list metric along each training run, the
+    ranker's early stopping done on what it is for."""
+    levels = behaviour.top_level
+    names = ranking.feature_names(levels, settings.ranker.sources)
+    anchors, folds = _validation_folds(plan)
+    current = (settings.ranker.num_leaves, settings.ranker.rounds)
+    print(
+        f"\nLeaves and rounds on validation ({settings.ranker.objective}, learning rate "
+        f"{settings.ranker.learning_rate}): the same folds; * the settings' ({current[0]} leaves, {current[1]} rounds)"
+    )
+    print("| leaves | rounds | recall@20 | ndcg@20 |")
+    print("|---|---|---|---|")
+    results: dict[str, dict[str, float]] = {}
+    for leaves in CAPACITY_LEAVES:
+        chosen = settings.with_overrides(
+            ranker=replace(settings.ranker, num_leaves=leaves, rounds=max(CAPACITY_ROUNDS))
+        )
+        per_rounds: dict[int, tuple[list[np.ndarray], list[np.ndarray]]] = {r: ([], []) for r in CAPACITY_ROUNDS}
+        for fold in folds:
+            learn = tuple(w for w in anchors if w not in fold)
+            booster = ranker.fit(chosen, ranker.training_set(candidates, behaviour, learn, names), levels, 0)
+            for rounds in CAPACITY_ROUNDS:
+                scorer = ranking.BoosterScorer(booster.model_to_string(num_iteration=rounds))
+                r, n = _fold_metrics(candidates, behaviour, fold, scorer)
+                per_rounds[rounds][0].extend(r)
+                per_rounds[rounds][1].extend(n)
+        for rounds, (recall, ndcg) in per_rounds.items():
+            r, n = np.concatenate(recall), np.concatenate(ndcg)
+            results[f"{leaves} leaves, {rounds} rounds"] = {"recall@20": float(r.mean()), "ndcg@20": float(n.mean())}
+            mark = " *" if (leaves, rounds) == current else ""
+            print(f"| {leaves} | {rounds}{mark} | {r.mean():.4f} | {n.mean():.4f} |")
+    best = max(results, key=lambda k: results[k]["ndcg@20"])
+    print(f"best NDCG@20 on validation: {best} ({results[best]['ndcg@20']:.4f})")
     return results
 
 
@@ -184,7 +242,11 @@ def main() -> None:
     parser.add_argument("--eval-days", type=_positive, help="days in the held-out window (default: the profile's)")
     parser.add_argument("--ranker-days", type=_positive, help="the models' validation days (default: the profile's)")
     parser.add_argument("--no-ordinal", action="store_true", help="skip the GNOLR comparison")
-    parser.add_argument("--select", action="store_true", help="first pick the ranker's objective on validation")
+    parser.add_argument(
+        "--select",
+        action="store_true",
+        help="first compare the ranker's objectives, then its leaves and rounds, on validation (the first seed)",
+    )
     parser.add_argument("--json", type=Path, help="also write every figure here")
     parser.add_argument(
         "--ranker",
@@ -254,7 +316,10 @@ def main() -> None:
                 ),
             )
             if args.select and seed == seeds[0]:
-                selection = select_objective(settings, plan, candidates, behaviour)
+                selection = {
+                    "objective": select_objective(settings, plan, candidates, behaviour),
+                    "capacity": select_capacity(settings, plan, candidates, behaviour),
+                }
             judged, extra = timer(
                 "ranker (train and judge)",
                 lambda seed=seed, candidates=candidates: judge_seed(settings, plan, candidates, behaviour, seed),
@@ -271,7 +336,7 @@ def main() -> None:
     if not args.no_ordinal:
         report["ordinal"] = print_ordinal(ordinal_table, exposures, categories, levels, args.bootstrap)
     report["seconds"] = {k: float(np.mean(v)) for k, v in timer.seconds.items()}
-    report["objective_selection"] = selection
+    report["selection"] = selection
     print("\nSeconds per seed (mean), this machine:")
     for name, values in timer.seconds.items():
         print(f"  {name}: {np.mean(values):.1f}")

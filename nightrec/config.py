@@ -242,7 +242,8 @@ class RankerSettings:
         benchmarks/training_quality.py --select), ``lambdarank`` or ``rank_xendcg``.
     :param label_gain: lambdarank's gain per label 0..L (the highest level reached in the window); empty: purchases
         only.
-    :param num_leaves: LightGBM leaves per tree.
+    :param num_leaves: LightGBM leaves per tree (with ``rounds``, compared on validation by
+        benchmarks/training_quality.py --select: the validation NDCG@20 is flat around these values).
     :param learning_rate: LightGBM learning rate.
     :param rounds: boosting rounds.
     :param min_data_in_leaf: LightGBM's minimum rows per leaf.
